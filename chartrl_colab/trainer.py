@@ -1,0 +1,165 @@
+"""``ModeTrainer``: TRL's ``GRPOTrainer`` with the four objectives of :mod:`chartrl_colab.objectives`.
+
+Two hooks, no copy of TRL's loop:
+
+1. ``_calculate_rewards`` returns the reward matrix gathered over all processes; we keep it.
+2. After TRL's ``_generate_and_score_completions`` we replace its advantages by the objective's
+   (computed on the gathered rewards, then sliced to this process as TRL slices), and for psr/nsr fold
+   the selection into TRL's loss mask (``completion_mask * tool_mask``) and recount
+   ``num_items_in_batch``, so dropped samples are neither in the loss nor in its token normalisation.
+   In ``grpo`` mode TRL's advantages are left untouched.
+
+Works with any model, reward functions and data set that ``GRPOTrainer`` accepts, text-only included.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+from trl import GRPOTrainer
+
+from chartrl_colab.config import MODES
+from chartrl_colab.objectives import Advantages, compute_advantages
+
+# Metrics TRL computes in `_compute_loss` as means over the loss mask: meaningless when it is empty.
+_MASKED_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+
+
+def resolve_verifier(verifier: int | str, reward_func_names: list[str]) -> int:
+    """Index of the verifier among the reward functions, given its index, name or registry key.
+
+    >>> resolve_verifier("accuracy", ["format_reward", "accuracy_reward"])
+    1
+    >>> resolve_verifier(0, ["format_reward", "accuracy_reward"])
+    0
+    """
+    names = list(reward_func_names)
+    if isinstance(verifier, int) and not isinstance(verifier, bool):
+        if 0 <= verifier < len(names):
+            return verifier
+    elif verifier in names:
+        return names.index(verifier)
+    elif f"{verifier}_reward" in names:
+        return names.index(f"{verifier}_reward")
+    raise ValueError(f"verifier={verifier!r} is not a reward function of this trainer; choose one of: "
+                     f"{', '.join(names)} (or an index below {len(names)})")
+
+
+def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, lambda_psr: float) -> str:
+    """The per-step console line, as the seed project printed it.
+
+    >>> a = Advantages(torch.tensor([-1.0, 0.0]), torch.tensor([True, False]),
+    ...                torch.tensor([False, True]), torch.tensor([True, False]))
+    >>> mode_line("nsr", 12, a, -0.5, 0.1)
+    'NSR [Step 12]: 1/2 negative samples | Avg reward: -0.500'
+    """
+    n = objective.advantages.numel()
+    pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
+    if mode == "psr":
+        counts = f"{pos}/{n} positive samples"
+    elif mode == "nsr":
+        counts = f"{neg}/{n} negative samples"
+    elif mode == "w-reinforce":
+        counts = f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)"
+    else:
+        counts = f"{pos}/{n} correct samples"
+    return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f}"
+
+
+class ModeTrainer(GRPOTrainer):
+    """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
+
+    ``verifier`` is the index or name of the reward function that judges correctness (a sample is correct
+    when its reward >= ``reward_threshold``). ``print_mode_lines`` prints one line per generation step.
+    """
+
+    def __init__(
+        self,
+        *args,
+        mode: str = "grpo",
+        reward_threshold: float = 0.5,
+        lambda_psr: float = 0.1,
+        verifier: int | str = 0,
+        print_mode_lines: bool = True,
+        **kwargs,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
+        if not math.isfinite(reward_threshold):
+            raise ValueError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number")
+        if not lambda_psr >= 0:
+            raise ValueError(f"lambda_psr={lambda_psr!r} is not valid; it must be >= 0")
+        super().__init__(*args, **kwargs)
+        self.mode = mode
+        self.reward_threshold = float(reward_threshold)
+        self.lambda_psr = float(lambda_psr)
+        self.verifier_index = resolve_verifier(verifier, self.reward_func_names)
+        self.print_mode_lines = print_mode_lines
+        self._gathered_rewards: torch.Tensor | None = None
+        self._kept_tokens: float = 1.0
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards = rewards  # all processes' rewards: the objective needs whole groups
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        split = "train" if self.model.training else "eval"
+        rewards = self._gathered_rewards
+        objective = compute_advantages(
+            rewards,
+            mode=self.mode,
+            verifier=self.verifier_index,
+            reward_threshold=self.reward_threshold,
+            lambda_psr=self.lambda_psr,
+            num_generations=self.num_generations if split == "train" else self.num_generations_eval,
+            reward_weights=self.reward_weights,
+            scale_rewards=self.scale_rewards,
+        )
+        if self.mode != "grpo":
+            local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+            advantages = objective.advantages[local].to(output["advantages"])
+            output["advantages"] = advantages
+            logged = self._logs["advantages"]  # the completions table shows TRL's; show ours instead
+            for _ in range(min(objective.advantages.numel(), len(logged))):
+                logged.pop()
+            logged.extend(objective.advantages.tolist())
+            if self.mode in ("psr", "nsr"):
+                keep = objective.keep[local].to(output["completion_mask"]).unsqueeze(1)
+                tool_mask = output.get("tool_mask")
+                output["tool_mask"] = keep.expand_as(output["completion_mask"]) if tool_mask is None else tool_mask * keep
+                loss_mask = output["completion_mask"] * output["tool_mask"]
+                output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        self._kept_tokens = float(output["num_items_in_batch"])
+        self._record(split, objective, rewards)
+        return output
+
+    def _record(self, split: str, objective: Advantages, rewards: torch.Tensor) -> None:
+        n = objective.advantages.numel()
+        pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
+        metrics = self._metrics[split]
+        metrics["mode/num_positive"].append(float(pos))
+        metrics["mode/num_negative"].append(float(neg))
+        metrics["mode/positive_fraction"].append(pos / n)
+        if self.mode == "grpo":
+            weighted = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
+            avg = float(weighted.mean())
+        else:
+            avg = float(objective.advantages.mean())
+        if self.print_mode_lines and split == "train" and self.accelerator.is_main_process:
+            tqdm.write(mode_line(self.mode, self.state.global_step, objective, avg, self.lambda_psr))
+
+    def _compute_loss(self, model, inputs):
+        split = "train" if self.model.training else "eval"
+        before = {key: len(self._metrics[split][key]) for key in _MASKED_METRICS}
+        loss = super()._compute_loss(model, inputs)
+        if float(inputs["num_items_in_batch"]) == 0:
+            # No sample selected anywhere (psr with no correct one, say): the loss is an exact zero with
+            # zero gradient, and token means over an empty mask would log a false 0.
+            for key, count in before.items():
+                values = self._metrics[split][key]
+                values[count:] = [float("nan")] * (len(values) - count)
+        return loss
