@@ -1,0 +1,189 @@
+"""Train a vision-language model on chart QA with one of the four objectives.
+
+    python -m chartrl_colab.train --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 \\
+        --subset-size 100 --num-epochs 1 --num-generations 4 --batch-size 2 --reward-threshold 0.5
+
+``main()`` reads top to bottom: settings, model, data, rewards, trainer, resume, train, save. Notebooks
+call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --config_file=...
+-m chartrl_colab.train`` with the same flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import typing
+
+from chartrl_colab.config import ConfigError, RunConfig
+
+BANNER_WIDTH = 60
+
+
+# ---------------------------------------------------------------------------------------------- flags
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per RunConfig field, same name with dashes, the field's help text and default."""
+    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.train", description=__doc__.split("\n")[0])
+    hints = typing.get_type_hints(RunConfig)
+    for f in dataclasses.fields(RunConfig):
+        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif f.name in ("rewards", "report_to"):
+            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
+        else:
+            parser.add_argument(flag, type=_parse_as(kind), default=default, help=f"{help_text} (default: {default})")
+    return parser
+
+
+def _parse_as(kind):
+    if kind in (int | None, typing.Optional[int]):
+        return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
+    if kind in (str | None, typing.Optional[str]):
+        return str
+    return kind
+
+
+def config_from_argv(argv: list[str] | None = None) -> RunConfig:
+    args = build_parser().parse_args(argv)
+    return RunConfig(**vars(args))
+
+
+# ------------------------------------------------------------------------------------ pieces of a run
+def print_banner(cfg: RunConfig) -> None:
+    from chartrl_colab.objectives import MODE_DESCRIPTIONS
+
+    line = "=" * BANNER_WIDTH
+    print(line)
+    print(f"{cfg.mode.upper()} TRAINING CONFIGURATION:")
+    print(f"  Training mode: {cfg.mode}")
+    print(f"  Model: {cfg.vlm_name} (init: {cfg.init})")
+    print(f"  Dataset: {cfg.dataset_name}")
+    print(f"  Training samples: {cfg.subset_size if cfg.subset_size is not None else 'all'}")
+    print(f"  Epochs: {cfg.num_epochs:g}" + (f" (max steps: {cfg.max_steps})" if cfg.max_steps > 0 else ""))
+    print(f"  Batch size: {cfg.batch_size} prompts x {cfg.num_generations} generations")
+    print(f"  Generations per sample: {cfg.num_generations}")
+    print(f"  Reward threshold: {cfg.reward_threshold} (verifier: {cfg.verifier})")
+    if cfg.mode == "w-reinforce":
+        print(f"  Lambda PSR: {cfg.lambda_psr}")
+    print(f"  Rewards: {', '.join(cfg.rewards)}")
+    print(f"  Learning rate: {cfg.learning_rate:g} | temperature: {cfg.temperature} | clip: {cfg.epsilon} | "
+          f"beta: {cfg.beta} | loss: {cfg.loss_type}")
+    print(f"  Run directory: {cfg.run_dir}")
+    print(line)
+    print(f"✓ {MODE_DESCRIPTIONS[cfg.mode]}")
+
+
+def grpo_args(cfg: RunConfig):
+    """TRL's GRPOConfig for a run: the paper's recipe, the seed's logging and checkpoint cadence."""
+    import torch
+    from trl import GRPOConfig
+
+    cuda = torch.cuda.is_available()
+    return GRPOConfig(
+        output_dir=cfg.run_dir,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        # TRL counts completions per device; a user counts prompts.
+        per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
+        num_generations=cfg.num_generations,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        temperature=cfg.temperature,
+        max_completion_length=cfg.max_completion_length,
+        epsilon=cfg.epsilon,
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=list(cfg.report_to) or "none",
+        activation_checkpointing=not cfg.disable_gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        remove_unused_columns=False,  # the rewards read the gold columns
+    )
+
+
+def find_checkpoint(run_dir: str) -> str | None:
+    """Newest checkpoint of a run directory, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+
+
+# ------------------------------------------------------------------------------------------------ run
+def train(cfg: RunConfig):
+    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics)."""
+    import torch
+    from transformers import set_seed
+    from transformers.integrations import TensorBoardCallback
+
+    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.models import add_lora, load_model_and_processor
+    from chartrl_colab.rewards import get_reward_funcs
+    from chartrl_colab.trainer import ModeTrainer
+
+    set_seed(cfg.seed)
+    print_banner(cfg)
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    model, processor = load_model_and_processor(
+        cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, dtype=dtype, seed=cfg.seed
+    )
+    if cfg.use_lora:
+        # The Trainer turns gradient checkpointing on from GRPOConfig; don't do it twice.
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         gradient_checkpointing=False)
+        model.print_trainable_parameters()
+
+    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
+                                 data_dir=cfg.data_dir)
+    reward_funcs = get_reward_funcs(list(cfg.rewards))
+
+    trainer = ModeTrainer(
+        model=model,
+        processing_class=processor,
+        reward_funcs=reward_funcs,
+        args=grpo_args(cfg),
+        train_dataset=dataset,
+        mode=cfg.mode,
+        reward_threshold=cfg.reward_threshold,
+        lambda_psr=cfg.lambda_psr,
+        verifier=cfg.verifier,
+    )
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = os.path.join(cfg.run_dir, "logs")  # events beside the checkpoints
+
+    checkpoint = find_checkpoint(cfg.run_dir)
+    print(f"Resuming from {checkpoint}" if checkpoint else f"No checkpoint in {cfg.run_dir}: starting fresh")
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    trainer.save_model(cfg.run_dir)
+    print("✓ Training completed successfully")
+    print(f"✓ Model saved to {cfg.run_dir}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = config_from_argv(argv)
+        train(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        # A user's mistake: one line, no traceback.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

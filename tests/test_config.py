@@ -1,0 +1,94 @@
+"""Run settings: defaults, validation messages, flags, run names."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, REWARD_NAMES, ConfigError, RunConfig
+from chartrl_colab.train import build_parser, config_from_argv, grpo_args, main
+
+
+def test_defaults_are_the_papers_recipe_and_the_seeds_cadence(tmp_path):
+    cfg = RunConfig(output_root=str(tmp_path))
+    assert (cfg.learning_rate, cfg.num_generations, cfg.temperature, cfg.epsilon, cfg.beta, cfg.loss_type) == (
+        1e-6, 8, 1.0, 0.2, 0.0, "dapo")
+    assert (cfg.logging_steps, cfg.save_steps, cfg.save_total_limit, cfg.lambda_psr) == (10, 50, 3, 0.1)
+    args = grpo_args(cfg)
+    assert args.logging_first_step and args.save_strategy == "steps"
+    assert (args.learning_rate, args.temperature, args.epsilon, args.beta, args.loss_type) == (1e-6, 1.0, 0.2, 0.0, "dapo")
+    assert args.scale_rewards == "group"  # grpo mode keeps TRL's group normalisation
+
+
+def test_batch_size_counts_prompts(tmp_path):
+    args = grpo_args(RunConfig(output_root=str(tmp_path), batch_size=2, num_generations=4))
+    assert args.per_device_train_batch_size == 8 and args.num_generations == 4
+    assert args.generation_batch_size % args.num_generations == 0
+
+
+def test_run_name_and_dir(tmp_path):
+    cfg = RunConfig(mode="w-reinforce", vlm_name="qwen2-5-3b", dataset_name="evochart", subset_size=100, seed=7,
+                    output_root=str(tmp_path))
+    assert cfg.run_name == "w-reinforce-qwen2-5-3b-evochart-100-7"
+    assert cfg.run_dir == str(tmp_path / cfg.run_name)
+    assert RunConfig(subset_size=None, output_root=str(tmp_path)).run_name.endswith("-full-2025")
+
+
+def test_output_root_from_environment(monkeypatch):
+    monkeypatch.setenv("CHARTRL_ROOT", "/somewhere")
+    assert RunConfig().output_root == "/somewhere"
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("mode", "ppo", "mode='ppo' is not valid; choose one of: " + ", ".join(MODES)),
+    ("vlm_name", "llava", "vlm_name='llava' is not valid; choose one of: " + ", ".join(MODEL_NAMES)),
+    ("dataset_name", "plots", "dataset_name='plots' is not valid; choose one of: " + ", ".join(DATASET_NAMES)),
+    ("reward_threshold", float("nan"), "reward_threshold=nan is not valid; it must be a finite number"),
+    ("reward_threshold", float("inf"), "reward_threshold=inf is not valid; it must be a finite number"),
+    ("lambda_psr", -0.1, "lambda_psr=-0.1 is not valid; it must be a number >= 0"),
+    ("num_generations", 1, "num_generations=1 is not valid; it must be a number >= 2"),
+    ("batch_size", 0, "batch_size=0 is not valid; it must be a number >= 1"),
+    ("batch_size", 1.5, "batch_size=1.5 is not valid; it must be a whole number >= 1"),
+    ("rewards", ("accuracy", "vibes"), "reward='vibes' is not valid; choose one of: " + ", ".join(REWARD_NAMES)),
+    ("verifier", "format", "verifier='format' is not among the run's rewards; choose one of: accuracy"),
+    ("temperature", 0, "temperature=0 is not valid"),
+])
+def test_bad_settings_name_the_valid_ones(field, value, expected, tmp_path):
+    kwargs = {"output_root": str(tmp_path), field: value}
+    if field == "verifier":
+        kwargs["rewards"] = ("accuracy",)
+    with pytest.raises(ConfigError) as err:
+        RunConfig(**kwargs)
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+
+
+def test_every_field_is_a_flag_with_help():
+    parser = build_parser()
+    flags = {a.dest: a for a in parser._actions}
+    for f in dataclasses.fields(RunConfig):
+        assert f.name in flags and flags[f.name].help, f.name
+
+
+def test_seed_flags_parse(tmp_path):
+    cfg = config_from_argv(["--mode", "nsr", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--seed", "2025",
+                            "--subset-size", "100", "--num-epochs", "1", "--num-generations", "4", "--batch-size", "2",
+                            "--reward-threshold", "0.5", "--lambda-psr", "0.1", "--max-steps", "3",
+                            "--output-root", str(tmp_path), "--disable-gradient-checkpointing",
+                            "--rewards", "format", "accuracy", "--report-to", "none"])
+    assert (cfg.mode, cfg.num_generations, cfg.batch_size, cfg.max_steps) == ("nsr", 4, 2, 3)
+    assert cfg.disable_gradient_checkpointing and cfg.rewards == ("format", "accuracy") and cfg.report_to == ()
+    assert not grpo_args(cfg).activation_checkpointing
+
+
+def test_cli_bad_value_is_one_line_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "chartrl_colab.train", "--mode", "ppo"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: mode='ppo' is not valid; choose one of: grpo, psr, nsr, w-reinforce"
+
+
+def test_main_returns_nonzero_on_bad_threshold(capsys):
+    assert main(["--reward-threshold", "nan"]) == 2
+    assert "reward_threshold=nan" in capsys.readouterr().err
