@@ -1,0 +1,376 @@
+"""Behaviour tests for chartrl_colab.data: the synthetic generator and the local-file loaders.
+
+Nothing here touches the network: the hub seam is replaced by a function that fails,
+and the datasets cache points into tmp_path.
+"""
+
+import io
+import json
+import subprocess
+import sys
+import warnings
+from itertools import product
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+
+from chartrl_colab import data as D
+
+N = 40  # rendered rows per synthetic fixture: enough variety, a second or so each
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+    def no_hub(hub_id, split):
+        raise ConnectionError(f"no network in tests ({hub_id})")
+
+    monkeypatch.setattr(D, "_hub_load", no_hub)
+
+
+def _png(ds, i):
+    """Stored image bytes of row i (undecoded, to compare exact bytes)."""
+    return ds.cast_column("image", datasets.Image(decode=False))[i]["image"]["bytes"]
+
+
+def _skip_warnings(record):
+    return [str(w.message) for w in record if "skipped" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def train0():
+    return D.load_chart_dataset("synthetic", "train", subset_size=N, seed=0)
+
+
+# ----------------------------------------------------------------- synthetic
+
+
+def test_schema_and_prompt(train0):
+    assert train0.features == D.FEATURES
+    assert len(train0) == N
+    row = train0[0]
+    assert row["prompt"][0] == {"role": "system", "content": D.SYSTEM_PROMPT}
+    assert row["prompt"][1]["role"] == "user" and isinstance(row["prompt"][1]["content"], str)
+    for tag in ("<think>", "<type>", "<table>", "</think>", "<answer>", "</answer>"):
+        assert tag in D.SYSTEM_PROMPT
+    assert all(r["chart_type"] in D.CHART_TYPES for r in train0)
+    assert len(set(train0["id"])) == N
+
+
+def test_same_seed_same_rows(train0):
+    again = D.load_chart_dataset("synthetic", "train", subset_size=N, seed=0)
+    for col in ("id", "prompt", "answer", "chart_type", "table", "reasoning"):
+        assert again[col] == train0[col]
+    assert [_png(again, i) for i in range(N)] == [_png(train0, i) for i in range(N)]
+
+
+def test_different_seed_differs(train0):
+    other = D.load_chart_dataset("synthetic", "train", subset_size=N, seed=1)
+    assert len(set(other["table"]) & set(train0["table"])) < N // 4
+    assert [_png(other, i) for i in range(N)] != [_png(train0, i) for i in range(N)]
+
+
+def test_train_and_test_are_disjoint(train0):
+    test0 = D.load_chart_dataset("synthetic", "test", subset_size=N, seed=0)
+    assert not set(test0["table"]) & set(train0["table"])
+    assert not set(test0["id"]) & set(train0["id"])
+    # Disjoint by chart data even across seeds, which is what an evaluation needs.
+    charts = lambda specs: {s["table"] for s in specs}  # noqa: E731
+    assert not charts(D.synthetic_examples(300, 0, "train")) & charts(D.synthetic_examples(300, 1, "test"))
+
+
+def test_subset_size_honoured_and_prefix_stable(train0):
+    small = D.load_chart_dataset("synthetic", "train", subset_size=7, seed=0)
+    assert len(small) == 7
+    assert small["id"] == train0["id"][:7] and small["answer"] == train0["answer"][:7]
+    assert len(D.load_chart_dataset("synthetic", "test")) == 100  # default size
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_subset_size_must_be_positive(bad):
+    with pytest.raises(ValueError, match="subset_size"):
+        D.load_chart_dataset("synthetic", subset_size=bad)
+
+
+def test_answer_question_by_hand():
+    labels, values = ["A", "B", "C"], [3, 5, 7]
+    assert D.answer_question(labels, values, "value", ["B"]) == "5"
+    assert D.answer_question(labels, values, "max", []) == "C"
+    assert D.answer_question(labels, values, "min", []) == "A"
+    assert D.answer_question(labels, values, "diff", ["A", "C"]) == "4"
+    assert D.answer_question(labels, values, "diff", ["C", "A"]) == "4"
+    assert D.answer_question(labels, values, "sum", []) == "15"
+    assert D.answer_question(labels, values, "count", []) == "3"
+    with pytest.raises(ValueError, match="valid kinds"):
+        D.answer_question(labels, values, "median", [])
+
+
+def _rederive(table_json, kind, args):
+    table = json.loads(table_json)
+    assert set(table) == {"columns", "rows"} and len(table["columns"]) == 2
+    labels = [r[0] for r in table["rows"]]
+    values = [r[1] for r in table["rows"]]
+    return D.answer_question(labels, values, kind, args)
+
+
+def test_answers_rederived_from_the_table_for_many_charts():
+    specs = D.synthetic_examples(600, seed=3, split="train")
+    seen = set()
+    for s in specs:
+        assert _rederive(s["table"], s["kind"], s["args"]) == s["answer"]
+        table = json.loads(s["table"])
+        assert [r[0] for r in table["rows"]] == s["labels"] and [r[1] for r in table["rows"]] == s["values"]
+        assert len(set(s["values"])) == len(s["values"])  # max/min unambiguous
+        for a in s["args"]:
+            assert a in s["question"]
+        assert s["answer"] in s["reasoning"]
+        seen.add((s["chart_type"], s["kind"]))
+    assert seen == set(product(D.CHART_TYPES, D.QUESTION_KINDS))
+
+
+def test_rows_match_their_specs(train0):
+    specs = D.synthetic_examples(N, seed=0, split="train")
+    for row, spec in zip(train0, specs):
+        assert row["prompt"][1]["content"] == spec["question"]
+        assert row["table"] == spec["table"] and row["chart_type"] == spec["chart_type"]
+        assert _rederive(row["table"], spec["kind"], spec["args"]) == row["answer"]
+    assert {s["kind"] for s in specs} == set(D.QUESTION_KINDS)
+    assert {s["chart_type"] for s in specs} == set(D.CHART_TYPES)
+    # The stored image is exactly the rendering of that spec.
+    for i in (0, 1, 2):
+        assert np.array_equal(np.asarray(train0[i]["image"]), np.asarray(D.render_chart(specs[i])))
+
+
+def test_make_synthetic_example_is_deterministic():
+    import random
+
+    a = [D.make_synthetic_example(random.Random(5)) for _ in range(3)]
+    b = [D.make_synthetic_example(random.Random(5)) for _ in range(3)]
+    assert a == b
+    assert D.make_synthetic_example(random.Random(6)) != a[0]
+
+
+def test_images_are_rgb_right_size_and_not_blank(train0):
+    for row in train0.select(range(12)):
+        img = row["image"]
+        assert isinstance(img, PIL.Image.Image) and img.mode == "RGB"
+        assert img.size == (D.IMAGE_SIZE, D.IMAGE_SIZE)
+        arr = np.asarray(img)
+        not_white = (arr < 240).any(axis=2).mean()
+        assert 0.03 < not_white < 0.9, not_white
+        assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 10
+
+
+def test_rendering_does_not_import_pyplot():
+    # pyplot would pick (and could switch) the process-wide backend; Figure + Agg canvas does not.
+    code = (
+        "import sys, random\n"
+        "from chartrl_colab import data as D\n"
+        "D.render_chart(D.make_synthetic_example(random.Random(0)))\n"
+        "print('matplotlib.pyplot' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------- names and splits
+
+
+def test_bad_name_lists_valid_names():
+    with pytest.raises(ValueError) as err:
+        D.load_chart_dataset("plotqa")
+    msg = str(err.value)
+    assert "plotqa" in msg and all(n in msg for n in D.DATASETS) and "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    "name,split,valid",
+    [("synthetic", "validation", ["train", "test"]), ("chartqa", "dev", ["train", "val", "test"]), ("evochart", "train", ["test"])],
+)
+def test_bad_split_lists_valid_splits(name, split, valid):
+    with pytest.raises(ValueError) as err:
+        D.load_chart_dataset(name, split)
+    msg = str(err.value)
+    assert split in msg and all(v in msg for v in valid) and "\n" not in msg
+
+
+# ----------------------------------------------------------------- local files
+
+
+def _image_bytes(color, mode="RGB", size=(40, 30)):
+    buf = io.BytesIO()
+    PIL.Image.new(mode, size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def evochart_dir(tmp_path):
+    root = tmp_path / "evochart"
+    (root / "png").mkdir(parents=True)
+    (root / "png" / "a.png").write_bytes(_image_bytes((200, 30, 30)))
+    (root / "png" / "b.png").write_bytes(_image_bytes(128, mode="L"))
+    (root / "png" / "c.png").write_bytes(_image_bytes((0, 0, 255, 128), mode="RGBA"))
+    (root / "png" / "bad.png").write_bytes(b"this is not a png")
+    records = [
+        {"imgname": "a.png", "query": "Q a?", "label": "12"},
+        {"imgname": "b.png", "query": "Q b?", "label": 3.0},
+        {"imgname": "c.png", "query": "Q c?", "label": ["Yes"]},
+        {"imgname": "bad.png", "query": "Q bad?", "label": "1"},
+        {"imgname": "a.png", "query": "Q no label?"},
+        {"imgname": "missing.png", "query": "Q missing?", "label": "2"},
+    ]
+    (root / "EvoChart-QA.json").write_text(json.dumps(records))
+    return root
+
+
+def test_evochart_local_rows_and_skips(evochart_dir):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = D.load_chart_dataset("evochart", "test", data_dir=str(evochart_dir))
+    assert ds.features == D.FEATURES
+    got = {r["prompt"][1]["content"]: r for r in ds}
+    assert set(got) == {"Q a?", "Q b?", "Q c?"}
+    assert {q: r["answer"] for q, r in got.items()} == {"Q a?": "12", "Q b?": "3", "Q c?": "Yes"}
+    for r in ds:
+        assert r["image"].mode == "RGB" and r["image"].size == (40, 30)
+        assert r["chart_type"] is None and r["table"] is None and r["reasoning"] is None
+        assert r["prompt"][0]["content"] == D.SYSTEM_PROMPT
+    assert np.asarray(got["Q a?"]["image"])[0, 0].tolist() == [200, 30, 30]
+    assert len(set(ds["id"])) == 3 and all(i.startswith("evochart/test/") for i in ds["id"])
+    msgs = _skip_warnings(rec)
+    assert len(msgs) == 1
+    assert "skipped 3 of 6 rows in evochart" in msgs[0]
+    assert "2 unreadable images" in msgs[0] and "1 without an answer" in msgs[0]
+
+
+def test_evochart_subset_seed_and_env_dir(evochart_dir, monkeypatch):
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(evochart_dir.parent))  # root holding evochart/
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = D.load_chart_dataset("evochart", "test", subset_size=2, seed=4)
+        b = D.load_chart_dataset("evochart", "test", subset_size=2, seed=4)
+        full = D.load_chart_dataset("evochart", "test", seed=4)
+    assert len(a) == 2 and a["id"] == b["id"] == full["id"][:2]
+
+
+@pytest.fixture
+def chartqa_dir(tmp_path):
+    """Tiny ChartQA in the hub's layout: data/<split>-*.parquet with its features."""
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "query": datasets.Value("string"),
+            "label": datasets.List(datasets.Value("string")),
+            "human_or_machine": datasets.ClassLabel(names=["human", "machine"]),
+        }
+    )
+    rows = {
+        "image": [
+            {"bytes": _image_bytes((10, 200, 10)), "path": None},
+            {"bytes": _image_bytes(90, mode="L"), "path": None},
+            {"bytes": _image_bytes((1, 2, 3)), "path": None},
+            {"bytes": b"\x89PNG broken", "path": None},
+            {"bytes": _image_bytes((4, 5, 6)), "path": None},
+        ],
+        "query": ["How many?", "Which one?", "What year?", "Broken image?", "No label?"],
+        "label": [["7"], ["Red"], ["2019"], ["1"], []],
+        "human_or_machine": [0, 1, 0, 1, 0],
+    }
+    root = tmp_path / "chartqa"
+    (root / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(root / "data" / "test-00000-of-00001.parquet"))
+    return root
+
+
+def test_chartqa_from_hub_parquet_layout(chartqa_dir):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = D.load_chart_dataset("chartqa", "test", data_dir=str(chartqa_dir))
+    assert ds.features == D.FEATURES
+    assert sorted(zip([p[1]["content"] for p in ds["prompt"]], ds["answer"])) == [
+        ("How many?", "7"),
+        ("What year?", "2019"),
+        ("Which one?", "Red"),
+    ]
+    assert all(r["image"].mode == "RGB" for r in ds)
+    assert all(r["chart_type"] is None and r["table"] is None for r in ds)
+    msgs = _skip_warnings(rec)
+    assert len(msgs) == 1 and "skipped 2 of 5 rows in chartqa/test" in msgs[0]
+    assert "1 unreadable images" in msgs[0] and "1 without an answer" in msgs[0]
+
+
+def test_chartqa_missing_split_says_where(chartqa_dir):
+    with pytest.raises(FileNotFoundError) as err:
+        D.load_chart_dataset("chartqa", "val", data_dir=str(chartqa_dir))
+    msg = str(err.value)
+    assert "'val'" in msg and str(chartqa_dir) in msg and "parquet" in msg and "save_to_disk" in msg
+
+
+def test_chart_rvr_from_save_to_disk(tmp_path):
+    table = {"columns": ["Year", "Sales"], "rows": [["2019", "5"], ["2020", "8"]]}
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [PIL.Image.new("RGB", (32, 32), (i * 40, 0, 0)) for i in range(4)],
+            "query": ["Q0?", "Q1?", "Q2?", "Q3?"],
+            "label": ["8", "2020", "", "yes"],
+            "reasoning": ["<step-1> read 2020 </step-1>", None, "r", "r3"],
+            "chart_type": ["Bar", None, "line", "pie"],
+            "table": [json.dumps(table), None, None, "not json at all"],
+        },
+        features=datasets.Features(
+            {
+                "image": datasets.Image(),
+                "query": datasets.Value("string"),
+                "label": datasets.Value("string"),
+                "reasoning": datasets.Value("string"),
+                "chart_type": datasets.Value("string"),
+                "table": datasets.Value("string"),
+            }
+        ),
+    )
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "chart-rvr"))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = D.load_chart_dataset("chart-rvr", data_dir=str(tmp_path))  # root holding chart-rvr/
+    rows = {r["prompt"][1]["content"]: r for r in out}
+    assert set(rows) == {"Q0?", "Q1?", "Q3?"}
+    r0 = rows["Q0?"]
+    assert r0["answer"] == "8" and r0["chart_type"] == "bar"
+    assert json.loads(r0["table"]) == table and r0["reasoning"] == "<step-1> read 2020 </step-1>"
+    assert rows["Q1?"]["chart_type"] is None and rows["Q1?"]["table"] is None and rows["Q1?"]["reasoning"] is None
+    assert rows["Q3?"]["table"] is None and rows["Q3?"]["chart_type"] == "pie"
+    msgs = _skip_warnings(rec)
+    assert len(msgs) == 1 and "skipped 1 of 4 rows in chart-rvr/train: 1 without an answer" in msgs[0]
+    assert "1 kept rows had a table" in msgs[0]
+
+
+# ----------------------------------------------------------------- missing files
+
+
+@pytest.mark.parametrize("name", ["chartqa", "chart-rvr"])
+def test_hub_unreachable_says_where_to_put_files(name, tmp_path, monkeypatch):
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "store"))
+    with pytest.raises(FileNotFoundError) as err:
+        D.load_chart_dataset(name, "train")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert D.HUB_IDS[name] in msg and str(tmp_path / "store" / name) in msg
+    assert "parquet" in msg and "save_to_disk" in msg and "data_dir" in msg
+
+
+def test_evochart_missing_says_where(monkeypatch):
+    with pytest.raises(FileNotFoundError) as err:
+        D.load_chart_dataset("evochart", "test")
+    msg = str(err.value)
+    assert "png/" in msg and "CHARTRL_DATA_DIR" in msg and "imgname" in msg and "\n" not in msg
+
+
+def test_nonexistent_data_dir_says_where(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError) as err:
+        D.load_chart_dataset("chartqa", "test", data_dir=str(missing))
+    assert str(missing) in str(err.value) and "parquet" in str(err.value)
