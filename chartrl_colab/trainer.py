@@ -154,12 +154,14 @@ class ModeTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         split = "train" if self.model.training else "eval"
-        before = {key: len(self._metrics[split][key]) for key in _MASKED_METRICS}
+        metrics = self._metrics[split]
+        # .get: indexing the defaultdict would create keys TRL never fills (kl with beta=0) and log them as None.
+        before = {key: len(metrics.get(key, ())) for key in _MASKED_METRICS}
         loss = super()._compute_loss(model, inputs)
         if float(inputs["num_items_in_batch"]) == 0:
             # No sample selected anywhere (psr with no correct one, say): the loss is an exact zero with
             # zero gradient, and token means over an empty mask would log a false 0.
             for key, count in before.items():
-                values = self._metrics[split][key]
-                values[count:] = [float("nan")] * (len(values) - count)
+                if key in metrics:
+                    metrics[key][count:] = [float("nan")] * (len(metrics[key]) - count)
         return loss

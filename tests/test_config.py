@@ -92,3 +92,14 @@ def test_cli_bad_value_is_one_line_without_traceback():
 def test_main_returns_nonzero_on_bad_threshold(capsys):
     assert main(["--reward-threshold", "nan"]) == 2
     assert "reward_threshold=nan" in capsys.readouterr().err
+
+
+def test_config_names_match_the_registries():
+    """Validation lists the names the loaders actually know, so a valid config never fails later."""
+    from chartrl_colab.data import DATASETS
+    from chartrl_colab.models import MODELS
+    from chartrl_colab.rewards import REWARD_FUNCS
+
+    assert MODEL_NAMES == tuple(MODELS)
+    assert DATASET_NAMES == tuple(DATASETS)
+    assert REWARD_NAMES == tuple(REWARD_FUNCS)

@@ -1,0 +1,75 @@
+"""The training command end to end, as a user runs it (a subprocess on the embedded default)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,line", [
+    ("psr", r"PSR \[Step 0\]: \d+/8 positive samples \| Avg reward: -?\d+\.\d{3}"),
+    ("w-reinforce", r"W-REINFORCE \[Step 1\]: \d+ pos \(λ=0\.2\) \+ \d+ neg \(λ=1\.0\) \| Avg reward: -?\d+\.\d{3}"),
+])
+def test_train_command_writes_a_run_directory(mode, line, tmp_path):
+    cmd = [sys.executable, "-m", "chartrl_colab.train", "--mode", mode, "--vlm-name", "tiny", "--dataset-name",
+           "synthetic", "--seed", "2025", "--subset-size", "8", "--num-epochs", "1", "--num-generations", "4",
+           "--batch-size", "2", "--reward-threshold", "0.5", "--lambda-psr", "0.2", "--max-steps", "2",
+           "--max-completion-length", "16", "--logging-steps", "1", "--save-steps", "1",
+           "--output-root", str(tmp_path), "--disable-gradient-checkpointing"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert f"{mode.upper()} TRAINING CONFIGURATION:" in out
+    assert re.search(r"trainable params: [\d,]+ \|\| all params: [\d,]+ \|\| trainable%: \d", out)
+    assert re.search(line, out), out[-3000:]
+
+    run = tmp_path / f"{mode}-tiny-synthetic-8-2025"
+    state = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert [entry["step"] for entry in logged] == [1, 2]
+    for key in ("mode/num_positive", "mode/num_negative", "mode/positive_fraction", "reward",
+                "rewards/accuracy_reward/mean", "entropy", "loss", "grad_norm", "learning_rate"):
+        assert key in logged[0], key
+    assert "kl" not in logged[0]  # beta=0: no KL term, so none is logged
+    assert logged[0]["mode/num_positive"] + logged[0]["mode/num_negative"] == 8
+    assert list((run / "logs").glob("events.out.tfevents.*"))
+    assert (run / "adapter_model.safetensors").exists() and (run / "checkpoint-1").is_dir()
+
+
+def test_text_only_model_trains_with_mode_trainer(tmp_path):
+    """ModeTrainer is not tied to images: a text-only causal LM and plain prompts work too."""
+    import torch
+    from datasets import Dataset
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from trl import GRPOConfig
+
+    from chartrl_colab.trainer import ModeTrainer
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    bpe.train_from_iterator(["what is two plus two? four"] * 4, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def odd_length(completions, **kwargs):
+        return [float(len(c) % 2) for c in completions]
+
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=8, max_steps=2, report_to=[], use_cpu=True, save_strategy="no",
+                      learning_rate=1e-3)
+    trainer = ModeTrainer(model=model, processing_class=tok, reward_funcs=[odd_length], args=args,
+                          train_dataset=Dataset.from_dict({"prompt": ["what is two plus two?"] * 8}),
+                          mode="nsr", verifier="odd_length", print_mode_lines=False)
+    trainer.train()
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert trainer.state.log_history[-1]["train_loss"] > 0  # nsr: -(-1) * ratio over the negatives
