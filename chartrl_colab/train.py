@@ -15,6 +15,7 @@ import dataclasses
 import os
 import sys
 import typing
+import warnings
 
 from chartrl_colab.config import ConfigError, RunConfig
 
@@ -166,7 +167,10 @@ def train(cfg: RunConfig):
 
     checkpoint = find_checkpoint(cfg.run_dir)
     print(f"Resuming from {checkpoint}" if checkpoint else f"No checkpoint in {cfg.run_dir}: starting fresh")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with warnings.catch_warnings():
+        # TRL 1.16 still calls transformers' old gradient-checkpointing names; the renames are not the user's to fix.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
+        trainer.train(resume_from_checkpoint=checkpoint)
 
     trainer.save_model(cfg.run_dir)
     print("✓ Training completed successfully")

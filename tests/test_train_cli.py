@@ -73,3 +73,18 @@ def test_text_only_model_trains_with_mode_trainer(tmp_path):
     trainer.train()
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
     assert trainer.state.log_history[-1]["train_loss"] > 0  # nsr: -(-1) * ratio over the negatives
+
+
+@pytest.mark.slow
+def test_same_run_name_resumes_from_its_newest_checkpoint(tmp_path):
+    base = [sys.executable, "-m", "chartrl_colab.train", "--mode", "nsr", "--subset-size", "8",
+            "--num-generations", "4", "--batch-size", "2", "--max-completion-length", "8", "--logging-steps", "1",
+            "--save-steps", "1", "--rewards", "format", "accuracy", "--output-root", str(tmp_path)]
+    first = subprocess.run(base + ["--max-steps", "2"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "starting fresh" in first.stdout, first.stderr[-2000:]
+    second = subprocess.run(base + ["--max-steps", "3"], capture_output=True, text=True, timeout=600)
+    run = tmp_path / "nsr-tiny-synthetic-8-2025"
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"Resuming from {run / 'checkpoint-2'}" in second.stdout
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3]
