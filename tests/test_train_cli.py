@@ -36,7 +36,14 @@ def test_train_command_writes_a_run_directory(mode, line, tmp_path):
         assert key in logged[0], key
     assert "kl" not in logged[0]  # beta=0: no KL term, so none is logged
     assert logged[0]["mode/num_positive"] + logged[0]["mode/num_negative"] == 8
-    assert list((run / "logs").glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "logs")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/mode/num_positive", "train/mode/num_negative", "train/mode/positive_fraction",
+            "train/loss", "train/reward"} <= tags, tags
+    assert [e.value for e in events.Scalars("train/mode/num_negative")] == [
+        e["mode/num_negative"] for e in logged]
     assert (run / "adapter_model.safetensors").exists() and (run / "checkpoint-1").is_dir()
 
 

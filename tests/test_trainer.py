@@ -30,12 +30,14 @@ class RecordingTrainer(ModeTrainer):
         super().__init__(*args, **kwargs)
         self.seen = []  # (gathered rewards, advantages the loss used, loss mask rows kept)
         self.grads = []
+        self.kept_tokens = []  # per completion: tokens in the loss mask
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
         mask = out["completion_mask"] * out.get("tool_mask", torch.ones_like(out["completion_mask"]))
         self.seen.append((self._gathered_rewards.clone(), out["advantages"].clone(), mask.sum(1) > 0,
                           out["completion_mask"].sum(1) > 0))
+        self.kept_tokens.append(mask.sum(1).float())
         return out
 
     def training_step(self, model, inputs, num_items_in_batch):
@@ -78,7 +80,13 @@ def test_every_mode_uses_the_objectives_advantages_and_moves_lora(mode, tmp_path
         else:
             assert torch.equal(kept, nonempty)
     assert any(not torch.equal(before[n], after[n]) for n in before), "LoRA weights did not change"
+
+    # First step: the policy is the sampling policy (ratio 1, no clipping), so TRL's dapo loss must be the
+    # token-weighted mean of -advantage over the tokens left in the mask, and nothing else (no KL).
+    tokens, used = trainer.kept_tokens[0], trainer.seen[0][1]
+    expected_loss = float(-(used * tokens).sum() / tokens.sum().clamp(min=1))
     history = trainer.state.log_history
+    assert history[0]["loss"] == pytest.approx(expected_loss, abs=1e-5)
     for key in ("mode/num_positive", "mode/num_negative", "mode/positive_fraction", "loss", "entropy", "reward"):
         assert key in history[0], key
     assert history[0]["mode/num_positive"] + history[0]["mode/num_negative"] == 8
