@@ -27,15 +27,27 @@ from chartrl_colab.objectives import Advantages, compute_advantages
 _MASKED_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
 
 
-def resolve_verifier(verifier: int | str, reward_func_names: list[str]) -> int:
+def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -> int:
     """Index of the verifier among the reward functions, given its index, name or registry key.
 
+    ``None`` means the accuracy reward when present, else the only reward function; with several and no
+    accuracy reward, the choice is the user's and it is an error not to make it.
+
     >>> resolve_verifier("accuracy", ["format_reward", "accuracy_reward"])
+    1
+    >>> resolve_verifier(None, ["format_reward", "accuracy_reward"])
     1
     >>> resolve_verifier(0, ["format_reward", "accuracy_reward"])
     0
     """
     names = list(reward_func_names)
+    if verifier is None:
+        if "accuracy_reward" in names:
+            return names.index("accuracy_reward")
+        if len(names) == 1:
+            return 0
+        raise ValueError(f"verifier is not set and there is no accuracy_reward; name the reward that judges "
+                         f"correctness, one of: {', '.join(names)}")
     if isinstance(verifier, int) and not isinstance(verifier, bool):
         if 0 <= verifier < len(names):
             return verifier
@@ -72,7 +84,7 @@ class ModeTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
 
     ``verifier`` is the index or name of the reward function that judges correctness (a sample is correct
-    when its reward >= ``reward_threshold``). ``print_mode_lines`` prints one line per generation step.
+    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function. ``print_mode_lines`` prints one line per generation step.
     """
 
     def __init__(
@@ -81,7 +93,7 @@ class ModeTrainer(GRPOTrainer):
         mode: str = "grpo",
         reward_threshold: float = 0.5,
         lambda_psr: float = 0.1,
-        verifier: int | str = 0,
+        verifier: int | str | None = None,
         print_mode_lines: bool = True,
         **kwargs,
     ):

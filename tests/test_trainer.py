@@ -124,6 +124,10 @@ def test_verifier_is_resolved_by_name_registry_key_or_index():
         resolve_verifier("bleu", names)
     with pytest.raises(ValueError, match="verifier=5"):
         resolve_verifier(5, names)
+    assert resolve_verifier(None, names) == 1  # the accuracy reward by default
+    assert resolve_verifier(None, ["parity_reward"]) == 0  # the only one
+    with pytest.raises(ValueError, match="verifier is not set.*format_reward, parity_reward"):
+        resolve_verifier(None, ["format_reward", "parity_reward"])
 
 
 def test_bad_mode_is_refused_before_building(tmp_path, tiny_cache, charts):
