@@ -76,6 +76,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
+from chartrl_colab.config import ConfigError
 from chartrl_colab.rewards import ANSWER_FORMAT
 
 __all__ = [
@@ -636,7 +637,7 @@ def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, da
         ds = ds.cast_column("image", datasets.Image(decode=False))
     missing = {"image", "query", "label"} - set(ds.column_names)
     if missing:
-        raise ValueError(f"{name}: the data lack columns {sorted(missing)} (have {ds.column_names})")
+        raise ConfigError(f"{name}: the data lack columns {sorted(missing)} (have {ds.column_names})")
     wanted = [c for c in ("image", "query", "label", "chart_type", "table", "reasoning") if c in ds.column_names]
     ds = ds.select_columns(wanted)
     return _collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base)
@@ -664,7 +665,7 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
         json_file, base = candidates[0], path
     records = json.loads(json_file.read_text(encoding="utf-8"))
     if not isinstance(records, list):
-        raise ValueError(f"evochart: {json_file} must hold a JSON list of {{imgname, query, label}} objects")
+        raise ConfigError(f"evochart: {json_file} must hold a JSON list of {{imgname, query, label}} objects")
     img_dir = base / "png" if (base / "png").is_dir() else base
 
     def get_row(i: int) -> dict:
@@ -694,13 +695,13 @@ def _to_dataset(rows: list[dict]) -> datasets.Dataset:
 def _check_name(name: Any) -> str:
     key = str(name).strip().lower() if isinstance(name, str) else name
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise ConfigError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     return key
 
 
 def _check_split(name: str, split: Any) -> None:
     if split not in SPLITS[name]:
-        raise ValueError(f"unknown split {split!r} for {name}; valid splits: {', '.join(SPLITS[name])}")
+        raise ConfigError(f"unknown split {split!r} for {name}; valid splits: {', '.join(SPLITS[name])}")
 
 
 def load_chart_dataset(
@@ -720,7 +721,7 @@ def load_chart_dataset(
     name = _check_name(name)
     _check_split(name, split)
     if subset_size is not None and (isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1):
-        raise ValueError(f"subset_size must be a positive int or None, got {subset_size!r}")
+        raise ConfigError(f"subset_size must be a positive int or None, got {subset_size!r}")
     if name == "synthetic":
         return _load_synthetic(split, subset_size, seed)
     if name == "evochart":

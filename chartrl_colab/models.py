@@ -235,12 +235,12 @@ _DTYPE_ALIASES = {
 
 def _check_name(name: str) -> None:
     if name not in MODELS:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
 
 
 def _check_init(init: str) -> None:
     if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
+        raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
@@ -254,17 +254,17 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
         if key in _DTYPE_ALIASES:
             return _DTYPE_ALIASES[key]
     valid = ", ".join(["auto", *_DTYPE_ALIASES])
-    raise ValueError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
+    raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
 
 
 def _check_4bit() -> None:
     if not torch.cuda.is_available():
-        raise ValueError(
+        raise ConfigError(
             "load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
             "drop 4-bit loading or run on a GPU"
         )
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
+        raise ConfigError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
 
 
 def _bnb_config():
@@ -432,7 +432,7 @@ def load_shipped_config(name: str) -> PretrainedConfig:
     """The hub config.json of ``name`` as shipped in ``model_configs/`` (hub token ids, real sizes)."""
     _check_name(name)
     if MODELS[name] is None:
-        raise ValueError(f"model {name!r} is embedded and has no shipped config; valid names: {_hub_names()}")
+        raise ConfigError(f"model {name!r} is embedded and has no shipped config; valid names: {_hub_names()}")
     from transformers import AutoConfig
 
     raw = json.loads((CONFIG_DIR / f"{name}.json").read_text())

@@ -135,10 +135,15 @@ def train(cfg: RunConfig):
     set_seed(cfg.seed)
     print_banner(cfg)
 
-    cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
+    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
+                                 data_dir=cfg.data_dir)
+    reward_funcs = get_reward_funcs(list(cfg.rewards))
+
+    args = grpo_args(cfg)
     model, processor = load_model_and_processor(
-        cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, dtype=dtype, seed=cfg.seed
+        cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, seed=cfg.seed,
+        dtype=torch.bfloat16 if args.bf16 else torch.float32,
     )
     if cfg.use_lora:
         # The Trainer turns gradient checkpointing on from GRPOConfig; don't do it twice.
@@ -146,15 +151,11 @@ def train(cfg: RunConfig):
                          gradient_checkpointing=False)
         model.print_trainable_parameters()
 
-    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
-                                 data_dir=cfg.data_dir)
-    reward_funcs = get_reward_funcs(list(cfg.rewards))
-
     trainer = ModeTrainer(
         model=model,
         processing_class=processor,
         reward_funcs=reward_funcs,
-        args=grpo_args(cfg),
+        args=args,
         train_dataset=dataset,
         mode=cfg.mode,
         reward_threshold=cfg.reward_threshold,

@@ -110,7 +110,6 @@ class ModeTrainer(GRPOTrainer):
         self.verifier_index = resolve_verifier(verifier, self.reward_func_names)
         self.print_mode_lines = print_mode_lines
         self._gathered_rewards: torch.Tensor | None = None
-        self._kept_tokens: float = 1.0
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -133,8 +132,7 @@ class ModeTrainer(GRPOTrainer):
         )
         if self.mode != "grpo":
             local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
-            advantages = objective.advantages[local].to(output["advantages"])
-            output["advantages"] = advantages
+            output["advantages"] = objective.advantages[local].to(output["advantages"])
             logged = self._logs["advantages"]  # the completions table shows TRL's; show ours instead
             for _ in range(min(objective.advantages.numel(), len(logged))):
                 logged.pop()
@@ -145,7 +143,6 @@ class ModeTrainer(GRPOTrainer):
                 output["tool_mask"] = keep.expand_as(output["completion_mask"]) if tool_mask is None else tool_mask * keep
                 loss_mask = output["completion_mask"] * output["tool_mask"]
                 output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        self._kept_tokens = float(output["num_items_in_batch"])
         self._record(split, objective, rewards)
         return output
 

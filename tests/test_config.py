@@ -103,3 +103,16 @@ def test_config_names_match_the_registries():
     assert MODEL_NAMES == tuple(MODELS)
     assert DATASET_NAMES == tuple(DATASETS)
     assert REWARD_NAMES == tuple(REWARD_FUNCS)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset-name", "evochart"], "error: unknown split 'train' for evochart; valid splits: test"),
+    (["--load-in-4bit"], "error: load_in_4bit=True needs CUDA"),
+])
+def test_loader_errors_reach_the_cli_as_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the 4-bit check must not depend on the host
+    assert main(argv + ["--output-root", str(tmp_path), "--subset-size", "2", "--report-to", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err
