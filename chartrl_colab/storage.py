@@ -7,11 +7,20 @@ module for "the newest complete checkpoint", so a checkpoint cut short by a dead
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import re
 import struct
+import sys
 import zipfile
 from pathlib import Path
+
+ROOT_ENV = "CHARTRL_ROOT"
+COLAB_MARKER = Path("/var/colab/hostname")
+DRIVE_MOUNT = Path("/content/drive")
+DRIVE_RUNS = Path("MyDrive/chartrl/runs")  # relative to the mount
+RUN_JSON = "run.json"
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
@@ -22,6 +31,66 @@ WEIGHT_INDEX = "model.safetensors.index.json"
 TORCH_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
+# --------------------------------------------------------------------------------------- where runs live
+def in_colab(marker: str | Path = COLAB_MARKER) -> bool:
+    """True inside a Google Colab runtime.
+
+    Both the ``google.colab`` module and Colab's hostname file must be there: Kaggle and other hosted
+    notebooks set look-alike environment variables, and ``google.colab`` alone can be pip-installed.
+    """
+    has_module = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
+    return has_module and Path(marker).exists()
+
+
+def drive_mounted(mount: str | Path = DRIVE_MOUNT) -> bool:
+    """True when Google Drive is mounted at ``mount`` (its MyDrive folder is there)."""
+    return (Path(mount) / "MyDrive").is_dir()
+
+
+def mount_drive(mount: str | Path = DRIVE_MOUNT, marker: str | Path = COLAB_MARKER) -> bool:
+    """Mount Google Drive in Colab; True when it is mounted afterwards.
+
+    Outside Colab, or in a kernel with no front end to authorise the mount (papermill's), this says so
+    and returns False: runs then go wherever ``output_root`` points.
+    """
+    if drive_mounted(mount):
+        return True
+    if not in_colab(marker):
+        print("Not in Colab: Google Drive is not mounted; runs stay on this machine.")
+        return False
+    try:
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(mount))
+    except Exception as err:  # noqa: BLE001 - any failure means "no Drive", which the caller handles
+        print(f"Could not mount Google Drive ({err}); runs stay on this machine.")
+        return False
+    return drive_mounted(mount)
+
+
+def default_output_root(env=None, mount: str | Path = DRIVE_MOUNT, marker: str | Path = COLAB_MARKER) -> Path:
+    """Where run directories go when ``--output-root`` is not given.
+
+    ``$CHARTRL_ROOT`` if set; in Colab with Drive mounted, ``{mount}/MyDrive/chartrl/runs`` (survives a
+    disconnect); in Colab without Drive, ``/content/runs`` (lost at disconnect); elsewhere ``./runs``.
+    """
+    env = os.environ if env is None else env
+    if env.get(ROOT_ENV):
+        return Path(env[ROOT_ENV])
+    if in_colab(marker):
+        return Path(mount) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
+    return Path("runs")
+
+
+def read_run_json(run_dir: str | Path) -> dict | None:
+    """The ``run.json`` of a run directory (``config``, versions, times, resumes), or None if absent."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------- complete checkpoints
 def checkpoint_step(path: str | Path) -> int | None:
     """The step of a ``checkpoint-N`` folder, or None for any other name.
 
