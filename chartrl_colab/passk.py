@@ -1,0 +1,157 @@
+"""The unbiased pass@k estimator (Chen et al., 2021) and bootstrap intervals over questions.
+
+With ``n`` samples of a question of which ``c`` are correct, the chance that ``k`` of them drawn without
+replacement hold at least one correct one is::
+
+    pass@k = 1 - C(n - c, k) / C(n, k)
+           = 1 - prod_{j=0}^{k-1} (1 - c / (n - j))
+
+The binomials overflow long before n = 1024 and their ratio loses all digits when pass@k is small, so the
+product is evaluated in log space, ``pass@k = -expm1(sum_j log1p(-c / (n - j)))``: the partial sums over
+``j`` give every ``k`` at once (one cumulative sum per distinct ``(n, c)``), and ``expm1`` keeps the
+relative precision of small values. Results agree with exact rational arithmetic to ~1e-13 for n <= 1024.
+
+Pure: numpy and the package's ``ConfigError`` only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chartrl_colab.config import ConfigError
+
+__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve"]
+
+# Elements of the (distinct (n, c)) x k table built at once; bounds memory on inputs with many distinct n.
+_TABLE_CHUNK = 1 << 22
+
+
+def _as_counts(name: str, value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ConfigError(f"{name} must hold whole numbers, got {value!r}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ConfigError(f"{name} must hold whole numbers, got {value!r}")
+    return arr.astype(np.int64)
+
+
+def _check(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> None:
+    if np.any(n < 1):
+        raise ConfigError(f"n={int(n.min())} is not valid; a question needs at least 1 sample")
+    if np.any(c < 0) or np.any(c > n):
+        bad = np.flatnonzero(((c < 0) | (c > n)).ravel())[0]
+        raise ConfigError(f"c={int(c.ravel()[bad])} is not valid for n={int(n.ravel()[bad])}; it must be in [0, n]")
+    if np.any(k < 1):
+        raise ConfigError(f"k={int(k.min())} is not valid; k must be >= 1")
+    if np.any(k > n):
+        bad = np.flatnonzero((k > n).ravel())[0]
+        raise ConfigError(
+            f"k={int(k.ravel()[bad])} exceeds n={int(n.ravel()[bad])}: pass@k needs at least k samples per question; "
+            f"choose k <= {int(n.min())} or sample more"
+        )
+
+
+def _log_miss(n: np.ndarray, c: np.ndarray, kmax: int) -> np.ndarray:
+    """``log(C(n-c, k) / C(n, k))`` for k = 1..kmax, one row per (n, c) pair (1-D arrays); -inf when it is 0.
+
+    Entries with k > n are meaningless and never read.
+    """
+    j = np.arange(kmax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # c / (n - j) reaches 1 exactly at j = n - c (C(n-c, k) = 0 from there on); clip past it and past n.
+        frac = np.minimum(c[:, None] / np.maximum(n[:, None] - j, 1), 1.0)
+        return np.cumsum(np.log1p(-frac), axis=1)
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k for ``n`` samples with ``c`` correct; scalars or arrays, broadcast together.
+
+    Returns a float for scalar inputs, else an array of the broadcast shape. ``k > n`` is a ConfigError.
+
+    >>> round(pass_at_k(10, 3, 1), 12)
+    0.3
+    >>> round(pass_at_k(10, 3, 2), 12)  # 1 - C(7,2)/C(10,2) = 1 - 21/45
+    0.533333333333
+    >>> pass_at_k([4, 4, 4], [0, 1, 4], 4).tolist()
+    [0.0, 1.0, 1.0]
+    >>> pass_at_k(4, 1, 8)
+    Traceback (most recent call last):
+    ...
+    chartrl_colab.config.ConfigError: k=8 exceeds n=4: pass@k needs at least k samples per question; choose k <= 4 or sample more
+    """
+    n, c, k = np.broadcast_arrays(_as_counts("n", n), _as_counts("c", c), _as_counts("k", k))
+    _check(n, c, k)
+    shape = n.shape
+    n, c, k = n.ravel(), c.ravel(), k.ravel()
+    out = np.empty(n.shape, dtype=np.float64)
+    if n.size:
+        # Questions share few (n, c) pairs (c in 0..n): one cumulative table per distinct pair.
+        pairs, inverse = np.unique(np.stack([n, c], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        kmax = int(k.max())
+        step = max(1, _TABLE_CHUNK // kmax)
+        for start in range(0, len(pairs), step):
+            table = _log_miss(pairs[start:start + step, 0], pairs[start:start + step, 1], kmax)
+            sel = (inverse >= start) & (inverse < start + step)
+            out[sel] = -np.expm1(table[inverse[sel] - start, k[sel] - 1])
+    out = out.reshape(shape)
+    return float(out) if out.ndim == 0 else out
+
+
+def pass_at_k_curve(n, c, ks) -> np.ndarray:
+    """pass@k of each question (rows) at each k of ``ks`` (columns): shape ``(questions, len(ks))``.
+
+    ``n`` is one sample count for every question or one per question; ``c`` has one count per question.
+
+    >>> pass_at_k_curve(4, [0, 1, 2], [1, 2, 4]).round(4).tolist()
+    [[0.0, 0.0, 0.0], [0.25, 0.5, 1.0], [0.5, 0.8333, 1.0]]
+    """
+    c = np.atleast_1d(_as_counts("c", c))
+    if c.ndim != 1:
+        raise ConfigError(f"c must be one count per question (1-D), got shape {c.shape}")
+    n = np.broadcast_to(_as_counts("n", n), c.shape)
+    ks = np.atleast_1d(_as_counts("k", ks))
+    if ks.ndim != 1:
+        raise ConfigError(f"ks must be a list of k values, got shape {ks.shape}")
+    return pass_at_k(n[:, None], c[:, None], ks[None, :])
+
+
+def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
+    """Percentile bootstrap interval of the mean over questions (axis 0): ``(low, high)``.
+
+    ``values`` is ``(questions,)`` or ``(questions, ...)`` (e.g. a pass@k curve); the bounds have the trailing
+    shape (floats for 1-D input). Questions are resampled with replacement ``n_bootstrap`` times, the same
+    resamples for every column, so the band of a curve is consistent across k.
+
+    >>> lo, hi = bootstrap_ci([0.0, 1.0] * 50, n_bootstrap=2000, seed=1)
+    >>> 0.38 < lo < 0.5 < hi < 0.62
+    True
+    >>> bootstrap_ci([0.25, 0.25, 0.25])
+    (0.25, 0.25)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0 or values.shape[0] == 0:
+        raise ConfigError("bootstrap_ci needs at least one question's value")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence={confidence!r} is not valid; it must be between 0 and 1 (e.g. 0.95)")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ConfigError(f"n_bootstrap={n_bootstrap!r} is not valid; it must be a whole number >= 1")
+    q = values.shape[0]
+    flat = values.reshape(q, -1)
+    rng = np.random.default_rng(seed)
+    means = np.empty((int(n_bootstrap), flat.shape[1]))
+    # Resample counts (multinomial) times values is one matrix product per chunk: no (B, Q, K) gather.
+    step = max(1, (1 << 22) // q)
+    for start in range(0, int(n_bootstrap), step):
+        stop = min(int(n_bootstrap), start + step)
+        counts = rng.multinomial(q, np.full(q, 1.0 / q), size=stop - start)
+        means[start:stop] = counts @ flat / q
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    # Identical resampled means can straddle the true mean by one ulp; an interval always holds the mean.
+    mean = flat.mean(axis=0)
+    low, high = np.minimum(low, mean), np.maximum(high, mean)
+    if values.ndim == 1:
+        return float(low[0]), float(high[0])
+    return low.reshape(values.shape[1:]), high.reshape(values.shape[1:])
