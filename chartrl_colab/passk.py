@@ -37,6 +37,7 @@ def _as_counts(name: str, value) -> np.ndarray:
 
 
 def _check(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> None:
+    n, c, k = np.broadcast_arrays(n, c, k)
     if np.any(n < 1):
         raise ConfigError(f"n={int(n.min())} is not valid; a question needs at least 1 sample")
     if np.any(c < 0) or np.any(c > n):
@@ -64,6 +65,25 @@ def _log_miss(n: np.ndarray, c: np.ndarray, kmax: int) -> np.ndarray:
         return np.cumsum(np.log1p(-frac), axis=1)
 
 
+def _pairs(n: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (n, c) pairs of 1-D ``n``, ``c`` and, per element, the index of its pair."""
+    # One int64 key per pair: a 1-D unique is far faster than np.unique(axis=0) on rows.
+    keys = n * (int(n.max()) + 1) + c
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    return uniq // (int(n.max()) + 1), uniq % (int(n.max()) + 1), inverse.ravel()
+
+
+def _pass_table(n_u: np.ndarray, c_u: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """pass@k of each distinct (n, c) pair (rows) at each k of 1-D ``ks`` (columns), built in chunks."""
+    kmax = int(ks.max())
+    out = np.empty((len(n_u), len(ks)))
+    step = max(1, _TABLE_CHUNK // kmax)
+    for start in range(0, len(n_u), step):
+        table = _log_miss(n_u[start:start + step], c_u[start:start + step], kmax)
+        out[start:start + step] = -np.expm1(table[:, ks - 1])
+    return out
+
+
 def pass_at_k(n, c, k):
     """Unbiased pass@k for ``n`` samples with ``c`` correct; scalars or arrays, broadcast together.
 
@@ -86,15 +106,10 @@ def pass_at_k(n, c, k):
     n, c, k = n.ravel(), c.ravel(), k.ravel()
     out = np.empty(n.shape, dtype=np.float64)
     if n.size:
-        # Questions share few (n, c) pairs (c in 0..n): one cumulative table per distinct pair.
-        pairs, inverse = np.unique(np.stack([n, c], axis=1), axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        kmax = int(k.max())
-        step = max(1, _TABLE_CHUNK // kmax)
-        for start in range(0, len(pairs), step):
-            table = _log_miss(pairs[start:start + step, 0], pairs[start:start + step, 1], kmax)
-            sel = (inverse >= start) & (inverse < start + step)
-            out[sel] = -np.expm1(table[inverse[sel] - start, k[sel] - 1])
+        # Questions share few (n, c) pairs (c in 0..n) and few k: one small table, then a gather.
+        n_u, c_u, pair = _pairs(n, c)
+        k_u, k_index = np.unique(k, return_inverse=True)
+        out[:] = _pass_table(n_u, c_u, k_u)[pair, k_index.ravel()]
     out = out.reshape(shape)
     return float(out) if out.ndim == 0 else out
 
@@ -110,11 +125,15 @@ def pass_at_k_curve(n, c, ks) -> np.ndarray:
     c = np.atleast_1d(_as_counts("c", c))
     if c.ndim != 1:
         raise ConfigError(f"c must be one count per question (1-D), got shape {c.shape}")
-    n = np.broadcast_to(_as_counts("n", n), c.shape)
+    n = np.broadcast_to(_as_counts("n", n), c.shape).copy()
     ks = np.atleast_1d(_as_counts("k", ks))
     if ks.ndim != 1:
         raise ConfigError(f"ks must be a list of k values, got shape {ks.shape}")
-    return pass_at_k(n[:, None], c[:, None], ks[None, :])
+    if c.size == 0 or ks.size == 0:
+        return np.empty((c.size, ks.size))
+    _check(n[:, None], c[:, None], ks[None, :])
+    n_u, c_u, pair = _pairs(n, c)
+    return _pass_table(n_u, c_u, ks)[pair]
 
 
 def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0):
