@@ -1,0 +1,107 @@
+"""The notebook form: widgets move the configuration, bad values are refused with a message."""
+
+import pytest
+
+from chartrl_colab.config import MODES, ConfigError, RunConfig
+from chartrl_colab.ui import FORM_FIELDS, RunForm
+
+PARAMS = dict(mode="nsr", vlm_name="tiny", dataset_name="synthetic", subset_size=16, seed=7,
+              reward_threshold=0.5, lambda_psr=0.1, max_steps=3, num_generations=4, output_root="out")
+
+
+def test_untouched_form_passes_the_parameters_straight_through():
+    """Headless nobody touches the widgets: config() must equal the parameters cell's configuration."""
+    assert RunForm(**PARAMS).config() == RunConfig(**PARAMS)
+
+
+def test_whole_set_round_trips():
+    form = RunForm(**{**PARAMS, "subset_size": None})
+    assert form.widgets["subset_size"].value == "all"
+    assert form.config().subset_size is None
+
+
+def test_widgets_change_the_config():
+    form = RunForm(**PARAMS)
+    form.widgets["mode"].value = "psr"
+    form.widgets["reward_threshold"].value = 0.75
+    form.widgets["vlm_name"].value = "qwen2-vl-2b"
+    form.widgets["dataset_name"].value = "chartqa"
+    form.widgets["subset_size"].value = "40"
+    form.widgets["seed"].value = 11
+    cfg = form.config()
+    assert (cfg.mode, cfg.reward_threshold, cfg.vlm_name, cfg.dataset_name, cfg.subset_size, cfg.seed) == (
+        "psr", 0.75, "qwen2-vl-2b", "chartqa", 40, 11)
+    assert cfg.max_steps == 3 and cfg.num_generations == 4  # fields not on the form pass through
+    assert cfg.run_name == "psr-qwen2-vl-2b-chartqa-40-11"
+    assert "psr-qwen2-vl-2b-chartqa-40-11" in form.status.value  # the form says where the run goes
+
+
+def test_lambda_slider_reaches_the_config_for_w_reinforce():
+    form = RunForm(**PARAMS)
+    form.widgets["mode"].value = "w-reinforce"
+    form.widgets["lambda_psr"].value = 0.35
+    assert form.config().lambda_psr == pytest.approx(0.35)
+
+
+def test_lambda_is_shown_for_w_reinforce_only_and_description_follows_the_mode():
+    from chartrl_colab.objectives import MODE_DESCRIPTIONS
+
+    form = RunForm(**PARAMS)
+    seen = {}
+    for mode in MODES:
+        form.widgets["mode"].value = mode
+        seen[mode] = form.lambda_visible()
+        assert MODE_DESCRIPTIONS[mode] in form.description.value
+    assert seen == {m: m == "w-reinforce" for m in MODES}
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "lots", "2.5"])
+def test_bad_subset_size_is_refused_with_a_message(text):
+    form = RunForm(**PARAMS)
+    form.widgets["subset_size"].value = text
+    assert "✗" in form.status.value and "subset_size" in form.status.value  # live, before config()
+    with pytest.raises(ConfigError, match="subset_size"):
+        form.config()
+    form.widgets["subset_size"].value = "8"
+    assert form.config().subset_size == 8 and "✓" in form.status.value
+
+
+@pytest.mark.parametrize("bad", [dict(mode="sft"), dict(reward_threshold=float("nan")), dict(lambda_psr=-1.0),
+                                 dict(vlm_name="gpt"), dict(seed="x"), dict(subset_size="many")])
+def test_set_refuses_bad_values_and_changes_nothing(bad):
+    form = RunForm(**PARAMS)
+    before = form.config()
+    with pytest.raises(ConfigError) as err:
+        form.set(**{"seed": 99, **bad})  # a good value in the same call must not land either
+    assert list(bad)[0] in str(err.value) and "\n" not in str(err.value)
+    assert form.config() == before
+
+
+def test_set_moves_widgets_and_widens_a_slider_instead_of_clamping():
+    form = RunForm(**PARAMS)
+    form.set(mode="w-reinforce", lambda_psr=2.5, reward_threshold=1.5, subset_size="all", temperature=0.7)
+    cfg = form.config()
+    assert (cfg.mode, cfg.lambda_psr, cfg.reward_threshold, cfg.subset_size, cfg.temperature) == (
+        "w-reinforce", 2.5, 1.5, None, 0.7)
+    assert form.widgets["mode"].value == "w-reinforce" and form.lambda_visible()
+
+
+def test_bad_parameters_cell_fails_when_the_form_is_built():
+    with pytest.raises(ConfigError, match="mode='sft'"):
+        RunForm(**{**PARAMS, "mode": "sft"})
+
+
+def test_form_displays_without_a_front_end():
+    """Displaying the form in a kernel nobody looks at (papermill) must neither block nor fail."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    form = RunForm(**PARAMS)
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["form"] = form
+        result = shell.run_cell("form")
+        result.raise_error()
+    finally:
+        InteractiveShell.clear_instance()
+    assert [w.description for w in form.box.children[: len(FORM_FIELDS)]] == [
+        "mode", "reward threshold", "lambda_psr", "model", "data set", "subset size", "seed"]
