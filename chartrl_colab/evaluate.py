@@ -1,0 +1,325 @@
+"""pass@k of sample files (from ``chartrl_colab.generate``) side by side: curves, bars, a table, metrics.json.
+
+    python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
+        --k 1 2 4 8 16 32 64 --output-dir eval
+
+For each file: the unbiased pass@k of every question (``chartrl_colab.passk``), its mean over questions
+and a percentile-bootstrap interval. The files must hold the same questions (ids; the order may differ);
+the first mismatch is an error. Their ``n`` may differ: each curve runs to its own n, a table cell with
+k > n is left empty, and the difference is reported. Every file is bootstrapped with the same seed over
+the same question order, so the intervals of two models come from the same resampled question sets.
+
+Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
+``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
+requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chartrl_colab.config import ConfigError
+from chartrl_colab.passk import bootstrap_ci, pass_at_k_curve
+
+CONFIDENCE = 0.95
+
+
+@dataclass
+class SampleFile:
+    """One samples file reduced to what pass@k needs: per-question sample and correct counts."""
+
+    path: Path
+    label: str
+    ids: list[str]
+    n: np.ndarray  # samples per question
+    c: np.ndarray  # correct samples per question
+    settings: dict = field(default_factory=dict)  # the "generation" record of the first row
+
+
+@dataclass
+class EvalReport:
+    metrics: dict
+    figures: list[Path]
+    table_md: Path
+    table_csv: Path
+    metrics_json: Path
+    per_question_csv: Path | None = None
+
+
+def load_samples(path: str | Path, label: str | None = None) -> SampleFile:
+    """Read a samples JSONL file; ConfigError for a missing, empty or malformed one."""
+    from chartrl_colab.generate import read_rows
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"samples file {str(path)!r} does not exist; make one with python -m chartrl_colab.generate")
+    rows = read_rows(path, warn=print)
+    if not rows:
+        raise ConfigError(f"samples file {path} holds no rows")
+    ids, n, c, seen = [], [], [], set()
+    for row in rows:
+        qid = str(row["id"])
+        correct = row.get("correct")
+        if not isinstance(correct, list) or not correct or not all(isinstance(x, bool) for x in correct):
+            raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
+        if qid in seen:
+            raise ConfigError(f"{path}: question {qid!r} appears twice")
+        seen.add(qid)
+        ids.append(qid)
+        n.append(len(correct))
+        c.append(sum(correct))
+    return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {})
+
+
+def align(files: list[SampleFile]) -> None:
+    """Put every file in the first one's question order; ConfigError naming the first id that differs."""
+    ref = files[0]
+    for other in files[1:]:
+        if set(other.ids) == set(ref.ids):
+            order = {qid: i for i, qid in enumerate(other.ids)}
+            idx = np.array([order[qid] for qid in ref.ids])
+            other.ids, other.n, other.c = list(ref.ids), other.n[idx], other.c[idx]
+            continue
+        theirs, ours = set(other.ids), set(ref.ids)
+        for i, qid in enumerate(ref.ids):
+            if qid not in theirs:
+                raise ConfigError(f"{other.path} and {ref.path} hold different questions: {qid!r} (question {i + 1} "
+                                  f"of {ref.path.name}) is not in {other.path.name}; sample both from the same "
+                                  "--dataset-name, --split, --subset-size and --seed")
+        for i, qid in enumerate(other.ids):
+            if qid not in ours:
+                raise ConfigError(f"{other.path} and {ref.path} hold different questions: {qid!r} (question {i + 1} "
+                                  f"of {other.path.name}) is not in {ref.path.name}; sample both from the same "
+                                  "--dataset-name, --split, --subset-size and --seed")
+
+
+def default_ks(n: int) -> list[int]:
+    """Powers of two up to n, and n itself.
+
+    >>> default_ks(64), default_ks(10)
+    ([1, 2, 4, 8, 16, 32, 64], [1, 2, 4, 8, 10])
+    """
+    ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return ks if ks[-1] == n else [*ks, n]
+
+
+def _stats(values: np.ndarray, n_bootstrap: int, seed: int, confidence: float):
+    low, high = bootstrap_ci(values, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    return values.mean(axis=0), np.atleast_1d(low), np.atleast_1d(high)
+
+
+def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_bootstrap: int = 1000, seed: int = 0,
+             confidence: float = CONFIDENCE) -> EvalReport:
+    """pass@k of one or more sample files; writes plots, tables and metrics.json to ``output_dir``."""
+    paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
+    if not paths:
+        raise ConfigError("samples is empty; pass at least one samples file")
+    if labels is not None:
+        labels = [labels] if isinstance(labels, str) else list(labels)
+        if len(labels) != len(paths):
+            raise ConfigError(f"got {len(labels)} labels for {len(paths)} sample files; give one label per file")
+    files = [load_samples(p, labels[i] if labels else None) for i, p in enumerate(paths)]
+    names = [f.label for f in files]
+    if len(set(names)) != len(names):
+        dup = next(x for x in names if names.count(x) > 1)
+        raise ConfigError(f"label {dup!r} is used twice; pass --labels with one distinct name per file")
+    align(files)
+
+    notes = []
+    n_of = {f.label: int(f.n.min()) for f in files}
+    for f in files:
+        if f.n.min() != f.n.max():
+            notes.append(f"{f.label}: n varies across questions ({int(f.n.min())} to {int(f.n.max())}); "
+                         f"pass@k is given for k <= {int(f.n.min())}")
+    if len(set(n_of.values())) > 1:
+        notes.append("n differs across files (" + ", ".join(f"{k} n={v}" for k, v in n_of.items())
+                     + "); each curve runs to its own n, and table cells with k > n are empty")
+    for key in ("verifier", "reward_threshold"):
+        values = {f.label: f.settings.get(key) for f in files if key in f.settings}
+        if len(set(map(str, values.values()))) > 1:
+            notes.append(f"the files were scored with different {key}: "
+                         + ", ".join(f"{k} {v}" for k, v in values.items()))
+
+    if ks is None:
+        ks = default_ks(min(n_of.values()))
+    ks = sorted({int(k) for k in ks})
+    if ks and ks[0] < 1:
+        raise ConfigError(f"k={ks[0]} is not valid; k must be >= 1")
+    largest = max(n_of.values())
+    if not ks or ks[-1] > largest:
+        raise ConfigError(f"k={ks[-1] if ks else None} exceeds n={largest}, the most samples per question of any "
+                          f"file; choose k <= {largest}")
+
+    models = {}
+    for f in files:
+        n = n_of[f.label]
+        curve_k = np.arange(1, n + 1)
+        per_q = pass_at_k_curve(f.n, f.c, curve_k)  # questions x k, every k up to this file's n
+        mean, low, high = _stats(per_q, n_bootstrap, seed, confidence)
+        at = {}
+        for k in ks:
+            if k <= n:
+                at[str(k)] = {"mean": float(mean[k - 1]), "ci_low": float(low[k - 1]), "ci_high": float(high[k - 1])}
+        models[f.label] = {
+            "file": str(f.path),
+            "num_questions": len(f.ids),
+            "n": n,
+            "num_correct": int(f.c.sum()),
+            "pass_at_k": at,
+            "pass_at_1": {"mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0])},
+            "pass_at_n": {"mean": float(mean[-1]), "ci_low": float(low[-1]), "ci_high": float(high[-1])},
+            "curve": {"k": curve_k.tolist(), "mean": mean.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist()},
+            "generation": f.settings,
+        }
+    metrics = {"ks": ks, "confidence": confidence, "n_bootstrap": n_bootstrap, "seed": seed,
+               "num_questions": len(files[0].ids), "labels": names, "models": models, "notes": notes}
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [plot_curves(metrics, out / "passk_curves.png"), plot_bars(metrics, out / "passk_bars.png")]
+    table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
+    per_question_csv = write_per_question(files, ks, out / "per_question.csv")
+    metrics_json = out / "metrics.json"
+    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+
+    print(table_md.read_text(), end="")
+    for note in notes:
+        print(f"note: {note}")
+    print(f"✓ wrote {', '.join(p.name for p in [*figures, table_md, table_csv, per_question_csv, metrics_json])} "
+          f"to {out}")
+    return EvalReport(metrics, figures, table_md, table_csv, metrics_json, per_question_csv)
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; also works with no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(metrics: dict, path: Path) -> Path:
+    """pass@k against k (log2 axis) for every file, with bootstrap bands and markers at the requested k."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, m in metrics["models"].items():
+        k = np.array(m["curve"]["k"])
+        (line,) = ax.plot(k, m["curve"]["mean"], label=f"{label} (n={m['n']})", linewidth=1.8)
+        ax.fill_between(k, m["curve"]["ci_low"], m["curve"]["ci_high"], color=line.get_color(), alpha=0.2, linewidth=0)
+        marked = [int(x) for x in m["pass_at_k"]]
+        ax.plot(marked, [m["pass_at_k"][str(x)]["mean"] for x in marked], "o", color=line.get_color(), markersize=4)
+    largest = max(m["n"] for m in metrics["models"].values())
+    ax.set_xscale("log", base=2)
+    ticks = [2**i for i in range(largest.bit_length()) if 2**i <= largest]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlim(1, max(largest, 2))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k (samples)")
+    ax.set_ylabel("pass@k")
+    ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(metrics: dict, path: Path) -> Path:
+    """pass@1 and pass@n of every file, with bootstrap error bars."""
+    plt = _pyplot()
+    labels = list(metrics["models"])
+    x = np.arange(len(labels))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) + 2), 4.5))
+    for offset, key, name in ((-width / 2, "pass_at_1", "pass@1"), (width / 2, "pass_at_n", "pass@n")):
+        vals = np.array([metrics["models"][lb][key]["mean"] for lb in labels])
+        err = np.array([[vals[i] - metrics["models"][lb][key]["ci_low"] for i, lb in enumerate(labels)],
+                        [metrics["models"][lb][key]["ci_high"] - vals[i] for i, lb in enumerate(labels)]])
+        bars = ax.bar(x + offset, vals, width, yerr=np.clip(err, 0, None), capsize=3, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.set_xticks(x, [f"{lb}\n(n={metrics['models'][lb]['n']})" for lb in labels])
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("pass rate")
+    ax.set_title("pass@1 and pass@n")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Path]:
+    """Markdown (one row per file, "mean [low, high]" per k) and CSV (one row per file and k)."""
+    ks = metrics["ks"]
+    head = ["model", "n", "questions", *[f"pass@{k}" for k in ks]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high"])
+        for label, m in metrics["models"].items():
+            cells = []
+            for k in ks:
+                cell = m["pass_at_k"].get(str(k))
+                if cell is None:  # k > this file's n
+                    cells.append("")
+                    continue
+                cells.append(f"{cell['mean']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]")
+                writer.writerow([label, m["file"], m["n"], m["num_questions"], k, repr(cell["mean"]),
+                                 repr(cell["ci_low"]), repr(cell["ci_high"])])
+            lines.append("| " + " | ".join([label, str(m["n"]), str(m["num_questions"]), *cells]) + " |")
+    md_path.write_text(f"pass@k, mean over questions [{metrics['confidence']:.0%} bootstrap interval]\n\n"
+                       + "\n".join(lines) + "\n")
+    return md_path, csv_path
+
+
+def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Path:
+    """One row per file and question: n, correct, and pass@k at each requested k <= n."""
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "id", "n", "num_correct", *[f"pass@{k}" for k in ks]])
+        for sf in files:
+            usable = [k for k in ks if k <= sf.n.min()]
+            values = pass_at_k_curve(sf.n, sf.c, usable) if usable else np.empty((len(sf.ids), 0))
+            for qid, n, c, row in zip(sf.ids, sf.n, sf.c, values):
+                cells = [repr(float(v)) for v in row] + [""] * (len(ks) - len(usable))
+                writer.writerow([sf.label, qid, int(n), int(c), *cells])
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--samples", nargs="+", required=True, help="Sample JSONL files of chartrl_colab.generate.")
+    parser.add_argument("--labels", nargs="+", default=None, help="One name per file (default: the file names).")
+    parser.add_argument("--k", "--ks", dest="ks", nargs="+", type=int, default=None,
+                        help="k values of the table (default: powers of two up to n, and n).")
+    parser.add_argument("--output-dir", default="eval", help="Folder for the plots, tables and metrics.json.")
+    parser.add_argument("--n-bootstrap", type=int, default=1000, help="Bootstrap resamples of the questions.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
+    parser.add_argument("--confidence", type=float, default=CONFIDENCE, help="Interval coverage (default 0.95).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        evaluate(args.samples, labels=args.labels, ks=args.ks, output_dir=args.output_dir,
+                 n_bootstrap=args.n_bootstrap, seed=args.seed, confidence=args.confidence)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

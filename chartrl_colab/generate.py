@@ -1,0 +1,586 @@
+"""Sample n completions per question from a base model or a trained run, scored as in training.
+
+    python -m chartrl_colab.generate --checkpoint runs/nsr-tiny-synthetic-100-2025 --dataset-name synthetic \\
+        --split test --subset-size 200 --num-samples 64 --temperature 1.0 --output nsr.jsonl
+    python -m chartrl_colab.generate --vlm-name tiny --dataset-name synthetic --split test --output base.jsonl
+
+``--checkpoint`` takes a run directory (its newest complete ``checkpoint-N``) or one ``checkpoint-N``;
+without it the base ``--vlm-name`` is sampled. The base model of a checkpoint comes from the run's
+``run.json`` (``vlm_name``, ``init``, ``seed``), else from the adapter's ``base_model_name_or_path``.
+
+Prompts are built exactly as TRL's ``GRPOTrainer`` builds them in training (``prepare_multimodal_messages``
+with the row's image, the processor's chat template with a generation prompt, left padding) and sampled
+with TRL's generation settings (top-p 1, no top-k, image token suppressed, cut after the first EOS). The
+completions are scored by the training reward functions, called with the arguments TRL passes them.
+
+The output is JSONL, one row per question::
+
+    {"id", "question", "answer", "chart_type", "table", "reasoning",
+     "completions": [n strings], "num_tokens": [n], "truncated": [n bools],
+     "rewards": {reward name: [n floats or null]}, "correct": [n bools], "n", "num_correct",
+     "generation": {model, checkpoint, dataset, seed, temperature, ... the settings that made the row}}
+
+A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is
+not correct). Rows are appended and flushed question by question: rerunning the same command after an
+interruption skips the questions already in the file (a torn last line is dropped) and refuses to mix
+rows made with other settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a
+resumed file holds the same samples as an uninterrupted one on the same machine.
+
+vLLM is used when it is installed, a GPU is there and ``--backend`` is ``auto`` or ``vllm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chartrl_colab.config import (
+    DATASET_NAMES,
+    INITS,
+    MODEL_NAMES,
+    REWARD_NAMES,
+    ConfigError,
+    RunConfig,
+    _at_least,
+    _one_of,
+)
+
+BACKENDS = ("auto", "transformers", "vllm")
+# Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
+_NOT_COMPARED_ON_RESUME = ("backend",)
+_TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class GenerateConfig:
+    checkpoint: str = _help("A run directory (its newest complete checkpoint) or a checkpoint-N folder; "
+                            "empty: sample the base --vlm-name.", default="")
+    vlm_name: str = _help(f"Base model when no --checkpoint: one of {', '.join(MODEL_NAMES)}.", default="tiny")
+    init: str = _help("Base model weights when no --checkpoint: 'pretrained' or 'random'.", default="pretrained")
+    dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
+    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data).", default=None)
+    split: str = _help("Split to sample questions from.", default="test")
+    subset_size: int | None = _help("Number of questions (None: the whole split).", default=200)
+    num_samples: int = _help("Completions sampled per question (n of pass@k).", default=64)
+    temperature: float = _help("Sampling temperature.", default=1.0)
+    max_new_tokens: int = _help("Longest completion, in tokens.", default=512)
+    batch_size: int = _help("Completions per generate call: n is split into chunks of this size, or "
+                            "batch_size // n questions share a call; lower it when memory runs out.", default=16)
+    seed: int = _help("Seed of the question subset and of sampling (and of the base 'tiny' or random-init "
+                      "weights when no --checkpoint).", default=2025)
+    output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
+                        default="samples.jsonl")
+    rewards: tuple[str, ...] = _help(f"Reward functions to score with, of {', '.join(REWARD_NAMES)}.",
+                                     default=_TRAINING_DEFAULTS["rewards"])
+    verifier: str = _help("The reward that judges correctness.", default=_TRAINING_DEFAULTS["verifier"])
+    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.",
+                                    default=_TRAINING_DEFAULTS["reward_threshold"])
+    backend: str = _help(f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).",
+                         default="auto")
+    load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
+                               "a run trained with it.", default=False)
+
+    def __post_init__(self) -> None:
+        self.rewards = tuple(self.rewards)
+        validate(self)
+
+
+def validate(cfg: GenerateConfig) -> None:
+    """Raise ConfigError for the first bad setting."""
+    _one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
+    _one_of("init", cfg.init, INITS)
+    _one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    _one_of("backend", cfg.backend, BACKENDS)
+    for name in cfg.rewards:
+        _one_of("reward", name, REWARD_NAMES)
+    if not cfg.rewards:
+        raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
+    if cfg.verifier not in cfg.rewards:
+        raise ConfigError(f"verifier={cfg.verifier!r} is not among the rewards; choose one of: {', '.join(cfg.rewards)}")
+    if not isinstance(cfg.reward_threshold, (int, float)) or not math.isfinite(cfg.reward_threshold):
+        raise ConfigError(f"reward_threshold={cfg.reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
+    for name in ("num_samples", "max_new_tokens", "batch_size"):
+        _at_least(name, getattr(cfg, name), 1)
+        if int(getattr(cfg, name)) != getattr(cfg, name):
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
+    if cfg.subset_size is not None:
+        _at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
+    _at_least("temperature", cfg.temperature, 0)
+    if cfg.temperature == 0:
+        raise ConfigError("temperature=0 is not valid; pass@k needs sampling, so a temperature > 0 (e.g. 1.0)")
+    if not str(cfg.output).strip():
+        raise ConfigError("output is empty; name the JSONL file to write (e.g. samples.jsonl)")
+
+
+# ---------------------------------------------------------------------------------------------- flags
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per GenerateConfig field, same name with dashes, the field's help text and default."""
+    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.generate", description=__doc__.split("\n")[0])
+    hints = typing.get_type_hints(GenerateConfig)
+    for f in dataclasses.fields(GenerateConfig):
+        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif f.name == "rewards":
+            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
+        elif kind in (int | None, typing.Optional[int]):
+            parser.add_argument(flag, type=lambda s: None if s.lower() in ("none", "full", "all") else int(s),
+                                default=default, help=f"{help_text} (default: {default})")
+        else:
+            parser.add_argument(flag, type=str if kind in (str | None, typing.Optional[str]) else kind,
+                                default=default, help=f"{help_text} (default: {default})")
+    return parser
+
+
+def config_from_argv(argv: list[str] | None = None) -> GenerateConfig:
+    return GenerateConfig(**vars(build_parser().parse_args(argv)))
+
+
+# ------------------------------------------------------------------------------------ which model
+@dataclass
+class ModelSource:
+    """What to load: a base model, optionally with a checkpoint (LoRA adapter or full weights) on top."""
+
+    vlm_name: str
+    init: str
+    seed: int
+    checkpoint: Path | None = None
+    run_dir: Path | None = None
+    cache_dir: str | None = None  # the tiny model's cache, as recorded by the adapter
+    load_in_4bit: bool = False
+
+    def describe(self) -> str:
+        base = f"{self.vlm_name} ({self.init}, seed {self.seed})"
+        return f"{self.checkpoint} on {base}" if self.checkpoint else base
+
+
+_TINY_DIR_RE = re.compile(r"^tiny-(?P<version>[^-]+)-(?P<seed>\d+)$")
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """``(checkpoint dir, run dir)`` for a run directory (newest complete checkpoint) or a checkpoint-N folder."""
+    from chartrl_colab.storage import checkpoint_problem, checkpoint_step, latest_checkpoint
+
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ConfigError(f"checkpoint={str(path)!r} is not a directory; pass a run directory or a checkpoint-N folder")
+    if checkpoint_step(p) is not None:
+        problem = checkpoint_problem(p)
+        if problem is not None:
+            raise ConfigError(f"checkpoint {p} is incomplete ({problem}); pass its run directory to use the "
+                              "newest complete checkpoint")
+        return p.resolve(), p.parent.resolve()
+    ckpt = latest_checkpoint(p, warn=print)
+    if ckpt is None:
+        raise ConfigError(f"{p} holds no complete checkpoint-N folder; pass a run directory of chartrl_colab.train "
+                          "or a checkpoint folder")
+    return ckpt.resolve(), p.resolve()
+
+
+def resolve_source(cfg: GenerateConfig) -> ModelSource:
+    """The base model and checkpoint to sample, from the flags, the run's run.json or the adapter config."""
+    if not cfg.checkpoint:
+        return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit)
+    from chartrl_colab.models import MODELS
+    from chartrl_colab.storage import read_run_json
+
+    ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
+    adapter_file = ckpt / "adapter_config.json"
+    base_path = json.loads(adapter_file.read_text()).get("base_model_name_or_path") if adapter_file.exists() else None
+    tiny = _TINY_DIR_RE.match(Path(base_path).name) if base_path else None
+    cache_dir = str(Path(base_path).parent) if tiny else None
+    try:
+        run = read_run_json(run_dir)
+    except ValueError:  # a torn run.json: fall back to the adapter's record
+        run = None
+    run_cfg = (run or {}).get("config") or {}
+    if run_cfg.get("vlm_name"):
+        return ModelSource(run_cfg["vlm_name"], run_cfg.get("init", "pretrained"), int(run_cfg.get("seed", cfg.seed)),
+                           ckpt, run_dir, cache_dir, bool(run_cfg.get("load_in_4bit")) or cfg.load_in_4bit)
+    if tiny:
+        return ModelSource("tiny", "pretrained", int(tiny.group("seed")), ckpt, run_dir, cache_dir, cfg.load_in_4bit)
+    by_hub_id = {hub: name for name, hub in MODELS.items() if hub}
+    if base_path in by_hub_id:
+        return ModelSource(by_hub_id[base_path], "pretrained", cfg.seed, ckpt, run_dir, None, cfg.load_in_4bit)
+    if not adapter_file.exists() and (ckpt / "config.json").exists():  # full weights: the checkpoint is the model
+        return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, ckpt, run_dir, None, cfg.load_in_4bit)
+    raise ConfigError(f"cannot tell the base model of {ckpt}: {run_dir} has no run.json and the adapter names "
+                      f"{base_path!r}; valid bases: the embedded tiny model or {', '.join(by_hub_id)}")
+
+
+def load_for_generation(source: ModelSource):
+    """``(model, processor)`` in eval mode on the GPU when there is one; a LoRA adapter is merged in."""
+    import torch
+
+    from chartrl_colab.models import load_model_and_processor
+
+    cuda = torch.cuda.is_available()
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32  # as in training
+    full = source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists()
+    if full:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source.checkpoint)
+        model = AutoModelForImageTextToText.from_pretrained(source.checkpoint, dtype=dtype)
+    else:
+        model, processor = load_model_and_processor(source.vlm_name, init=source.init, seed=source.seed,
+                                                     load_in_4bit=source.load_in_4bit, dtype=dtype,
+                                                     cache_dir=source.cache_dir)
+        if source.checkpoint is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(source.checkpoint))
+            if not source.load_in_4bit:  # merged weights sample faster; 4-bit weights cannot take the merge
+                model = model.merge_and_unload()
+    if cuda and not source.load_in_4bit and getattr(model, "hf_device_map", None) is None:
+        model = model.to("cuda")
+    model.eval()
+    return model, processor
+
+
+# ------------------------------------------------------------------------------------------ samplers
+def _call_seed(seed: int, index: int, chunk: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, index, chunk]).generate_state(1)[0])
+
+
+def _images(prompt: list[dict]) -> list:
+    return [part["image"] for message in prompt if isinstance(message["content"], list)
+            for part in message["content"] if part.get("type") == "image" and part.get("image") is not None]
+
+
+class TransformersSampler:
+    """The model's own ``generate`` with TRL's settings; ``num_return_sequences`` samples per prompt."""
+
+    name = "transformers"
+
+    def __init__(self, model, processor, cfg: GenerateConfig):
+        from transformers import ProcessorMixin
+
+        self.model, self.processor = model, processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        eos = model.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if self.tokenizer.eos_token_id not in eos:
+            eos = [self.tokenizer.eos_token_id, *eos]
+        self.eos_token_ids = eos
+        # GRPOTrainer's generation kwargs with GRPOConfig's defaults (top_p 1, top_k off, no min_p/penalty).
+        self.kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=True, pad_token_id=self.tokenizer.pad_token_id,
+                           bos_token_id=self.tokenizer.bos_token_id, eos_token_id=eos, temperature=cfg.temperature,
+                           top_p=1.0, top_k=0, min_p=None, repetition_penalty=1.0, disable_compile=True)
+        if isinstance(processor, ProcessorMixin):
+            self.kwargs["suppress_tokens"] = [model.config.image_token_id]  # a sampled image token breaks the model
+
+    def tokenize(self, prompts: list[list[dict]]) -> tuple[list[list[int]], dict]:
+        tokenized = self.processor.apply_chat_template(conversation=prompts, add_generation_prompt=True,
+                                                       tokenize=True, return_dict=True)
+        fields = {k: v for k, v in tokenized.items() if k not in ("input_ids", "attention_mask")}
+        return [list(ids) for ids in tokenized["input_ids"]], fields
+
+    def sample(self, prompts: list[list[dict]], per_prompt: int, seed: int) -> list[list[list[int]]]:
+        """Completion token ids: ``per_prompt`` lists for each prompt, each cut after its first EOS."""
+        import numpy as np
+        import torch
+        from transformers import GenerationConfig
+        from trl.trainer.utils import pad
+
+        prompt_ids, fields = self.tokenize(prompts)
+        device = self.model.device
+        tensors = [torch.tensor(ids) for ids in prompt_ids]
+        inputs = {"input_ids": pad(tensors, padding_value=self.tokenizer.pad_token_id, padding_side="left"),
+                  "attention_mask": pad([torch.ones_like(t) for t in tensors], padding_value=0, padding_side="left")}
+        for k, v in fields.items():  # as TRL: image tensors as they are, per-token lists left-padded
+            if isinstance(v, torch.Tensor):
+                inputs[k] = v
+            elif isinstance(v, list) and v and isinstance(v[0], list):
+                inputs[k] = pad([torch.tensor(x) for x in v], padding_value=0, padding_side="left")
+            else:
+                inputs[k] = torch.tensor(np.array(v))
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        config = GenerationConfig(**self.kwargs, num_return_sequences=per_prompt)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # seeded here, the caller's RNG untouched
+            torch.manual_seed(seed)
+            out = self.model.generate(**inputs, generation_config=config)
+        completion = out[:, inputs["input_ids"].shape[1]:].cpu()
+        eos = torch.isin(completion, torch.tensor(self.eos_token_ids))
+        ids = []
+        for row, hits in zip(completion.tolist(), eos.tolist()):
+            end = hits.index(True) + 1 if True in hits else len(row)
+            ids.append(row[:end])
+        return [ids[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
+
+
+class VllmSampler(TransformersSampler):
+    """vLLM's ``LLM.generate`` on the (merged) model saved to a temporary folder. Untested here (no GPU)."""
+
+    name = "vllm"
+
+    def __init__(self, model, processor, cfg: GenerateConfig, workdir: Path):
+        import torch
+        from vllm import LLM  # type: ignore[import-not-found]
+
+        super().__init__(model, processor, cfg)
+        self._tmp = tempfile.TemporaryDirectory(dir=workdir, prefix=".vllm-model-")
+        model.save_pretrained(self._tmp.name)
+        processor.save_pretrained(self._tmp.name)
+        self.model = None
+        del model
+        torch.cuda.empty_cache()
+        self.cfg = cfg
+        self.llm = LLM(model=self._tmp.name, seed=cfg.seed, dtype="auto", limit_mm_per_prompt={"image": 1})
+
+    def sample(self, prompts, per_prompt, seed):
+        from vllm import SamplingParams  # type: ignore[import-not-found]
+
+        texts = self.processor.apply_chat_template(prompts, add_generation_prompt=True, tokenize=False)
+        requests = [{"prompt": t, "multi_modal_data": {"image": _images(p)}} if _images(p) else {"prompt": t}
+                    for t, p in zip(texts, prompts)]
+        params = SamplingParams(n=per_prompt, temperature=self.cfg.temperature, top_p=1.0, top_k=-1,
+                                max_tokens=self.cfg.max_new_tokens, seed=seed, stop_token_ids=self.eos_token_ids)
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [[list(o.token_ids) for o in out.outputs] for out in outputs]
+
+
+def pick_backend(cfg: GenerateConfig, source: ModelSource) -> str:
+    import torch
+
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if cfg.backend == "vllm":
+        if not has_vllm or not torch.cuda.is_available():
+            raise ConfigError("backend='vllm' needs the vllm package and a CUDA GPU; use --backend transformers")
+        if source.load_in_4bit:
+            raise ConfigError("backend='vllm' cannot sample a 4-bit (bitsandbytes) model; use --backend transformers")
+        return "vllm"
+    if cfg.backend == "auto" and has_vllm and torch.cuda.is_available() and not source.load_in_4bit:
+        return "vllm"
+    return "transformers"
+
+
+# ------------------------------------------------------------------------------------------ scoring
+def decode(processor, completion_ids: list[list[int]], prompt_ids: list[int] | None = None) -> list:
+    """Completions as TRL hands them to reward functions: one assistant message per completion."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if getattr(tokenizer, "response_template", None) is not None or getattr(tokenizer, "response_schema", None) is not None:
+        from trl.chat_template_utils import parse_response
+
+        return [[parse_response(tokenizer, ids, prefix=prompt_ids, tools=None)] for ids in completion_ids]
+    texts = processor.batch_decode(completion_ids, skip_special_tokens=True)
+    return [[{"role": "assistant", "content": text}] for text in texts]
+
+
+def score(reward_names, prompt: list[dict], completions: list, completion_ids: list[list[int]], row: dict,
+          verifier: str, threshold: float) -> tuple[dict[str, list], list[bool]]:
+    """Per-reward scores (None: not applicable) and correctness of one question's completions.
+
+    Each reward function gets what TRL's ``_calculate_rewards`` passes it: the prompts and completions, the
+    completion ids, and every other column of the row repeated per completion (plus TRL's logging hooks).
+    """
+    from chartrl_colab.rewards import get_reward_funcs
+
+    n = len(completions)
+    columns = {key: [value] * n for key, value in row.items() if key not in ("prompt", "completion", "completion_ids")}
+    hooks = {"trainer_state": None, "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}
+    rewards = {}
+    for name, func in zip(reward_names, get_reward_funcs(list(reward_names))):
+        values = func(prompts=[prompt] * n, completions=completions, completion_ids=completion_ids, **columns, **hooks)
+        if len(values) != n:
+            raise ValueError(f"reward {name!r} returned {len(values)} values for {n} completions")
+        rewards[name] = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
+    correct = [v is not None and v >= threshold for v in rewards[verifier]]
+    return rewards, correct
+
+
+# ------------------------------------------------------------------------------------------ the file
+def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
+    """The rows of a samples file. A torn last line (an interrupted write) is skipped (``warn``, e.g. ``print``,
+    is told), and cut off the file when ``repair``; any other unreadable line is a ConfigError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good_end, offset = [], 0, 0
+    with path.open("rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, start=1):
+        offset += len(line)
+        if not line.strip():
+            good_end = offset
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not a row with an id")
+        except ValueError as err:
+            if number == len(lines):  # the last line: a write cut short
+                if warn is not None:
+                    warn(f"warning: {path}: ignoring the unfinished last line {number} (an interrupted generation)")
+                if repair:
+                    with path.open("r+b") as f:
+                        f.truncate(good_end)
+                break
+            raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
+        if not line.endswith(b"\n") and repair:  # whole JSON but no newline: finish the line before appending
+            with path.open("ab") as f:
+                f.write(b"\n")
+        rows.append(row)
+        good_end = offset
+    return rows
+
+
+def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
+    """What made a row; rows of one file must agree on all of it but the backend."""
+    return {
+        "model": source.describe(),
+        "checkpoint": str(source.checkpoint) if source.checkpoint else None,
+        "vlm_name": source.vlm_name,
+        "init": source.init,
+        "model_seed": source.seed,
+        "dataset_name": cfg.dataset_name,
+        "split": cfg.split,
+        "seed": cfg.seed,
+        "num_samples": cfg.num_samples,
+        "temperature": cfg.temperature,
+        "max_new_tokens": cfg.max_new_tokens,
+        "rewards": list(cfg.rewards),
+        "verifier": cfg.verifier,
+        "reward_threshold": cfg.reward_threshold,
+        "backend": backend,
+    }
+
+
+def _check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
+    for row in rows:
+        have = row.get("generation") or {}
+        for key, value in wanted.items():
+            if key not in _NOT_COMPARED_ON_RESUME and have.get(key) != value:
+                raise ConfigError(
+                    f"{path} holds samples made with {key}={have.get(key)!r}, not {value!r} (question {row['id']}); "
+                    "pass another --output, or delete the file to start over"
+                )
+
+
+def generate_samples(cfg: GenerateConfig) -> Path:
+    """Sample ``cfg.num_samples`` completions for each question and append scored rows to ``cfg.output``.
+
+    Resumes an existing file of the same settings. Returns the output path.
+    """
+    from tqdm.auto import tqdm
+    from trl.data_utils import prepare_multimodal_messages
+
+    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.rewards import completion_text
+
+    validate(cfg)
+    output = Path(cfg.output).expanduser()
+    source = resolve_source(cfg)
+    backend = pick_backend(cfg, source)
+    wanted = settings(cfg, source, backend)
+    print(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
+
+    data = load_chart_dataset(cfg.dataset_name, split=cfg.split, subset_size=cfg.subset_size, seed=cfg.seed,
+                              data_dir=cfg.data_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    existing = read_rows(output, repair=True)
+    _check_resume(output, existing, wanted)
+    done = {row["id"] for row in existing}
+    ids = data["id"]
+    todo = [i for i, qid in enumerate(ids) if qid not in done]
+    if existing:
+        print(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
+    if not todo:
+        print(f"✓ {output}: all {len(ids)} questions sampled")
+        return output
+
+    model, processor = load_for_generation(source)
+    if backend == "vllm":
+        sampler: TransformersSampler = VllmSampler(model, processor, cfg, output.parent)
+    else:
+        sampler = TransformersSampler(model, processor, cfg)
+    n = cfg.num_samples
+    # Questions per generate call; a question's n is split into chunks when n alone exceeds batch_size.
+    per_call = max(1, cfg.batch_size // n)
+    groups: dict[int, list[int]] = {}
+    for i in todo:  # grouped by absolute position, so a resumed run makes the same calls
+        groups.setdefault(i // per_call, []).append(i)
+    chunks = [min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)] if per_call == 1 else [n]
+
+    solved = sampled = 0
+    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
+    with output.open("a", encoding="utf-8") as f:
+        for members in groups.values():
+            rows = [data[i] for i in members]
+            # As GRPOTrainer: the row's image goes in front of the first user turn's text.
+            prompts = [prepare_multimodal_messages(row["prompt"], images=[row["image"]] if row.get("image") is not None
+                                                   else None) for row in rows]
+            per_question: list[list[list[int]]] = [[] for _ in rows]
+            for c, size in enumerate(chunks):
+                for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
+                    per_question[q].extend(got)
+            for row, prompt, completion_ids in zip(rows, prompts, per_question):
+                completions = decode(processor, completion_ids)
+                rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
+                                         cfg.reward_threshold)
+                record = {
+                    "id": row["id"],
+                    "question": _question(row["prompt"]),
+                    "answer": row.get("answer"),
+                    "chart_type": row.get("chart_type"),
+                    "table": row.get("table"),
+                    "reasoning": row.get("reasoning"),
+                    "completions": [completion_text(c) for c in completions],
+                    "num_tokens": [len(ids) for ids in completion_ids],
+                    "truncated": [not ids or ids[-1] not in sampler.eos_token_ids for ids in completion_ids],
+                    "rewards": rewards,
+                    "correct": correct,
+                    "n": len(correct),
+                    "num_correct": int(sum(correct)),
+                    "generation": wanted,
+                }
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                solved += record["num_correct"]
+                sampled += record["n"]
+            f.flush()
+            os.fsync(f.fileno())  # a dead runtime loses at most the group in flight
+            bar.update(len(rows))
+            bar.set_postfix(correct=f"{solved / sampled:.3f}")
+    bar.close()
+    print(f"✓ {output}: {len(ids)} questions x {n} samples")
+    return output
+
+
+def _question(prompt: list[dict]) -> str:
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    content = users[-1] if users else ""
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        generate_samples(config_from_argv(argv))
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
