@@ -41,6 +41,7 @@ import re
 import sys
 import tempfile
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,9 @@ def load_for_generation(source: ModelSource):
         if source.checkpoint is not None:
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(source.checkpoint))
+            with warnings.catch_warnings():  # peft still calls transformers' renamed gradient-checkpointing API
+                warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.*")
+                model = PeftModel.from_pretrained(model, str(source.checkpoint))
             if not source.load_in_4bit:  # merged weights sample faster; 4-bit weights cannot take the merge
                 model = model.merge_and_unload()
     if cuda and not source.load_in_4bit and getattr(model, "hf_device_map", None) is None:
@@ -375,6 +378,14 @@ def pick_backend(cfg: GenerateConfig, source: ModelSource) -> str:
 
 
 # ------------------------------------------------------------------------------------------ scoring
+def build_prompts(rows: list[dict]) -> list[list[dict]]:
+    """The prompts GRPOTrainer builds from data rows: the row's image in front of the first user turn."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    return [prepare_multimodal_messages(row["prompt"], images=[row["image"]] if row.get("image") is not None else None)
+            for row in rows]
+
+
 def decode(processor, completion_ids: list[list[int]], prompt_ids: list[int] | None = None) -> list:
     """Completions as TRL hands them to reward functions: one assistant message per completion."""
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -482,7 +493,6 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     Resumes an existing file of the same settings. Returns the output path.
     """
     from tqdm.auto import tqdm
-    from trl.data_utils import prepare_multimodal_messages
 
     from chartrl_colab.data import load_chart_dataset
     from chartrl_colab.rewards import completion_text
@@ -526,9 +536,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     with output.open("a", encoding="utf-8") as f:
         for members in groups.values():
             rows = [data[i] for i in members]
-            # As GRPOTrainer: the row's image goes in front of the first user turn's text.
-            prompts = [prepare_multimodal_messages(row["prompt"], images=[row["image"]] if row.get("image") is not None
-                                                   else None) for row in rows]
+            prompts = build_prompts(rows)
             per_question: list[list[list[int]]] = [[] for _ in rows]
             for c, size in enumerate(chunks):
                 for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
