@@ -1,0 +1,348 @@
+"""Run a notebook once per (mode, seed) with papermill, one process per run, and summarise the runs.
+
+    python -m chartrl_colab.batch --notebook notebooks/02_train.ipynb --modes grpo psr nsr w-reinforce \\
+        --seeds 1 2 3 -p subset_size 1000 -p max_steps 200 [--output-root DIR] [--gpus 0,1,2,3] \\
+        [--accelerate-config deepspeed_zero3.yaml]
+
+Each run executes the notebook in its own papermill process with ``mode``, ``seed``, ``output_root`` (and
+``results_json`` when the notebook has it) set, and saves the executed notebook beside its run directory:
+``{output_root}/{run_name}.ipynb`` next to ``{output_root}/{run_name}/``, with the papermill log in
+``{run_name}.log``. A failing run is reported with its failing cell and error, and the other runs go on.
+``--gpus 0,1,2,3`` runs four at once, each pinned to one GPU through ``CUDA_VISIBLE_DEVICES``;
+``--accelerate-config FILE`` runs them one after another, each on all GPUs (the notebook launches
+``accelerate launch --config_file FILE``). The summary table goes to the terminal and to
+``{output_root}/batch-summary.md`` and ``batch-summary.json``.
+
+Imports only the pure ``config`` module (run names); nothing here loads torch unless a notebook
+parameter is ``"auto"``, which is resolved once here so every run and its file names agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import base64
+import dataclasses
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chartrl_colab.config import MODES, ConfigError, RunConfig
+
+SUMMARY_MD = "batch-summary.md"
+SUMMARY_JSON = "batch-summary.json"
+GRID = ("mode", "seed", "output_root")  # parameters every batch notebook must have
+
+
+@dataclass
+class BatchConfig:
+    notebook: str = field(metadata={"help": "The notebook to run, e.g. notebooks/02_train.ipynb."})
+    modes: tuple[str, ...] = field(default=("nsr",), metadata={"help": f"Modes to run, of {', '.join(MODES)}."})
+    seeds: tuple[int, ...] = field(default=(2025,), metadata={"help": "Seeds to run; every mode runs every seed."})
+    parameters: dict = field(default_factory=dict,
+                             metadata={"help": "Other notebook parameters, the same for every run (-p NAME VALUE)."})
+    output_root: str = field(default="", metadata={"help": "Folder of the run directories ($CHARTRL_ROOT, else ./runs)."})
+    gpus: str = field(default="", metadata={"help": "GPUs to use, e.g. 0,1,2,3: one run per GPU at a time."})
+    accelerate_config: str = field(default="", metadata={
+        "help": "accelerate config (e.g. deepspeed_zero3.yaml): runs go one at a time, each on all GPUs."})
+    kernel: str = field(default="python3", metadata={"help": "Jupyter kernel that runs the notebooks."})
+
+
+@dataclass
+class Run:
+    """One planned papermill execution."""
+
+    name: str
+    parameters: dict
+    output_notebook: Path
+    run_dir: Path
+    log: Path
+    gpus: str | None = None  # CUDA_VISIBLE_DEVICES, None to leave it alone
+
+
+@dataclass
+class RunResult:
+    name: str
+    ok: bool
+    seconds: float
+    output_notebook: str
+    run_dir: str
+    log: str
+    gpus: str | None
+    returncode: int
+    failed_cell: str | None = None  # 'In [5]: summary = notebook.train_run(cfg)' (the executed notebook's numbering)
+    error: str | None = None  # "ValueError: ..."
+    results: dict | None = None  # the notebook's result JSON, when it wrote one
+
+
+@dataclass
+class BatchReport:
+    runs: list[RunResult]
+    summary_md: Path
+    summary_json: Path
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.runs)
+
+
+# ---------------------------------------------------------------------------------------------- plan
+def parse_value(text: str):
+    """A ``-p NAME VALUE`` value as the notebook should get it: a Python literal if it is one, else text.
+
+    >>> parse_value("1000"), parse_value("0.5"), parse_value("1e-6"), parse_value("None"), parse_value("True")
+    (1000, 0.5, 1e-06, None, True)
+    >>> parse_value("[1, 2]"), parse_value("qwen2-5-3b"), parse_value("'42'")
+    ([1, 2], 'qwen2-5-3b', '42')
+    """
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_gpus(text: str) -> list[str]:
+    """``"0,1, 3"`` -> ``["0", "1", "3"]``; ConfigError for anything but distinct GPU indices.
+
+    >>> parse_gpus("0,1, 3"), parse_gpus("")
+    (['0', '1', '3'], [])
+    """
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ConfigError(f"gpus={text!r} is not valid; give distinct GPU indices separated by commas, e.g. 0,1,2,3")
+    return gpus
+
+
+def notebook_parameters(notebook: str | Path) -> dict:
+    """The names and default values of a notebook's ``parameters`` cell."""
+    import papermill
+
+    path = Path(notebook)
+    if not path.is_file():
+        raise ConfigError(f"notebook={str(notebook)!r} does not exist; give a .ipynb file such as notebooks/02_train.ipynb")
+    found = papermill.inspect_notebook(str(path))
+    defaults = {}
+    for name, info in found.items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError):
+            defaults[name] = info["default"]
+    return defaults
+
+
+def _run_name(params: dict) -> str:
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in params.items() if k in known}).run_name
+
+
+def plan(cfg: BatchConfig) -> list[Run]:
+    """Every run of a batch, checked before any starts: ConfigError names the first bad setting."""
+    defaults = notebook_parameters(cfg.notebook)
+    needed = [p for p in GRID + (("accelerate_config",) if cfg.accelerate_config else ()) if p not in defaults]
+    if needed:
+        raise ConfigError(f"notebook {cfg.notebook} has no parameter {needed[0]!r}; its parameters: "
+                          f"{', '.join(defaults) or 'none (tag one cell parameters)'}")
+    for name in cfg.parameters:
+        if name not in defaults:
+            raise ConfigError(f"parameter {name!r} is not in {cfg.notebook}; valid: {', '.join(defaults)}")
+        if name in GRID:
+            raise ConfigError(f"parameter {name!r} is set by the batch; use --{name.replace('_', '-')}"
+                              f"{'s' if name != 'output_root' else ''} instead")
+    if not cfg.modes or not cfg.seeds:
+        raise ConfigError("modes and seeds must each name at least one value")
+    for mode in cfg.modes:
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
+    gpus = parse_gpus(cfg.gpus)
+    if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
+        raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} does not exist; e.g. deepspeed_zero3.yaml")
+
+    root = Path(cfg.output_root or os.environ.get("CHARTRL_ROOT") or "runs").absolute()
+    shared = {**defaults, **cfg.parameters, "output_root": str(root)}
+    if cfg.accelerate_config:
+        shared["accelerate_config"] = str(Path(cfg.accelerate_config).absolute())
+    shared = _resolve_auto(shared)
+
+    runs, seen = [], set()
+    for mode in cfg.modes:
+        for seed in cfg.seeds:
+            params = {**shared, "mode": mode, "seed": seed}
+            name = _run_name(params)  # also validates the run's settings
+            if name in seen:
+                raise ConfigError(f"two runs are both named {name}; give distinct modes and seeds")
+            seen.add(name)
+            if "results_json" in defaults:
+                params["results_json"] = str(root / f"{name}.results.json")
+            ipynb = root / f"{name}.ipynb"
+            # Keep only what differs from the notebook, so the executed notebook shows what the batch set.
+            params = {k: v for k, v in params.items() if k in GRID or k == "results_json" or defaults.get(k) != v}
+            runs.append(Run(name, params, ipynb, root / name, root / f"{name}.log"))
+    return runs
+
+
+def _resolve_auto(params: dict) -> dict:
+    """Turn ``"auto"`` model/data names into this machine's defaults once, for every run alike."""
+    if "auto" not in (params.get("vlm_name"), params.get("dataset_name")):
+        return params
+    from chartrl_colab.environment import resolve_defaults
+
+    vlm, data = resolve_defaults(params.get("vlm_name", "auto"), params.get("dataset_name", "auto"))
+    return {**params, "vlm_name": vlm, "dataset_name": data}
+
+
+# ----------------------------------------------------------------------------------------------- run
+def papermill_command(run: Run, notebook: str | Path, kernel: str = "python3") -> list[str]:
+    """The papermill command line of one run (parameters as base64 YAML, so types survive)."""
+    import yaml
+
+    encoded = base64.b64encode(yaml.safe_dump(run.parameters).encode()).decode()
+    return [sys.executable, "-m", "papermill", str(notebook), str(run.output_notebook), "-b", encoded,
+            "-k", kernel, "--log-output", "--no-progress-bar"]
+
+
+def failure(output_notebook: str | Path) -> tuple[str | None, str | None]:
+    """The failing cell of an executed notebook and its error, or (None, None) when no cell failed."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(output_notebook), as_version=4)
+    except (OSError, ValueError):
+        return None, None
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((line for line in cell.source.splitlines() if line.strip()
+                              and not line.lstrip().startswith("#")), "")
+                number = cell.get("execution_count")
+                where = f"In [{number}]" if number is not None else "a cell"  # as the executed notebook shows it
+                return f"{where}: {first.strip()}", f"{out.get('ename')}: {out.get('evalue')}"
+    return None, None
+
+
+def execute(run: Run, notebook: str | Path, kernel: str = "python3") -> RunResult:
+    """Run one notebook in its own papermill process; never raises for a failing notebook."""
+    run.output_notebook.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if run.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = run.gpus
+    start = time.perf_counter()
+    with open(run.log, "w") as log:
+        proc = subprocess.run(papermill_command(run, notebook, kernel), stdout=log, stderr=subprocess.STDOUT,
+                              env=env, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    cell, error = (None, None) if proc.returncode == 0 else failure(run.output_notebook)
+    if proc.returncode != 0 and error is None:  # failed before or outside a cell (kernel died, bad notebook)
+        tail = [line for line in Path(run.log).read_text(errors="replace").splitlines() if line.strip()]
+        error = tail[-1] if tail else f"papermill exited with {proc.returncode}"
+    results = None
+    path = run.parameters.get("results_json")
+    if proc.returncode == 0 and path and Path(path).is_file():
+        results = json.loads(Path(path).read_text())
+    return RunResult(run.name, proc.returncode == 0, round(seconds, 1), str(run.output_notebook), str(run.run_dir),
+                     str(run.log), run.gpus, proc.returncode, cell, error, results)
+
+
+def run_batch(cfg: BatchConfig, echo=print) -> BatchReport:
+    """Plan and execute a batch; a failing run is reported and the others go on."""
+    from tqdm.auto import tqdm
+
+    runs = plan(cfg)
+    gpus = parse_gpus(cfg.gpus)
+    if cfg.accelerate_config:
+        slots = [",".join(gpus) if gpus else None]  # one run at a time, on all GPUs
+    else:
+        slots = gpus or [None]  # pinned, one run per GPU; no --gpus: one at a time, GPUs untouched
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+
+    def work(run: Run) -> RunResult:
+        slot = free.get()
+        try:
+            run.gpus = slot
+            return execute(run, cfg.notebook, cfg.kernel)
+        finally:
+            free.put(slot)
+
+    results: dict[str, RunResult] = {}
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool, tqdm(total=len(runs), desc="runs", unit="run") as bar:
+        futures = {pool.submit(work, run): run for run in runs}
+        for fut in as_completed(futures):
+            res = fut.result()
+            results[res.name] = res
+            why = "" if res.ok else f" failed at {res.failed_cell or 'start'} -> {res.error};"
+            bar.write(f"{'✓' if res.ok else '✗'} {res.name} ({res.seconds:.0f} s){why} notebook: {res.output_notebook}")
+            bar.update(1)
+    ordered = [results[run.name] for run in runs]
+    root = runs[0].output_notebook.parent
+    root.mkdir(parents=True, exist_ok=True)
+    md, js = root / SUMMARY_MD, root / SUMMARY_JSON
+    table = summary_table(ordered)
+    md.write_text(table + "\n")
+    js.write_text(json.dumps([dataclasses.asdict(r) for r in ordered], indent=2) + "\n")
+    echo(table)
+    echo(f"{sum(r.ok for r in ordered)}/{len(ordered)} runs succeeded; summary in {md}")
+    return BatchReport(ordered, md, js)
+
+
+def summary_table(results: list[RunResult]) -> str:
+    """A markdown table: run, status, time, GPUs, executed notebook, failing cell and error.
+
+    >>> print(summary_table([RunResult("nsr-tiny-synthetic-8-1", True, 12.3, "r/x.ipynb", "r/x", "r/x.log", "0", 0)]))
+    | run | status | time | gpus | notebook | failed cell | error |
+    | --- | --- | --- | --- | --- | --- | --- |
+    | nsr-tiny-synthetic-8-1 | ok | 12 s | 0 | r/x.ipynb |  |  |
+    """
+    def cell(text) -> str:
+        return "" if text is None else str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| run | status | time | gpus | notebook | failed cell | error |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.0f} s | {cell(r.gpus or 'all')} | "
+                     f"{cell(r.output_notebook)} | {cell(r.failed_cell)} | {cell(r.error)} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(BatchConfig)}
+    p = argparse.ArgumentParser(prog="python -m chartrl_colab.batch", description=__doc__.split("\n")[0])
+    p.add_argument("--notebook", required=True, help=help_of["notebook"])
+    p.add_argument("--modes", nargs="+", default=["nsr"], help=help_of["modes"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[2025], help=help_of["seeds"])
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   dest="parameters", help=help_of["parameters"] + " VALUE is read as a Python literal when it is one.")
+    for name in ("output_root", "gpus", "accelerate_config", "kernel"):
+        p.add_argument("--" + name.replace("_", "-"), default=BatchConfig.__dataclass_fields__[name].default,
+                       help=help_of[name])
+    return p
+
+
+def config_from_argv(argv: list[str] | None = None) -> BatchConfig:
+    args = build_parser().parse_args(argv)
+    params = {name: parse_value(value) for name, value in args.parameters}
+    return BatchConfig(notebook=args.notebook, modes=tuple(args.modes), seeds=tuple(args.seeds), parameters=params,
+                       output_root=args.output_root, gpus=args.gpus, accelerate_config=args.accelerate_config,
+                       kernel=args.kernel)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 when every run succeeded, 1 when some failed (see the summary), 2 for a bad setting."""
+    try:
+        report = run_batch(config_from_argv(argv))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
