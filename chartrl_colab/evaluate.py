@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from chartrl_colab.config import ConfigError
-from chartrl_colab.passk import bootstrap_ci, pass_at_k_curve
+from chartrl_colab.passk import pass_at_k_curve, summarize
 
 CONFIDENCE = 0.95
 
@@ -110,11 +110,6 @@ def default_ks(n: int) -> list[int]:
     return ks if ks[-1] == n else [*ks, n]
 
 
-def _stats(values: np.ndarray, n_bootstrap: int, seed: int, confidence: float):
-    low, high = bootstrap_ci(values, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
-    return values.mean(axis=0), np.atleast_1d(low), np.atleast_1d(high)
-
-
 def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_bootstrap: int = 1000, seed: int = 0,
              confidence: float = CONFIDENCE) -> EvalReport:
     """pass@k of one or more sample files; writes plots, tables and metrics.json to ``output_dir``."""
@@ -161,8 +156,9 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     for f in files:
         n = n_of[f.label]
         curve_k = np.arange(1, n + 1)
-        per_q = pass_at_k_curve(f.n, f.c, curve_k)  # questions x k, every k up to this file's n
-        mean, low, high = _stats(per_q, n_bootstrap, seed, confidence)
+        # Every k up to this file's n; the same bootstrap seed for every file over the same question order.
+        s = summarize(f.n, f.c, curve_k, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+        mean, low, high = s["mean"], s["ci_low"], s["ci_high"]
         at = {}
         for k in ks:
             if k <= n:

@@ -20,7 +20,7 @@ import numpy as np
 
 from chartrl_colab.config import ConfigError
 
-__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve"]
+__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "summarize"]
 
 # Elements of the (distinct (n, c)) x k table built at once; bounds memory on inputs with many distinct n.
 _TABLE_CHUNK = 1 << 22
@@ -174,3 +174,20 @@ def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed
     if values.ndim == 1:
         return float(low[0]), float(high[0])
     return low.reshape(values.shape[1:]), high.reshape(values.shape[1:])
+
+
+def summarize(n, c, ks, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Per-question pass@k, its mean over questions and the bootstrap interval of the mean, at each k of ``ks``.
+
+    Returns ``{"k", "per_question" (questions x k), "mean", "ci_low", "ci_high"}`` as numpy arrays.
+
+    >>> s = summarize(8, [0, 2, 8, 4], [1, 8], n_bootstrap=200)
+    >>> s["mean"].tolist(), s["per_question"][:, 1].tolist()
+    ([0.4375, 0.75], [0.0, 1.0, 1.0, 1.0])
+    >>> bool(s["ci_low"][0] <= 0.4375 <= s["ci_high"][0])
+    True
+    """
+    ks = np.atleast_1d(_as_counts("k", ks))
+    per_question = pass_at_k_curve(n, c, ks)
+    low, high = bootstrap_ci(per_question, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    return {"k": ks, "per_question": per_question, "mean": per_question.mean(axis=0), "ci_low": low, "ci_high": high}

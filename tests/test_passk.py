@@ -147,3 +147,18 @@ def test_bootstrap_errors():
         bootstrap_ci([1.0, 0.0], confidence=1.5)
     with pytest.raises(ConfigError, match="n_bootstrap=0"):
         bootstrap_ci([1.0, 0.0], n_bootstrap=0)
+
+
+def test_summarize_is_per_question_values_mean_and_interval():
+    from chartrl_colab.passk import summarize
+
+    rng = np.random.default_rng(2)
+    c = rng.integers(0, 33, size=60)
+    s = summarize(32, c, [1, 4, 32], n_bootstrap=300, seed=3)
+    assert s["k"].tolist() == [1, 4, 32]
+    assert np.array_equal(s["per_question"], pass_at_k_curve(32, c, [1, 4, 32]))
+    for j, k in enumerate([1, 4, 32]):
+        want = sum(exact(32, int(ci), k) for ci in c) / len(c)
+        assert abs(Fraction(float(s["mean"][j])) - want) < Fraction(1, 10**13)
+    low, high = bootstrap_ci(s["per_question"], n_bootstrap=300, seed=3)
+    assert np.array_equal(s["ci_low"], low) and np.array_equal(s["ci_high"], high)
