@@ -1,0 +1,583 @@
+"""Convergence plots, a training summary and side-by-side comparison of runs.
+
+    python -m chartrl_colab.monitor --checkpoint-dir RUN_OR_CHECKPOINT_DIR --output-dir plots
+    python -m chartrl_colab.monitor --compare --checkpoints RUN_A RUN_B --labels GRPO NSR --output-dir cmp
+
+Notebooks call :func:`monitor` with the same settings. The log history comes from the newest complete
+checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.storage.latest_checkpoint`), or from the
+TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
+one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
+smoothed, the raw series faint behind), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
+layout) and ``summary.json`` with the same numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from chartrl_colab.config import MODES, ConfigError
+from chartrl_colab.storage import (TRAINER_STATE, checkpoint_step, list_checkpoints, latest_checkpoint,
+                                   read_run_json)
+
+LOGS_DIR = "logs"
+# Loss std/|mean| over the last window below this reads as converged (the seed's verdict).
+CONVERGENCE_THRESHOLD = 0.01
+# The default window: the last 10% of the logged loss values, at least this many.
+MIN_WINDOW = 10
+# Smoothing: a centred moving average over this fraction of a series (1 point, i.e. none, for short runs).
+SMOOTH_FRACTION = 0.02
+# Points drawn per line: ~2 per pixel column of a panel; more cannot show and only slow Agg down.
+MAX_DRAWN_POINTS = 4000
+REWARD_KEY = re.compile(r"rewards/(.+)/mean")  # TRL's per reward function mean
+RULE = "=" * 40
+SUB_RULE = "-" * 40
+
+# (file stem, title, y label, log keys): one PNG each; a figure with several keys has one panel per key.
+# The reward panels are filled in per run set (every `rewards/<name>/mean` logged).
+FIGURES = (
+    ("loss", "Training loss", "loss", ("loss",)),
+    ("learning_rate", "Learning rate", "learning rate", ("learning_rate",)),
+    ("grad_norm", "Gradient norm", "gradient norm (before clipping)", ("grad_norm",)),
+    ("rewards", "Rewards", "mean reward per completion", ("reward",)),
+    ("positive_fraction", "Positive fraction (correct completions per step)", "fraction",
+     ("mode/positive_fraction",)),
+    ("entropy", "Token entropy of the completions", "entropy (nats)", ("entropy",)),
+)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _events_files(run_dir: Path) -> list[Path]:
+    logs = run_dir / LOGS_DIR
+    return sorted(logs.rglob("events.out.tfevents.*")) if logs.is_dir() else []
+
+
+def _history_from_events(run_dir: Path) -> list[dict]:
+    """The log history from TensorBoard events, shaped like ``trainer_state.json``'s ``log_history``.
+
+    transformers writes ``train/<key>`` scalars; a step logged twice (a resumed run repeats the steps
+    after its last checkpoint) keeps the value written last.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    latest: dict[tuple[int, str], tuple[float, float]] = {}  # (step, key) -> (wall time, value)
+    for folder in sorted({f.parent for f in _events_files(run_dir)}):
+        # size_guidance 0: keep every scalar (the default samples 10,000 per tag).
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
+        for tag in events.Tags()["scalars"]:
+            key = tag[len("train/"):] if tag.startswith("train/") else tag.replace("eval/", "eval_", 1)
+            for e in events.Scalars(tag):
+                if (e.step, key) not in latest or e.wall_time >= latest[(e.step, key)][0]:
+                    latest[(e.step, key)] = (e.wall_time, float(e.value))
+    by_step: dict[int, dict] = {}
+    for (step, key), (_, value) in latest.items():
+        by_step.setdefault(step, {"step": step})[key] = value
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _read_trainer_state(checkpoint: Path) -> list[dict]:
+    try:
+        return json.loads((checkpoint / TRAINER_STATE).read_text())["log_history"]
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"{checkpoint / TRAINER_STATE} cannot be read ({err}); point at a complete checkpoint "
+                          "or at its run directory") from None
+
+
+def _read(path: str | Path, warn=print) -> tuple[list[dict], str]:
+    """(log history, where it came from) for a run or checkpoint directory; ConfigError if there is none."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{str(path)!r} is not a directory; give a run directory "
+                          "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
+    if (path / TRAINER_STATE).exists() and not list_checkpoints(path):
+        history, source = _read_trainer_state(path), str(path / TRAINER_STATE)
+    else:
+        checkpoint = latest_checkpoint(path, warn=warn)
+        if checkpoint is not None:
+            history, source = _read_trainer_state(checkpoint), str(checkpoint / TRAINER_STATE)
+        elif _events_files(path):
+            history, source = _history_from_events(path), str(path / LOGS_DIR)
+        else:
+            found = "only incomplete checkpoints" if list_checkpoints(path) else "no checkpoint-N folder"
+            raise ConfigError(f"{str(path)!r} holds no run: {found} and no TensorBoard events under {LOGS_DIR}/; "
+                              "give a run directory or one of its checkpoint-N folders")
+    if not (set().union(*history) - {"step", "epoch"}):
+        raise ConfigError(f"{str(path)!r} has an empty log ({source} holds no logged step yet); "
+                          "monitor it after the first logging step")
+    return history, source
+
+
+def load_history(path: str | Path, warn=print) -> list[dict]:
+    """The log history of a run (``trainer_state.json``'s ``log_history``: one dict per logged step).
+
+    ``path`` is a run directory (its newest complete checkpoint is read, or its TensorBoard events under
+    ``logs/`` while it has no checkpoint) or a ``checkpoint-N`` folder. Newer incomplete checkpoints are
+    skipped with a warning through ``warn``. Raises ConfigError for a path holding no run or an empty log.
+    """
+    return _read(path, warn)[0]
+
+
+# ------------------------------------------------------------------------------------------- numbers
+class Columns:
+    """A log history by key: ``columns[key]`` is (steps, values) over the entries that logged ``key``.
+
+    Built once per run and shared by the summary and every plot; each key is extracted on first use
+    (a long run logs ~40 keys, a figure needs one or a few).
+
+    >>> cols = Columns([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}])
+    >>> cols["loss"], "loss" in cols, cols["entropy"][1].size
+    ((array([1., 2.]), array([2., 1.])), True, 0)
+    """
+
+    def __init__(self, history: list[dict]):
+        self.history = history
+        self.keys = set().union(*history) if history else set()
+        self.all_steps = np.array([e.get("step", i) for i, e in enumerate(history)], dtype=float)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        if key not in self._cache:
+            self._cache[key] = self._extract(key)
+        return self._cache[key]
+
+    def _extract(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        if key not in self.keys:
+            return np.empty(0), np.empty(0)
+        try:  # fast path: numbers and missing entries (None -> NaN)
+            values = np.array([e.get(key) for e in self.history], dtype=float)
+        except (TypeError, ValueError):  # a non-numeric value somewhere: the slow, careful path
+            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
+            values = np.array([e[key] if k else np.nan for e, k in zip(self.history, keep)], dtype=float)
+            return self.all_steps[keep], values[keep]
+        if np.isnan(values).any():  # tell entries without the key from values that are NaN (a diverged loss)
+            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
+            return self.all_steps[keep], values[keep]
+        return self.all_steps.copy(), values
+
+
+def as_columns(history) -> Columns:
+    return history if isinstance(history, Columns) else Columns(history)
+
+
+def series(history, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one logged key, in log order, over the entries that have it.
+
+    >>> series([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}], "loss")
+    (array([1., 2.]), array([2., 1.]))
+    """
+    return as_columns(history)[key]
+
+
+def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
+    """Centred moving average (the window shrinks at the ends; NaN/inf values are left out).
+
+    ``window`` defaults to ``SMOOTH_FRACTION`` of the series, so short series come back unchanged.
+
+    >>> smooth(np.array([0.0, 3.0, 0.0, 3.0]), window=3)
+    array([1.5, 1. , 2. , 1.5])
+    """
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if window is None:
+        window = max(1, round(n * SMOOTH_FRACTION))
+    half = max(0, int(window) // 2)
+    if half == 0 or n == 0:
+        return values.copy()
+    finite = np.isfinite(values)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(finite)])
+    lo = np.clip(np.arange(n) - half, 0, n)
+    hi = np.clip(np.arange(n) + half + 1, 0, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
+
+
+def _jsonable(obj):
+    """``obj`` with non-finite floats as None (JSON has no NaN), numpy scalars as Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _first_last(cols: Columns, key: str) -> tuple[float | None, float | None]:
+    _, values = cols[key]
+    return (float(values[0]), float(values[-1])) if len(values) else (None, None)
+
+
+def training_seconds(history) -> tuple[float | None, str | None]:
+    """(seconds of training, how they were found) from a log history.
+
+    TRL logs ``step_time``, the mean step time since the previous log, so each value is weighted by the
+    steps it covers; that survives resumes and reading a checkpoint (whose history ends before the final
+    ``train_runtime``). Without it, the sum of ``train_runtime`` (one per finished session).
+
+    >>> training_seconds([{"step_time": 2.0, "step": 1}, {"step_time": 3.0, "step": 5}])
+    (14.0, 'step_time')
+    """
+    cols = as_columns(history)
+    steps, times = cols["step_time"]
+    if len(times):
+        covered = np.diff(np.concatenate([[0.0], steps]))
+        return float(np.sum(times * covered)), "step_time"
+    _, runtimes = cols["train_runtime"]
+    if len(runtimes):
+        return float(np.sum(runtimes)), "train_runtime"
+    return None, None
+
+
+def summarize(history, window: int | None = None) -> dict:
+    """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
+
+    ``window``: how many of the last logged loss values the convergence verdict looks at (default: the
+    last 10%, at least ``MIN_WINDOW``, all of them if fewer). Converged means std/|mean| of the loss over
+    that window is below ``CONVERGENCE_THRESHOLD``. Loss reduction and reward change compare the first and
+    the last logged values.
+
+    >>> s = summarize([{"loss": 2.0, "learning_rate": 1e-6, "reward": 0.5, "step": 1},
+    ...                {"loss": 1.0, "learning_rate": 5e-7, "reward": 1.5, "step": 2}])
+    >>> s["total_steps"], s["final_loss"], s["loss_reduction_pct"], s["reward_change"]
+    (2, 1.0, 50.0, 1.0)
+    >>> s["convergence"]["window"], s["convergence"]["loss_cv"], s["convergence"]["converged"]
+    (2, 0.3333333333333333, False)
+    """
+    cols = as_columns(history)
+    _, losses = cols["loss"]
+    first_loss, final_loss = _first_last(cols, "loss")
+    first_reward, final_reward = _first_last(cols, "reward")
+    seconds, time_source = training_seconds(cols)
+    steps = cols.all_steps[np.isfinite(cols.all_steps)]
+    out = {
+        "total_steps": int(steps.max()) if len(steps) else len(cols.history),
+        "logged_steps": len(losses),
+        "first_loss": first_loss,
+        "final_loss": final_loss,
+        "loss_reduction_pct": (100.0 * (first_loss - final_loss) / abs(first_loss)
+                               if first_loss not in (None, 0.0) and final_loss is not None else None),
+        "final_learning_rate": _first_last(cols, "learning_rate")[1],
+        "first_reward": first_reward,
+        "final_reward": final_reward,
+        "reward_change": final_reward - first_reward if None not in (first_reward, final_reward) else None,
+        "rewards": {},
+        "training_seconds": seconds,
+        "training_hours": seconds / 3600 if seconds is not None else None,
+        "training_time_source": time_source,
+        "convergence": _convergence(losses, window),
+    }
+    for key in sorted(k for k in cols.keys if REWARD_KEY.fullmatch(k)):
+        first, final = _first_last(cols, key)
+        out["rewards"][key[len("rewards/"):-len("/mean")]] = {"first": first, "final": final}
+    for key, name in (("mode/num_positive", "mean_num_positive"), ("mode/num_negative", "mean_num_negative"),
+                      ("mode/positive_fraction", "mean_positive_fraction")):
+        _, values = cols[key]
+        if len(values):
+            out[name] = float(np.mean(values))
+    return out
+
+
+def _check_window(window) -> None:
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 2):
+        raise ConfigError(f"window={window!r} is not valid; it must be a whole number >= 2 (logged loss values)")
+
+
+def _convergence(losses: np.ndarray, window: int | None) -> dict:
+    _check_window(window)
+    n = len(losses)
+    w = min(n, window if window is not None else max(MIN_WINDOW, n // 10))
+    tail = losses[-w:] if w else losses
+    mean = float(np.mean(tail)) if w >= 2 else 0.0
+    # NaN in the window (a diverged loss) gives a NaN ratio: not converged, and the summary says nan.
+    cv = float(np.std(tail)) / abs(mean) if mean != 0 else None
+    return {"window": w, "loss_cv": cv, "threshold": CONVERGENCE_THRESHOLD,
+            "converged": bool(cv is not None and cv < CONVERGENCE_THRESHOLD)}
+
+
+def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
+    """The "TRAINING SUMMARY" text of :func:`summarize` results keyed by label."""
+    lines = [RULE, "TRAINING SUMMARY", RULE]
+    for label, s in summaries.items():
+        lines += ["", f"{label}:", SUB_RULE, f"  Total steps: {s['total_steps']}"]
+        if s["final_loss"] is not None:
+            lines.append(f"  Final loss: {s['final_loss']:.3f}")
+        if s["final_learning_rate"] is not None:
+            lines.append(f"  Final LR: {s['final_learning_rate']:.2e}")
+        if s["loss_reduction_pct"] is not None:
+            lines.append(f"  Loss reduction: {s['loss_reduction_pct']:.1f}% "
+                         f"({s['first_loss']:.3f} → {s['final_loss']:.3f})")
+        elif s["first_loss"] is not None:  # a zero first loss has no relative change
+            lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f})")
+        if s["reward_change"] is not None:
+            lines.append(f"  Reward change: {s['reward_change']:+.3f} ({s['first_reward']:.3f} → {s['final_reward']:.3f})")
+        if s["training_hours"] is not None:
+            short = f" ({s['training_seconds']:.0f} s)" if s["training_hours"] < 0.1 else ""
+            lines.append(f"  Training time: {s['training_hours']:.2f} hours{short}")
+        c = s["convergence"]
+        over = f"over the last {c['window']} logged steps"
+        if c["loss_cv"] is None:
+            why = "fewer than 2 logged losses" if c["window"] < 2 else f"the mean loss {over} is 0"
+            lines.append(f"  ? Convergence unknown ({why})")
+        elif c["converged"]:
+            lines.append(f"  ✓ Converged (loss std/mean = {c['loss_cv']:.4f} {over})")
+        else:
+            lines.append(f"  ⚠ Not converged yet (loss std/mean = {c['loss_cv']:.4f} {over}; "
+                         f"converged below {c['threshold']})")
+        if "mean_num_positive" in s and "mean_num_negative" in s:
+            lines.append(f"  Mean per step: {s['mean_num_positive']:.2f} positive / "
+                         f"{s['mean_num_negative']:.2f} negative samples")
+    if errors:
+        lines += ["", "Not included:"] + [f"  {e}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _panels(runs: dict[str, Columns], keys: tuple[str, ...], stem: str) -> list[str]:
+    if stem == "rewards":  # the total, then every reward function any run logged
+        keys = keys + tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
+    return [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
+
+
+def _panel_title(key: str) -> str:
+    if key == "reward":
+        return "total reward"
+    m = REWARD_KEY.fullmatch(key)
+    return m.group(1) if m else key
+
+
+def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_points`` of a series for drawing: each of ``max_points // 2`` buckets keeps its lowest
+    and highest point, in order, so spikes survive and the line looks as the full one at plot resolution.
+
+    >>> decimate(np.arange(8.0), np.array([0, 5, 1, 1, 2, 2, -3, 0.0]), max_points=4)
+    (array([0., 1., 4., 6.]), array([ 0.,  5.,  2., -3.]))
+    """
+    n = len(y)
+    if n <= max_points:
+        return x, y
+    buckets = max(1, max_points // 2)
+    size = math.ceil(n / buckets)
+    padded = np.full(buckets * size, np.nan)
+    padded[:n] = y
+    rows = padded.reshape(buckets, size)
+    base = np.arange(buckets) * size
+    low = np.argmin(np.where(np.isnan(rows), np.inf, rows), axis=1) + base
+    high = np.argmax(np.where(np.isnan(rows), -np.inf, rows), axis=1) + base
+    keep = np.unique(np.concatenate([low, high]))
+    keep = keep[keep < n]
+    return x[keep], y[keep]
+
+
+def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: str | None = None,
+                keys: tuple[str, ...] | None = None):
+    """One matplotlib Figure of a metric for every run in ``histories`` (label -> log history or its
+    :class:`Columns`), or None when no run logged it. ``stem`` names one of ``FIGURES`` (``title``,
+    ``ylabel`` and ``keys`` default to its entry); a figure of several keys has one panel per key.
+
+    Each run has one colour: its raw series faint, its smoothed series on top and labelled. Long series
+    are drawn through :func:`decimate` (smoothing uses every point).
+    """
+    runs = {label: as_columns(h) for label, h in histories.items()}
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    spec = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
+    title, ylabel, keys = title or spec[1], ylabel or spec[2], keys or spec[3]
+    panels = _panels(runs, tuple(keys), stem)
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(6.4 * ncols if ncols > 1 else 9, 4.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, panels):
+        for i, (label, cols) in enumerate(runs.items()):
+            steps, values = cols[key]
+            if not len(steps):
+                continue  # a metric this run did not log: the others still draw
+            color = f"C{i % 10}"
+            ax.plot(*decimate(steps, values), color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(*decimate(steps, smooth(values)), color=color, linewidth=1.8, label=label)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        if len(panels) > 1:
+            ax.set_title(_panel_title(key))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: {next(iter(runs))}" if len(runs) == 1 else title)
+    return fig
+
+
+def _safe_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
+
+
+def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
+    """Every figure of ``FIGURES`` that some run logged, as ``output_dir/<stem>.png``; returns their paths.
+
+    ``histories``: label -> log history (or its :class:`Columns`).
+    """
+    from tqdm.auto import tqdm
+
+    histories = {label: as_columns(h) for label, h in histories.items()}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, *_ in tqdm(FIGURES, desc="plots", leave=False, disable=None):
+        fig = plot_metric(histories, stem)
+        if fig is None:
+            print(f"note: no run logged {stem}; no {stem}.png")
+            continue
+        path = output_dir / f"{stem}.png"
+        fig.savefig(path, dpi=100)
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------------- monitor
+@dataclass
+class MonitorReport:
+    """What :func:`monitor` wrote and found."""
+
+    figures: list[Path] = field(default_factory=list)
+    summary_txt: Path | None = None
+    summary_json: Path | None = None
+    summaries: dict[str, dict] = field(default_factory=dict)  # label -> summarize() + label, path, mode, source
+    errors: list[str] = field(default_factory=list)  # one line per run that could not be read
+
+
+def _run_dir_of(path: Path) -> Path:
+    return path.parent if checkpoint_step(path) is not None else path
+
+
+def _mode_of(run_dir: Path) -> str | None:
+    try:
+        info = read_run_json(run_dir)
+    except (OSError, ValueError):
+        info = None
+    mode = ((info or {}).get("config") or {}).get("mode")
+    if mode in MODES:
+        return mode
+    # Run names start with the mode; "w-reinforce" holds a dash, so try the longest names first.
+    return next((m for m in sorted(MODES, key=len, reverse=True) if run_dir.name.startswith(m + "-")), None)
+
+
+def _default_labels(paths: list[Path]) -> list[str]:
+    labels, seen = [], {}
+    for p in paths:
+        name = _run_dir_of(p.resolve()).name if p.exists() else p.name
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return labels
+
+
+def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | None = None,
+            warn=print) -> MonitorReport:
+    """Plot and summarise one or several runs; returns what was written.
+
+    ``paths``: run directories or checkpoint folders (one path or a list). ``labels``: one per path
+    (default: the run names). ``compare``: one figure per metric holding every run (default when there is
+    more than one path); ``compare=False`` with several paths writes each run's figures into
+    ``output_dir/<label>/``. ``summary.txt`` and ``summary.json`` always cover every run.
+
+    A path that cannot be read is reported in ``errors`` (and in the summary) and the other runs still
+    go through; ConfigError when labels do not match the paths or no run could be read at all.
+    """
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not paths:
+        raise ConfigError("no run given; pass at least one run directory or checkpoint folder")
+    if labels is not None:
+        labels = [str(label) for label in ([labels] if isinstance(labels, str) else labels)]
+        if len(labels) != len(paths):
+            raise ConfigError(f"labels has {len(labels)} name(s) ({', '.join(labels)}) for {len(paths)} run(s); "
+                              "give one label per run, in the same order")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"labels {', '.join(labels)} repeat a name; give each run its own label")
+    labels = labels or _default_labels(paths)
+    compare = len(paths) > 1 if compare is None else bool(compare)
+    output_dir = Path(output_dir)
+    report = MonitorReport()
+
+    _check_window(window)
+    histories: dict[str, Columns] = {}
+    for label, path in zip(labels, paths):
+        try:
+            history, source = _read(path, warn)
+        except ConfigError as err:
+            report.errors.append(f"{label}: {err}")
+            continue
+        histories[label] = Columns(history)
+        report.summaries[label] = {"label": label, "path": str(path), "mode": _mode_of(_run_dir_of(path.resolve())),
+                                   "source": source, **summarize(histories[label], window)}
+    if not histories:
+        raise ConfigError("no run could be read: " + " | ".join(report.errors))
+
+    if compare or len(histories) == 1:
+        report.figures = write_figures(histories, output_dir)
+    else:
+        for label, history in histories.items():
+            report.figures += write_figures({label: history}, output_dir / _safe_name(label))
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = format_summary(report.summaries, report.errors)
+    print(text, end="")
+    report.summary_txt = output_dir / "summary.txt"
+    report.summary_txt.write_text(text)
+    report.summary_json = output_dir / "summary.json"
+    report.summary_json.write_text(json.dumps(_jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
+                                              ensure_ascii=False) + "\n")
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.monitor", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint-dir", help="One run directory or checkpoint-N folder to plot.")
+    parser.add_argument("--compare", action="store_true", help="Compare the runs of --checkpoints in one figure per metric.")
+    parser.add_argument("--checkpoints", nargs="+", help="Run directories or checkpoint folders to compare.")
+    parser.add_argument("--labels", nargs="+", help="One legend label per run (default: the run names).")
+    parser.add_argument("--output-dir", default="plots", help="Where the PNGs, summary.txt and summary.json go (default: plots).")
+    parser.add_argument("--window", type=int, default=None,
+                        help=f"Logged loss values the convergence verdict looks at (default: the last 10%%, at least {MIN_WINDOW}).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.checkpoint_dir and args.checkpoints:
+            raise ConfigError("give --checkpoint-dir (one run) or --checkpoints (runs to compare), not both")
+        paths = args.checkpoints or ([args.checkpoint_dir] if args.checkpoint_dir else [])
+        if not paths:
+            raise ConfigError("no run given; use --checkpoint-dir RUN or --compare --checkpoints RUN_A RUN_B")
+        report = monitor(paths, labels=args.labels, output_dir=args.output_dir,
+                         compare=True if args.compare else None, window=args.window)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for err in report.errors:  # the other runs were written; still a non-zero exit for scripts
+        print(f"error: {err}", file=sys.stderr)
+    print(f"Wrote {len(report.figures)} plot(s), {report.summary_txt} and {report.summary_json}")
+    return 2 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
