@@ -324,7 +324,8 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
         elif s["first_loss"] is not None:  # a zero first loss has no relative change
             lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f})")
         if s["reward_change"] is not None:
-            lines.append(f"  Reward change: {s['reward_change']:+.3f} ({s['first_reward']:.3f} → {s['final_reward']:.3f})")
+            lines.append(f"  Reward change: {s['reward_change']:+.3f} "
+                         f"({s['first_reward']:.3f} → {s['final_reward']:.3f})")
         if s["training_hours"] is not None:
             short = f" ({s['training_seconds']:.0f} s)" if s["training_hours"] < 0.1 else ""
             lines.append(f"  Training time: {s['training_hours']:.2f} hours{short}")
@@ -551,12 +552,15 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m chartrl_colab.monitor", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint-dir", help="One run directory or checkpoint-N folder to plot.")
-    parser.add_argument("--compare", action="store_true", help="Compare the runs of --checkpoints in one figure per metric.")
+    parser.add_argument("--compare", action="store_true",
+                        help="Compare the runs of --checkpoints: one figure per metric holding every run.")
     parser.add_argument("--checkpoints", nargs="+", help="Run directories or checkpoint folders to compare.")
     parser.add_argument("--labels", nargs="+", help="One legend label per run (default: the run names).")
-    parser.add_argument("--output-dir", default="plots", help="Where the PNGs, summary.txt and summary.json go (default: plots).")
+    parser.add_argument("--output-dir", default="plots",
+                        help="Where the PNGs, summary.txt and summary.json go (default: plots).")
     parser.add_argument("--window", type=int, default=None,
-                        help=f"Logged loss values the convergence verdict looks at (default: the last 10%%, at least {MIN_WINDOW}).")
+                        help="Logged loss values the convergence verdict looks at "
+                             f"(default: the last 10%%, at least {MIN_WINDOW}).")
     return parser
 
 

@@ -412,3 +412,26 @@ def test_write_figures_for_a_long_history(tmp_path):
     assert {p.name for p in figures} == PNGS
     for png in figures:
         assert_real_image(png)
+
+
+def test_events_of_a_resumed_run_keep_the_last_value_of_each_step(tmp_path):
+    """A run resumed from checkpoint-2 after dying at step 3 logs step 3 again (new events file)."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    logs = tmp_path / "nsr-resumed" / "logs"
+    first = SummaryWriter(str(logs), filename_suffix=".first")
+    for step, loss in ((1, 3.0), (2, 2.0), (3, 9.0)):
+        first.add_scalar("train/loss", loss, step)
+    first.close()
+    time.sleep(0.01)  # later wall time for the second session
+    second = SummaryWriter(str(logs), filename_suffix=".second")
+    for step, loss in ((3, 1.5), (4, 1.0)):
+        second.add_scalar("train/loss", loss, step)
+    second.add_scalar("train/train_runtime", 12.0, 4)
+    second.close()
+
+    history = load_history(logs.parent)
+    assert [(e["step"], e.get("loss")) for e in history] == [(1, 3.0), (2, 2.0), (3, 1.5), (4, 1.0)]
+    assert history[-1]["train_runtime"] == 12.0
