@@ -187,13 +187,13 @@ def plan(cfg: BatchConfig) -> list[Run]:
 
 
 def _resolve_auto(params: dict) -> dict:
-    """Turn ``"auto"`` model/data names into this machine's defaults once, for every run alike."""
-    if "auto" not in (params.get("vlm_name"), params.get("dataset_name")):
-        return params
-    from chartrl_colab.environment import resolve_defaults
+    """Turn ``"auto"`` settings into this machine's defaults once, for every run alike."""
+    from chartrl_colab.environment import AUTO_KEYS, resolve_auto
 
-    vlm, data = resolve_defaults(params.get("vlm_name", "auto"), params.get("dataset_name", "auto"))
-    return {**params, "vlm_name": vlm, "dataset_name": data}
+    if "auto" not in [params.get(k) for k in AUTO_KEYS]:
+        return params
+
+    return resolve_auto(params)
 
 
 # ----------------------------------------------------------------------------------------------- run

@@ -154,15 +154,21 @@ class RunForm:
         color, mark = ("green", "✓") if ok else ("#c00", "✗")
         self.status.value = f'<span style="color:{color}">{mark} {html.escape(text, quote=False)}</span>'
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        # The widgets for a front end; for a reader of a headless (papermill) notebook, the values as text.
         _enable_colab_widgets()
-        display(self.box)
+        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = repr(self)
+        return bundle
 
     def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.values().items() if k in FORM_FIELDS)
-        return f"RunForm({shown})"
+        values = self.values()
+        shown = ", ".join(f"{k}={values[k]!r}" for k in FORM_FIELDS)
+        try:
+            where = f" -> {RunConfig(**self.values()).run_dir}"
+        except ConfigError as err:
+            where = f" -> refused: {err}"
+        return f"RunForm({shown}){where}"
 
 
 def _enable_colab_widgets() -> None:

@@ -92,7 +92,8 @@ def test_bad_parameters_cell_fails_when_the_form_is_built():
 
 
 def test_form_displays_without_a_front_end():
-    """Displaying the form in a kernel nobody looks at (papermill) must neither block nor fail."""
+    """In a kernel nobody looks at (papermill) showing the form neither blocks nor fails, and the
+    notebook's text shows the values and the run directory."""
     from IPython.core.interactiveshell import InteractiveShell
 
     form = RunForm(**PARAMS)
@@ -101,7 +102,11 @@ def test_form_displays_without_a_front_end():
         shell.user_ns["form"] = form
         result = shell.run_cell("form")
         result.raise_error()
+        data, _ = shell.display_formatter.format(form)
     finally:
         InteractiveShell.clear_instance()
+    assert "application/vnd.jupyter.widget-view+json" in data
+    assert data["text/plain"].startswith("RunForm(mode='nsr', reward_threshold=0.5, lambda_psr=0.1")
+    assert RunConfig(**PARAMS).run_dir in data["text/plain"]
     assert [w.description for w in form.box.children[: len(FORM_FIELDS)]] == [
         "mode", "reward threshold", "lambda_psr", "model", "data set", "subset size", "seed"]

@@ -1,0 +1,231 @@
+"""The machine a notebook runs on: its GPU, package versions, the Colab install, and the defaults that fit.
+
+The setup notebook calls :func:`check` and :func:`prepare_output_root`; every notebook calls
+:func:`install_requirements` (does something in Colab only) and :func:`resolve_defaults`, which turns the
+parameters' ``"auto"`` model and data set into a real model on a GPU and the embedded default without one.
+
+>>> resolve_defaults("auto", "auto", gpu=False)
+No GPU: using the embedded default, model 'tiny' and data set 'synthetic' (a CPU run in minutes; its answers are noise).
+('tiny', 'synthetic')
+>>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
+('qwen2-vl-2b', 'chart-rvr')
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from chartrl_colab.config import ConfigError
+
+AUTO = "auto"
+GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the seed's model; the Chart-RVR training set from the hub
+CPU_DEFAULTS = ("tiny", "synthetic")  # the embedded default: nothing to download
+GPU_TOKENS, CPU_TOKENS = 512, 64  # "auto" completion lengths
+AUTO_KEYS = ("vlm_name", "dataset_name", "max_completion_length", "max_new_tokens")
+REQUIREMENTS_FILE = "requirements-colab.txt"
+PACKAGE = "chartrl-colab"
+# Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
+NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
+KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
+                "bitsandbytes", "ipywidgets", "papermill", "wandb")
+
+
+# ------------------------------------------------------------------------------------------ the GPU
+def gpu_info() -> dict | None:
+    """The first visible GPU (name, count, memory, bf16 support, CUDA version), or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return {"name": props.name, "count": torch.cuda.device_count(), "memory_gb": round(props.total_memory / 2**30, 1),
+            "bf16": torch.cuda.is_bf16_supported(), "cuda": torch.version.cuda}
+
+
+def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None, echo=print) -> tuple[str, str]:
+    """``"auto"`` names -> the seed's model and data on a GPU, the embedded default without one (said so).
+
+    Names other than ``"auto"`` are kept: a user who names a model gets it.
+    """
+    if AUTO not in (vlm_name, dataset_name):
+        return vlm_name, dataset_name
+    if gpu is None:
+        gpu = gpu_info() is not None
+    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
+    vlm = defaults[0] if vlm_name == AUTO else vlm_name
+    data = defaults[1] if dataset_name == AUTO else dataset_name
+    if not gpu:
+        echo(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
+             "(a CPU run in minutes; its answers are noise).")
+    return vlm, data
+
+
+def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
+    """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
+
+    ``vlm_name``/``dataset_name`` as :func:`resolve_defaults`; ``max_completion_length``/``max_new_tokens``
+    become 512 tokens on a GPU and 64 on a CPU (the embedded model's completions are noise; shorter ones
+    keep a CPU run to minutes).
+
+    >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False, echo=lambda *a: None)
+    {'vlm_name': 'tiny', 'max_new_tokens': 64, 'seed': 1}
+    """
+    if AUTO not in [params.get(k) for k in AUTO_KEYS]:
+        return dict(params)
+    if gpu is None:
+        gpu = gpu_info() is not None
+    out = dict(params)
+    if AUTO in (params.get("vlm_name"), params.get("dataset_name")):
+        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu, echo=echo)
+        out.update({k: v for k, v in (("vlm_name", vlm), ("dataset_name", data)) if k in params})
+    for key in ("max_completion_length", "max_new_tokens"):
+        if params.get(key) == AUTO:
+            out[key] = GPU_TOKENS if gpu else CPU_TOKENS
+    return out  # other "auto"s (resume="auto") are the settings' own values
+
+
+# ------------------------------------------------------------------------------------------ versions
+def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of the packages that matter (None: not installed), and Python's."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def requirement_problems(requirements) -> list[str]:
+    """One line per requirement the installed packages miss (absent, or outside the tested bounds).
+
+    >>> requirement_problems(["# comment", "", "no-such-package-xyz>=1", "pip>=1"])
+    ['no-such-package-xyz is not installed (needs >=1)']
+    """
+    from packaging.requirements import Requirement
+
+    problems = []
+    for line in requirements:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            installed = importlib.metadata.version(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{req.name} is not installed (needs {req.specifier or 'any version'})")
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            problems.append(f"{req.name} {installed} is installed; the tested versions are {req.specifier}")
+    return problems
+
+
+def package_requirements() -> list[str]:
+    """The package's declared dependencies (pyproject's tested bounds), extras left out."""
+    try:
+        return list(importlib.metadata.requires(PACKAGE) or [])
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+def requirements_file() -> Path | None:
+    """``requirements-colab.txt`` of the repository this package runs from, if it is there."""
+    path = Path(__file__).resolve().parents[1] / REQUIREMENTS_FILE
+    return path if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ install
+def install_requirements(path: str | Path | None = None, force: bool = False, enabled: bool = True,
+                         echo=print) -> bool:
+    """In Colab, pip-install ``requirements-colab.txt`` around Colab's own torch; True when pip ran.
+
+    Outside Colab (or when everything is already there) nothing is installed. torch, torchvision and
+    torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
+    pull a CPU wheel over Colab's CUDA build.
+    """
+    from chartrl_colab.storage import in_colab
+
+    if not enabled:
+        echo("install=False: nothing installed.")
+        return False
+    if not (force or in_colab()):
+        echo("Not in Colab: using the installed packages (pip install -e . installs them).")
+        return False
+    path = Path(path) if path else requirements_file()
+    if path is None or not Path(path).is_file():
+        raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
+                          "and run from it")
+    lines = [line for line in Path(path).read_text().splitlines()
+             if line.split("#", 1)[0].strip() and _name(line) not in NEVER_INSTALL]
+    if not requirement_problems(lines):
+        echo(f"✓ Everything in {Path(path).name} is installed.")
+        return False
+    pins = [f"{name}=={version}" for name, version in versions(NEVER_INSTALL).items()
+            if name != "python" and version is not None]
+    with tempfile.TemporaryDirectory() as tmp:
+        reqs, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
+        reqs.write_text("\n".join(lines) + "\n")
+        constraints.write_text("\n".join(pins) + "\n")
+        echo(f"Installing {Path(path).name} (keeping {', '.join(pins) or 'no torch'}) ...")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
+                       check=True)
+    loaded = [_name(line) for line in lines if _name(line).replace("-", "_") in sys.modules]
+    if loaded:
+        echo(f"Restart the runtime (Runtime > Restart session): {', '.join(loaded)} were imported before the install.")
+    echo("✓ Installed.")
+    return True
+
+
+def _name(requirement_line: str) -> str:
+    from packaging.requirements import Requirement
+
+    return Requirement(requirement_line.split("#", 1)[0].strip()).name.lower()
+
+
+# ------------------------------------------------------------------------------------------ report
+def check(echo=print) -> dict:
+    """What the setup notebook reports: Colab or not, the GPU, versions, and requirements not met."""
+    from chartrl_colab.storage import in_colab
+
+    gpu = gpu_info()
+    found = versions()
+    reqs = package_requirements()
+    if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
+        reqs = requirements_file().read_text().splitlines()
+    problems = requirement_problems(reqs)
+    echo(f"Colab: {'yes' if in_colab() else 'no'}")
+    if gpu:
+        echo(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, bf16 {'yes' if gpu['bf16'] else 'no'}, "
+             f"CUDA {gpu['cuda']}")
+    else:
+        echo("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
+             "in Colab choose Runtime > Change runtime type > GPU for real models.")
+    echo("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
+    for problem in problems:
+        echo(f"warning: {problem}")
+    if not problems:
+        echo("✓ Installed versions are within the tested bounds.")
+    return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
+
+
+def prepare_output_root(output_root: str = "", mount_drive: bool = False, echo=print) -> Path:
+    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created."""
+    from chartrl_colab import storage
+
+    if mount_drive:
+        storage.mount_drive()
+    root = Path(output_root) if output_root else storage.default_output_root()
+    root.mkdir(parents=True, exist_ok=True)
+    on_drive = storage.drive_mounted() and str(root.absolute()).startswith(str(storage.DRIVE_MOUNT))
+    where = ("on Google Drive: they survive a disconnect" if on_drive
+             else "on this Colab runtime: lost when it disconnects (set mount_drive=True to keep them)"
+             if storage.in_colab() else "on this machine")
+    echo(f"Runs will be stored in {root.absolute()} ({where}).")
+    return root

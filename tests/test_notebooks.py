@@ -1,0 +1,283 @@
+"""The notebooks: their shape (badge, one parameters cell of plain values, no logic, no stored outputs), the
+helpers they call, and each one executed headless under papermill on the embedded default."""
+
+import ast
+import dataclasses
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from chartrl_colab import environment, notebook
+from chartrl_colab.config import MODES, RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ("00_setup.ipynb", "01_poc.ipynb", "02_train.ipynb", "03_eval.ipynb", "04_monitor.ipynb")
+BADGE = "https://colab.research.google.com/github/OWNER/chartrl-colab/blob/main/notebooks/{}"
+# Parameters that are not settings of the package's configs: where things go, what to show.
+NOTEBOOK_ONLY = {"mount_drive", "results_json", "install", "modes", "comparison_dir", "accelerate_config",
+                 "checkpoints", "labels", "include_base", "ks", "eval_dir", "run_dirs", "compare", "plots_dir",
+                 "output_root"}
+
+
+def _read(name):
+    return nbformat.read(str(NOTEBOOKS / name), as_version=4)
+
+
+def _code(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def _parameters(nb) -> dict:
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body}
+
+
+# ----------------------------------------------------------------------------------------------- shape
+def test_every_notebook_is_there():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == list(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_shape(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    assert nb.cells[0].cell_type == "markdown" and BADGE.format(name) in nb.cells[0].source
+    assert "colab-badge.svg" in nb.cells[0].source
+    assert nb.metadata.kernelspec.name == "python3"
+    assert "widgets" not in nb.metadata  # no widget state in git
+
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0] is _code(nb)[0]  # the first code cell
+    for node in ast.parse(tagged[0].source).body:  # plain values only: `name = literal`
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ast.literal_eval(node.value)
+
+    for cell in _code(nb):
+        assert cell.outputs == [] and cell.execution_count is None
+        tree = ast.parse(cell.source)  # every code cell parses as plain Python (no magics)
+        loops_or_defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.For,
+                                                                      ast.While, ast.With, ast.Try, ast.Lambda))]
+        assert not loops_or_defs, f"logic in a cell of {name}: {cell.source[:80]}"
+        if any(isinstance(n, ast.If) for n in ast.walk(tree)):
+            assert "git" in cell.source and "clone" in cell.source  # only the Colab bootstrap branches
+        if cell is not tagged[0]:
+            assert len(cell.source.splitlines()) <= 10, f"a long cell in {name}: {cell.source[:80]}"
+    assert "notebook.write_results(" in _code(nb)[-1].source  # the last cell writes the results JSON
+
+
+def test_train_and_poc_parameters_are_run_config_fields():
+    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it)."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for name in ("01_poc.ipynb", "02_train.ipynb"):
+        assert set(_parameters(_read(name))) - fields - NOTEBOOK_ONLY == set(), name
+
+
+def test_eval_parameters_are_generate_config_fields():
+    from chartrl_colab.generate import GenerateConfig
+
+    fields = {f.name for f in dataclasses.fields(GenerateConfig)}
+    assert set(_parameters(_read("03_eval.ipynb"))) - fields - NOTEBOOK_ONLY == set()
+
+
+def test_poc_default_is_the_seed_validation():
+    params = _parameters(_read("01_poc.ipynb"))
+    assert params["modes"] == list(MODES) and params["subset_size"] == 100
+    assert params["vlm_name"] == params["dataset_name"] == "auto"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def test_auto_falls_back_to_the_embedded_default_without_a_gpu(capsys):
+    params = {"vlm_name": "auto", "dataset_name": "auto", "max_completion_length": "auto", "resume": "auto"}
+    cpu = environment.resolve_auto(params, gpu=False)
+    assert (cpu["vlm_name"], cpu["dataset_name"], cpu["resume"]) == ("tiny", "synthetic", "auto")
+    assert "No GPU" in capsys.readouterr().out  # it says so
+    gpu = environment.resolve_auto(params, gpu=True)
+    assert (gpu["vlm_name"], gpu["dataset_name"]) == environment.GPU_DEFAULTS
+    assert gpu["max_completion_length"] > cpu["max_completion_length"]
+    named = environment.resolve_auto({**params, "vlm_name": "qwen2-vl-2b"}, gpu=False)
+    assert named["vlm_name"] == "qwen2-vl-2b"  # a named model is never replaced
+
+
+def test_install_does_nothing_outside_colab(monkeypatch):
+    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
+    assert environment.install_requirements(echo=lambda *a: None) is False
+
+
+def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
+    reqs = tmp_path / "requirements-colab.txt"
+    reqs.write_text("# comment\ntorch>=1\nno-such-package-chartrl>=1\npip\n")
+    calls = []
+
+    def fake_run(cmd, check):
+        constraints = Path(cmd[cmd.index("-c") + 1]).read_text().split()
+        requirements = Path(cmd[cmd.index("-r") + 1]).read_text().split()
+        calls.append((cmd, constraints, requirements))
+
+    monkeypatch.setattr(environment.subprocess, "run", fake_run)
+    assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is True
+    (cmd, constraints, requirements), = calls
+    assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
+    assert f"torch=={importlib.metadata.version('torch')}" in constraints  # pinned to the runtime's own build
+    assert not any(r.startswith("torch") for r in requirements)
+    assert "no-such-package-chartrl>=1" in requirements
+
+
+def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch):
+    reqs = tmp_path / "requirements-colab.txt"
+    reqs.write_text("pip\nnbformat>=5\n")
+    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran for nothing"))
+    assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is False
+
+
+def test_accelerate_command_rebuilds_the_config():
+    from chartrl_colab.train import config_from_argv
+
+    cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_lora=False,
+                    disable_gradient_checkpointing=True, rewards=("format", "accuracy"), report_to=("none",),
+                    output_root="somewhere", max_steps=7)
+    cmd = notebook.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
+    assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "deepspeed_zero3.yaml",
+                       "--num_processes"]
+    flags = cmd[cmd.index("chartrl_colab.train") + 1:]
+    assert config_from_argv(flags) == cfg
+
+
+def test_deepspeed_config_is_a_valid_zero3_accelerate_config():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    cfg = load_config_from_file(str(ROOT / "deepspeed_zero3.yaml"))  # refuses unknown keys
+    assert cfg.distributed_type == "DEEPSPEED" and cfg.deepspeed_config["zero_stage"] == 3
+    assert cfg.num_machines == 1
+    args = launch_command_parser().parse_args(["--config_file", str(ROOT / "deepspeed_zero3.yaml"),
+                                               "--num_processes", "2", "-m", "chartrl_colab.train", "--mode", "nsr"])
+    args, _, _ = _validate_launch_command(args)  # what `accelerate launch` does with it
+    assert args.use_deepspeed and args.zero_stage == 3 and args.num_processes == 2
+    assert args.module and args.training_script == "chartrl_colab.train"
+
+
+def test_find_runs(tmp_path):
+    from chartrl_colab.config import ConfigError
+
+    (tmp_path / "b-run" / "checkpoint-2").mkdir(parents=True)
+    (tmp_path / "a-run" / "logs").mkdir(parents=True)
+    (tmp_path / "plots").mkdir()
+    assert notebook.find_runs(tmp_path) == [tmp_path / "a-run", tmp_path / "b-run"]
+    assert notebook.find_runs(tmp_path, ["x"]) == [Path("x")]
+    assert notebook.find_runs(tmp_path / "empty", required=False) == []
+    with pytest.raises(ConfigError, match="no run directories"):
+        notebook.find_runs(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------------------------- headless runs
+TINY_TRAIN = dict(vlm_name="tiny", dataset_name="synthetic", subset_size=4, num_generations=2, batch_size=1,
+                  max_steps=2, save_steps=2, logging_steps=1, max_completion_length=8)
+
+
+def _execute(name, tmp_path, **parameters) -> dict:
+    """Run a notebook headless; return its result JSON (written under output_root)."""
+    import papermill
+
+    out = tmp_path / f"executed-{name}"
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(tmp_path),
+                               kernel_name="python3", progress_bar=False)
+    executed = nbformat.read(str(out), as_version=4)
+    assert not any(o.output_type == "error" for c in _code(executed) for o in c.outputs)
+    default = _parameters(_read(name))["results_json"]
+    return json.loads((Path(parameters["output_root"]) / parameters.get("results_json", default)).read_text())
+
+
+@pytest.fixture(scope="module")
+def poc(tmp_path_factory):
+    """The POC notebook run once; the eval and monitor notebooks read its four runs."""
+    root = tmp_path_factory.mktemp("poc")
+    return root, _execute("01_poc.ipynb", root, output_root=str(root), **TINY_TRAIN)
+
+
+@pytest.mark.slow
+def test_poc_notebook_trains_four_modes_and_compares_them(poc):
+    root, result = poc
+    assert set(result["runs"]) == set(MODES) and result["modes"] == list(MODES)
+    for mode, run in result["runs"].items():
+        assert Path(run["run_dir"]) == root / f"{mode}-tiny-synthetic-4-2025"
+        state = json.loads(Path(run["trainer_state"]).read_text())
+        assert Path(run["trainer_state"]).parent.parent == Path(run["run_dir"])
+        assert state["global_step"] == 2 == run["global_step"]
+        assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2]
+        assert run["totals"]["mode/num_positive"] + run["totals"]["mode/num_negative"] == 2 * 2  # 2 steps x 2 samples
+    figures = [Path(p) for p in result["figures"]]
+    assert {"loss.png", "rewards.png", "learning_rate.png", "grad_norm.png"} <= {p.name for p in figures}
+    for png in figures:
+        assert png.parent == root / "poc_comparison" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = Path(result["summary_txt"]).read_text()
+    assert all(mode.upper() in summary for mode in MODES)
+    assert set(json.loads(Path(result["summary_json"]).read_text())["runs"]) == {m.upper() for m in MODES}
+    assert [line.split(":")[0][2:] for line in result["checks"]] == [m.upper() for m in MODES]
+
+
+@pytest.mark.slow
+def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
+    params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path))
+    first = _execute("02_train.ipynb", tmp_path, **params)
+    run_dir = tmp_path / "w-reinforce-tiny-synthetic-4-4"
+    assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
+    assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
+    assert first["checkpoint"] == str(run_dir / "checkpoint-2")
+
+    # Run all again with a longer budget: it continues from checkpoint-2 instead of starting over.
+    second = _execute("02_train.ipynb", tmp_path, **{**params, "max_steps": 4, "save_steps": 2})
+    assert second["global_step"] == 4 and second["checkpoint"] == str(run_dir / "checkpoint-4")
+    from chartrl_colab.storage import read_run_json
+
+    resumes = read_run_json(run_dir)["resumes"]
+    assert [r["step"] for r in resumes] == [0, 2]
+    state = json.loads(Path(second["trainer_state"]).read_text())
+    assert [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_eval_notebook_compares_the_base_and_every_run(poc):
+    root, trained = poc
+    result = _execute("03_eval.ipynb", root, output_root=str(root), vlm_name="tiny", dataset_name="synthetic",
+                      subset_size=2, num_samples=4, max_new_tokens=8, results_json="eval.json")
+    runs = sorted(Path(r["run_dir"]).name for r in trained["runs"].values())
+    assert sorted(result["pass_at_1"]) == sorted(["Base", *runs])
+    assert set(result["n"].values()) == {4}
+    for label, path in result["samples"].items():
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        assert len(rows) == 2 and all(len(r["completions"]) == 4 for r in rows), label
+    metrics = json.loads(Path(result["metrics_json"]).read_text())
+    for label, value in result["pass_at_1"].items():
+        assert metrics["models"][label]["pass_at_1"]["mean"] == value
+    assert {Path(p).name for p in result["figures"]} == {"passk_curves.png", "passk_bars.png"}
+    assert all(Path(p).is_file() for p in result["figures"])
+
+
+@pytest.mark.slow
+def test_monitor_notebook_plots_every_run(poc):
+    root, trained = poc
+    result = _execute("04_monitor.ipynb", root, output_root=str(root), plots_dir="mon")
+    assert sorted(result["runs"]) == sorted(r["run_dir"] for r in trained["runs"].values())
+    assert all(Path(p).is_file() and Path(p).parent == root / "mon" for p in result["figures"])
+    assert "loss.png" in {Path(p).name for p in result["figures"]}
+    assert {s["total_steps"] for s in result["summaries"].values()} == {2}
+    assert result["errors"] == []
+
+
+@pytest.mark.slow
+def test_setup_notebook_reports_the_machine(tmp_path):
+    import torch
+
+    root = tmp_path / "runs"
+    result = _execute("00_setup.ipynb", tmp_path, output_root=str(root))
+    assert result["in_colab"] is False
+    assert (result["gpu"] is not None) == torch.cuda.is_available()
+    assert result["versions"]["torch"] == importlib.metadata.version("torch")
+    assert result["output_root"] == str(root) and root.is_dir()
+    expected = environment.GPU_DEFAULTS if torch.cuda.is_available() else environment.CPU_DEFAULTS
+    assert (result["auto_defaults"]["vlm_name"], result["auto_defaults"]["dataset_name"]) == expected
