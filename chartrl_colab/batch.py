@@ -13,8 +13,9 @@ Each run executes the notebook in its own papermill process with ``mode``, ``see
 ``accelerate launch --config_file FILE``). The summary table goes to the terminal and to
 ``{output_root}/batch-summary.md`` and ``batch-summary.json``.
 
-Imports only the pure ``config`` module (run names); nothing here loads torch unless a notebook
-parameter is ``"auto"``, which is resolved once here so every run and its file names agree.
+Imports only ``config`` (run names) and ``storage`` (the default output root); nothing here loads torch
+unless a notebook parameter is ``"auto"``, which is resolved once here so every run and its file names
+agree.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chartrl_colab.config import MODES, ConfigError, RunConfig
+from chartrl_colab.storage import default_output_root
 
 SUMMARY_MD = "batch-summary.md"
 SUMMARY_JSON = "batch-summary.json"
@@ -163,7 +165,7 @@ def plan(cfg: BatchConfig) -> list[Run]:
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} does not exist; e.g. deepspeed_zero3.yaml")
 
-    root = Path(cfg.output_root or os.environ.get("CHARTRL_ROOT") or "runs").absolute()
+    root = Path(cfg.output_root or default_output_root()).absolute()
     shared = {**defaults, **cfg.parameters, "output_root": str(root)}
     if cfg.accelerate_config:
         shared["accelerate_config"] = str(Path(cfg.accelerate_config).absolute())
@@ -192,7 +194,6 @@ def _resolve_auto(params: dict) -> dict:
 
     if "auto" not in [params.get(k) for k in AUTO_KEYS]:
         return params
-
     return resolve_auto(params)
 
 
@@ -294,20 +295,21 @@ def run_batch(cfg: BatchConfig, echo=print) -> BatchReport:
 
 
 def summary_table(results: list[RunResult]) -> str:
-    """A markdown table: run, status, time, GPUs, executed notebook, failing cell and error.
+    """A markdown table: run, status, time, GPUs, run directory, executed notebook, failing cell and error.
 
     >>> print(summary_table([RunResult("nsr-tiny-synthetic-8-1", True, 12.3, "r/x.ipynb", "r/x", "r/x.log", "0", 0)]))
-    | run | status | time | gpus | notebook | failed cell | error |
-    | --- | --- | --- | --- | --- | --- | --- |
-    | nsr-tiny-synthetic-8-1 | ok | 12 s | 0 | r/x.ipynb |  |  |
+    | run | status | time | gpus | run dir | notebook | failed cell | error |
+    | --- | --- | --- | --- | --- | --- | --- | --- |
+    | nsr-tiny-synthetic-8-1 | ok | 12 s | 0 | r/x | r/x.ipynb |  |  |
     """
     def cell(text) -> str:
         return "" if text is None else str(text).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| run | status | time | gpus | notebook | failed cell | error |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | status | time | gpus | run dir | notebook | failed cell | error |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         lines.append(f"| {r.name} | {'ok' if r.ok else 'FAILED'} | {r.seconds:.0f} s | {cell(r.gpus or 'all')} | "
-                     f"{cell(r.output_notebook)} | {cell(r.failed_cell)} | {cell(r.error)} |")
+                     f"{cell(r.run_dir)} | {cell(r.output_notebook)} | {cell(r.failed_cell)} | {cell(r.error)} |")
     return "\n".join(lines)
 
 

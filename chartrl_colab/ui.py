@@ -154,12 +154,19 @@ class RunForm:
         color, mark = ("green", "✓") if ok else ("#c00", "✗")
         self.status.value = f'<span style="color:{color}">{mark} {html.escape(text, quote=False)}</span>'
 
-    def _repr_mimebundle_(self, **kwargs) -> dict:
-        # The widgets for a front end; for a reader of a headless (papermill) notebook, the values as text.
+    def _ipython_display_(self) -> None:
+        # The widgets for a front end, and for the reader of a headless (papermill) notebook the values as
+        # text instead of the widgets' repr.
+        from IPython.display import display
+
         _enable_colab_widgets()
-        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
-        bundle["text/plain"] = repr(self)
-        return bundle
+        bundle = getattr(self.box, "_repr_mimebundle_", None)
+        if bundle is None:  # ipywidgets 7 (Colab's own) displays itself
+            display(self.box)
+            return
+        data = dict(bundle() or {})
+        data["text/plain"] = repr(self)
+        display(data, raw=True)
 
     def __repr__(self) -> str:
         values = self.values()

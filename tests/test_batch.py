@@ -64,7 +64,7 @@ def test_failing_run_is_reported_with_its_cell_and_the_other_completes(tmp_path,
     assert ok["results"]["cuda"] == ok["gpus"]
 
     table = (root / batch.SUMMARY_MD).read_text()
-    assert "| nsr-tiny-synthetic-100-3 | ok |" in table
+    assert "| nsr-tiny-synthetic-100-3 | ok |" in table and str(root / "nsr-tiny-synthetic-100-3") in table
     assert "| psr-tiny-synthetic-100-3 | FAILED |" in table and "made to fail for psr" in table
     assert "1/2 runs succeeded" in capsys.readouterr().out
 

@@ -95,16 +95,18 @@ def test_form_displays_without_a_front_end():
     """In a kernel nobody looks at (papermill) showing the form neither blocks nor fails, and the
     notebook's text shows the values and the run directory."""
     from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
 
     form = RunForm(**PARAMS)
     shell = InteractiveShell.instance()
     try:
         shell.user_ns["form"] = form
-        result = shell.run_cell("form")
-        result.raise_error()
-        data, _ = shell.display_formatter.format(form)
+        with capture_output() as captured:
+            shell.run_cell("form").raise_error()  # the cell's last expression, as in the notebook
     finally:
         InteractiveShell.clear_instance()
+    (shown,) = captured.outputs
+    data = shown.data
     assert "application/vnd.jupyter.widget-view+json" in data
     assert data["text/plain"].startswith("RunForm(mode='nsr', reward_threshold=0.5, lambda_psr=0.1")
     assert RunConfig(**PARAMS).run_dir in data["text/plain"]
