@@ -37,27 +37,30 @@ TORCH_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 
 
 # --------------------------------------------------------------------------------------- where runs live
-def in_colab(marker: str | Path = COLAB_MARKER) -> bool:
+def in_colab(marker: str | Path | None = None) -> bool:
     """True inside a Google Colab runtime.
 
     Both the ``google.colab`` module and Colab's hostname file must be there: Kaggle and other hosted
     notebooks set look-alike environment variables, and ``google.colab`` alone can be pip-installed.
     """
+    marker = COLAB_MARKER if marker is None else marker
     has_module = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
     return has_module and Path(marker).exists()
 
 
-def drive_mounted(mount: str | Path = DRIVE_MOUNT) -> bool:
+def drive_mounted(mount: str | Path | None = None) -> bool:
     """True when Google Drive is mounted at ``mount`` (its MyDrive folder is there)."""
+    mount = DRIVE_MOUNT if mount is None else mount
     return (Path(mount) / "MyDrive").is_dir()
 
 
-def mount_drive(mount: str | Path = DRIVE_MOUNT, marker: str | Path = COLAB_MARKER) -> bool:
+def mount_drive(mount: str | Path | None = None, marker: str | Path | None = None) -> bool:
     """Mount Google Drive in Colab; True when it is mounted afterwards.
 
     Outside Colab, or in a kernel with no front end to authorise the mount (papermill's), this says so
     and returns False: runs then go wherever ``output_root`` points.
     """
+    mount = DRIVE_MOUNT if mount is None else mount
     if drive_mounted(mount):
         return True
     if not in_colab(marker):
@@ -73,13 +76,14 @@ def mount_drive(mount: str | Path = DRIVE_MOUNT, marker: str | Path = COLAB_MARK
     return drive_mounted(mount)
 
 
-def default_output_root(env=None, mount: str | Path = DRIVE_MOUNT, marker: str | Path = COLAB_MARKER) -> Path:
+def default_output_root(env=None, mount: str | Path | None = None, marker: str | Path | None = None) -> Path:
     """Where run directories go when ``--output-root`` is not given.
 
     ``$CHARTRL_ROOT`` if set; in Colab with Drive mounted, ``{mount}/MyDrive/chartrl/runs`` (survives a
     disconnect); in Colab without Drive, ``/content/runs`` (lost at disconnect); elsewhere ``./runs``.
     """
     env = os.environ if env is None else env
+    mount = DRIVE_MOUNT if mount is None else mount
     if env.get(ROOT_ENV):
         return Path(env[ROOT_ENV])
     if in_colab(marker):
@@ -225,8 +229,9 @@ def find_resume_checkpoint(resume: str, run_dirs, warn=print) -> Path | None:
 
 
 # ------------------------------------------------------------------------------- Drive: copy, rotate
-def on_drive(path: str | Path, mount: str | Path = DRIVE_MOUNT) -> bool:
+def on_drive(path: str | Path, mount: str | Path | None = None) -> bool:
     """True when ``path`` lies on the Google Drive mount (slow FUSE; writes there go through staging)."""
+    mount = DRIVE_MOUNT if mount is None else mount
     return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount))
 
 

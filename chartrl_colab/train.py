@@ -217,6 +217,7 @@ def train(cfg: RunConfig):
             warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model(local_dir)
+        trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
     finally:
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
