@@ -29,13 +29,13 @@ class CheckpointMirror(TrainerCallback):
     def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
                  retries: int = 3, wait: float = 2.0):
         self.local_dir, self.run_dir, self.keep = Path(local_dir), Path(run_dir), keep
-        self.copy, self.retries, self.wait = copy, retries, wait
+        self.copy, self.retries, self.retry_wait = copy, retries, wait
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-mirror")
         self._pending: list[Future] = []
 
     def _mirror(self, ckpt: Path) -> None:
         copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep, copy=self.copy, retries=self.retries,
-                                         wait=self.wait)
+                                         wait=self.retry_wait)
         storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"), copy=self.copy)
         if copied is not None:
             for old in storage.list_checkpoints(self.local_dir):
@@ -47,7 +47,7 @@ class CheckpointMirror(TrainerCallback):
             ckpt = self.local_dir / f"checkpoint-{state.global_step}"
             self._pending.append(self._pool.submit(self._mirror, ckpt))
 
-    def wait(self) -> None:
+    def join(self) -> None:
         """Block until every queued copy has finished (call before the process exits)."""
         for f in self._pending:
             f.result()
@@ -55,7 +55,7 @@ class CheckpointMirror(TrainerCallback):
 
     def finish(self) -> None:
         """Wait for the copies, then mirror the top-level files (final adapter) and logs."""
-        self.wait()
+        self.join()
         storage.mirror_files(self.local_dir, self.run_dir, copy=self.copy)
 
 
