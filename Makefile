@@ -1,4 +1,4 @@
-# Quick start: `make demo` (a short training run on the embedded default) and `make test`.
+# Quick start: `make demo` (the POC notebook run headless on the embedded default) and `make test`.
 # Both create .venv and install the package into it the first time.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +6,7 @@ DEMO_FLAGS ?= --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 --
 	--num-generations 4 --batch-size 2 --max-steps 10 --max-completion-length 64 --logging-steps 1 \
 	--save-steps 5 --output-root runs
 
-.PHONY: setup demo test
+.PHONY: setup demo train-demo eval-demo test
 setup: $(VENV)/.installed
 
 # torch/torchvision first and pinned: on this project's machines they come from the local disk; in Colab
@@ -18,8 +18,21 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# The four modes on 100 synthetic charts, then their comparison plots and summary (a few minutes on a CPU).
 demo: setup
+	$(PY) -m papermill notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs -k python3
+
+# One short NSR run from the command line.
+train-demo: setup
 	$(PY) -m chartrl_colab.train $(DEMO_FLAGS)
+
+# Samples from the base model and the train-demo run, then pass@k curves.
+eval-demo: train-demo
+	$(PY) -m chartrl_colab.generate --vlm-name tiny --dataset-name synthetic --seed 2025 --subset-size 8 \
+		--num-samples 8 --max-new-tokens 64 --output runs/base.jsonl
+	$(PY) -m chartrl_colab.generate --checkpoint runs/nsr-tiny-synthetic-16-2025 --seed 2025 --subset-size 8 \
+		--num-samples 8 --max-new-tokens 64 --output runs/nsr.jsonl
+	$(PY) -m chartrl_colab.evaluate --samples runs/base.jsonl runs/nsr.jsonl --labels Base NSR --output-dir runs/eval
 
 test: setup
 	$(PY) -m pytest -q

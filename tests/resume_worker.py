@@ -15,8 +15,6 @@ from transformers import Trainer
 
 from chartrl_colab.train import main
 
-when, step = sys.argv[1], int(sys.argv[2])
-argv = sys.argv[sys.argv.index("--") + 1:]
 
 
 def _kill():
@@ -24,23 +22,27 @@ def _kill():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-if when == "after":
-    save = Trainer._save_checkpoint
+def _install(when: str, step: int) -> None:
+    if when == "after":
+        save = Trainer._save_checkpoint
 
-    def _save_checkpoint(self, *args, **kwargs):
-        save(self, *args, **kwargs)
-        if self.state.global_step == step:
-            _kill()
+        def _save_checkpoint(self, *args, **kwargs):
+            save(self, *args, **kwargs)
+            if self.state.global_step == step:
+                _kill()
 
-    Trainer._save_checkpoint = _save_checkpoint
-elif when == "during":
-    save_rng = Trainer._save_rng_state
+        Trainer._save_checkpoint = _save_checkpoint
+    elif when == "during":
+        save_rng = Trainer._save_rng_state
 
-    def _save_rng_state(self, *args, **kwargs):
-        if self.state.global_step == step:
-            _kill()
-        save_rng(self, *args, **kwargs)
+        def _save_rng_state(self, *args, **kwargs):
+            if self.state.global_step == step:
+                _kill()
+            save_rng(self, *args, **kwargs)
 
-    Trainer._save_rng_state = _save_rng_state
+        Trainer._save_rng_state = _save_rng_state
 
-sys.exit(main(argv))
+
+if __name__ == "__main__":
+    _install(sys.argv[1], int(sys.argv[2]))
+    sys.exit(main(sys.argv[sys.argv.index("--") + 1:]))
