@@ -161,7 +161,7 @@ def plan(cfg: BatchConfig) -> list[Run]:
     for mode in cfg.modes:
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
-    gpus = parse_gpus(cfg.gpus)
+    parse_gpus(cfg.gpus)  # raises on a bad list
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} does not exist; e.g. deepspeed_zero3.yaml")
 

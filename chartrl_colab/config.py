@@ -9,9 +9,11 @@ validate before loading torch.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
+import typing
 from dataclasses import dataclass, field
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
@@ -113,6 +115,54 @@ def _at_least(name: str, value, low, hint: str = "") -> None:
         raise ConfigError(f"{name}={value!r} is not valid; it must be a number >= {low}{hint}")
 
 
+def check_rewards(rewards, verifier: str, reward_threshold) -> None:
+    """The reward names, the verifier among them, a finite threshold: shared by training and generation."""
+    for name in rewards:
+        _one_of("reward", name, REWARD_NAMES)
+    if not rewards:
+        raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
+    if verifier not in rewards:
+        raise ConfigError(f"verifier={verifier!r} is not among the rewards; choose one of: {', '.join(rewards)}")
+    if not isinstance(reward_threshold, (int, float)) or not math.isfinite(reward_threshold):
+        raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
+
+
+def check_whole_numbers(cfg, names) -> None:
+    """Each named field is a whole number >= 1."""
+    for name in names:
+        _at_least(name, getattr(cfg, name), 1)
+        if int(getattr(cfg, name)) != getattr(cfg, name):
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
+
+
+def _parse_as(kind):
+    if kind in (int | None, typing.Optional[int]):
+        return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
+    if kind in (str | None, typing.Optional[str]):
+        return str
+    return kind
+
+
+def parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
+    """One flag per dataclass field, same name with dashes, the field's help text and default.
+
+    Booleans get ``--x/--no-x``; tuple fields take several values; ``None``/``full``/``all`` mean None
+    for optional integers (``--subset-size full``).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
+        else:
+            parser.add_argument(flag, type=_parse_as(kind), default=default, help=f"{help_text} (default: {default})")
+    return parser
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError for the first bad setting."""
     _one_of("mode", cfg.mode, MODES)
@@ -120,22 +170,12 @@ def validate(cfg: RunConfig) -> None:
     _one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     _one_of("init", cfg.init, INITS)
     _one_of("loss_type", cfg.loss_type, LOSS_TYPES)
-    for name in cfg.rewards:
-        _one_of("reward", name, REWARD_NAMES)
-    if not cfg.rewards:
-        raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
-    if cfg.verifier not in cfg.rewards:
-        raise ConfigError(f"verifier={cfg.verifier!r} is not among the run's rewards; choose one of: {', '.join(cfg.rewards)}")
-    if not isinstance(cfg.reward_threshold, (int, float)) or not math.isfinite(cfg.reward_threshold):
-        raise ConfigError(f"reward_threshold={cfg.reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
+    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     _at_least("lambda_psr", cfg.lambda_psr, 0)
     # TRL groups each prompt's completions, so a group needs two samples to have a baseline at all.
     _at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
-    for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "save_total_limit",
-                 "max_completion_length", "lora_r"):
-        _at_least(name, getattr(cfg, name), 1)
-        if int(getattr(cfg, name)) != getattr(cfg, name):
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
+    check_whole_numbers(cfg, ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                              "save_total_limit", "max_completion_length", "lora_r"))
     if cfg.subset_size is not None:
         _at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
     _at_least("num_epochs", cfg.num_epochs, 0)

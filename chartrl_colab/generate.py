@@ -40,11 +40,9 @@ import os
 import re
 import sys
 import tempfile
-import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chartrl_colab.config import (
     DATASET_NAMES,
@@ -55,6 +53,9 @@ from chartrl_colab.config import (
     RunConfig,
     _at_least,
     _one_of,
+    check_rewards,
+    check_whole_numbers,
+    parser_for,
 )
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -107,18 +108,8 @@ def validate(cfg: GenerateConfig) -> None:
     _one_of("init", cfg.init, INITS)
     _one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     _one_of("backend", cfg.backend, BACKENDS)
-    for name in cfg.rewards:
-        _one_of("reward", name, REWARD_NAMES)
-    if not cfg.rewards:
-        raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
-    if cfg.verifier not in cfg.rewards:
-        raise ConfigError(f"verifier={cfg.verifier!r} is not among the rewards; choose one of: {', '.join(cfg.rewards)}")
-    if not isinstance(cfg.reward_threshold, (int, float)) or not math.isfinite(cfg.reward_threshold):
-        raise ConfigError(f"reward_threshold={cfg.reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
-    for name in ("num_samples", "max_new_tokens", "batch_size"):
-        _at_least(name, getattr(cfg, name), 1)
-        if int(getattr(cfg, name)) != getattr(cfg, name):
-            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
+    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
+    check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
     if cfg.subset_size is not None:
         _at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
     _at_least("temperature", cfg.temperature, 0)
@@ -131,22 +122,7 @@ def validate(cfg: GenerateConfig) -> None:
 # ---------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
     """One flag per GenerateConfig field, same name with dashes, the field's help text and default."""
-    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.generate", description=__doc__.split("\n")[0])
-    hints = typing.get_type_hints(GenerateConfig)
-    for f in dataclasses.fields(GenerateConfig):
-        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif f.name == "rewards":
-            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
-        elif kind in (int | None, typing.Optional[int]):
-            parser.add_argument(flag, type=lambda s: None if s.lower() in ("none", "full", "all") else int(s),
-                                default=default, help=f"{help_text} (default: {default})")
-        else:
-            parser.add_argument(flag, type=str if kind in (str | None, typing.Optional[str]) else kind,
-                                default=default, help=f"{help_text} (default: {default})")
-    return parser
+    return parser_for(GenerateConfig, "python -m chartrl_colab.generate", __doc__.split("\n")[0])
 
 
 def config_from_argv(argv: list[str] | None = None) -> GenerateConfig:

@@ -11,13 +11,12 @@ call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --c
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import importlib.util
 import os
 import sys
-import typing
 import warnings
 
-from chartrl_colab.config import ConfigError, RunConfig
+from chartrl_colab.config import ConfigError, RunConfig, parser_for
 
 BANNER_WIDTH = 60
 
@@ -25,26 +24,7 @@ BANNER_WIDTH = 60
 # ---------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
     """One flag per RunConfig field, same name with dashes, the field's help text and default."""
-    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.train", description=__doc__.split("\n")[0])
-    hints = typing.get_type_hints(RunConfig)
-    for f in dataclasses.fields(RunConfig):
-        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif f.name in ("rewards", "report_to"):
-            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
-        else:
-            parser.add_argument(flag, type=_parse_as(kind), default=default, help=f"{help_text} (default: {default})")
-    return parser
-
-
-def _parse_as(kind):
-    if kind in (int | None, typing.Optional[int]):
-        return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
-    if kind in (str | None, typing.Optional[str]):
-        return str
-    return kind
+    return parser_for(RunConfig, "python -m chartrl_colab.train", __doc__.split("\n")[0])
 
 
 def config_from_argv(argv: list[str] | None = None) -> RunConfig:
@@ -122,9 +102,7 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
     """The guarded wandb logger for a run, or None when wandb is not asked for or not installed."""
     if "wandb" not in cfg.report_to:
         return None
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("wandb") is None:
         print("wandb is not installed: logging to TensorBoard only (pip install wandb)")
         return None
     from chartrl_colab.callbacks import SafeWandbCallback, wandb_run_id
@@ -166,13 +144,16 @@ def train(cfg: RunConfig):
     # Which checkpoint to continue from: the newest complete one, wherever it is.
     checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir])
     step = storage.checkpoint_step(checkpoint) if checkpoint else 0
-    storage.remove_incomplete(local_dir, newer_than=step)
+    # One process owns the run dir's files; under accelerate/torchrun the others only read them.
+    main_process = os.environ.get("RANK", "0") == "0"
+    if main_process:
+        storage.remove_incomplete(local_dir, newer_than=step)
     if checkpoint:
         print(f"Resuming from {checkpoint} (step {step})")
     else:
         print(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
               else "Starting fresh (--resume never)")
-    record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step)
+    record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step) if main_process else {}
 
     # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
@@ -192,7 +173,7 @@ def train(cfg: RunConfig):
 
     mirror = CheckpointMirror(local_dir, cfg.run_dir, cfg.save_total_limit) if on_drive else None
     wandb_cb = wandb_callback(cfg, local_dir)
-    if wandb_cb is not None:
+    if wandb_cb is not None and main_process:
         record["wandb_id"] = wandb_cb.run_id  # a restart on another machine continues the same wandb run
         storage.write_run_json(cfg.run_dir, record)
     trainer = ModeTrainer(
@@ -221,7 +202,8 @@ def train(cfg: RunConfig):
     finally:
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
-    storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
+    if main_process:
+        storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     print("✓ Training completed successfully")
     print(f"✓ Model saved to {cfg.run_dir}")
     return trainer

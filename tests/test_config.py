@@ -51,7 +51,7 @@ def test_output_root_from_environment(monkeypatch):
     ("batch_size", 0, "batch_size=0 is not valid; it must be a number >= 1"),
     ("batch_size", 1.5, "batch_size=1.5 is not valid; it must be a whole number >= 1"),
     ("rewards", ("accuracy", "vibes"), "reward='vibes' is not valid; choose one of: " + ", ".join(REWARD_NAMES)),
-    ("verifier", "format", "verifier='format' is not among the run's rewards; choose one of: accuracy"),
+    ("verifier", "format", "verifier='format' is not among the rewards; choose one of: accuracy"),
     ("temperature", 0, "temperature=0 is not valid"),
 ])
 def test_bad_settings_name_the_valid_ones(field, value, expected, tmp_path):
