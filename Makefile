@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The four modes on 100 synthetic charts, then their comparison plots and summary (a few minutes on a CPU).
 demo: setup
+	mkdir -p runs
 	$(PY) -m papermill notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs -k python3
 
 # One short NSR run from the command line.
