@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The four modes on 100 synthetic charts, then their comparison plots and summary (a few minutes on a CPU).
+# The tiny random model only moves visibly in 50 steps with a learning rate far above the paper's 1e-6.
 demo: setup
 	mkdir -p runs
-	$(PY) -m papermill notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs -k python3
+	$(PY) -m papermill notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs -p learning_rate 0.02 -k python3
 
 # One short NSR run from the command line.
 train-demo: setup
