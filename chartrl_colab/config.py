@@ -75,8 +75,9 @@ class RunConfig:
                              "/content/drive/MyDrive/chartrl/runs; else ./runs).", default="")
     resume: str = _help("'auto': continue from the run directory's newest complete checkpoint; 'never'; or a "
                         "checkpoint folder.", default="auto")
-    staging_dir: str = _help("Local folder for checkpoints when output_root is on Google Drive; each complete one "
-                             "is then copied to Drive (default: a folder under the system temp dir).", default="")
+    staging_dir: str = _help("Local folder the Trainer writes checkpoints to, each complete one then copied to the "
+                             "run dir in the background. Used when set, and always when output_root is on Google "
+                             "Drive (default there: a folder under the system temp dir).", default="")
     logging_steps: int = _help("Log metrics every N steps (the first step is always logged).", default=10)
     save_steps: int = _help("Checkpoint every N steps.", default=50)
     save_total_limit: int = _help("Checkpoints kept.", default=3)
