@@ -139,7 +139,8 @@ def train(cfg: RunConfig):
     on_drive = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
     local_dir = (cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if on_drive else cfg.run_dir
     if on_drive:
-        print(f"Run directory is on Google Drive: checkpoints are written to {local_dir} and copied to Drive")
+        where = "Run directory is on Google Drive" if storage.on_drive(cfg.run_dir) else "Staging"
+        print(f"{where}: checkpoints are written to {local_dir} and copied to {cfg.run_dir} when complete")
 
     # Which checkpoint to continue from: the newest complete one, wherever it is.
     checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir])
