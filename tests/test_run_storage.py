@@ -126,3 +126,28 @@ def test_a_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "warning: wandb init failed (RuntimeError: wandb servers unreachable); continuing without wandb" in out
     assert (Path(cfg.run_dir) / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_resume_never_and_resume_from_a_given_checkpoint(tmp_path, capsys):
+    cfg = RunConfig(mode="nsr", max_steps=2, save_steps=1, output_root=str(tmp_path), report_to=("tensorboard",),
+                    **SMALL)
+    train(cfg)
+    run_dir = Path(cfg.run_dir)
+    capsys.readouterr()
+
+    train(RunConfig(**{**cfg.to_dict(), "resume": "never"}))
+    assert "Starting fresh (--resume never)" in capsys.readouterr().out
+    first = run_dir / "checkpoint-1"
+    trainer = train(RunConfig(**{**cfg.to_dict(), "resume": str(first)}))
+    assert f"Resuming from {first} (step 1)" in capsys.readouterr().out
+    assert trainer.state.global_step == 2
+    resumes = storage.read_run_json(run_dir)["resumes"]
+    assert [(r["from_checkpoint"], r["step"]) for r in resumes] == [(None, 0), (None, 0), (str(first), 1)]
+
+
+def test_a_resume_path_that_is_not_a_folder_is_refused(tmp_path):
+    from chartrl_colab.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"resume='.*nope' is not valid; choose 'auto', 'never' or an existing"):
+        RunConfig(resume=str(tmp_path / "nope"), output_root=str(tmp_path))
