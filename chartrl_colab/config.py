@@ -17,6 +17,13 @@ import typing
 from dataclasses import dataclass, field
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
+# One line per mode, for banners and the notebook form.
+MODE_DESCRIPTIONS = {
+    "grpo": "GRPO: group-normalised advantages over the summed rewards (TRL's objective)",
+    "psr": "PSR: learn only from correct samples (advantage +1, the rest dropped); sharpens pass@1",
+    "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
+    "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
+}
 MODEL_NAMES = ("tiny", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
 DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
 REWARD_NAMES = ("format", "accuracy", "length", "tags", "chart_type", "table", "reasoning")
@@ -172,6 +179,8 @@ def validate(cfg: RunConfig) -> None:
     _one_of("init", cfg.init, INITS)
     _one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
     _at_least("lambda_psr", cfg.lambda_psr, 0)
     # TRL groups each prompt's completions, so a group needs two samples to have a baseline at all.
     _at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")

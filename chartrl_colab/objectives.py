@@ -45,12 +45,6 @@ import torch
 from chartrl_colab.config import MODES
 
 # What each mode does, in one line: shown in banners and the notebook form.
-MODE_DESCRIPTIONS = {
-    "grpo": "GRPO: group-normalised advantages over the summed rewards (TRL's objective)",
-    "psr": "PSR: learn only from correct samples (advantage +1, the rest dropped); sharpens pass@1",
-    "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
-    "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
-}
 
 
 @dataclass(frozen=True)

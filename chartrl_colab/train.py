@@ -34,7 +34,7 @@ def config_from_argv(argv: list[str] | None = None) -> RunConfig:
 
 # ------------------------------------------------------------------------------------ pieces of a run
 def print_banner(cfg: RunConfig) -> None:
-    from chartrl_colab.objectives import MODE_DESCRIPTIONS
+    from chartrl_colab.config import MODE_DESCRIPTIONS
 
     line = "=" * BANNER_WIDTH
     print(line)

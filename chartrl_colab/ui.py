@@ -29,9 +29,7 @@ ALL_WORDS = ("all", "full", "none", "")  # subset_size text meaning "the whole s
 
 
 def _mode_descriptions() -> dict[str, str]:
-    # objectives.py holds the one-line descriptions (banners use them too); it imports torch, so only
-    # when a form is built.
-    from chartrl_colab.objectives import MODE_DESCRIPTIONS
+    from chartrl_colab.config import MODE_DESCRIPTIONS
 
     return MODE_DESCRIPTIONS
 
@@ -53,12 +51,6 @@ def _parse_subset(text) -> int | None:
         raise ConfigError(f"subset_size={s!r} is not valid; it must be a whole number >= 1, or 'all'") from None
 
 
-def _check_seed(seed) -> None:
-    # RunConfig takes any seed; the seed box holds whole numbers only.
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r} is not valid; it must be a whole number")
-
-
 class RunForm:
     """Widgets for one run's main settings, starting from the parameters cell's values.
 
@@ -73,7 +65,6 @@ class RunForm:
 
         self._params = dict(params)
         cfg = RunConfig(**self._params)  # a bad parameters cell fails here, with its one-line message
-        _check_seed(cfg.seed)
         self._descriptions = _mode_descriptions()
         style = {"description_width": "130px"}
         wide = w.Layout(width="480px")
@@ -122,7 +113,6 @@ class RunForm:
         """
         trial = {**self.values(), **values}
         trial["subset_size"] = _parse_subset(trial.get("subset_size"))
-        _check_seed(trial.get("seed"))
         RunConfig(**trial)  # validates every value before any widget moves
         for name, value in values.items():
             if name not in self.widgets:

@@ -53,6 +53,8 @@ def test_output_root_from_environment(monkeypatch):
     ("rewards", ("accuracy", "vibes"), "reward='vibes' is not valid; choose one of: " + ", ".join(REWARD_NAMES)),
     ("verifier", "format", "verifier='format' is not among the rewards; choose one of: accuracy"),
     ("temperature", 0, "temperature=0 is not valid"),
+    ("seed", "x", "seed='x' is not valid; it must be a whole number"),
+    ("seed", 1.5, "seed=1.5 is not valid; it must be a whole number"),
 ])
 def test_bad_settings_name_the_valid_ones(field, value, expected, tmp_path):
     kwargs = {"output_root": str(tmp_path), field: value}

@@ -44,7 +44,7 @@ def test_lambda_slider_reaches_the_config_for_w_reinforce():
 
 
 def test_lambda_is_shown_for_w_reinforce_only_and_description_follows_the_mode():
-    from chartrl_colab.objectives import MODE_DESCRIPTIONS
+    from chartrl_colab.config import MODE_DESCRIPTIONS
 
     form = RunForm(**PARAMS)
     seen = {}
