@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from chartrl_colab.config import MODES, ConfigError
-from chartrl_colab.storage import (TRAINER_STATE, checkpoint_step, list_checkpoints, latest_checkpoint,
+from chartrl_colab.storage import (TRAINER_STATE, checkpoint_step, latest_checkpoint_state, list_checkpoints,
                                    read_run_json)
 
 LOGS_DIR = "logs"
@@ -86,9 +86,12 @@ def _history_from_events(run_dir: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _read_trainer_state(checkpoint: Path) -> list[dict]:
+def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dict]:
+    """The log history of ``checkpoint``'s trainer_state.json (``state``: that file, already parsed)."""
     try:
-        return json.loads((checkpoint / TRAINER_STATE).read_text())["log_history"]
+        if state is None:
+            state = json.loads((checkpoint / TRAINER_STATE).read_text())
+        return state["log_history"]
     except (OSError, ValueError, KeyError) as err:
         raise ConfigError(f"{checkpoint / TRAINER_STATE} cannot be read ({err}); point at a complete checkpoint "
                           "or at its run directory") from None
@@ -103,9 +106,10 @@ def _read(path: str | Path, warn=print) -> tuple[list[dict], str]:
     if (path / TRAINER_STATE).exists() and not list_checkpoints(path):
         history, source = _read_trainer_state(path), str(path / TRAINER_STATE)
     else:
-        checkpoint = latest_checkpoint(path, warn=warn)
-        if checkpoint is not None:
-            history, source = _read_trainer_state(checkpoint), str(checkpoint / TRAINER_STATE)
+        found = latest_checkpoint_state(path, warn=warn)  # parses trainer_state.json once, checks and all
+        if found is not None:
+            checkpoint, state = found
+            history, source = _read_trainer_state(checkpoint, state), str(checkpoint / TRAINER_STATE)
         elif _events_files(path):
             history, source = _history_from_events(path), str(path / LOGS_DIR)
         else:

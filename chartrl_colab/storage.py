@@ -128,7 +128,13 @@ def _safetensors_ok(path: Path) -> str | None:
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from, or None when it is complete.
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete (see :func:`inspect_checkpoint`)."""
+    return inspect_checkpoint(path)[0]
+
+
+def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
+    """``(problem, trainer state)``: why a checkpoint folder is incomplete (None if it is complete), and its
+    parsed ``trainer_state.json`` when it is, so a reader need not parse a long run's state twice.
 
     Complete means: ``trainer_state.json`` parses (transformers writes it last), every weight file's
     safetensors header is whole and matches its size, and the optimizer/scheduler/RNG files present are
@@ -136,28 +142,28 @@ def checkpoint_problem(path: str | Path) -> str | None:
     """
     path = Path(path)
     if not path.is_dir():
-        return "not a directory"
+        return "not a directory", None
     try:
-        json.loads((path / TRAINER_STATE).read_text())
+        state = json.loads((path / TRAINER_STATE).read_text())
     except FileNotFoundError:
-        return f"no {TRAINER_STATE}"
+        return f"no {TRAINER_STATE}", None
     except (OSError, ValueError) as e:
-        return f"{TRAINER_STATE} does not parse ({e})"
+        return f"{TRAINER_STATE} does not parse ({e})", None
     weights = [path / name for name in WEIGHT_FILES if (path / name).exists()]
     index = path / WEIGHT_INDEX
     if index.exists():
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
         except (OSError, ValueError, KeyError) as e:
-            return f"{WEIGHT_INDEX} does not parse ({e})"
+            return f"{WEIGHT_INDEX} does not parse ({e})", None
         weights += [path / s for s in sorted(shards)]
     if not weights:
-        return "no weights (adapter_model.safetensors or model.safetensors)"
+        return "no weights (adapter_model.safetensors or model.safetensors)", None
     for w in weights:
         if not w.exists():
-            return f"{w.name} is missing"
+            return f"{w.name} is missing", None
         if (problem := _safetensors_ok(w)) is not None:
-            return problem
+            return problem, None
     for name in TORCH_STATE_FILES:
         f = path / name
         if f.exists():
@@ -165,8 +171,8 @@ def checkpoint_problem(path: str | Path) -> str | None:
                 with zipfile.ZipFile(f) as z:
                     z.namelist()
             except (OSError, zipfile.BadZipFile) as e:
-                return f"{name} is not whole ({e})"
-    return None
+                return f"{name} is not whole ({e})", None
+    return None, state
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -189,10 +195,16 @@ def latest_checkpoint(run_dir: str | Path, warn=None) -> Path | None:
     Newer checkpoints that are incomplete are skipped; ``warn`` (e.g. ``print``) is called once for each,
     naming it and saying why.
     """
+    found = latest_checkpoint_state(run_dir, warn)
+    return found[0] if found else None
+
+
+def latest_checkpoint_state(run_dir: str | Path, warn=None) -> tuple[Path, dict] | None:
+    """Like :func:`latest_checkpoint`, with that checkpoint's parsed ``trainer_state.json``."""
     for ckpt in reversed(list_checkpoints(run_dir)):
-        problem = checkpoint_problem(ckpt)
+        problem, state = inspect_checkpoint(ckpt)
         if problem is None:
-            return ckpt
+            return ckpt, state
         if warn is not None:
             warn(f"warning: skipping incomplete checkpoint {ckpt}: {problem}")
     return None
