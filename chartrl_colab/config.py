@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 
@@ -149,6 +150,17 @@ def _parse_as(kind):
     if kind in (str | None, typing.Optional[str]):
         return str
     return kind
+
+
+def run_cli(job) -> int:
+    """A CLI's exit code: 0 when ``job()`` runs; for a user's mistake (ConfigError, a missing file) one
+    ``error:`` line on stderr, no traceback, and 2."""
+    try:
+        job()
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:

@@ -56,6 +56,7 @@ from chartrl_colab.config import (
     check_rewards,
     check_whole_numbers,
     parser_for,
+    run_cli,
 )
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -558,12 +559,7 @@ def _question(prompt: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        generate_samples(config_from_argv(argv))
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: generate_samples(config_from_argv(argv)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 
-from chartrl_colab.config import ConfigError, RunConfig, parser_for
+from chartrl_colab.config import RunConfig, parser_for, run_cli
 
 BANNER_WIDTH = 60
 
@@ -211,14 +211,7 @@ def train(cfg: RunConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = config_from_argv(argv)
-        train(cfg)
-    except (ConfigError, FileNotFoundError) as err:
-        # A user's mistake: one line, no traceback.
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: train(config_from_argv(argv)))
 
 
 if __name__ == "__main__":
