@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chartrl_colab.config import MODES, ConfigError, RunConfig
+from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.storage import default_output_root
 
 SUMMARY_MD = "batch-summary.md"

@@ -3,19 +3,18 @@
 Field names are the CLI flags with ``-`` for ``_`` (``--reward-threshold`` <-> ``reward_threshold``).
 Defaults follow the paper's recipe (lr 1e-6, 8 rollouts, temperature 1.0, PPO clip 0.2, no KL, token-mean
 loss) and the seed project's logging/checkpoint cadence (log every 10 steps and the first, checkpoint
-every 50, keep 3, safetensors). Pure: imports nothing heavy, so the notebook form and the CLI can
-validate before loading torch.
+every 50, keep 3, safetensors). Pure: no I/O and nothing heavy, so the notebook form and the CLI can validate
+before loading torch.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import os
-import sys
-import typing
 from dataclasses import dataclass, field
+
+from chartrl_colab.errors import ConfigError, at_least, one_of
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
 # One line per mode, for banners and the notebook form.
@@ -30,10 +29,6 @@ DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
 REWARD_NAMES = ("format", "accuracy", "length", "tags", "chart_type", "table", "reasoning")
 INITS = ("pretrained", "random")
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
-
-
-class ConfigError(ValueError):
-    """A setting a user can get wrong; the message is one line naming the bad value and the valid ones."""
 
 
 def _help(text: str, **kwargs):
@@ -93,10 +88,6 @@ class RunConfig:
                                        default=("tensorboard", "wandb"))
 
     def __post_init__(self) -> None:
-        if not self.output_root:
-            from chartrl_colab.storage import default_output_root  # Colab/Drive detection lives there
-
-            self.output_root = str(default_output_root())
         self.rewards = tuple(self.rewards)
         self.report_to = tuple(r for r in self.report_to if r != "none")
         validate(self)
@@ -108,26 +99,18 @@ class RunConfig:
 
     @property
     def run_dir(self) -> str:
+        """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
+        :func:`chartrl_colab.storage.with_output_root` before a run starts."""
         return os.path.join(self.output_root, self.run_name)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def _one_of(name: str, value, valid) -> None:
-    if value not in valid:
-        raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}")
-
-
-def _at_least(name: str, value, low, hint: str = "") -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < low:
-        raise ConfigError(f"{name}={value!r} is not valid; it must be a number >= {low}{hint}")
-
-
 def check_rewards(rewards, verifier: str, reward_threshold) -> None:
     """The reward names, the verifier among them, a finite threshold: shared by training and generation."""
     for name in rewards:
-        _one_of("reward", name, REWARD_NAMES)
+        one_of("reward", name, REWARD_NAMES)
     if not rewards:
         raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
     if verifier not in rewards:
@@ -139,75 +122,36 @@ def check_rewards(rewards, verifier: str, reward_threshold) -> None:
 def check_whole_numbers(cfg, names) -> None:
     """Each named field is a whole number >= 1."""
     for name in names:
-        _at_least(name, getattr(cfg, name), 1)
+        at_least(name, getattr(cfg, name), 1)
         if int(getattr(cfg, name)) != getattr(cfg, name):
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
 
 
-def _parse_as(kind):
-    if kind in (int | None, typing.Optional[int]):
-        return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
-    if kind in (str | None, typing.Optional[str]):
-        return str
-    return kind
-
-
-def run_cli(job) -> int:
-    """A CLI's exit code: 0 when ``job()`` runs; for a user's mistake (ConfigError, a missing file) one
-    ``error:`` line on stderr, no traceback, and 2."""
-    try:
-        job()
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    """One flag per dataclass field, same name with dashes, the field's help text and default.
-
-    Booleans get ``--x/--no-x``; tuple fields take several values; ``None``/``full``/``all`` mean None
-    for optional integers (``--subset-size full``).
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
-        else:
-            parser.add_argument(flag, type=_parse_as(kind), default=default, help=f"{help_text} (default: {default})")
-    return parser
-
-
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError for the first bad setting."""
-    _one_of("mode", cfg.mode, MODES)
-    _one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
-    _one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
-    _one_of("init", cfg.init, INITS)
-    _one_of("loss_type", cfg.loss_type, LOSS_TYPES)
+    one_of("mode", cfg.mode, MODES)
+    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
+    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    one_of("init", cfg.init, INITS)
+    one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
-    _at_least("lambda_psr", cfg.lambda_psr, 0)
+    at_least("lambda_psr", cfg.lambda_psr, 0)
     # TRL groups each prompt's completions, so a group needs two samples to have a baseline at all.
-    _at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
+    at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
     check_whole_numbers(cfg, ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
                               "save_total_limit", "max_completion_length", "lora_r"))
     if cfg.subset_size is not None:
-        _at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
-    _at_least("num_epochs", cfg.num_epochs, 0)
+        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
+    at_least("num_epochs", cfg.num_epochs, 0)
     if cfg.max_steps != -1:
-        _at_least("max_steps", cfg.max_steps, 1, " (or -1 to run the epochs)")
+        at_least("max_steps", cfg.max_steps, 1, " (or -1 to run the epochs)")
     for name in ("learning_rate", "temperature", "epsilon", "beta", "lora_dropout"):
-        _at_least(name, getattr(cfg, name), 0)
+        at_least(name, getattr(cfg, name), 0)
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:
-        _one_of("report_to", logger, ("tensorboard", "wandb", "none"))
+        one_of("report_to", logger, ("tensorboard", "wandb", "none"))
     if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint folder")

@@ -76,7 +76,7 @@ import numpy as np
 import PIL.Image
 from tqdm.auto import tqdm
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.rewards import ANSWER_FORMAT
 
 __all__ = [

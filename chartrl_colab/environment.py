@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 AUTO = "auto"
 GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the seed's model; the Chart-RVR training set from the hub

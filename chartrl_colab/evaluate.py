@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.passk import pass_at_k_curve, summarize
 
 CONFIDENCE = 0.95

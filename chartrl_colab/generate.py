@@ -44,20 +44,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chartrl_colab.config import (
-    DATASET_NAMES,
-    INITS,
-    MODEL_NAMES,
-    REWARD_NAMES,
-    ConfigError,
-    RunConfig,
-    _at_least,
-    _one_of,
-    check_rewards,
-    check_whole_numbers,
-    parser_for,
-    run_cli,
-)
+from chartrl_colab.cli import parser_for, run_cli
+from chartrl_colab.config import DATASET_NAMES, INITS, MODEL_NAMES, REWARD_NAMES, RunConfig, check_rewards, check_whole_numbers
+from chartrl_colab.errors import ConfigError, at_least, one_of
 
 BACKENDS = ("auto", "transformers", "vllm")
 # Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
@@ -105,15 +94,15 @@ class GenerateConfig:
 
 def validate(cfg: GenerateConfig) -> None:
     """Raise ConfigError for the first bad setting."""
-    _one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
-    _one_of("init", cfg.init, INITS)
-    _one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
-    _one_of("backend", cfg.backend, BACKENDS)
+    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
+    one_of("init", cfg.init, INITS)
+    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    one_of("backend", cfg.backend, BACKENDS)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
     if cfg.subset_size is not None:
-        _at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
-    _at_least("temperature", cfg.temperature, 0)
+        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
+    at_least("temperature", cfg.temperature, 0)
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; pass@k needs sampling, so a temperature > 0 (e.g. 1.0)")
     if not str(cfg.output).strip():

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from peft import PeftModel

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from chartrl_colab.config import MODES, ConfigError
+from chartrl_colab.config import MODES
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.storage import (TRAINER_STATE, checkpoint_step, latest_checkpoint_state, list_checkpoints,
                                    read_run_json)
 

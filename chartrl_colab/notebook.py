@@ -53,6 +53,9 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
     With ``accelerate_config`` (e.g. ``deepspeed_zero3.yaml``) the run goes through ``accelerate launch``
     on every visible GPU, its output streamed here; otherwise it runs in this kernel.
     """
+    from chartrl_colab.storage import with_output_root
+
+    cfg = with_output_root(cfg)
     if not accelerate_config:
         from chartrl_colab.train import train
 
@@ -116,7 +119,7 @@ def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> li
 
     A run directory holds checkpoints or ``logs/``; when there is none: ConfigError if ``required``, else [].
     """
-    from chartrl_colab.config import ConfigError
+    from chartrl_colab.errors import ConfigError
     from chartrl_colab.storage import list_checkpoints
 
     if run_dirs:
@@ -151,7 +154,7 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     set, split, subset size, samples per question, temperature, ...). Each sample file goes to
     ``output_dir/<label>.jsonl`` (rerunning resumes it); the curves, bars and tables to ``output_dir``.
     """
-    from chartrl_colab.config import ConfigError
+    from chartrl_colab.errors import ConfigError
     from chartrl_colab.evaluate import evaluate
     from chartrl_colab.generate import GenerateConfig, generate_samples
 

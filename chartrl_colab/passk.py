@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 __all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "summarize"]
 

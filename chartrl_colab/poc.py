@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chartrl_colab.config import MODES, ConfigError, RunConfig
+from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.errors import ConfigError
+from chartrl_colab.storage import with_output_root
 
 
 def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, **params) -> dict:
@@ -27,7 +29,7 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
 
     if not modes:
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))
-    configs = {mode: RunConfig(**{**params, "mode": mode}) for mode in modes}  # all validated before training
+    configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}  # all validated before training
     runs = {}
     for i, (mode, cfg) in enumerate(configs.items(), 1):
         echo(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")

@@ -7,6 +7,7 @@ module for "the newest complete checkpoint", so a checkpoint cut short by a dead
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -19,7 +20,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 ROOT_ENV = "CHARTRL_ROOT"
 COLAB_MARKER = Path("/var/colab/hostname")
@@ -89,6 +90,17 @@ def default_output_root(env=None, mount: str | Path | None = None, marker: str |
     if in_colab(marker):
         return Path(mount) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
     return Path("runs")
+
+
+def with_output_root(cfg):
+    """``cfg`` with an empty ``output_root`` replaced by :func:`default_output_root` (a copy; else ``cfg``).
+
+    Settings stay pure; where runs live depends on the machine (Colab, Drive), so it is decided here, when a
+    run is about to be located.
+    """
+    if cfg.output_root:
+        return cfg
+    return dataclasses.replace(cfg, output_root=str(default_output_root()))
 
 
 def read_run_json(run_dir: str | Path) -> dict | None:

@@ -16,7 +16,8 @@ import os
 import sys
 import warnings
 
-from chartrl_colab.config import RunConfig, parser_for, run_cli
+from chartrl_colab.cli import parser_for, run_cli
+from chartrl_colab.config import RunConfig
 
 BANNER_WIDTH = 60
 
@@ -132,6 +133,7 @@ def train(cfg: RunConfig):
     from chartrl_colab.rewards import get_reward_funcs
     from chartrl_colab.trainer import ModeTrainer
 
+    cfg = storage.with_output_root(cfg)
     set_seed(cfg.seed)
     print_banner(cfg)
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import html
 
-from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, ConfigError, RunConfig
+from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, RunConfig
+from chartrl_colab.errors import ConfigError
+from chartrl_colab.storage import with_output_root
 
 # The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
@@ -99,7 +101,7 @@ class RunForm:
     def config(self) -> RunConfig:
         """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused."""
         try:
-            cfg = RunConfig(**self.values())
+            cfg = with_output_root(RunConfig(**self.values()))
         except ConfigError as err:
             self._show_status(str(err), ok=False)
             raise
@@ -134,7 +136,7 @@ class RunForm:
         self.widgets["lambda_psr"].layout.display = "" if mode == "w-reinforce" else "none"
         self.description.value = f"<b>{html.escape(mode)}</b>: {html.escape(self._descriptions[mode], quote=False)}"
         try:
-            cfg = RunConfig(**self.values())
+            cfg = with_output_root(RunConfig(**self.values()))
         except ConfigError as err:
             self._show_status(str(err), ok=False)
         else:
@@ -162,7 +164,7 @@ class RunForm:
         values = self.values()
         shown = ", ".join(f"{k}={values[k]!r}" for k in FORM_FIELDS)
         try:
-            where = f" -> {RunConfig(**self.values()).run_dir}"
+            where = f" -> {with_output_root(RunConfig(**self.values())).run_dir}"
         except ConfigError as err:
             where = f" -> refused: {err}"
         return f"RunForm({shown}){where}"

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from chartrl_colab import batch
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 
 def _notebook(path, extra=""):

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, REWARD_NAMES, ConfigError, RunConfig
+from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, REWARD_NAMES, RunConfig
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.train import build_parser, config_from_argv, grpo_args, main
 
 
@@ -36,8 +37,12 @@ def test_run_name_and_dir(tmp_path):
 
 
 def test_output_root_from_environment(monkeypatch):
+    from chartrl_colab.storage import with_output_root
+
     monkeypatch.setenv("CHARTRL_ROOT", "/somewhere")
-    assert RunConfig().output_root == "/somewhere"
+    assert RunConfig().output_root == ""  # settings are pure; the machine decides when a run is located
+    assert with_output_root(RunConfig()).output_root == "/somewhere"
+    assert with_output_root(RunConfig(output_root="here")).output_root == "here"
 
 
 @pytest.mark.parametrize("field,value,expected", [

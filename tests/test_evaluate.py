@@ -12,7 +12,7 @@ import PIL.Image
 import pytest
 
 from chartrl_colab import evaluate as ev
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.passk import bootstrap_ci, pass_at_k_curve
 
 KS = [1, 2, 4, 8, 16]

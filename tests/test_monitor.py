@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.monitor import (CONVERGENCE_THRESHOLD, MIN_WINDOW, decimate, format_summary, load_history, main,
                                    monitor, plot_metric, smooth, summarize, training_seconds, write_figures)
 

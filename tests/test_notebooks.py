@@ -162,7 +162,7 @@ def test_deepspeed_config_is_a_valid_zero3_accelerate_config():
 
 
 def test_find_runs(tmp_path):
-    from chartrl_colab.config import ConfigError
+    from chartrl_colab.errors import ConfigError
 
     (tmp_path / "b-run" / "checkpoint-2").mkdir(parents=True)
     (tmp_path / "a-run" / "logs").mkdir(parents=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from chartrl_colab import passk
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.passk import bootstrap_ci, pass_at_k, pass_at_k_curve
 
 

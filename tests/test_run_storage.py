@@ -147,7 +147,7 @@ def test_resume_never_and_resume_from_a_given_checkpoint(tmp_path, capsys):
 
 
 def test_a_resume_path_that_is_not_a_folder_is_refused(tmp_path):
-    from chartrl_colab.config import ConfigError
+    from chartrl_colab.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"resume='.*nope' is not valid; choose 'auto', 'never' or an existing"):
         RunConfig(resume=str(tmp_path / "nope"), output_root=str(tmp_path))

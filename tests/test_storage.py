@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from chartrl_colab import storage
-from chartrl_colab.config import ConfigError
+from chartrl_colab.errors import ConfigError
 
 
 def make_checkpoint(run_dir: Path, step: int, adapter: bool = True) -> Path:

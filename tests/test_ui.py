@@ -2,7 +2,8 @@
 
 import pytest
 
-from chartrl_colab.config import MODES, ConfigError, RunConfig
+from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.ui import FORM_FIELDS, RunForm
 
 PARAMS = dict(mode="nsr", vlm_name="tiny", dataset_name="synthetic", subset_size=16, seed=7,
