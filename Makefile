@@ -37,4 +37,5 @@ eval-demo: train-demo
 	$(PY) -m chartrl_colab.evaluate --samples runs/base.jsonl runs/nsr.jsonl --labels Base NSR --output-dir runs/eval
 
 test: setup
+	$(PY) -m ruff check chartrl_colab tests benchmarks
 	$(PY) -m pytest -q

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.storage import default_output_root
@@ -79,7 +80,7 @@ class RunResult:
     log: str
     gpus: str | None
     returncode: int
-    failed_cell: str | None = None  # 'In [5]: summary = notebook.train_run(cfg)' (the executed notebook's numbering)
+    failed_cell: str | None = None  # 'In [5]: summary = runs.train_run(cfg)' (the executed notebook's numbering)
     error: str | None = None  # "ValueError: ..."
     results: dict | None = None  # the notebook's result JSON, when it wrote one
 
@@ -317,34 +318,22 @@ def summary_table(results: list[RunResult]) -> str:
 # ----------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     help_of = {f.name: f.metadata["help"] for f in dataclasses.fields(BatchConfig)}
-    p = argparse.ArgumentParser(prog="python -m chartrl_colab.batch", description=__doc__.split("\n")[0])
-    p.add_argument("--notebook", required=True, help=help_of["notebook"])
-    p.add_argument("--modes", nargs="+", default=["nsr"], help=help_of["modes"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[2025], help=help_of["seeds"])
+    p = parser_for(BatchConfig, "python -m chartrl_colab.batch", __doc__.split("\n")[0], skip=("parameters",))
+    # Notebook parameters are open-ended name/value pairs, papermill's own -p convention, not a dataclass field.
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    dest="parameters", help=help_of["parameters"] + " VALUE is read as a Python literal when it is one.")
-    for name in ("output_root", "gpus", "accelerate_config", "kernel"):
-        p.add_argument("--" + name.replace("_", "-"), default=BatchConfig.__dataclass_fields__[name].default,
-                       help=help_of[name])
     return p
 
 
 def config_from_argv(argv: list[str] | None = None) -> BatchConfig:
-    args = build_parser().parse_args(argv)
-    params = {name: parse_value(value) for name, value in args.parameters}
-    return BatchConfig(notebook=args.notebook, modes=tuple(args.modes), seeds=tuple(args.seeds), parameters=params,
-                       output_root=args.output_root, gpus=args.gpus, accelerate_config=args.accelerate_config,
-                       kernel=args.kernel)
+    args = vars(build_parser().parse_args(argv))
+    args["parameters"] = {name: parse_value(value) for name, value in args["parameters"]}
+    return BatchConfig(**{**args, "modes": tuple(args["modes"]), "seeds": tuple(args["seeds"])})
 
 
 def main(argv: list[str] | None = None) -> int:
     """0 when every run succeeded, 1 when some failed (see the summary), 2 for a bad setting."""
-    try:
-        report = run_batch(config_from_argv(argv))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0 if report.ok else 1
+    return run_cli(lambda: 0 if run_batch(config_from_argv(argv)).ok else 1)
 
 
 if __name__ == "__main__":

@@ -26,27 +26,71 @@ def _parse_as(kind):
         return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
     if kind in (str | None, typing.Optional[str]):
         return str
+    if kind in (float | None, typing.Optional[float]):
+        return float
     return kind
 
 
-def parser_for(cls, prog: str, description: str) -> argparse.ArgumentParser:
-    """One flag per dataclass field, same name with dashes, the field's help text and default.
+def _element_type(kind):
+    """``int`` for ``tuple[int, ...]`` (or ``tuple[int, ...] | None``); None when ``kind`` is no tuple."""
+    for option in (kind, *typing.get_args(kind)):
+        if typing.get_origin(option) is tuple:
+            return typing.get_args(option)[0]
+    return None
+
+
+def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
+    """One flag per dataclass field (but ``skip``), same name with dashes, the field's help text and default.
 
     Booleans get ``--x/--no-x``; tuple fields take several values; ``None``/``full``/``all`` mean None
-    for optional integers (``--subset-size full``).
+    for optional integers (``--subset-size full``); a field without a default is a required flag; a field's
+    ``metadata["aliases"]`` are further spellings of its flag.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        flag, kind, default = "--" + f.name.replace("_", "-"), hints[f.name], f.default
-        help_text = f.metadata.get("help", "")
+        if f.name in skip:
+            continue
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
+        kind, default, help_text = hints[f.name], f.default, f.metadata.get("help", "")
+        required = default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kwargs = {"required": True} if required else {"default": default}
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, nargs="+", default=list(default), help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text, **kwargs)
+        elif (element := _element_type(kind)) is not None:
+            if isinstance(default, tuple):
+                kwargs["default"] = list(default)
+            parser.add_argument(*flags, nargs="+", type=element, dest=f.name, help=help_text, **kwargs)
         else:
-            parser.add_argument(flag, type=_parse_as(kind), default=default, help=f"{help_text} (default: {default})")
+            shown = "" if required else f" (default: {default})"
+            parser.add_argument(*flags, type=_parse_as(kind), dest=f.name, help=help_text + shown, **kwargs)
     return parser
+
+
+def argv_for(cfg) -> list[str]:
+    """The flags that rebuild the dataclass ``cfg`` through :func:`parser_for` (fields at their default omitted).
+
+    >>> from chartrl_colab.config import RunConfig
+    >>> argv_for(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
+    ...                          output_root="runs"))
+    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--no-use-lora', '--output-root', 'runs']
+    """
+    argv = []
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            argv.append(flag if value else "--no-" + flag[2:])  # argparse.BooleanOptionalAction
+        elif isinstance(value, (tuple, list)):
+            argv += [flag, *map(str, value)] if value else [flag, "none"]
+        elif value is None:
+            argv += [flag, "none"]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def user_error(err: BaseException) -> int:
@@ -56,8 +100,8 @@ def user_error(err: BaseException) -> int:
 
 
 def run_cli(job) -> int:
-    """A CLI's exit code: 0 when ``job()`` runs (or ``job()``'s own int); for a user's mistake
-    (ConfigError, a missing file) one ``error:`` line on stderr, no traceback, and 2."""
+    """A CLI's exit code: ``job()``'s own when it returns an int, else 0; for a user's mistake (ConfigError,
+    a missing file) one ``error:`` line on stderr, no traceback, and 2. Every ``main(argv)`` ends here."""
     try:
         code = job()
     except (ConfigError, FileNotFoundError) as err:

@@ -14,7 +14,6 @@ No GPU: using the embedded default, model 'tiny' and data set 'synthetic' (a CPU
 from __future__ import annotations
 
 import importlib.metadata
-import platform
 import subprocess
 import sys
 import tempfile
@@ -92,13 +91,9 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
 # ------------------------------------------------------------------------------------------ versions
 def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages that matter (None: not installed), and Python's."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    from chartrl_colab.storage import library_versions
+
+    return library_versions(packages)
 
 
 def requirement_problems(requirements) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.passk import pass_at_k_curve, summarize
 
@@ -293,28 +294,26 @@ def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Pa
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@dataclass
+class EvaluateConfig:
+    """The flags of ``python -m chartrl_colab.evaluate``: the arguments of :func:`evaluate`."""
+
+    samples: tuple[str, ...] = field(metadata={"help": "Sample JSONL files of chartrl_colab.generate."})
+    labels: tuple[str, ...] | None = field(default=None, metadata={"help": "One name per file (default: the file names)."})
+    ks: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "k values of the table (default: powers of two up to n, and n).", "aliases": ("--k",)})
+    output_dir: str = field(default="eval", metadata={"help": "Folder for the plots, tables and metrics.json."})
+    n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the questions."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    confidence: float = field(default=CONFIDENCE, metadata={"help": "Interval coverage."})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", nargs="+", required=True, help="Sample JSONL files of chartrl_colab.generate.")
-    parser.add_argument("--labels", nargs="+", default=None, help="One name per file (default: the file names).")
-    parser.add_argument("--k", "--ks", dest="ks", nargs="+", type=int, default=None,
-                        help="k values of the table (default: powers of two up to n, and n).")
-    parser.add_argument("--output-dir", default="eval", help="Folder for the plots, tables and metrics.json.")
-    parser.add_argument("--n-bootstrap", type=int, default=1000, help="Bootstrap resamples of the questions.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
-    parser.add_argument("--confidence", type=float, default=CONFIDENCE, help="Interval coverage (default 0.95).")
-    return parser
+    return parser_for(EvaluateConfig, "python -m chartrl_colab.evaluate", __doc__.split("\n")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        evaluate(args.samples, labels=args.labels, ks=args.ks, output_dir=args.output_dir,
-                 n_bootstrap=args.n_bootstrap, seed=args.seed, confidence=args.confidence)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: evaluate(**vars(build_parser().parse_args(argv))))
 
 
 if __name__ == "__main__":

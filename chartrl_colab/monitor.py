@@ -23,10 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
+from chartrl_colab.cli import USER_ERROR, parser_for, run_cli
 from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import (TRAINER_STATE, checkpoint_step, latest_checkpoint_state, list_checkpoints,
-                                   read_run_json)
+from chartrl_colab.storage import (
+    TRAINER_STATE,
+    checkpoint_step,
+    jsonable,
+    latest_checkpoint_state,
+    list_checkpoints,
+    read_run_json,
+    safe_name,
+)
 
 LOGS_DIR = "logs"
 # Loss std/|mean| over the last window below this reads as converged (the seed's verdict).
@@ -209,17 +217,6 @@ def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
     hi = np.clip(np.arange(n) + half + 1, 0, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
-
-
-def _jsonable(obj):
-    """``obj`` with non-finite floats as None (JSON has no NaN), numpy scalars as Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def _first_last(cols: Columns, key: str) -> tuple[float | None, float | None]:
@@ -432,10 +429,6 @@ def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: st
     return fig
 
 
-def _safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
-
-
 def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
     """Every figure of ``FIGURES`` that some run logged, as ``output_dir/<stem>.png``; returns their paths.
 
@@ -540,7 +533,7 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
         report.figures = write_figures(histories, output_dir)
     else:
         for label, history in histories.items():
-            report.figures += write_figures({label: history}, output_dir / _safe_name(label))
+            report.figures += write_figures({label: history}, output_dir / safe_name(label))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     text = format_summary(report.summaries, report.errors)
@@ -548,44 +541,48 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     report.summary_txt = output_dir / "summary.txt"
     report.summary_txt.write_text(text)
     report.summary_json = output_dir / "summary.json"
-    report.summary_json.write_text(json.dumps(_jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
+    report.summary_json.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
                                               ensure_ascii=False) + "\n")
     return report
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+@dataclass
+class MonitorConfig:
+    """The flags of ``python -m chartrl_colab.monitor``."""
+
+    checkpoint_dir: str | None = field(default=None, metadata={"help": "One run directory or checkpoint-N folder to plot."})
+    compare: bool = field(default=False, metadata={
+        "help": "Compare the runs of --checkpoints: one figure per metric holding every run."})
+    checkpoints: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Run directories or checkpoint folders to compare."})
+    labels: tuple[str, ...] | None = field(default=None, metadata={"help": "One legend label per run (default: the run names)."})
+    output_dir: str = field(default="plots", metadata={"help": "Where the PNGs, summary.txt and summary.json go."})
+    window: int | None = field(default=None, metadata={
+        "help": f"Logged loss values the convergence verdict looks at (default: the last 10%%, at least {MIN_WINDOW})."})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m chartrl_colab.monitor", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint-dir", help="One run directory or checkpoint-N folder to plot.")
-    parser.add_argument("--compare", action="store_true",
-                        help="Compare the runs of --checkpoints: one figure per metric holding every run.")
-    parser.add_argument("--checkpoints", nargs="+", help="Run directories or checkpoint folders to compare.")
-    parser.add_argument("--labels", nargs="+", help="One legend label per run (default: the run names).")
-    parser.add_argument("--output-dir", default="plots",
-                        help="Where the PNGs, summary.txt and summary.json go (default: plots).")
-    parser.add_argument("--window", type=int, default=None,
-                        help="Logged loss values the convergence verdict looks at "
-                             f"(default: the last 10%%, at least {MIN_WINDOW}).")
-    return parser
+    return parser_for(MonitorConfig, "python -m chartrl_colab.monitor", __doc__.split("\n")[0])
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.checkpoint_dir and args.checkpoints:
-            raise ConfigError("give --checkpoint-dir (one run) or --checkpoints (runs to compare), not both")
-        paths = args.checkpoints or ([args.checkpoint_dir] if args.checkpoint_dir else [])
-        if not paths:
-            raise ConfigError("no run given; use --checkpoint-dir RUN or --compare --checkpoints RUN_A RUN_B")
-        report = monitor(paths, labels=args.labels, output_dir=args.output_dir,
-                         compare=True if args.compare else None, window=args.window)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(cfg: MonitorConfig) -> int:
+    """The CLI's job: 0 when every run was plotted, 2 when some could not be read (the others are written)."""
+    if cfg.checkpoint_dir and cfg.checkpoints:
+        raise ConfigError("give --checkpoint-dir (one run) or --checkpoints (runs to compare), not both")
+    paths = list(cfg.checkpoints or ([cfg.checkpoint_dir] if cfg.checkpoint_dir else []))
+    if not paths:
+        raise ConfigError("no run given; use --checkpoint-dir RUN or --compare --checkpoints RUN_A RUN_B")
+    report = monitor(paths, labels=cfg.labels, output_dir=cfg.output_dir, compare=True if cfg.compare else None,
+                     window=cfg.window)
     for err in report.errors:  # the other runs were written; still a non-zero exit for scripts
         print(f"error: {err}", file=sys.stderr)
     print(f"Wrote {len(report.figures)} plot(s), {report.summary_txt} and {report.summary_json}")
-    return 2 if report.errors else 0
+    return USER_ERROR if report.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(lambda: run(MonitorConfig(**vars(build_parser().parse_args(argv)))))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Steps the notebooks call, so that their cells hold no logic: train, summarise a run, show plots, save results.
+"""What notebook cells show and save: figures inline, outputs beside the runs, a results JSON.
+
+The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.runs`; this module only displays.
 
 Every notebook ends by writing its results (paths, key numbers) to a JSON file with :func:`write_results`;
 papermill runs and :mod:`chartrl_colab.batch` read that file instead of the notebook's outputs.
@@ -6,182 +8,27 @@ papermill runs and :mod:`chartrl_colab.batch` read that file instead of the note
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
-import subprocess
-import sys
-import typing
 from pathlib import Path
 
-from chartrl_colab.config import RunConfig
-
-# Numbers of the last logged training step worth a line in a results file.
-KEY_METRICS = ("loss", "reward", "reward_std", "mode/num_positive", "mode/num_negative", "mode/positive_fraction",
-               "entropy", "grad_norm", "learning_rate")
+from chartrl_colab.storage import jsonable
 
 
-# ------------------------------------------------------------------------------------------ training
-def config_to_argv(cfg: RunConfig) -> list[str]:
-    """The ``python -m chartrl_colab.train`` flags that rebuild ``cfg`` (settings left at their default omitted).
+def settings(namespace: dict, config_class, exclude=()) -> dict:
+    """The notebook's settings: every field of ``config_class`` that is a variable in ``namespace``.
 
-    >>> config_to_argv(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
-    ...                          output_root="runs"))
-    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--no-use-lora', '--output-root', 'runs']
+    Cells pass ``globals()``: the parameters cell and the values papermill injected after it, so the
+    parameters cell is the one list of a notebook's settings, and any field given with ``papermill -p``
+    reaches the run even when the parameters cell does not list it.
+
+    >>> from chartrl_colab.config import RunConfig
+    >>> settings({"mode": "psr", "seed": 3, "modes": ["nsr"], "In": []}, RunConfig)
+    {'mode': 'psr', 'seed': 3}
     """
-    argv = []
-    hints = typing.get_type_hints(RunConfig)
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(cfg, f.name)
-        if value == f.default:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if hints[f.name] is bool:
-            argv.append(flag if value else "--no-" + flag[2:])  # argparse.BooleanOptionalAction
-        elif isinstance(value, (tuple, list)):
-            argv += [flag, *map(str, value)] if value else [flag, "none"]
-        elif value is None:
-            argv += [flag, "none"]
-        else:
-            argv += [flag, str(value)]
-    return argv
+    import dataclasses
 
-
-def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
-    """Train one run (resuming automatically) and return its summary (:func:`run_summary`).
-
-    With ``accelerate_config`` (e.g. ``deepspeed_zero3.yaml``) the run goes through ``accelerate launch``
-    on every visible GPU, its output streamed here; otherwise it runs in this kernel.
-    """
-    from chartrl_colab.storage import with_output_root
-
-    cfg = with_output_root(cfg)
-    if not accelerate_config:
-        from chartrl_colab.train import train
-
-        trainer = train(cfg)
-        return run_summary(cfg.run_dir, trainer.state.log_history)
-    cmd = accelerate_command(cfg, accelerate_config)
-    echo("$ " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        echo(line, end="")
-        lines = (lines + [line])[-20:]
-    if proc.wait() != 0:
-        raise RuntimeError(f"accelerate launch exited with {proc.returncode}; last output:\n{''.join(lines)}")
-    return run_summary(cfg.run_dir)
-
-
-def accelerate_command(cfg: RunConfig, accelerate_config: str, num_processes: int | None = None) -> list[str]:
-    """``accelerate launch --config_file FILE --num_processes N -m chartrl_colab.train <flags of cfg>``.
-
-    ``num_processes`` defaults to the visible GPU count (the config file's own value otherwise).
-    """
-    if num_processes is None:
-        import torch
-
-        num_processes = torch.cuda.device_count() or None
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
-    if num_processes:
-        cmd += ["--num_processes", str(num_processes)]
-    return cmd + ["-m", "chartrl_colab.train", *config_to_argv(cfg)]
-
-
-def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> dict:
-    """Where a run's files are and its last logged numbers.
-
-    ``log_history`` defaults to the newest complete checkpoint's ``trainer_state.json``.
-    """
-    from chartrl_colab.storage import TRAINER_STATE, latest_checkpoint
-
-    run_dir = Path(run_dir)
-    ckpt = latest_checkpoint(run_dir)
-    state = ckpt / TRAINER_STATE if ckpt else None
-    if log_history is None:
-        log_history = json.loads(state.read_text()).get("log_history", []) if state else []
-    steps = [entry for entry in log_history if "loss" in entry]
-    last = steps[-1] if steps else {}
-    return {
-        "run_name": run_dir.name,
-        "run_dir": str(run_dir),
-        "checkpoint": str(ckpt) if ckpt else None,
-        "trainer_state": str(state) if state else None,
-        "global_step": int(last.get("step", 0)),
-        "logged_steps": len(steps),
-        "final": {k: last[k] for k in KEY_METRICS if k in last},
-        "totals": {k: sum(e.get(k, 0) for e in steps) for k in ("mode/num_positive", "mode/num_negative")},
-    }
-
-
-def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
-    """``run_dirs`` if any are given, else the run directories under ``output_root`` (by name).
-
-    A run directory holds checkpoints or ``logs/``; when there is none: ConfigError if ``required``, else [].
-    """
-    from chartrl_colab.errors import ConfigError
-    from chartrl_colab.storage import list_checkpoints
-
-    if run_dirs:
-        return [Path(p) for p in run_dirs]
-    root = Path(output_root)
-    found = sorted(p for p in root.iterdir() if p.is_dir() and (list_checkpoints(p) or (p / "logs").is_dir())) \
-        if root.is_dir() else []
-    if not found and required:
-        raise ConfigError(f"no run directories under output_root={str(root)!r}; train one first (02_train) or "
-                          "list them in run_dirs")
-    return found
-
-
-def run_label(path: str | Path) -> str:
-    """A short label for a run directory or checkpoint folder.
-
-    >>> run_label("runs/nsr-tiny-synthetic-8-1"), run_label("runs/nsr-tiny-synthetic-8-1/checkpoint-4")
-    ('nsr-tiny-synthetic-8-1', 'nsr-tiny-synthetic-8-1@4')
-    """
-    from chartrl_colab.storage import checkpoint_step
-
-    path = Path(path)
-    step = checkpoint_step(path)
-    return path.name if step is None else f"{path.parent.name}@{step}"
-
-
-def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_dir: str | Path = "eval", ks=(),
-                  **generate_settings) -> dict:
-    """Sample every checkpoint (and the base model) on the same questions, then compare their pass@k.
-
-    ``generate_settings`` are :class:`chartrl_colab.generate.GenerateConfig` fields shared by all (data
-    set, split, subset size, samples per question, temperature, ...). Each sample file goes to
-    ``output_dir/<label>.jsonl`` (rerunning resumes it); the curves, bars and tables to ``output_dir``.
-    """
-    from chartrl_colab.errors import ConfigError
-    from chartrl_colab.evaluate import evaluate
-    from chartrl_colab.generate import GenerateConfig, generate_samples
-
-    checkpoints = [str(c) for c in checkpoints]
-    labels = list(labels) or [run_label(c) for c in checkpoints]
-    if len(labels) != len(checkpoints):
-        raise ConfigError(f"labels has {len(labels)} name(s) for {len(checkpoints)} checkpoint(s); give one per checkpoint")
-    sources = ([("Base", "")] if include_base else []) + list(zip(labels, checkpoints))
-    if not sources:
-        raise ConfigError("nothing to evaluate: give checkpoints, or include_base=True")
-    out = Path(output_dir)
-    files = {}
-    for i, (label, ckpt) in enumerate(sources, 1):
-        print(f"\n[{i}/{len(sources)}] {label}: {ckpt or 'base model ' + generate_settings.get('vlm_name', '')}")
-        cfg = GenerateConfig(checkpoint=ckpt, output=str(out / f"{_safe(label)}.jsonl"), **generate_settings)
-        files[label] = generate_samples(cfg)
-    report = evaluate(list(files.values()), labels=list(files), ks=list(ks) or None, output_dir=out)
-    models = report.metrics["models"]
-    return {"samples": files, "figures": report.figures, "table_md": report.table_md, "table_csv": report.table_csv,
-            "metrics_json": report.metrics_json,
-            "pass_at_1": {label: m["pass_at_1"]["mean"] for label, m in models.items()},
-            "pass_at_n": {label: m["pass_at_n"]["mean"] for label, m in models.items()},
-            "n": {label: m["n"] for label, m in models.items()}, "notes": report.metrics.get("notes", [])}
-
-
-def _safe(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.@" else "_" for ch in label)
+    names = [f.name for f in dataclasses.fields(config_class) if f.name not in exclude]
+    return {name: namespace[name] for name in names if name in namespace}
 
 
 # ------------------------------------------------------------------------------------------ display, results
@@ -199,24 +46,6 @@ def show_figures(paths, width: int = 720) -> None:
         return
     for p in paths:
         display(Image(filename=str(p), width=width))
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj))
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # JSON has no NaN
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 def under(root: str | Path, path: str | Path) -> Path:
@@ -240,6 +69,6 @@ def write_results(path: str | Path, results: dict, echo=print) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(results), indent=2, ensure_ascii=False) + "\n")
+    path.write_text(json.dumps(jsonable(results), indent=2, ensure_ascii=False) + "\n")
     echo(f"Results written to {path.absolute()}")
     return path

@@ -21,11 +21,11 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
     """Train every mode with the same settings, then compare them; returns paths and key numbers.
 
     ``params`` are RunConfig fields shared by the runs (``mode`` is set per run). The result holds
-    ``runs`` (mode -> :func:`chartrl_colab.notebook.run_summary`), ``figures``, ``summary_txt``,
+    ``runs`` (mode -> :func:`chartrl_colab.runs.run_summary`), ``figures``, ``summary_txt``,
     ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks`` and ``errors``.
     """
     from chartrl_colab.monitor import monitor
-    from chartrl_colab.notebook import train_run
+    from chartrl_colab.runs import train_run
 
     if not modes:
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -123,19 +123,15 @@ def checkpoint_step(path: str | Path) -> int | None:
 
 
 def _safetensors_ok(path: Path) -> str | None:
-    """None when the file's header parses and its size matches the header; else why not."""
+    """None when safetensors itself can open the file (its header parses and covers exactly the file's
+    bytes, so a truncated or padded file is refused); else why not."""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n <= 0 or 8 + n > size:
-                return f"{path.name}: header runs past the end of the file"
-            header = json.loads(f.read(n))
-    except (OSError, struct.error, ValueError) as e:
-        return f"{path.name}: {e}"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        return f"{path.name}: {size} bytes, header says {8 + n + end} (truncated)"
+        with safe_open(str(path), framework="numpy") as f:
+            f.keys()
+    except (OSError, SafetensorError) as e:
+        return f"{path.name} is truncated or damaged ({e})"
     return None
 
 
@@ -194,11 +190,6 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
     return sorted(found, key=checkpoint_step)
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The complete checkpoints of a run directory, oldest first."""
-    return [p for p in list_checkpoints(run_dir) if checkpoint_problem(p) is None]
 
 
 def latest_checkpoint(run_dir: str | Path, warn=None) -> Path | None:
@@ -355,12 +346,13 @@ def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copy
 _LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "wandb")
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries a run depends on (None: not installed)."""
+def library_versions(names=_LIBRARIES) -> dict[str, str | None]:
+    """Python's version and the installed versions of ``names`` (None: not installed); by default the
+    libraries a run depends on, as ``run.json`` records them."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for name in _LIBRARIES:
+    for name in names:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -378,6 +370,39 @@ def git_commit(path: str | Path = Path(__file__).parent) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def safe_name(label: str) -> str:
+    """A label as a file or folder name.
+
+    >>> safe_name("W-REINFORCE λ=0.1"), safe_name("runs/psr@4"), safe_name("///")
+    ('W-REINFORCE_0.1', 'runs_psr@4', 'run')
+    """
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", label).strip("_") or "run"
+
+
+def jsonable(obj):
+    """``obj`` ready for ``json.dumps``: non-finite floats as None (JSON has no NaN), numpy/torch scalars as
+    numbers, paths and other objects as strings, dataclasses as dicts.
+
+    >>> jsonable({"x": float("nan"), "p": Path("runs"), "t": (1, 2)})
+    {'x': None, 'p': 'runs', 't': [1, 2]}
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
 
 
 def _now() -> str:

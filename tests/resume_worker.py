@@ -16,7 +16,6 @@ from transformers import Trainer
 from chartrl_colab.train import main
 
 
-
 def _kill():
     sys.stdout.flush()
     os.kill(os.getpid(), signal.SIGKILL)

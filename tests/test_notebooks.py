@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chartrl_colab import environment, notebook
+from chartrl_colab import environment, runs
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_accelerate_command_rebuilds_the_config():
     cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_lora=False,
                     disable_gradient_checkpointing=True, rewards=("format", "accuracy"), report_to=("none",),
                     output_root="somewhere", max_steps=7)
-    cmd = notebook.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
+    cmd = runs.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
     assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "deepspeed_zero3.yaml",
                        "--num_processes"]
     flags = cmd[cmd.index("chartrl_colab.train") + 1:]
@@ -167,11 +167,11 @@ def test_find_runs(tmp_path):
     (tmp_path / "b-run" / "checkpoint-2").mkdir(parents=True)
     (tmp_path / "a-run" / "logs").mkdir(parents=True)
     (tmp_path / "plots").mkdir()
-    assert notebook.find_runs(tmp_path) == [tmp_path / "a-run", tmp_path / "b-run"]
-    assert notebook.find_runs(tmp_path, ["x"]) == [Path("x")]
-    assert notebook.find_runs(tmp_path / "empty", required=False) == []
+    assert runs.find_runs(tmp_path) == [tmp_path / "a-run", tmp_path / "b-run"]
+    assert runs.find_runs(tmp_path, ["x"]) == [Path("x")]
+    assert runs.find_runs(tmp_path / "empty", required=False) == []
     with pytest.raises(ConfigError, match="no run directories"):
-        notebook.find_runs(tmp_path / "empty")
+        runs.find_runs(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------------------------- headless runs
