@@ -23,9 +23,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
-    from transformers import PreTrainedModel, ProcessorMixin
-
 __all__ = [
     "DEFAULT_CACHE_ROOT",
     "QWEN_SPECIAL_TOKENS",
@@ -43,6 +40,9 @@ __all__ = [
     "set_token_ids",
     "special_ids",
 ]
+
+if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
+    from transformers import PreTrainedModel, ProcessorMixin
 
 # Bump when anything that shapes the tiny model or its tokenizer changes, so old caches are not reused.
 TINY_VERSION = "v1"
