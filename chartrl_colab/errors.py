@@ -35,3 +35,15 @@ def at_least(name: str, value, low, hint: str = "") -> None:
     """
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < low:
         raise ConfigError(f"{name}={value!r} is not valid; it must be a number >= {low}{hint}")
+
+
+def check_split(dataset: str, split, valid) -> None:
+    """Raise unless ``split`` is one of the ``valid`` splits of ``dataset``.
+
+    >>> check_split("evochart", "test", ("test",))
+    >>> check_split("evochart", "train", ("test",))
+    Traceback (most recent call last):
+    chartrl_colab.errors.ConfigError: unknown split 'train' for evochart; valid splits: test
+    """
+    if split not in valid:
+        raise ConfigError(f"unknown split {split!r} for {dataset}; valid splits: {', '.join(valid)}")

@@ -3,11 +3,12 @@
     python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
         --k 1 2 4 8 16 32 64 --output-dir eval
 
-For each file: the unbiased pass@k of every question (``chartrl_colab.passk``), its mean over questions
-and a percentile-bootstrap interval. The files must hold the same questions (ids; the order may differ);
-the first mismatch is an error. Their ``n`` may differ: each curve runs to its own n, a table cell with
-k > n is left empty, and the difference is reported. Every file is bootstrapped with the same seed over
-the same question order, so the intervals of two models come from the same resampled question sets.
+The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every
+question (``chartrl_colab.passk``), its mean over questions and a percentile-bootstrap interval. The files
+must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
+differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
+reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
+two models come from the same resampled question sets.
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
@@ -28,6 +29,7 @@ import numpy as np
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.passk import pass_at_k_curve, summarize
+from chartrl_colab.samples import read_rows
 
 CONFIDENCE = 0.95
 
@@ -56,8 +58,6 @@ class EvalReport:
 
 def load_samples(path: str | Path, label: str | None = None) -> SampleFile:
     """Read a samples JSONL file; ConfigError for a missing, empty or malformed one."""
-    from chartrl_colab.generate import read_rows
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"samples file {str(path)!r} does not exist; make one with python -m chartrl_colab.generate")

@@ -13,18 +13,11 @@ with the row's image, the processor's chat template with a generation prompt, le
 with TRL's generation settings (top-p 1, no top-k, image token suppressed, cut after the first EOS). The
 completions are scored by the training reward functions, called with the arguments TRL passes them.
 
-The output is JSONL, one row per question::
-
-    {"id", "question", "answer", "chart_type", "table", "reasoning",
-     "completions": [n strings], "num_tokens": [n], "truncated": [n bools],
-     "rewards": {reward name: [n floats or null]}, "correct": [n bools], "n", "num_correct",
-     "generation": {model, checkpoint, dataset, seed, temperature, ... the settings that made the row}}
-
-A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is
-not correct). Rows are appended and flushed question by question: rerunning the same command after an
-interruption skips the questions already in the file (a torn last line is dropped) and refuses to mix
-rows made with other settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a
-resumed file holds the same samples as an uninterrupted one on the same machine.
+The output is a samples file, one JSONL row per question (format: ``chartrl_colab.samples``). Rows are
+appended and flushed question by question: rerunning the same command after an interruption skips the
+questions already in the file (a torn last line is dropped) and refuses to mix rows made with other
+settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a resumed file holds
+the same samples as an uninterrupted one on the same machine.
 
 vLLM is used when it is installed, a GPU is there and ``--backend`` is ``auto`` or ``vllm``.
 """
@@ -36,7 +29,6 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import re
 import sys
 import tempfile
@@ -45,12 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chartrl_colab.cli import parser_for, run_cli
-from chartrl_colab.config import DATASET_NAMES, INITS, MODEL_NAMES, REWARD_NAMES, RunConfig, check_rewards, check_whole_numbers
+from chartrl_colab.config import (
+    DATASET_NAMES,
+    INITS,
+    MODEL_NAMES,
+    REWARD_NAMES,
+    RunConfig,
+    check_rewards,
+    check_whole_numbers,
+)
 from chartrl_colab.errors import ConfigError, at_least, one_of
+from chartrl_colab.samples import append_row, check_resume, make_row, read_rows, sync
 
 BACKENDS = ("auto", "transformers", "vllm")
-# Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
-_NOT_COMPARED_ON_RESUME = ("backend",)
 _TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
@@ -385,42 +384,7 @@ def score(reward_names, prompt: list[dict], completions: list, completion_ids: l
     return rewards, correct
 
 
-# ------------------------------------------------------------------------------------------ the file
-def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
-    """The rows of a samples file. A torn last line (an interrupted write) is skipped (``warn``, e.g. ``print``,
-    is told), and cut off the file when ``repair``; any other unreadable line is a ConfigError naming it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows, good_end, offset = [], 0, 0
-    with path.open("rb") as f:
-        lines = f.readlines()
-    for number, line in enumerate(lines, start=1):
-        offset += len(line)
-        if not line.strip():
-            good_end = offset
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict) or "id" not in row:
-                raise ValueError("not a row with an id")
-        except ValueError as err:
-            if number == len(lines):  # the last line: a write cut short
-                if warn is not None:
-                    warn(f"warning: {path}: ignoring the unfinished last line {number} (an interrupted generation)")
-                if repair:
-                    with path.open("r+b") as f:
-                        f.truncate(good_end)
-                break
-            raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
-        if not line.endswith(b"\n") and repair:  # whole JSON but no newline: finish the line before appending
-            with path.open("ab") as f:
-                f.write(b"\n")
-        rows.append(row)
-        good_end = offset
-    return rows
-
-
+# ------------------------------------------------------------------------------------- the run
 def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
     """What made a row; rows of one file must agree on all of it but the backend."""
     return {
@@ -440,17 +404,6 @@ def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
         "reward_threshold": cfg.reward_threshold,
         "backend": backend,
     }
-
-
-def _check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
-    for row in rows:
-        have = row.get("generation") or {}
-        for key, value in wanted.items():
-            if key not in _NOT_COMPARED_ON_RESUME and have.get(key) != value:
-                raise ConfigError(
-                    f"{path} holds samples made with {key}={have.get(key)!r}, not {value!r} (question {row['id']}); "
-                    "pass another --output, or delete the file to start over"
-                )
 
 
 def generate_samples(cfg: GenerateConfig) -> Path:
@@ -474,7 +427,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
                               data_dir=cfg.data_dir)
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = read_rows(output, repair=True)
-    _check_resume(output, existing, wanted)
+    check_resume(output, existing, wanted)
     done = {row["id"] for row in existing}
     ids = data["id"]
     todo = [i for i, qid in enumerate(ids) if qid not in done]
@@ -511,40 +464,17 @@ def generate_samples(cfg: GenerateConfig) -> Path:
                 completions = decode(processor, completion_ids)
                 rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
                                          cfg.reward_threshold)
-                record = {
-                    "id": row["id"],
-                    "question": _question(row["prompt"]),
-                    "answer": row.get("answer"),
-                    "chart_type": row.get("chart_type"),
-                    "table": row.get("table"),
-                    "reasoning": row.get("reasoning"),
-                    "completions": [completion_text(c) for c in completions],
-                    "num_tokens": [len(ids) for ids in completion_ids],
-                    "truncated": [not ids or ids[-1] not in sampler.eos_token_ids for ids in completion_ids],
-                    "rewards": rewards,
-                    "correct": correct,
-                    "n": len(correct),
-                    "num_correct": int(sum(correct)),
-                    "generation": wanted,
-                }
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                record = make_row(row, [completion_text(c) for c in completions], completion_ids,
+                                  sampler.eos_token_ids, rewards, correct, wanted)
+                append_row(f, record)
                 solved += record["num_correct"]
                 sampled += record["n"]
-            f.flush()
-            os.fsync(f.fileno())  # a dead runtime loses at most the group in flight
+            sync(f)  # a dead runtime loses at most the group in flight
             bar.update(len(rows))
             bar.set_postfix(correct=f"{solved / sampled:.3f}")
     bar.close()
     print(f"✓ {output}: {len(ids)} questions x {n} samples")
     return output
-
-
-def _question(prompt: list[dict]) -> str:
-    users = [m["content"] for m in prompt if m.get("role") == "user"]
-    content = users[-1] if users else ""
-    if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content
 
 
 def main(argv: list[str] | None = None) -> int:

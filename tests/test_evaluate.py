@@ -19,7 +19,7 @@ KS = [1, 2, 4, 8, 16]
 
 
 def write_samples(path, ids, n, p, seed):
-    """A samples file in generate's schema whose question q has correct samples with chance p[q]."""
+    """A samples file (chartrl_colab.samples) whose question q has correct samples with chance p[q]."""
     rng = np.random.default_rng(seed)
     with path.open("w") as f:
         for qid, pq in zip(ids, p):

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from chartrl_colab import generate as gen
-from chartrl_colab.errors import ConfigError
 from chartrl_colab.data import load_chart_dataset
-from chartrl_colab.generate import GenerateConfig, TransformersSampler, generate_samples, read_rows
+from chartrl_colab.errors import ConfigError
+from chartrl_colab.generate import GenerateConfig, TransformersSampler, generate_samples
 from chartrl_colab.rewards import get_reward_funcs
+from chartrl_colab.samples import read_rows
 
 SEED = 7
 QUESTIONS = 4

@@ -1,0 +1,116 @@
+"""The samples file: one JSONL row per question, written by ``chartrl_colab.generate`` and read by
+``chartrl_colab.evaluate``.
+
+A row::
+
+    {"id", "question", "answer", "chart_type", "table", "reasoning",
+     "completions": [n strings], "num_tokens": [n], "truncated": [n bools],
+     "rewards": {reward name: [n floats or null]}, "correct": [n bools], "n", "num_correct",
+     "generation": {model, checkpoint, dataset, seed, temperature, ... the settings that made the row}}
+
+A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is
+not correct); a sample is truncated when it does not end with an EOS token (cut by the length limit).
+Rows are appended and synced as they are made, so an interrupted run leaves whole rows and at most a
+torn last line: reading skips that line, and reading to resume cuts it off. The rows of one file must
+agree on all their ``generation`` settings but the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from chartrl_colab.errors import ConfigError
+
+__all__ = ["append_row", "check_resume", "make_row", "read_rows", "sync"]
+
+# Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
+_NOT_COMPARED_ON_RESUME = ("backend",)
+
+
+def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
+    """The rows of a samples file. A torn last line (an interrupted write) is skipped (``warn``, e.g. ``print``,
+    is told), and cut off the file when ``repair``; any other unreadable line is a ConfigError naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows, good_end, offset = [], 0, 0
+    with path.open("rb") as f:
+        lines = f.readlines()
+    for number, line in enumerate(lines, start=1):
+        offset += len(line)
+        if not line.strip():
+            good_end = offset
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "id" not in row:
+                raise ValueError("not a row with an id")
+        except ValueError as err:
+            if number == len(lines):  # the last line: a write cut short
+                if warn is not None:
+                    warn(f"warning: {path}: ignoring the unfinished last line {number} (an interrupted generation)")
+                if repair:
+                    with path.open("r+b") as f:
+                        f.truncate(good_end)
+                break
+            raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
+        if not line.endswith(b"\n") and repair:  # whole JSON but no newline: finish the line before appending
+            with path.open("ab") as f:
+                f.write(b"\n")
+        rows.append(row)
+        good_end = offset
+    return rows
+
+
+def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
+    """ConfigError unless every row of ``path`` was made with the ``wanted`` generation settings."""
+    for row in rows:
+        have = row.get("generation") or {}
+        for key, value in wanted.items():
+            if key not in _NOT_COMPARED_ON_RESUME and have.get(key) != value:
+                raise ConfigError(
+                    f"{path} holds samples made with {key}={have.get(key)!r}, not {value!r} (question {row['id']}); "
+                    "pass another --output, or delete the file to start over"
+                )
+
+
+def make_row(row: dict, completions: list[str], completion_ids: list[list[int]], eos_token_ids,
+             rewards: dict[str, list], correct: list[bool], generation: dict) -> dict:
+    """The samples row of one data-set ``row``: its gold fields, the completions and their scores."""
+    return {
+        "id": row["id"],
+        "question": _question(row["prompt"]),
+        "answer": row.get("answer"),
+        "chart_type": row.get("chart_type"),
+        "table": row.get("table"),
+        "reasoning": row.get("reasoning"),
+        "completions": completions,
+        "num_tokens": [len(ids) for ids in completion_ids],
+        "truncated": [not ids or ids[-1] not in eos_token_ids for ids in completion_ids],
+        "rewards": rewards,
+        "correct": correct,
+        "n": len(correct),
+        "num_correct": int(sum(correct)),
+        "generation": generation,
+    }
+
+
+def _question(prompt: list[dict]) -> str:
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    content = users[-1] if users else ""
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content
+
+
+def append_row(f, row: dict) -> None:
+    """Write one row to ``f``, a samples file open for appending."""
+    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def sync(f) -> None:
+    """Make the rows written so far durable: a dead runtime loses at most the rows written since."""
+    f.flush()
+    os.fsync(f.fileno())

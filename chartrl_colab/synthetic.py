@@ -1,0 +1,262 @@
+"""The synthetic chart generator: chart specs, their questions and gold answers, and the rendered images.
+
+``synthetic_examples(n, seed, split)`` draws bar, line and pie charts from small vocabularies, each with
+one question answerable from the drawn values (``QUESTION_KINDS``: lookup, max, min, difference, total,
+count), its gold answer, data table and rationale; ``render_chart`` draws a spec as an ``IMAGE_SIZE``
+square RGB image with matplotlib.  Needs no files; deterministic per seed.  A chart's split is a hash of
+its data, so train and test never share a chart, whatever the seeds.
+
+``chartrl_colab.data`` turns these specs into rows of the common data-set schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import numpy as np
+import PIL.Image
+
+from chartrl_colab.errors import check_split
+
+__all__ = [
+    "SPLITS",
+    "QUESTION_KINDS",
+    "CHART_TYPES",
+    "IMAGE_SIZE",
+    "make_synthetic_example",
+    "synthetic_examples",
+    "render_chart",
+    "answer_question",
+]
+
+SPLITS = ("train", "test")
+IMAGE_SIZE = 224
+_DPI = 100
+CHART_TYPES = ("bar", "line", "pie")
+QUESTION_KINDS = ("value", "max", "min", "diff", "sum", "count")
+
+# (category column name, value column name, labels).  Short labels keep tick
+# text legible at 224 px.
+_CATEGORICAL_VOCABS = (
+    ("Fruit", "Sales", ("Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums", "Kiwis", "Lemons")),
+    ("Country", "Visitors", ("France", "Germany", "Italy", "Spain", "Japan", "Brazil", "Canada", "India", "Mexico", "Peru")),
+    ("Product", "Units", ("Laptops", "Phones", "Tablets", "Cameras", "Monitors", "Speakers", "Printers", "Watches")),
+    ("Sport", "Players", ("Soccer", "Tennis", "Golf", "Hockey", "Rugby", "Cricket", "Boxing", "Rowing")),
+)
+# Ordered vocabularies for line charts, which read as a trend over time.
+_ORDERED_VOCABS = (
+    ("Month", "Revenue", ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")),
+    ("Year", "Orders", tuple(str(y) for y in range(2012, 2025))),
+)
+_PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C")
+_SERIES_NOUN = {"bar": "The bars show", "line": "The line points show", "pie": "The pie slices show"}
+# One chart in this many goes to the test split; see _split_of.
+_TEST_BUCKETS = 5
+
+
+def answer_question(labels, values, kind: str, args=()) -> str:
+    """Gold answer of a synthetic question, computed from the chart's data only.
+
+    ``kind`` is one of ``QUESTION_KINDS``; ``args`` holds the labels the question
+    names (one for ``value``, two for ``diff``, none otherwise).
+    """
+    labels = [str(x) for x in labels]
+    values = [int(v) for v in values]
+    if len(labels) != len(values) or not labels:
+        raise ValueError(f"need as many values as labels (got {len(labels)} labels, {len(values)} values)")
+    args = list(args or ())
+    if kind == "value":
+        return str(values[labels.index(args[0])])
+    if kind == "max":
+        return labels[values.index(max(values))]
+    if kind == "min":
+        return labels[values.index(min(values))]
+    if kind == "diff":
+        return str(abs(values[labels.index(args[0])] - values[labels.index(args[1])]))
+    if kind == "sum":
+        return str(sum(values))
+    if kind == "count":
+        return str(len(labels))
+    raise ValueError(f"unknown question kind {kind!r}; valid kinds: {', '.join(QUESTION_KINDS)}")
+
+
+def _question_text(kind: str, args, category: str) -> str:
+    if kind == "value":
+        return f"What is the value of {args[0]}?"
+    if kind == "max":
+        return f"Which {category.lower()} has the highest value?"
+    if kind == "min":
+        return f"Which {category.lower()} has the lowest value?"
+    if kind == "diff":
+        return f"What is the difference between {args[0]} and {args[1]}?"
+    if kind == "sum":
+        return "What is the total of all values?"
+    return "How many categories are shown?"
+
+
+def _rationale(chart_type: str, labels, values, kind: str, args, answer: str) -> str:
+    pairs = ", ".join(f"{lab}={val}" for lab, val in zip(labels, values))
+    lookup = dict(zip(labels, values))
+    if kind == "value":
+        tail = f"so the value of {args[0]} is {answer}."
+    elif kind == "max":
+        tail = f"so the highest is {answer}."
+    elif kind == "min":
+        tail = f"so the lowest is {answer}."
+    elif kind == "diff":
+        hi, lo = sorted((lookup[args[0]], lookup[args[1]]), reverse=True)
+        tail = f"so the difference between {args[0]} and {args[1]} is {hi} - {lo} = {answer}."
+    elif kind == "sum":
+        tail = f"so the total is {' + '.join(str(v) for v in values)} = {answer}."
+    else:
+        tail = f"so there are {answer} categories."
+    return f"{_SERIES_NOUN[chart_type]} {pairs}, {tail}"
+
+
+def make_synthetic_example(rng: random.Random) -> dict:
+    """Draw one chart spec and question from ``rng`` (a ``random.Random``).
+
+    Returns a dict with ``chart_type``, ``title``, ``category``, ``value_name``,
+    ``labels``, ``values``, ``colors``, ``kind``, ``args``, ``question``,
+    ``answer``, ``table`` (JSON string of exactly the drawn data) and
+    ``reasoning``.  Values are distinct integers so max/min are unambiguous.
+    """
+    chart_type = rng.choice(CHART_TYPES)
+    if chart_type == "line":
+        category, value_name, vocab = rng.choice(_ORDERED_VOCABS)
+        n = rng.randint(4, 7)
+        start = rng.randint(0, len(vocab) - n)
+        labels = list(vocab[start : start + n])  # consecutive, so the x axis reads in order
+        values = rng.sample(range(5, 100), n)
+    else:
+        category, value_name, vocab = rng.choice(_CATEGORICAL_VOCABS)
+        n = rng.randint(3, 5) if chart_type == "pie" else rng.randint(3, 6)
+        labels = rng.sample(vocab, n)
+        values = rng.sample(range(8, 60) if chart_type == "pie" else range(1, 100), n)  # pie: no sliver too thin to label
+    colors = rng.sample(_PALETTE, n) if chart_type == "pie" else [rng.choice(_PALETTE)] * n
+
+    kind = rng.choice(QUESTION_KINDS)
+    if kind == "value":
+        args = [rng.choice(labels)]
+    elif kind == "diff":
+        args = rng.sample(labels, 2)
+    else:
+        args = []
+    answer = answer_question(labels, values, kind, args)
+    table = json.dumps({"columns": [category, value_name], "rows": [[lab, val] for lab, val in zip(labels, values)]})
+    return {
+        "chart_type": chart_type,
+        "title": f"{value_name} by {category.lower()}",
+        "category": category,
+        "value_name": value_name,
+        "labels": labels,
+        "values": values,
+        "colors": colors,
+        "kind": kind,
+        "args": args,
+        "question": _question_text(kind, args, category),
+        "answer": answer,
+        "table": table,
+        "reasoning": _rationale(chart_type, labels, values, kind, args, answer),
+    }
+
+
+def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
+    """Render a chart spec (from ``make_synthetic_example``) to a ``size``x``size`` RGB image.
+
+    Uses ``Figure`` + ``FigureCanvasAgg`` directly instead of pyplot, so no
+    global backend is switched and an interactive session is left alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    labels, values = chart["labels"], chart["values"]
+    colors = chart.get("colors") or [_PALETTE[0]] * len(labels)
+    fig = Figure(figsize=(size / _DPI, size / _DPI), dpi=_DPI, facecolor="white")
+    canvas = FigureCanvasAgg(fig)
+    kind = chart["chart_type"]
+    if kind == "pie":
+        ax = fig.add_axes((0.2, 0.06, 0.6, 0.74))  # margin for the names outside the slices
+        # Value inside each slice, name outside: both readable from the image.
+        ax.pie(
+            values,
+            labels=labels,
+            colors=colors,
+            startangle=90,
+            counterclock=False,
+            labeldistance=1.12,
+            autopct=_pie_value_formatter(values),
+            pctdistance=0.65,
+            textprops={"fontsize": 6},
+            wedgeprops={"linewidth": 0.6, "edgecolor": "white"},
+        )
+        ax.set_aspect("equal")
+    else:
+        ax = fig.add_axes((0.14, 0.2, 0.82, 0.66))
+        x = np.arange(len(labels))
+        top = max(values) * 1.18
+        if kind == "bar":
+            bars = ax.bar(x, values, color=colors, width=0.65)
+            ax.bar_label(bars, labels=[str(v) for v in values], fontsize=6, padding=1)
+        elif kind == "line":
+            ax.plot(x, values, color=colors[0], marker="o", markersize=3, linewidth=1.2)
+            for xi, v in zip(x, values):
+                ax.annotate(str(v), (xi, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=6)
+        else:
+            raise ValueError(f"unknown chart type {kind!r}; valid types: {', '.join(CHART_TYPES)}")
+        ax.set_ylim(0, top)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=6, rotation=35, ha="right", rotation_mode="anchor")
+        ax.tick_params(axis="y", labelsize=5.5, length=2)
+        ax.tick_params(axis="x", length=2)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(chart.get("title", ""), fontsize=7.5, y=0.97)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    img = PIL.Image.fromarray(rgba[..., :3].copy(), mode="RGB")
+    if img.size != (size, size):  # float rounding of figsize*dpi; keep the stated size exact
+        img = img.resize((size, size), PIL.Image.BICUBIC)
+    return img
+
+
+def _pie_value_formatter(values):
+    """autopct callback that prints each slice's own value, not its percentage."""
+    # matplotlib calls autopct once per wedge, in order; recomputing from the
+    # percentage would risk rounding errors, so hand out the exact values.
+    it = iter(values)
+    return lambda _pct: str(next(it))
+
+
+def _split_of(chart: dict) -> str:
+    """Deterministic split of a chart from its data alone.
+
+    Hashing the drawn data (not the RNG stream) keeps train and test disjoint
+    for every pair of seeds, not only within one seed.
+    """
+    key = json.dumps([chart["chart_type"], chart["labels"], chart["values"]])
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % _TEST_BUCKETS
+    return "test" if bucket == 0 else "train"
+
+
+def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict]:
+    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order.
+
+    Specs are drawn one after another from one RNG, so the first ``k`` specs do
+    not depend on ``n``.  Charts hashed to the other split, and repeated
+    charts, are rejected.
+    """
+    check_split("synthetic", split, SPLITS)
+    rng = random.Random(f"chartrl-synthetic:{seed}:{split}")  # str seeds hash stably (sha512)
+    specs: list[dict] = []
+    seen: set[str] = set()
+    while len(specs) < n:
+        spec = make_synthetic_example(rng)
+        sig = json.dumps([spec["chart_type"], spec["labels"], spec["values"]])
+        if _split_of(spec) != split or sig in seen:
+            continue
+        seen.add(sig)
+        specs.append(spec)
+    return specs
