@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
+from chartrl_colab.reward_presets import DEFAULT_PRESET, PRESET_NAMES
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
 # One line per mode, for banners and the notebook form.
@@ -51,6 +52,9 @@ class RunConfig:
     lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
     rewards: tuple[str, ...] = _help(f"Reward functions, of {', '.join(REWARD_NAMES)}.", default=REWARD_NAMES)
     verifier: str = _help("The reward that judges correctness.", default="accuracy")
+    reward_preset: str = _help(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': the "
+                               "original Chart-RVR scales, layout and prompt; 'package': bounded rewards).",
+                               default=DEFAULT_PRESET)
 
     # Optimisation (the paper's recipe)
     num_epochs: float = _help("Passes over the training prompts.", default=1.0)
@@ -135,6 +139,7 @@ def validate(cfg: RunConfig) -> None:
     one_of("init", cfg.init, INITS)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
+    one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
     at_least("lambda_psr", cfg.lambda_psr, 0)

@@ -17,12 +17,22 @@
     Gold chart type (``"bar"``, ``"line"``, ``"pie"``, ...) or ``None``.
 ``table``
     Gold data table as a JSON string ``{"columns": [...], "rows": [[...], ...]}``
-    or ``None``.
+    or ``None`` (the source may hold it as JSON text or, as chart-rvr's upload
+    does, a struct ``{columns, rows}`` of strings).
 ``reasoning``
     Gold rationale or ``None``.
 ``id``
     Unique, stable string id: ``"<name>/<split>/<row index in the source>"``
     (synthetic: ``"synthetic/<split>/<seed>/<position>"``).
+``is_clear``
+    EvoChart-QA's flag (``None`` elsewhere): True where its README scores the
+    answer by exact string match rather than 5% tolerance.
+``human_or_machine``
+    ChartQA's origin of the question, ``"human"`` or ``"augmented"`` (``None``
+    elsewhere), so evaluation reports each half and the whole.
+
+The system prompt is the one of the reward preset (``preset``, default
+``chart-rvr``; see ``chartrl_colab.reward_presets``).
 
 Extra keys of the rows reach the reward functions as keyword arguments
 (``answer``, ``chart_type``, ``table``, ``reasoning``); ``None`` marks a field
@@ -35,12 +45,17 @@ Data sets (``DATASETS``):
     with questions answerable from the drawn values (lookup, max, min,
     difference, total, count).  Needs no files; deterministic per seed.
 ``chart-rvr``
-    ``sanchit97/chart-rvr-grpo-train`` (split ``train``).
+    ``sanchit97/chart-rvr-grpo-train`` (split ``train``).  Its upload holds
+    ``cache-*.arrow`` files beside the ``data-*.arrow`` shards, so every
+    question arrives about three times; repeats of (question, answer, image
+    bytes) are dropped, keeping the copy with the most gold fields, and the
+    warning says how many.
 ``chartqa``
     ``HuggingFaceM4/ChartQA`` (splits ``train``, ``val``, ``test``).
 ``evochart``
     EvoChart-QA (split ``test``), local files only: a JSON file (a list of
-    ``{"imgname", "query", "label"}``) beside a ``png/`` folder of images.
+    ``{"imgname", "query", "label"}``, optionally ``is_clear`` and
+    ``chart_type``) beside a ``png/`` folder of images.
 
 Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in
 ``$CHARTRL_DATA_DIR/<name>``.  For ``chart-rvr`` and ``chartqa`` that folder
@@ -48,6 +63,9 @@ holds one of:
 
 - a ``DatasetDict.save_to_disk`` folder (``dataset_dict.json`` + one folder per
   split), or one split saved with ``Dataset.save_to_disk``;
+- a snapshot of a single-split hub repository of Arrow files: root-level
+  ``data-*.arrow`` and ``cache-*.arrow`` (a ``state.json`` or
+  ``dataset_info.json`` beside them is ignored), all read, as on the hub;
 - the hub's files: ``data/<split>-*.parquet`` (also ``<split>-*.parquet``,
   ``<split>/*.parquet``, the parquet-converter's ``default/<split>/*.parquet``;
   ``.arrow``, ``.jsonl`` and ``.json`` files in those layouts work too, image
@@ -77,7 +95,7 @@ import PIL.Image
 from tqdm.auto import tqdm
 
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.rewards import ANSWER_FORMAT
+from chartrl_colab.reward_presets import DEFAULT_PRESET, get_preset
 
 __all__ = [
     "DATASETS",
@@ -108,8 +126,8 @@ HUB_IDS = {
 }
 DATA_DIR_ENV = "CHARTRL_DATA_DIR"
 
-# The format lives beside the rewards that score it: one description, no drift between the two.
-SYSTEM_PROMPT = "You are a vision-language assistant that answers questions about chart images. " + ANSWER_FORMAT
+# Each reward preset carries the system prompt asking for the layout its rewards score: no drift between the two.
+SYSTEM_PROMPT = get_preset(DEFAULT_PRESET).system_prompt
 
 FEATURES = datasets.Features(
     {
@@ -121,6 +139,10 @@ FEATURES = datasets.Features(
         "table": datasets.Value("string"),
         "reasoning": datasets.Value("string"),
         "id": datasets.Value("string"),
+        # EvoChart-QA: True where the answer is scored by exact string match (see chartrl_colab.metrics).
+        "is_clear": datasets.Value("bool"),
+        # ChartQA: "human" or "augmented", so evaluation can report each half and the whole.
+        "human_or_machine": datasets.Value("string"),
     }
 )
 
@@ -131,9 +153,9 @@ _PROGRESS_MIN = 32
 _CHUNK = 1000
 
 
-def make_prompt(question: str) -> list[dict[str, str]]:
-    """The conversational prompt of one row."""
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+def make_prompt(question: str, preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
+    """The conversational prompt of one row, with the system prompt of the reward ``preset``."""
+    return [{"role": "system", "content": get_preset(preset).system_prompt}, {"role": "user", "content": question}]
 
 
 # --------------------------------------------------------------------------
@@ -376,14 +398,14 @@ def _png_bytes(img: PIL.Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _load_synthetic(split: str, subset_size: int | None, seed: int) -> datasets.Dataset:
+def _load_synthetic(split: str, subset_size: int | None, seed: int, preset: str = DEFAULT_PRESET) -> datasets.Dataset:
     n = 100 if subset_size is None else subset_size
     specs = synthetic_examples(n, seed, split)
     rows = []
     for i, spec in enumerate(tqdm(specs, desc=f"rendering synthetic/{split}", disable=n <= _PROGRESS_MIN, leave=False)):
         rows.append(
             {
-                "prompt": make_prompt(spec["question"]),
+                "prompt": make_prompt(spec["question"], preset),
                 "image": {"bytes": _png_bytes(render_chart(spec)), "path": None},
                 "answer": spec["answer"],
                 "chart_type": spec["chart_type"],
@@ -456,6 +478,12 @@ def _load_hub_format(path: Path, name: str, split: str) -> datasets.Dataset:
         return dd[split]
     if path.is_dir() and (path / split / "state.json").exists():  # one split saved alone
         return datasets.load_from_disk(str(path / split))
+    # A snapshot of a hub repository of Arrow shards (chart-rvr's: data-0000X-of-00002.arrow beside cache-*.arrow,
+    # maybe a state.json, no split in the names): read every root-level file as the hub's arrow builder does,
+    # so local and hub loads hold the same rows (duplicates included; chart-rvr's are dropped later).
+    shards = sorted(glob.glob(str(path / "data-*.arrow"))) + sorted(glob.glob(str(path / "cache-*.arrow")))
+    if path.is_dir() and shards and SPLITS[name] == (split,):
+        return datasets.load_dataset("arrow", data_files=shards, split="train")
     if path.is_dir() and (path / "state.json").exists():  # Dataset.save_to_disk: taken as the requested split
         return datasets.load_from_disk(str(path))
     for ext, builder in _BUILDERS.items():
@@ -570,13 +598,18 @@ def _collect(
     subset_size: int | None,
     seed: int,
     base: Path | None,
+    preset: str = DEFAULT_PRESET,
+    source_index: list[int] | None = None,
+    notes: list[str] | None = None,
 ) -> datasets.Dataset:
     """Shared tail of the real loaders: seeded shuffle, mapping, skipping, one warning.
 
     ``get_row(i)`` returns a dict with ``image``, ``query``, ``label`` and
-    optionally ``chart_type``, ``table``, ``reasoning``.  Rows are examined in
-    shuffled order until ``subset_size`` good ones are found, so a small subset
-    decodes only the images it needs.
+    optionally ``chart_type``, ``table``, ``reasoning``, ``is_clear``,
+    ``human_or_machine``.  Rows are examined in shuffled order until
+    ``subset_size`` good ones are found, so a small subset decodes only the
+    images it needs.  ``source_index[i]`` is row i's index in the source (for
+    its id) when rows were dropped before; ``notes`` go into the warning.
     """
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
@@ -608,29 +641,33 @@ def _collect(
         chart_type = _text(raw.get("chart_type"))
         rows.append(
             {
-                "prompt": make_prompt(question),
+                "prompt": make_prompt(question, preset),
                 "image": {"bytes": image, "path": None},
                 "answer": answer,
                 "chart_type": chart_type.lower() if chart_type else None,
                 "table": table,
                 "reasoning": _text(raw.get("reasoning")),
-                "id": f"{name}/{split}/{i}",
+                "id": f"{name}/{split}/{i if source_index is None else source_index[i]}",
+                "is_clear": _flag(raw.get("is_clear")),
+                "human_or_machine": _origin(raw.get("human_or_machine")),
             }
         )
         bar.update(1)
     bar.close()
-    if skipped or bad_tables:
+    if skipped or bad_tables or notes:
         parts = [f"{count} {reason}" for reason, count in sorted(skipped.items())]
         msg = f"skipped {sum(skipped.values())} of {examined} rows in {name}/{split}"
         if parts:
             msg += ": " + ", ".join(parts)
         if bad_tables:
             msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
+        msg = "; ".join([*(notes or []), msg])
         warnings.warn(msg, stacklevel=4)  # point at the caller of load_chart_dataset
     return _to_dataset(rows)
 
 
-def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None) -> datasets.Dataset:
+def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None,
+                   preset: str = DEFAULT_PRESET) -> datasets.Dataset:
     ds, base = _load_hub_dataset(name, split, data_dir)
     if "image" in ds.column_names and isinstance(ds.features.get("image"), datasets.Image):
         # Undecoded, so a corrupt image becomes a skipped row, not a crash mid-iteration.
@@ -638,12 +675,74 @@ def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, da
     missing = {"image", "query", "label"} - set(ds.column_names)
     if missing:
         raise ConfigError(f"{name}: the data lack columns {sorted(missing)} (have {ds.column_names})")
-    wanted = [c for c in ("image", "query", "label", "chart_type", "table", "reasoning") if c in ds.column_names]
+    wanted = [c for c in ("image", "query", "label", *_GOLD_FIELDS, "human_or_machine") if c in ds.column_names]
     ds = ds.select_columns(wanted)
-    return _collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base)
+    if name != "chart-rvr":
+        return _collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base, preset)
+    kept = _deduplicate(ds)
+    dropped = len(ds) - len(kept)
+    notes = [f"dropped {dropped} of {len(ds)} rows of {name}/{split} that repeat a (question, answer, image) "
+             f"(kept the copy with the most of {', '.join(_GOLD_FIELDS)})"] if dropped else []
+    return _collect(name, split, len(kept), lambda i: ds[kept[i]], subset_size, seed, base, preset, kept, notes)
 
 
-def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str | None) -> datasets.Dataset:
+_GOLD_FIELDS = ("reasoning", "chart_type", "table")
+
+
+def _image_key(value: Any) -> str:
+    """Digest of an undecoded image's bytes (its path when it has none)."""
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        return hashlib.sha1(data).hexdigest() if data else f"path:{value.get('path')}"
+    return hashlib.sha1(value).hexdigest() if isinstance(value, (bytes, bytearray)) else f"path:{value}"
+
+
+def _deduplicate(ds: datasets.Dataset) -> list[int]:
+    """Source indices of ``ds`` without repeats of (question, answer, image bytes), in source order.
+
+    chart-rvr's upload carries cache-*.arrow files beside its shards, so the hub's arrow builder yields
+    each question about three times, a third of them without the gold fields: of each group of repeats
+    the row with the most gold fields stays (the first of equals).
+    """
+    best: dict[tuple[str, str, str], tuple[int, int]] = {}  # key -> (gold fields, index)
+    golds = [c for c in _GOLD_FIELDS if c in ds.column_names]
+    for start in range(0, len(ds), _CHUNK):
+        batch = ds[start : start + _CHUNK]
+        for j in range(len(batch["query"])):
+            key = (json.dumps(batch["query"][j], default=str), json.dumps(batch["label"][j], default=str),
+                   _image_key(batch["image"][j]))
+            filled = sum(_filled(batch[c][j]) for c in golds)
+            if key not in best or filled > best[key][0]:
+                best[key] = (filled, start + j)
+    return sorted(index for _, index in best.values())
+
+
+def _filled(value: Any) -> bool:
+    """A gold field holds something: text, or a table struct with columns or rows."""
+    if isinstance(value, dict):
+        return any(value.values())
+    return _text(value) is not None
+
+
+def _flag(value: Any) -> bool | None:
+    """EvoChart's ``is_clear`` as a bool (JSON true/false, or its text), None when absent or unreadable."""
+    if isinstance(value, bool) or value is None:
+        return value
+    text = str(value).strip().lower()
+    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text)
+
+
+def _origin(value: Any) -> str | None:
+    """ChartQA's ``human_or_machine`` as "human" or "augmented" (its ClassLabel: 0 human, 1 machine)."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip().lower()
+    return {"0": "human", "human": "human", "1": "augmented", "machine": "augmented",
+            "augmented": "augmented"}.get(text)
+
+
+def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str | None,
+                   preset: str = DEFAULT_PRESET) -> datasets.Dataset:
     path = _local_dir("evochart", data_dir)
     if path is None:
         raise FileNotFoundError(
@@ -675,12 +774,14 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
             img = str(img)
             # imgname may or may not already include the png/ folder.
             img = str(base / img) if (base / img).is_file() else str(img_dir / img)
-        return {"image": img, "query": rec.get("query"), "label": rec.get("label")}
+        return {"image": img, "query": rec.get("query"), "label": rec.get("label"),
+                "chart_type": rec.get("chart_type"), "is_clear": rec.get("is_clear")}
 
-    return _collect("evochart", split, len(records), get_row, subset_size, seed, base)
+    return _collect("evochart", split, len(records), get_row, subset_size, seed, base, preset)
 
 
 def _to_dataset(rows: list[dict]) -> datasets.Dataset:
+    rows = [{key: row.get(key) for key in FEATURES} for row in rows]  # a field a source lacks is None
     if not rows:
         return datasets.Dataset.from_list([], features=FEATURES)
     parts = [datasets.Dataset.from_list(rows[i : i + _CHUNK], features=FEATURES) for i in range(0, len(rows), _CHUNK)]
@@ -710,8 +811,12 @@ def load_chart_dataset(
     subset_size: int | None = None,
     seed: int = 0,
     data_dir: str | None = None,
+    preset: str = DEFAULT_PRESET,
 ) -> datasets.Dataset:
     """Load a chart QA data set in the schema described in the module docstring.
+
+    ``preset`` (a name of ``chartrl_colab.reward_presets.PRESETS``) picks the system prompt: the layout
+    its rewards score (``package``: the package's own one-line format).
 
     ``subset_size`` keeps the first N rows after a shuffle seeded with ``seed``
     (synthetic: N charts, 100 when None; others: all rows when None).
@@ -720,10 +825,11 @@ def load_chart_dataset(
     """
     name = _check_name(name)
     _check_split(name, split)
+    get_preset(preset)  # a bad name fails before any loading
     if subset_size is not None and (isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1):
         raise ConfigError(f"subset_size must be a positive int or None, got {subset_size!r}")
     if name == "synthetic":
-        return _load_synthetic(split, subset_size, seed)
+        return _load_synthetic(split, subset_size, seed, preset)
     if name == "evochart":
-        return _load_evochart(split, subset_size, seed, data_dir)
-    return _load_hub_rows(name, split, subset_size, seed, data_dir)
+        return _load_evochart(split, subset_size, seed, data_dir, preset)
+    return _load_hub_rows(name, split, subset_size, seed, data_dir, preset)
