@@ -518,6 +518,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
                     "chart_type": row.get("chart_type"),
                     "table": row.get("table"),
                     "reasoning": row.get("reasoning"),
+                    **{k: row[k] for k in ("is_clear", "human_or_machine") if row.get(k) is not None},  # for evaluate
                     "completions": [completion_text(c) for c in completions],
                     "num_tokens": [len(ids) for ids in completion_ids],
                     "truncated": [not ids or ids[-1] not in sampler.eos_token_ids for ids in completion_ids],
