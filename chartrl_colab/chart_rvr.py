@@ -54,7 +54,7 @@ __all__ = [
     "length_reward",
     "reasoning_reward",
     "table_reward",
-    "tags_reward",
+    "tag_count_reward",
 ]
 
 CHART_TYPES = ("line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area", "stacked area", "bubble",
@@ -135,10 +135,10 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     return rewards
 
 
-def tags_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
+def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     """2.0 when each of the eight tags and the joints ``<think>\\n<type>``, ``</type>\\n<table>`` occur once, else 0.0.
 
-    >>> tags_reward([CHART_RVR_EXAMPLE, CHART_RVR_EXAMPLE.replace("</type>\\n", "</type> ")])
+    >>> tag_count_reward([CHART_RVR_EXAMPLE, CHART_RVR_EXAMPLE.replace("</type>\\n", "</type> ")])
     [2.0, 0.0]
     """
     return [
@@ -330,9 +330,10 @@ REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
     "format": format_reward,
     "accuracy": accuracy_reward,
     "length": length_reward,
-    "tags": tags_reward,
+    "tags": tag_count_reward,
     "chart_type": chart_type_reward,
     "table": table_reward,
     "reasoning": reasoning_reward,
 }
-"""The preset's functions under the package's reward names (the same keys as ``rewards.REWARD_FUNCS``)."""
+"""The preset's functions under the package's reward names, and function names (TRL logs
+``rewards/<function name>/mean``, so runs of either preset plot side by side)."""

@@ -55,7 +55,7 @@ def get_reward_funcs(names: Sequence[str], preset: str = DEFAULT_PRESET) -> list
     """The functions of ``preset`` for the reward ``names``, in the given order.
 
     >>> [f.__module__ + "." + f.__name__ for f in get_reward_funcs(["format", "tags"], "chart-rvr")]
-    ['chartrl_colab.chart_rvr.format_reward', 'chartrl_colab.chart_rvr.tags_reward']
+    ['chartrl_colab.chart_rvr.format_reward', 'chartrl_colab.chart_rvr.tag_count_reward']
     """
     funcs = get_preset(preset).funcs
     for name in names:

@@ -41,10 +41,10 @@ def test_format_is_two_for_the_newline_layout_and_zero_otherwise():
 # ------------------------------------------------------------------------------------------------ tags
 def test_tags_are_two_only_when_all_ten_patterns_occur_once():
     # 2 * int(all(len(p.findall(c)) == 1 for p in ten patterns))
-    assert R.tags_reward([GOOD]) == [2.0]
-    assert R.tags_reward([GOOD + "<answer>9</answer>"]) == [0.0]  # <answer> twice
-    assert R.tags_reward([GOOD.replace("<think>\n<type>", "<think><type>")]) == [0.0]  # joint missing
-    assert R.tags_reward([GOOD.replace("<table>", "").replace("</table>", "")]) == [0.0]
+    assert R.tag_count_reward([GOOD]) == [2.0]
+    assert R.tag_count_reward([GOOD + "<answer>9</answer>"]) == [0.0]  # <answer> twice
+    assert R.tag_count_reward([GOOD.replace("<think>\n<type>", "<think><type>")]) == [0.0]  # joint missing
+    assert R.tag_count_reward([GOOD.replace("<table>", "").replace("</table>", "")]) == [0.0]
 
 
 # ------------------------------------------------------------------------------------------------ length
@@ -177,6 +177,8 @@ def test_the_chart_rvr_prompt_is_template_4():
 def test_presets_cover_the_same_reward_names_and_the_run_records_its_preset():
     for preset in PRESETS.values():
         assert tuple(preset.funcs) == REWARD_NAMES
+        # the same function names too: TRL logs rewards/<function name>/mean, and runs are compared by it
+        assert [f.__name__ for f in preset.funcs.values()] == [f.__name__ for f in rewards.REWARD_FUNCS.values()]
     cfg = RunConfig()
     assert cfg.reward_preset == "chart-rvr" and cfg.to_dict()["reward_preset"] == "chart-rvr"  # run.json
     assert [f.__module__ for f in get_reward_funcs(cfg.rewards, cfg.reward_preset)] == ["chartrl_colab.chart_rvr"] * 7
