@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
+from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, resolve_preset
+from chartrl_colab.rewards import REWARD_FUNCS
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
 # One line per mode, for banners and the notebook form.
@@ -26,7 +28,7 @@ MODE_DESCRIPTIONS = {
 }
 MODEL_NAMES = ("tiny", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
 DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
-REWARD_NAMES = ("format", "accuracy", "length", "tags", "chart_type", "table", "reasoning")
+REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
 INITS = ("pretrained", "random")
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 
@@ -51,6 +53,10 @@ class RunConfig:
     lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
     rewards: tuple[str, ...] = _help(f"Reward functions, of {', '.join(REWARD_NAMES)}.", default=REWARD_NAMES)
     verifier: str = _help("The reward that judges correctness.", default="accuracy")
+    reward_preset: str = _help(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': the "
+                               "original Chart-RVR scales, layout and prompt; 'package': bounded rewards, a short "
+                               "prompt), or 'auto': package on the embedded synthetic charts, chart-rvr otherwise.",
+                               default=AUTO)
 
     # Optimisation (the paper's recipe)
     num_epochs: float = _help("Passes over the training prompts.", default=1.0)
@@ -88,6 +94,7 @@ class RunConfig:
                                        default=("tensorboard", "wandb"))
 
     def __post_init__(self) -> None:
+        self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
         self.rewards = tuple(self.rewards)
         self.report_to = tuple(r for r in self.report_to if r != "none")
         validate(self)
@@ -135,6 +142,7 @@ def validate(cfg: RunConfig) -> None:
     one_of("init", cfg.init, INITS)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
+    one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
     at_least("lambda_psr", cfg.lambda_psr, 0)

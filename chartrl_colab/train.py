@@ -50,7 +50,7 @@ def print_banner(cfg: RunConfig) -> None:
     print(f"  Reward threshold: {cfg.reward_threshold} (verifier: {cfg.verifier})")
     if cfg.mode == "w-reinforce":
         print(f"  Lambda PSR: {cfg.lambda_psr}")
-    print(f"  Rewards: {', '.join(cfg.rewards)}")
+    print(f"  Rewards: {', '.join(cfg.rewards)} (preset {cfg.reward_preset})")
     print(f"  Learning rate: {cfg.learning_rate:g} | temperature: {cfg.temperature} | clip: {cfg.epsilon} | "
           f"beta: {cfg.beta} | loss: {cfg.loss_type}")
     print(f"  Run directory: {cfg.run_dir}")
@@ -130,7 +130,7 @@ def train(cfg: RunConfig):
     from chartrl_colab.callbacks import CheckpointMirror
     from chartrl_colab.data import load_chart_dataset
     from chartrl_colab.models import add_lora, load_model_and_processor
-    from chartrl_colab.rewards import get_reward_funcs
+    from chartrl_colab.reward_presets import get_reward_funcs
     from chartrl_colab.trainer import ModeTrainer
 
     cfg = storage.with_output_root(cfg)
@@ -160,8 +160,8 @@ def train(cfg: RunConfig):
 
     # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
-                                 data_dir=cfg.data_dir)
-    reward_funcs = get_reward_funcs(list(cfg.rewards))
+                                 data_dir=cfg.data_dir, preset=cfg.reward_preset)
+    reward_funcs = get_reward_funcs(list(cfg.rewards), cfg.reward_preset)
 
     args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1)
     model, processor = load_model_and_processor(

@@ -15,6 +15,7 @@ import PIL.Image
 import pytest
 
 from chartrl_colab import data as D
+from chartrl_colab.reward_presets import get_preset
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +94,7 @@ def test_evochart_local_rows_and_skips(evochart_dir):
     for r in ds:
         assert r["image"].mode == "RGB" and r["image"].size == (40, 30)
         assert r["chart_type"] is None and r["table"] is None and r["reasoning"] is None
-        assert r["prompt"][0]["content"] == D.SYSTEM_PROMPT
+        assert r["prompt"][0]["content"] == get_preset("chart-rvr").system_prompt  # hub data: the original prompt
     assert np.asarray(got["Q a?"]["image"])[0, 0].tolist() == [200, 30, 30]
     assert len(set(ds["id"])) == 3 and all(i.startswith("evochart/test/") for i in ds["id"])
     msgs = _skip_warnings(rec)
@@ -229,3 +230,107 @@ def test_nonexistent_data_dir_says_where(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         D.load_chart_dataset("chartqa", "test", data_dir=str(missing))
     assert str(missing) in str(err.value) and "parquet" in str(err.value)
+
+
+# ----------------------------------------------------------------- Chart-RVR as uploaded
+
+_RVR_FEATURES = datasets.Features(
+    {
+        "image": datasets.Image(),
+        "query": datasets.Value("string"),
+        "label": datasets.Value("string"),
+        "reasoning": datasets.Value("string"),
+        "chart_type": datasets.Value("string"),
+        "table": {"columns": datasets.List(datasets.Value("string")),
+                  "rows": datasets.List(datasets.List(datasets.Value("string")))},
+    }
+)
+
+
+def _arrow_file(tmp_path, name, rows):
+    """One Arrow shard as datasets writes it (the format of the hub upload's data-* and cache-* files)."""
+    where = tmp_path / f"shard-{name}"
+    datasets.Dataset.from_list(rows, features=_RVR_FEATURES).save_to_disk(str(where))
+    return where / "data-00000-of-00001.arrow", where / "state.json"
+
+
+def _rvr_row(q, label, color, full=True):
+    table = {"columns": ["Year", "Sales"], "rows": [["2019", "5"], ["2020", label]]}
+    return {"image": {"bytes": _image_bytes(color), "path": None}, "query": q, "label": label,
+            "reasoning": f"<step-1>: {q} is read off the chart" if full else None,
+            "chart_type": "Bar" if full else None, "table": table if full else None}
+
+
+@pytest.mark.parametrize("with_state", [True, False])
+def test_chart_rvr_snapshot_with_cache_files_loads_without_repeats(tmp_path, with_state):
+    # The upload: two data shards and a cache file repeating every question, a third of them without gold fields.
+    a = [_rvr_row("Q0?", "8", (10, 0, 0)), _rvr_row("Q1?", "9", (20, 0, 0), full=False)]
+    b = [_rvr_row("Q2?", "7", (30, 0, 0)), _rvr_row("Q2?", "7", (31, 0, 0))]  # same question, other image: kept
+    cache = [_rvr_row("Q0?", "8", (10, 0, 0), full=False), _rvr_row("Q1?", "9", (20, 0, 0)),
+             _rvr_row("Q2?", "7", (30, 0, 0), full=False)]
+    snap = tmp_path / "chart-rvr"
+    snap.mkdir()
+    for name, rows in (("data-00000-of-00002", a), ("data-00001-of-00002", b), ("cache-4f2a9c1e", cache)):
+        shard, state = _arrow_file(tmp_path, name, rows)
+        (snap / f"{name}.arrow").write_bytes(shard.read_bytes())
+    if with_state:  # the snapshot's state.json names files it does not hold; it must not matter
+        (snap / "state.json").write_text(state.read_text())
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = D.load_chart_dataset("chart-rvr", data_dir=str(snap))
+    assert ds.features == D.FEATURES and len(ds) == 4
+    by_image = {tuple(np.asarray(r["image"])[0, 0].tolist()): r for r in ds}
+    assert set(by_image) == {(10, 0, 0), (20, 0, 0), (30, 0, 0), (31, 0, 0)}
+    for r in ds:  # every kept copy is the one with the gold fields, wherever it was
+        assert r["reasoning"].startswith("<step-1>:") and r["chart_type"] == "bar"
+        assert json.loads(r["table"]) == {"columns": ["Year", "Sales"], "rows": [["2019", "5"], ["2020", r["answer"]]]}
+    # ids are positions in the source (data shards first, then cache files): Q1's full copy is cache row 1
+    assert by_image[(20, 0, 0)]["id"] == "chart-rvr/train/5"
+    msgs = [str(w.message) for w in rec if "dropped" in str(w.message)]
+    assert len(msgs) == 1 and "dropped 3 of 7 rows of chart-rvr/train" in msgs[0]
+
+
+def test_chart_rvr_table_struct_and_hub_rows_are_deduplicated(monkeypatch):
+    rows = [_rvr_row("Q0?", "8", (10, 0, 0), full=False), _rvr_row("Q0?", "8", (10, 0, 0))]
+    monkeypatch.setattr(D, "_hub_load", lambda hub_id, split: datasets.Dataset.from_list(rows, features=_RVR_FEATURES))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        ds = D.load_chart_dataset("chart-rvr")
+    assert len(ds) == 1 and ds[0]["id"] == "chart-rvr/train/1" and ds[0]["reasoning"] is not None
+    assert json.loads(ds[0]["table"])["columns"] == ["Year", "Sales"]
+    assert any("dropped 1 of 2 rows" in str(w.message) for w in rec)
+
+
+def test_evochart_keeps_is_clear_and_chart_type(evochart_dir):
+    records = json.loads((evochart_dir / "EvoChart-QA.json").read_text())[:3]
+    records[0].update(is_clear=True, chart_type="Bar")
+    records[1].update(is_clear=False)
+    (evochart_dir / "EvoChart-QA.json").write_text(json.dumps(records))
+    ds = D.load_chart_dataset("evochart", "test", data_dir=str(evochart_dir))
+    got = {r["prompt"][1]["content"]: (r["is_clear"], r["chart_type"]) for r in ds}
+    assert got == {"Q a?": (True, "bar"), "Q b?": (False, None), "Q c?": (None, None)}
+
+
+def test_chartqa_keeps_human_or_machine(chartqa_dir):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = D.load_chart_dataset("chartqa", "test", data_dir=str(chartqa_dir))
+    got = {r["prompt"][1]["content"]: r["human_or_machine"] for r in ds}
+    assert got == {"How many?": "human", "Which one?": "augmented", "What year?": "human"}
+
+
+def test_the_preset_picks_the_system_prompt():
+    from chartrl_colab.reward_presets import PRESETS
+    from chartrl_colab.rewards import ANSWER_FORMAT
+
+    package = D.load_chart_dataset("synthetic", "train", subset_size=2, seed=0, preset="package")
+    # the package preset is the former prompt, word for word
+    former = "You are a vision-language assistant that answers questions about chart images. " + ANSWER_FORMAT
+    assert package[0]["prompt"][0]["content"] == former == PRESETS["package"].system_prompt
+    default = D.load_chart_dataset("synthetic", "train", subset_size=2, seed=0)
+    assert default[0]["prompt"][0]["content"] == former  # auto: the embedded charts keep the short prompt
+    rvr = D.load_chart_dataset("synthetic", "train", subset_size=2, seed=0, preset="chart-rvr")
+    assert rvr[0]["prompt"][0]["content"] == PRESETS["chart-rvr"].system_prompt
+    assert D.make_prompt("Q?", "package")[0]["content"] == former
+    with pytest.raises(D.ConfigError, match="reward_preset='nope' is not valid; choose one of: chart-rvr, package"):
+        D.load_chart_dataset("synthetic", preset="nope")

@@ -24,7 +24,9 @@ def write_samples(path, ids, n, p, seed):
     with path.open("w") as f:
         for qid, pq in zip(ids, p):
             correct = (rng.random(n) < pq).tolist()
-            f.write(json.dumps({"id": qid, "question": "?", "answer": "1", "completions": ["x"] * n,
+            # the completions agree with the verifier, so both metrics count the same samples correct
+            completions = ["<think>x</think><answer>1</answer>" if ok else "<answer>2</answer>" for ok in correct]
+            f.write(json.dumps({"id": qid, "question": "?", "answer": "1", "completions": completions,
                                 "rewards": {"accuracy": [float(c) for c in correct]}, "correct": correct, "n": n,
                                 "num_correct": sum(correct),
                                 "generation": {"verifier": "accuracy", "reward_threshold": 0.5}}) + "\n")
@@ -203,7 +205,8 @@ def test_generate_then_evaluate_end_to_end(tmp_path):
         torch.set_num_threads(threads)
     out = tmp_path / "eval"
     proc = subprocess.run([sys.executable, "-m", "chartrl_colab.evaluate", "--samples", *map(str, files),
-                           "--labels", "T1", "T05", "--k", "1", "2", "4", "--output-dir", str(out)],
+                           "--labels", "T1", "T05", "--k", "1", "2", "4", "--output-dir", str(out),
+                           "--metric", "verifier"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -211,3 +214,77 @@ def test_generate_then_evaluate_end_to_end(tmp_path):
         pairs = list(counts(path).values())
         assert metrics["models"][label]["pass_at_k"]["4"]["mean"] == pytest.approx(exact_mean(pairs, 4), abs=1e-12)
     assert (out / "passk_curves.png").stat().st_size > 0 and (out / "passk_bars.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------ the reported metric
+# pix2struct's relaxed_correctness, worked out by hand from its definition: float() of both strings (a trailing
+# % divides by 100); 5% relative tolerance when the prediction parses and the gold is a non-zero number; else
+# lower-cased string equality.
+REFERENCE_CASES = [
+    ("1,234", "1200", False),  # float("1,234") fails: "1,234" != "1200"
+    ("45%", "45", False),  # 0.45 vs 45: 99% off
+    ("12 kg", "12", False),  # float("12 kg") fails: strings differ
+    ("0", "0", True),  # gold 0 is falsy: string comparison, "0" == "0"
+    ("-100", "-3", False),  # |-100 + 3| / 3 = 32.3
+    ("1e3", "1000", True),  # float("1e3") = 1000: 0% off
+    ("0.0", "0", False),  # gold 0: string comparison, "0.0" != "0"
+    ("104", "100", True),  # 4% off
+    ("Yes", "yes", True),  # lower-cased
+]
+
+
+@pytest.mark.parametrize("prediction, gold, expected", REFERENCE_CASES)
+def test_relaxed_correctness_is_the_reference(prediction, gold, expected):
+    from chartrl_colab.metrics import relaxed_accuracy, relaxed_correctness
+    from chartrl_colab.rewards import relaxed_match
+
+    assert relaxed_correctness(gold, prediction) is expected
+    assert relaxed_accuracy(prediction, ["no", gold]) is expected  # the best over a list of golds
+    if prediction in ("1,234", "45%", "12 kg"):
+        assert relaxed_match(prediction, gold)  # the training reward stays lenient
+
+
+def _rows_file(path, rows):
+    with path.open("w") as f:
+        for i, (answer, completions, extra) in enumerate(rows):
+            correct = [True] * len(completions)  # a lenient verifier that liked everything
+            f.write(json.dumps({"id": f"q{i}", "answer": answer, "completions": completions, "correct": correct,
+                                "n": len(correct), "generation": {"verifier": "accuracy", "reward_threshold": 0.5},
+                                **extra}) + "\n")
+    return path
+
+
+def test_evaluate_reports_the_reference_metric_by_default_and_names_it(tmp_path):
+    path = _rows_file(tmp_path / "s.jsonl", [
+        ("1200", ["<answer>1,234</answer>", "<answer>1210</answer>"], {}),
+        ("45", ["<answer>45%</answer>", "no answer tag"], {}),
+    ])
+    ref = ev.evaluate([path], ks=[1, 2], output_dir=tmp_path / "ref", n_bootstrap=10)
+    m = ref.metrics["models"]["s"]
+    assert ref.metrics["metric"] == "relaxed_correctness (pix2struct)" and m["num_correct"] == 1
+    assert m["pass_at_k"]["1"]["mean"] == pytest.approx((0.5 + 0.0) / 2)
+    md = ref.table_md.read_text()
+    assert md.startswith("pass@k (relaxed_correctness (pix2struct))")
+    assert all(r["metric"] == "relaxed_correctness (pix2struct)" for r in csv.DictReader(ref.table_csv.open()))
+    lenient = ev.evaluate([path], ks=[1, 2], output_dir=tmp_path / "ver", n_bootstrap=10, metric="verifier")
+    assert lenient.metrics["metric"] == "verifier accuracy >= 0.5"
+    assert lenient.metrics["models"]["s"]["num_correct"] == 4
+    with pytest.raises(ConfigError, match="metric='exact' is not valid; choose one of: relaxed_correctness, verifier"):
+        ev.evaluate([path], output_dir=tmp_path, metric="exact")
+
+
+def test_evaluate_reports_chartqa_human_augmented_overall_and_evochart_is_clear(tmp_path):
+    path = _rows_file(tmp_path / "chartqa.jsonl", [
+        ("7", ["<answer>7</answer>"] * 2, {"human_or_machine": "human"}),
+        ("8", ["<answer>8</answer>", "<answer>9</answer>"], {"human_or_machine": "human"}),
+        ("Red", ["<answer>blue</answer>"] * 2, {"human_or_machine": "augmented"}),
+        ("10", ["<answer>10.2</answer>"] * 2, {"is_clear": True}),  # EvoChart: exact match wanted
+        ("10", ["<answer>10.2</answer>"] * 2, {"is_clear": False}),  # 2% off: within 5%
+    ])
+    report = ev.evaluate([path], ks=[1], output_dir=tmp_path / "eval", n_bootstrap=10)
+    origins = report.metrics["models"]["chartqa"]["by_origin"]
+    assert origins["human"] == {"num_questions": 2, "accuracy": pytest.approx(0.75)}
+    assert origins["augmented"] == {"num_questions": 1, "accuracy": 0.0}
+    assert origins["overall"] == {"num_questions": 5, "accuracy": pytest.approx((1 + 0.5 + 0 + 0 + 1) / 5)}
+    md = report.table_md.read_text()
+    assert "| model | human | augmented | overall |" in md and "| chartqa | 0.7500 (2) | 0.0000 (1) | 0.5000 (5) |" in md

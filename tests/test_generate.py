@@ -10,7 +10,7 @@ from chartrl_colab import generate as gen
 from chartrl_colab.data import load_chart_dataset
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.generate import GenerateConfig, TransformersSampler, generate_samples
-from chartrl_colab.rewards import get_reward_funcs
+from chartrl_colab.reward_presets import get_reward_funcs
 from chartrl_colab.samples import read_rows
 
 SEED = 7
@@ -102,7 +102,7 @@ def test_rewards_equal_the_reward_functions_applied_again(scored, rows):
     for row, gold in zip(read_rows(path), rows):
         completions = [[{"role": "assistant", "content": text}] for text in row["completions"]]
         golds = {key: [gold[key]] * N for key in ("answer", "chart_type", "table", "reasoning")}
-        for name, func in zip(names, get_reward_funcs(names)):
+        for name, func in zip(names, get_reward_funcs(names, "package")):  # synthetic data: the package preset
             again = func(completions, **golds)
             assert row["rewards"][name] == pytest.approx(again, abs=1e-6), name
         assert row["correct"] == [r is not None and r >= 0.5 for r in row["rewards"]["accuracy"]]

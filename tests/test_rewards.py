@@ -14,7 +14,6 @@ from chartrl_colab.rewards import (
     accuracy_reward,
     chart_type_reward,
     format_reward,
-    get_reward_funcs,
     length_reward,
     parse_answer,
     parse_tag,
@@ -295,13 +294,17 @@ def test_similarity_model_is_cached_and_local():
 
 
 def test_registry_order_and_lookup():
+    from chartrl_colab.reward_presets import get_reward_funcs
+
     assert list(REWARD_FUNCS) == ["format", "accuracy", "length", "tags", "chart_type", "table", "reasoning"]
-    assert get_reward_funcs(["table", "format"]) == [table_reward, format_reward]
+    assert get_reward_funcs(["table", "format"], "package") == [table_reward, format_reward]
 
 
 def test_registry_error_names_bad_and_valid_names():
+    from chartrl_colab.reward_presets import get_reward_funcs
+
     with pytest.raises(ValueError) as err:
-        get_reward_funcs(["format", "acuracy"])
+        get_reward_funcs(["format", "acuracy"], "package")
     message = str(err.value)
     assert "\n" not in message
     assert "'acuracy'" in message

@@ -13,6 +13,7 @@ import pytest
 
 from chartrl_colab import data as D
 from chartrl_colab import synthetic as S
+from chartrl_colab.reward_presets import get_preset
 
 N = 40  # rendered rows per synthetic fixture: enough variety, a second or so each
 
@@ -31,10 +32,11 @@ def test_schema_and_prompt(train0):
     assert train0.features == D.FEATURES
     assert len(train0) == N
     row = train0[0]
-    assert row["prompt"][0] == {"role": "system", "content": D.SYSTEM_PROMPT}
+    prompt = get_preset("package").system_prompt  # the embedded charts' default preset
+    assert row["prompt"][0] == {"role": "system", "content": prompt}
     assert row["prompt"][1]["role"] == "user" and isinstance(row["prompt"][1]["content"], str)
     for tag in ("<think>", "<type>", "<table>", "</think>", "<answer>", "</answer>"):
-        assert tag in D.SYSTEM_PROMPT
+        assert tag in prompt
     assert all(r["chart_type"] in S.CHART_TYPES for r in train0)
     assert len(set(train0["id"])) == N
 

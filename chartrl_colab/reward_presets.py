@@ -1,0 +1,80 @@
+"""Reward presets: which functions score the seven rewards, and the system prompt that asks for their layout.
+
+``chart-rvr`` is the original Chart-RVR signal (``chartrl_colab.chart_rvr``: its scales, its newline-strict
+layout, its prompt, with its bugs fixed); ``package`` is this package's bounded, whitespace-tolerant set
+(``chartrl_colab.rewards``). Both use the reward names of ``rewards.REWARD_FUNCS``. A run picks one with
+``RunConfig.reward_preset`` (default ``chart-rvr``), recorded in ``run.json``. Pure: stdlib only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from chartrl_colab import chart_rvr, rewards
+from chartrl_colab.errors import one_of
+
+__all__ = ["AUTO", "DEFAULT_PRESET", "PRESETS", "PRESET_NAMES", "RewardPreset", "get_preset", "get_reward_funcs",
+           "resolve_preset"]
+
+
+@dataclass(frozen=True)
+class RewardPreset:
+    name: str
+    funcs: Mapping[str, Callable[..., list[float | None]]]
+    system_prompt: str  # ends with "Example:\n" + example
+    example: str  # a completion the preset's own format reward scores full marks
+
+
+PRESETS: dict[str, RewardPreset] = {
+    "chart-rvr": RewardPreset("chart-rvr", chart_rvr.REWARD_FUNCS, chart_rvr.CHART_RVR_PROMPT,
+                              chart_rvr.CHART_RVR_EXAMPLE),
+    "package": RewardPreset(
+        "package", rewards.REWARD_FUNCS,
+        "You are a vision-language assistant that answers questions about chart images. " + rewards.ANSWER_FORMAT,
+        rewards.ANSWER_FORMAT.split("Example:\n", 1)[1],
+    ),
+}
+PRESET_NAMES = tuple(PRESETS)
+DEFAULT_PRESET = "chart-rvr"
+AUTO = "auto"
+# The embedded synthetic charts keep the package's short prompt: the tiny embedded models read it (and the
+# warm base learned it), and on a CPU a four times longer prompt is four times the work for no gain.
+EMBEDDED_DATASETS = ("synthetic",)
+
+
+def resolve_preset(preset: str, dataset_name: str) -> str:
+    """``preset`` itself, or for ``"auto"`` the one a data set trains with: ``package`` on the embedded synthetic
+    charts, ``chart-rvr`` (the original signal) on the hub's chart data.
+
+    >>> resolve_preset("auto", "chart-rvr"), resolve_preset("auto", "synthetic"), resolve_preset("package", "chartqa")
+    ('chart-rvr', 'package', 'package')
+    """
+    if preset == AUTO:
+        return "package" if dataset_name in EMBEDDED_DATASETS else DEFAULT_PRESET
+    return preset
+
+
+def get_preset(name: str) -> RewardPreset:
+    """The preset called ``name``; ConfigError naming the valid ones otherwise.
+
+    >>> get_preset("package").funcs["format"].__module__
+    'chartrl_colab.rewards'
+    >>> get_preset("chartrvr")
+    Traceback (most recent call last):
+    chartrl_colab.errors.ConfigError: reward_preset='chartrvr' is not valid; choose one of: chart-rvr, package
+    """
+    one_of("reward_preset", name, PRESET_NAMES)
+    return PRESETS[name]
+
+
+def get_reward_funcs(names: Sequence[str], preset: str = DEFAULT_PRESET) -> list[Callable[..., list[float | None]]]:
+    """The functions of ``preset`` for the reward ``names``, in the given order.
+
+    >>> [f.__module__ + "." + f.__name__ for f in get_reward_funcs(["format", "tags"], "chart-rvr")]
+    ['chartrl_colab.chart_rvr.format_reward', 'chartrl_colab.chart_rvr.tag_count_reward']
+    """
+    funcs = get_preset(preset).funcs
+    for name in names:
+        one_of("reward", name, tuple(funcs))
+    return [funcs[name] for name in names]
