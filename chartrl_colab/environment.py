@@ -88,6 +88,58 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
     return out  # other "auto"s (resume="auto") are the settings' own values
 
 
+# Data sets without a split to evaluate on, and the set their authors evaluate on instead: Chart-RVR publishes
+# a training split only, and its paper reports ChartQA test.
+EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
+
+
+def trained_on(run_dir: str | Path) -> dict:
+    """The settings a run (or a checkpoint-N folder of one) was trained with, from its run.json ({} if none)."""
+    from chartrl_colab.storage import checkpoint_step, read_run_json
+
+    path = Path(run_dir)
+    path = path.parent if checkpoint_step(path) is not None else path
+    try:
+        return dict((read_run_json(path) or {}).get("config") or {})
+    except (OSError, ValueError):  # a torn run.json: this run just gives no hint
+        return {}
+
+
+def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print) -> dict:
+    """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
+
+    ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json``
+    (the most common model and data set when runs differ, said so); with no run recorded, as
+    :func:`resolve_auto` (the GPU or CPU default). A data set without the requested split is replaced by
+    the set it is evaluated on (:data:`EVAL_SETS`: Chart-RVR -> ChartQA test), said so.
+    """
+    from collections import Counter
+
+    from chartrl_colab.data import SPLITS
+
+    out = dict(params)
+    configs = [c for c in (trained_on(p) for p in run_dirs) if c.get("vlm_name") and c.get("dataset_name")]
+    if configs and AUTO in (params.get("vlm_name"), params.get("dataset_name")):
+        pairs = Counter((c["vlm_name"], c["dataset_name"]) for c in configs)
+        (vlm, data), count = pairs.most_common(1)[0]
+        for key, value in (("vlm_name", vlm), ("dataset_name", data)):
+            out[key] = value if params.get(key) == AUTO else params.get(key)
+        tokens = next(c.get("max_completion_length") for c in configs if (c["vlm_name"], c["dataset_name"]) == (vlm, data))
+        if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
+            out["max_new_tokens"] = tokens
+        others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
+        echo(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
+             "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
+                                  "evaluate those" if others else "."))
+    out = resolve_auto(out, gpu=gpu, echo=echo)
+    data, split = out.get("dataset_name"), out.get("split")
+    if split is not None and data in EVAL_SETS and split not in SPLITS.get(data, (split,)):
+        out["dataset_name"], out["split"] = EVAL_SETS[data]
+        echo(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
+             f"{out['dataset_name']!r} split {out['split']!r}.")
+    return out
+
+
 # ------------------------------------------------------------------------------------------ versions
 def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages that matter (None: not installed), and Python's."""
@@ -210,17 +262,43 @@ def check(echo=print) -> dict:
     return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
 
 
-def prepare_output_root(output_root: str = "", mount_drive: bool = False, echo=print) -> Path:
-    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created."""
+MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
+
+
+def should_mount(mount_drive, colab: bool | None = None) -> bool:
+    """``mount_drive`` as a yes/no: ``"auto"`` is yes in Colab (each notebook is a fresh VM, and only Drive
+    is shared between them and kept across a disconnect) and no elsewhere; True/False and "yes"/"no" as said.
+
+    >>> should_mount("auto", colab=True), should_mount("auto", colab=False), should_mount("no", colab=True)
+    (True, False, False)
+    """
+    from chartrl_colab.storage import in_colab
+
+    if isinstance(mount_drive, bool):
+        return mount_drive
+    choice = str(mount_drive).strip().lower()
+    if choice not in MOUNT_CHOICES:
+        raise ConfigError(f"mount_drive={mount_drive!r} is not valid; use 'auto' (Colab: yes), 'yes' or 'no'")
+    wanted = MOUNT_CHOICES[choice]
+    return (in_colab() if colab is None else colab) if wanted is None else wanted
+
+
+def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=print) -> Path:
+    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
+
+    Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
+    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over.
+    """
     from chartrl_colab import storage
 
-    if mount_drive:
+    if should_mount(mount_drive):
         storage.mount_drive()
     root = Path(output_root) if output_root else storage.default_output_root()
     root.mkdir(parents=True, exist_ok=True)
-    on_drive = storage.drive_mounted() and str(root.absolute()).startswith(str(storage.DRIVE_MOUNT))
+    on_drive = storage.drive_mounted() and storage.on_drive(root)
     where = ("on Google Drive: they survive a disconnect" if on_drive
-             else "on this Colab runtime: lost when it disconnects (set mount_drive=True to keep them)"
+             else "on this Colab runtime: lost when it disconnects, unseen by the other notebooks "
+                  "(set mount_drive='yes' to keep them)"
              if storage.in_colab() else "on this machine")
     echo(f"Runs will be stored in {root.absolute()} ({where}).")
     return root

@@ -91,20 +91,36 @@ def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> d
     }
 
 
-def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
+def find_runs(output_root: str | Path, run_dirs=(), required: bool = True, echo=print) -> list[Path]:
     """``run_dirs`` if any are given, else the run directories under ``output_root`` (by name).
 
-    A run directory holds checkpoints or ``logs/``; when there is none: ConfigError if ``required``, else [].
+    A run directory holds checkpoints or ``logs/``. When there is none, the message says where it looked
+    and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive):
+    ConfigError if ``required``, else printed, and [].
     """
     if run_dirs:
         return [Path(p) for p in run_dirs]
     root = Path(output_root)
     found = sorted(p for p in root.iterdir() if p.is_dir() and (list_checkpoints(p) or (p / "logs").is_dir())) \
         if root.is_dir() else []
-    if not found and required:
-        raise ConfigError(f"no run directories under output_root={str(root)!r}; train one first (02_train) or "
-                          "list them in run_dirs")
+    if not found:
+        message = f"no run directories under {str(root.absolute())!r} ({drive_note()})"
+        if required:
+            raise ConfigError(f"{message}; train one first (02_train) or list them in run_dirs")
+        echo(f"Note: {message}.")
     return found
+
+
+def drive_note() -> str:
+    """Whether Google Drive is mounted, in the words a user without runs needs."""
+    from chartrl_colab.storage import DRIVE_MOUNT, drive_mounted, in_colab
+
+    if drive_mounted():
+        return f"Google Drive is mounted at {DRIVE_MOUNT}"
+    if in_colab():
+        return ("Google Drive is not mounted: each Colab notebook is a fresh machine, so runs of another notebook "
+                "are only seen here when both mount Drive (mount_drive='auto' or 'yes')")
+    return "not in Colab; Google Drive is not mounted"
 
 
 def run_label(path: str | Path) -> str:

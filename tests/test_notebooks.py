@@ -11,13 +11,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chartrl_colab import environment, runs
+from chartrl_colab import environment, restamp, runs
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("00_setup.ipynb", "01_poc.ipynb", "02_train.ipynb", "03_eval.ipynb", "04_monitor.ipynb")
-BADGE = "https://colab.research.google.com/github/OWNER/chartrl-colab/blob/main/notebooks/{}"
+# Every badge points at pyproject's [project.urls] Repository (tests/test_colab.py checks the clone cells too).
+BADGE = restamp.badge_url(restamp.repo_url(ROOT), "{}")
 # Parameters that are not settings of the package's configs: where things go, what to show.
 NOTEBOOK_ONLY = {"mount_drive", "results_json", "install", "modes", "comparison_dir", "accelerate_config",
                  "checkpoints", "labels", "include_base", "ks", "eval_dir", "run_dirs", "compare", "plots_dir",
