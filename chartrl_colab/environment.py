@@ -13,6 +13,7 @@ No GPU: using the embedded default, model 'tiny' and data set 'synthetic' (a CPU
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
@@ -30,6 +31,7 @@ REQUIREMENTS_FILE = "requirements-colab.txt"
 PACKAGE = "chartrl-colab"
 # Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
 NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
+PIP_TAIL = 20  # lines of pip's output shown when it fails
 KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                 "bitsandbytes", "ipywidgets", "papermill", "wandb")
 
@@ -216,18 +218,48 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
         return False
     pins = [f"{name}=={version}" for name, version in versions(NEVER_INSTALL).items()
             if name != "python" and version is not None]
+    before = installed_versions()
     with tempfile.TemporaryDirectory() as tmp:
         reqs, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
         reqs.write_text("\n".join(lines) + "\n")
         constraints.write_text("\n".join(pins) + "\n")
         echo(f"Installing {Path(path).name} (keeping {', '.join(pins) or 'no torch'}) ...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
-                       check=True)
-    loaded = [_name(line) for line in lines if _name(line).replace("-", "_") in sys.modules]
-    if loaded:
-        echo(f"Restart the runtime (Runtime > Restart session): {', '.join(loaded)} were imported before the install.")
+        # Captured, not streamed: pip's progress would fill the cell, but on failure its reason is shown.
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()  # pip's reason: stderr
+        tail = "\n".join(line for line in output if line.strip())
+        tail = "\n".join(tail.splitlines()[-PIP_TAIL:])
+        echo(tail)
+        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
+                           "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
+    changed = changed_versions(before, installed_versions())
+    if changed:
+        # Only a package already installed in another version can be stale in this kernel.
+        echo("Restart the runtime (Runtime > Restart session), then run all again: " +
+             ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()) + " changed.")
     echo("✓ Installed.")
     return True
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by normalised name."""
+    importlib.invalidate_caches()
+    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+
+
+def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Packages installed before in another version than now (new installs are not stale, so not listed).
+
+    >>> changed_versions({"trl": "1.0", "peft": "0.2", "x": "1"}, {"trl": "1.16", "peft": "0.2", "x": "1", "new": "3"})
+    {'trl': ('1.0', '1.16')}
+    """
+    return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _name(requirement_line: str) -> str:

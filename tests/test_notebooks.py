@@ -5,6 +5,7 @@ import ast
 import dataclasses
 import importlib.metadata
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,10 +115,11 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
     reqs.write_text("# comment\ntorch>=1\nno-such-package-chartrl>=1\npip\n")
     calls = []
 
-    def fake_run(cmd, check):
+    def fake_run(cmd, **kwargs):
         constraints = Path(cmd[cmd.index("-c") + 1]).read_text().split()
         requirements = Path(cmd[cmd.index("-r") + 1]).read_text().split()
         calls.append((cmd, constraints, requirements))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(environment.subprocess, "run", fake_run)
     assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is True
@@ -126,6 +128,41 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
     assert f"torch=={importlib.metadata.version('torch')}" in constraints  # pinned to the runtime's own build
     assert not any(r.startswith("torch") for r in requirements)
     assert "no-such-package-chartrl>=1" in requirements
+
+
+def _requirements(tmp_path):
+    reqs = tmp_path / "requirements-colab.txt"
+    reqs.write_text("no-such-package-chartrl>=1\n")
+    return reqs
+
+
+def test_a_failed_pip_install_shows_pips_last_lines_and_one_error(tmp_path, monkeypatch):
+    output = "\n".join(f"line {i}" for i in range(50))
+    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+        cmd, 1, output, "ERROR: Could not find a version that satisfies the requirement no-such-package-chartrl>=1"))
+    shown = []
+    with pytest.raises(RuntimeError, match="pip install -r requirements-colab.txt failed \\(exit 1\\)"):
+        environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
+    tail = shown[-1].splitlines()
+    assert len(tail) == environment.PIP_TAIL and tail[-1].startswith("ERROR: Could not find a version")
+    assert "line 49" in tail and "line 10" not in tail  # the tail, not the whole log
+
+
+def test_the_restart_notice_names_only_packages_whose_version_changed(tmp_path, monkeypatch):
+    states = iter([{"trl": "1.15.0", "peft": "0.21.0", "numpy": "2.0"},
+                   {"trl": "1.16.0", "peft": "0.21.0", "numpy": "2.0", "no-such-package-chartrl": "1"}])
+    monkeypatch.setattr(environment, "installed_versions", lambda: next(states))
+    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
+    shown = []
+    assert environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append) is True
+    restart = [line for line in shown if line.startswith("Restart the runtime")]
+    assert restart == ["Restart the runtime (Runtime > Restart session), then run all again: trl 1.15.0 -> 1.16.0 "
+                       "changed."]
+
+    states = iter([{"trl": "1.16.0"}, {"trl": "1.16.0", "no-such-package-chartrl": "1"}])  # only a new package
+    shown.clear()
+    environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
+    assert not any(line.startswith("Restart") for line in shown)
 
 
 def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch):
