@@ -229,8 +229,7 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
                               capture_output=True, text=True)
     if proc.returncode != 0:
         output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()  # pip's reason: stderr
-        tail = "\n".join(line for line in output if line.strip())
-        tail = "\n".join(tail.splitlines()[-PIP_TAIL:])
+        tail = "\n".join([line for line in output if line.strip()][-PIP_TAIL:])
         echo(tail)
         raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
                            "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
