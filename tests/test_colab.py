@@ -205,3 +205,23 @@ def test_eval_auto_follows_the_runs_run_json(tmp_path):
     cpu = environment.resolve_eval({**EVAL_DEFAULTS, "dataset_name": "chartqa"}, [other], gpu=False,
                                    echo=lambda *a: None)
     assert (cpu["vlm_name"], cpu["dataset_name"], cpu["split"], cpu["max_new_tokens"]) == ("tiny", "chartqa", "test", 8)
+
+
+# ------------------------------------------------------------------------------------ 02_train's last figures
+def test_run_costs_take_what_training_recorded_and_work_out_the_rest(tmp_path, capsys):
+    from chartrl_colab import notebook
+
+    run_dir = tmp_path / "nsr-run"
+    run_dir.mkdir()
+    record = {"started": "2025-01-01T10:00:00+0000", "ended": "2025-01-01T10:02:30+0000", "global_step": 10,
+              "peak_gpu_memory_gb": 11.24, "performance": {"seconds_per_step": 4.5}, "config": {"seed": 1}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    costs = runs.run_costs(run_dir)
+    assert costs == {"peak_gpu_memory_gb": 11.24, "seconds_per_step": 4.5, "wall_seconds": 150.0, "steps": 10}
+    notebook.show_costs(costs)
+    line = capsys.readouterr().out
+    assert "150 s from start to end" in line and "4.5 s per step over 10 steps" in line
+    assert "Peak GPU memory: 11.2 GB" in line
+    (run_dir / "run.json").write_text(json.dumps({"config": {}}))  # a CPU run of an older version
+    notebook.show_costs(runs.run_costs(run_dir))
+    assert "Peak GPU memory: not recorded" in capsys.readouterr().out

@@ -260,18 +260,32 @@ def test_poc_notebook_trains_four_modes_and_compares_them(poc):
 
 @pytest.mark.slow
 def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
-    params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path))
+    # epsilon and lora_r are RunConfig fields the parameters cell does not list: papermill injects them anyway.
+    assert {"epsilon", "lora_r"}.isdisjoint(_parameters(_read("02_train.ipynb")))
+    params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path), epsilon=0.3,
+                  lora_r=4)
     first = _execute("02_train.ipynb", tmp_path, **params)
     run_dir = tmp_path / "w-reinforce-tiny-synthetic-4-4"
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
     assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
+    from chartrl_colab.storage import read_run_json
+
+    recorded = read_run_json(run_dir)["config"]
+    assert (recorded["epsilon"], recorded["lora_r"]) == (0.3, 4)  # not dropped: they reached the run
+
+    # It ends with the run's plots, its time figures and two answered training questions.
+    assert "loss.png" in {Path(p).name for p in first["figures"]}
+    assert all(Path(p).is_file() and Path(p).parent == run_dir / "plots" for p in first["figures"])
+    assert first["costs"]["steps"] == 2 and first["costs"]["train_seconds"] > 0
+    assert len(first["answers"]) == 2
+    for answer in first["answers"]:
+        assert answer["question"] and isinstance(answer["completion"], str)
+        assert set(answer["rewards"]) == set(recorded["rewards"]) and isinstance(answer["correct"], bool)
 
     # Run all again with a longer budget: it continues from checkpoint-2 instead of starting over.
     second = _execute("02_train.ipynb", tmp_path, **{**params, "max_steps": 4, "save_steps": 2})
     assert second["global_step"] == 4 and second["checkpoint"] == str(run_dir / "checkpoint-4")
-    from chartrl_colab.storage import read_run_json
-
     resumes = read_run_json(run_dir)["resumes"]
     assert [r["step"] for r in resumes] == [0, 2]
     state = json.loads(Path(second["trainer_state"]).read_text())
