@@ -293,25 +293,52 @@ def check(echo=print) -> dict:
     return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
 
 
+def interactive_front_end() -> bool:
+    """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code).
+
+    Front ends send each cell with ``allow_stdin`` (so ``input()`` works); papermill and nbclient send
+    theirs without it, and plain Python has no kernel at all.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return False
+    try:
+        parent = kernel.get_parent()  # the request being executed (ipykernel >= 6)
+    except Exception:  # noqa: BLE001 - an older or custom kernel: fall back to what it recorded
+        parent = {}
+    allowed = (parent or {}).get("content", {}).get("allow_stdin")
+    return bool(getattr(kernel, "_allow_stdin", False) if allowed is None else allowed)
+
+
 MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
 
 
-def should_mount(mount_drive, colab: bool | None = None) -> bool:
+def should_mount(mount_drive, colab: bool | None = None, interactive: bool | None = None) -> bool:
     """``mount_drive`` as a yes/no: ``"auto"`` is yes in Colab (each notebook is a fresh VM, and only Drive
     is shared between them and kept across a disconnect) and no elsewhere; True/False and "yes"/"no" as said.
 
-    >>> should_mount("auto", colab=True), should_mount("auto", colab=False), should_mount("no", colab=True)
+    A headless kernel in Colab (papermill, ``chartrl_colab.batch``) has nobody to authorise a mount, so
+    ``"auto"`` only mounts there when Drive already is (a no-op that finds it).
+
+    >>> should_mount("auto", colab=True, interactive=True), should_mount("auto", colab=False), should_mount("no")
     (True, False, False)
     """
-    from chartrl_colab.storage import in_colab
+    from chartrl_colab.storage import drive_mounted, in_colab
 
     if isinstance(mount_drive, bool):
         return mount_drive
     choice = str(mount_drive).strip().lower()
     if choice not in MOUNT_CHOICES:
         raise ConfigError(f"mount_drive={mount_drive!r} is not valid; use 'auto' (Colab: yes), 'yes' or 'no'")
-    wanted = MOUNT_CHOICES[choice]
-    return (in_colab() if colab is None else colab) if wanted is None else wanted
+    if MOUNT_CHOICES[choice] is not None:
+        return MOUNT_CHOICES[choice]
+    if not (in_colab() if colab is None else colab):
+        return False
+    return drive_mounted() or (interactive_front_end() if interactive is None else interactive)
 
 
 def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=print) -> Path:

@@ -42,24 +42,10 @@ CHANGED = "the form changed after Train was pressed: press Train again, then run
 
 
 def interactive_front_end() -> bool:
-    """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code).
+    """True when a person runs the current cell from a notebook front end (see :mod:`chartrl_colab.environment`)."""
+    from chartrl_colab.environment import interactive_front_end as detect
 
-    Front ends send each cell with ``allow_stdin`` (so ``input()`` works); papermill and nbclient send
-    theirs without it, and plain Python has no kernel at all.
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    kernel = getattr(get_ipython(), "kernel", None)
-    if kernel is None:
-        return False
-    try:
-        parent = kernel.get_parent()  # the request being executed (ipykernel >= 6)
-    except Exception:  # noqa: BLE001 - an older or custom kernel: fall back to what it recorded
-        parent = {}
-    allowed = (parent or {}).get("content", {}).get("allow_stdin")
-    return bool(getattr(kernel, "_allow_stdin", False) if allowed is None else allowed)
+    return detect()
 
 
 def _mode_descriptions() -> dict[str, str]:

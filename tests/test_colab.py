@@ -125,6 +125,7 @@ def colab(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "COLAB_MARKER", marker)
     monkeypatch.setattr(storage, "DRIVE_MOUNT", tmp_path / "drive")
     monkeypatch.delenv(storage.ROOT_ENV, raising=False)
+    monkeypatch.setattr(environment, "interactive_front_end", lambda: True)  # a person at Colab's front end
     return mounted
 
 
@@ -157,6 +158,15 @@ def test_auto_does_not_mount_outside_colab_and_no_means_no(colab, tmp_path, monk
     assert environment.should_mount(True) is True and environment.should_mount("yes", colab=False) is True
     with pytest.raises(ConfigError, match="mount_drive='maybe'"):
         environment.should_mount("maybe")
+
+
+def test_a_headless_kernel_in_colab_never_waits_for_a_mount_nobody_can_authorise(colab, tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "interactive_front_end", lambda: False)  # papermill, batch
+    assert not environment.should_mount("auto")
+    environment.prepare_output_root(str(tmp_path / "r"), "auto", echo=lambda *a: None)
+    assert colab == []
+    (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # the notebook that started it had mounted Drive
+    assert environment.prepare_output_root("", "auto", echo=lambda *a: None) == tmp_path / "drive" / storage.DRIVE_RUNS
 
 
 def test_zero_runs_says_where_it_looked_and_about_drive(colab, tmp_path):

@@ -20,8 +20,8 @@ LAYERS = [
     ("train",),
     ("generate", "evaluate", "monitor"),
     ("runs",),
-    ("poc", "environment", "notebook", "ui"),
-    ("batch",),
+    ("poc", "environment", "notebook"),
+    ("ui", "batch"),  # the form asks environment whether a person is at the notebook
 ]
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
