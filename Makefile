@@ -6,7 +6,7 @@ DEMO_FLAGS ?= --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 --
 	--num-generations 4 --batch-size 2 --max-steps 10 --max-completion-length 64 --logging-steps 1 \
 	--save-steps 5 --output-root runs
 
-.PHONY: setup demo train-demo eval-demo test
+.PHONY: setup demo train-demo eval-demo test restamp
 setup: $(VENV)/.installed
 
 # torch/torchvision first and pinned: on this project's machines they come from the local disk; in Colab
@@ -39,3 +39,9 @@ eval-demo: train-demo
 test: setup
 	$(PY) -m ruff check chartrl_colab tests benchmarks
 	$(PY) -m pytest -q
+
+# A fork: point pyproject's [project.urls] and every notebook's Colab badge and clone cell at it, e.g.
+# `make restamp REPO=you/chartrl-colab`. Needs only nbformat, so it uses .venv when there is one, else python3.
+restamp:
+	@test -n "$(REPO)" || (echo "usage: make restamp REPO=OWNER/REPO" && exit 2)
+	$(if $(wildcard $(PY)),$(PY),python3) -m chartrl_colab.restamp $(REPO)

@@ -13,6 +13,7 @@ No GPU: using the embedded default, model 'tiny' and data set 'synthetic' (a CPU
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
@@ -30,6 +31,7 @@ REQUIREMENTS_FILE = "requirements-colab.txt"
 PACKAGE = "chartrl-colab"
 # Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
 NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
+PIP_TAIL = 20  # lines of pip's output shown when it fails
 KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                 "bitsandbytes", "ipywidgets", "papermill", "wandb")
 
@@ -86,6 +88,58 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
         if params.get(key) == AUTO:
             out[key] = GPU_TOKENS if gpu else CPU_TOKENS
     return out  # other "auto"s (resume="auto") are the settings' own values
+
+
+# Data sets without a split to evaluate on, and the set their authors evaluate on instead: Chart-RVR publishes
+# a training split only, and its paper reports ChartQA test.
+EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
+
+
+def trained_on(run_dir: str | Path) -> dict:
+    """The settings a run (or a checkpoint-N folder of one) was trained with, from its run.json ({} if none)."""
+    from chartrl_colab.storage import checkpoint_step, read_run_json
+
+    path = Path(run_dir)
+    path = path.parent if checkpoint_step(path) is not None else path
+    try:
+        return dict((read_run_json(path) or {}).get("config") or {})
+    except (OSError, ValueError):  # a torn run.json: this run just gives no hint
+        return {}
+
+
+def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print) -> dict:
+    """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
+
+    ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json``
+    (the most common model and data set when runs differ, said so); with no run recorded, as
+    :func:`resolve_auto` (the GPU or CPU default). A data set without the requested split is replaced by
+    the set it is evaluated on (:data:`EVAL_SETS`: Chart-RVR -> ChartQA test), said so.
+    """
+    from collections import Counter
+
+    from chartrl_colab.data import SPLITS
+
+    out = dict(params)
+    configs = [c for c in (trained_on(p) for p in run_dirs) if c.get("vlm_name") and c.get("dataset_name")]
+    if configs and AUTO in (params.get("vlm_name"), params.get("dataset_name")):
+        pairs = Counter((c["vlm_name"], c["dataset_name"]) for c in configs)
+        (vlm, data), count = pairs.most_common(1)[0]
+        for key, value in (("vlm_name", vlm), ("dataset_name", data)):
+            out[key] = value if params.get(key) == AUTO else params.get(key)
+        tokens = next(c.get("max_completion_length") for c in configs if (c["vlm_name"], c["dataset_name"]) == (vlm, data))
+        if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
+            out["max_new_tokens"] = tokens
+        others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
+        echo(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
+             "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
+                                  "evaluate those" if others else "."))
+    out = resolve_auto(out, gpu=gpu, echo=echo)
+    data, split = out.get("dataset_name"), out.get("split")
+    if split is not None and data in EVAL_SETS and split not in SPLITS.get(data, (split,)):
+        out["dataset_name"], out["split"] = EVAL_SETS[data]
+        echo(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
+             f"{out['dataset_name']!r} split {out['split']!r}.")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ versions
@@ -164,18 +218,47 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
         return False
     pins = [f"{name}=={version}" for name, version in versions(NEVER_INSTALL).items()
             if name != "python" and version is not None]
+    before = installed_versions()
     with tempfile.TemporaryDirectory() as tmp:
         reqs, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
         reqs.write_text("\n".join(lines) + "\n")
         constraints.write_text("\n".join(pins) + "\n")
         echo(f"Installing {Path(path).name} (keeping {', '.join(pins) or 'no torch'}) ...")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
-                       check=True)
-    loaded = [_name(line) for line in lines if _name(line).replace("-", "_") in sys.modules]
-    if loaded:
-        echo(f"Restart the runtime (Runtime > Restart session): {', '.join(loaded)} were imported before the install.")
+        # Captured, not streamed: pip's progress would fill the cell, but on failure its reason is shown.
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()  # pip's reason: stderr
+        tail = "\n".join([line for line in output if line.strip()][-PIP_TAIL:])
+        echo(tail)
+        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
+                           "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
+    changed = changed_versions(before, installed_versions())
+    if changed:
+        # Only a package already installed in another version can be stale in this kernel.
+        echo("Restart the runtime (Runtime > Restart session), then run all again: " +
+             ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()) + " changed.")
     echo("✓ Installed.")
     return True
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by normalised name."""
+    importlib.invalidate_caches()
+    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+
+
+def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Packages installed before in another version than now (new installs are not stale, so not listed).
+
+    >>> changed_versions({"trl": "1.0", "peft": "0.2", "x": "1"}, {"trl": "1.16", "peft": "0.2", "x": "1", "new": "3"})
+    {'trl': ('1.0', '1.16')}
+    """
+    return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def _name(requirement_line: str) -> str:
@@ -210,17 +293,70 @@ def check(echo=print) -> dict:
     return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
 
 
-def prepare_output_root(output_root: str = "", mount_drive: bool = False, echo=print) -> Path:
-    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created."""
+def interactive_front_end() -> bool:
+    """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code).
+
+    Front ends send each cell with ``allow_stdin`` (so ``input()`` works); papermill and nbclient send
+    theirs without it, and plain Python has no kernel at all.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return False
+    try:
+        parent = kernel.get_parent()  # the request being executed (ipykernel >= 6)
+    except Exception:  # noqa: BLE001 - an older or custom kernel: fall back to what it recorded
+        parent = {}
+    allowed = (parent or {}).get("content", {}).get("allow_stdin")
+    return bool(getattr(kernel, "_allow_stdin", False) if allowed is None else allowed)
+
+
+MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
+
+
+def should_mount(mount_drive, colab: bool | None = None, interactive: bool | None = None) -> bool:
+    """``mount_drive`` as a yes/no: ``"auto"`` is yes in Colab (each notebook is a fresh VM, and only Drive
+    is shared between them and kept across a disconnect) and no elsewhere; True/False and "yes"/"no" as said.
+
+    A headless kernel in Colab (papermill, ``chartrl_colab.batch``) has nobody to authorise a mount, so
+    ``"auto"`` only mounts there when Drive already is (a no-op that finds it).
+
+    >>> should_mount("auto", colab=True, interactive=True), should_mount("auto", colab=False), should_mount("no")
+    (True, False, False)
+    """
+    from chartrl_colab.storage import drive_mounted, in_colab
+
+    if isinstance(mount_drive, bool):
+        return mount_drive
+    choice = str(mount_drive).strip().lower()
+    if choice not in MOUNT_CHOICES:
+        raise ConfigError(f"mount_drive={mount_drive!r} is not valid; use 'auto' (Colab: yes), 'yes' or 'no'")
+    if MOUNT_CHOICES[choice] is not None:
+        return MOUNT_CHOICES[choice]
+    if not (in_colab() if colab is None else colab):
+        return False
+    return drive_mounted() or (interactive_front_end() if interactive is None else interactive)
+
+
+def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=print) -> Path:
+    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
+
+    Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
+    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over.
+    """
     from chartrl_colab import storage
 
-    if mount_drive:
+    if should_mount(mount_drive):
         storage.mount_drive()
     root = Path(output_root) if output_root else storage.default_output_root()
     root.mkdir(parents=True, exist_ok=True)
-    on_drive = storage.drive_mounted() and str(root.absolute()).startswith(str(storage.DRIVE_MOUNT))
+    on_drive = storage.drive_mounted() and storage.on_drive(root)
     where = ("on Google Drive: they survive a disconnect" if on_drive
-             else "on this Colab runtime: lost when it disconnects (set mount_drive=True to keep them)"
+             else "on this Colab runtime: lost when it disconnects, unseen by the other notebooks "
+                  "(set mount_drive='yes' to keep them)"
              if storage.in_colab() else "on this machine")
     echo(f"Runs will be stored in {root.absolute()} ({where}).")
     return root

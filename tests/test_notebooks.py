@@ -5,19 +5,21 @@ import ast
 import dataclasses
 import importlib.metadata
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from chartrl_colab import environment, runs
+from chartrl_colab import environment, restamp, runs
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ("00_setup.ipynb", "01_poc.ipynb", "02_train.ipynb", "03_eval.ipynb", "04_monitor.ipynb")
-BADGE = "https://colab.research.google.com/github/OWNER/chartrl-colab/blob/main/notebooks/{}"
+# Every badge points at pyproject's [project.urls] Repository (tests/test_colab.py checks the clone cells too).
+BADGE = restamp.badge_url(restamp.repo_url(ROOT), "{}")
 # Parameters that are not settings of the package's configs: where things go, what to show.
 NOTEBOOK_ONLY = {"mount_drive", "results_json", "install", "modes", "comparison_dir", "accelerate_config",
                  "checkpoints", "labels", "include_base", "ks", "eval_dir", "run_dirs", "compare", "plots_dir",
@@ -113,10 +115,11 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
     reqs.write_text("# comment\ntorch>=1\nno-such-package-chartrl>=1\npip\n")
     calls = []
 
-    def fake_run(cmd, check):
+    def fake_run(cmd, **kwargs):
         constraints = Path(cmd[cmd.index("-c") + 1]).read_text().split()
         requirements = Path(cmd[cmd.index("-r") + 1]).read_text().split()
         calls.append((cmd, constraints, requirements))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(environment.subprocess, "run", fake_run)
     assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is True
@@ -125,6 +128,41 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
     assert f"torch=={importlib.metadata.version('torch')}" in constraints  # pinned to the runtime's own build
     assert not any(r.startswith("torch") for r in requirements)
     assert "no-such-package-chartrl>=1" in requirements
+
+
+def _requirements(tmp_path):
+    reqs = tmp_path / "requirements-colab.txt"
+    reqs.write_text("no-such-package-chartrl>=1\n")
+    return reqs
+
+
+def test_a_failed_pip_install_shows_pips_last_lines_and_one_error(tmp_path, monkeypatch):
+    output = "\n".join(f"line {i}" for i in range(50))
+    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+        cmd, 1, output, "ERROR: Could not find a version that satisfies the requirement no-such-package-chartrl>=1"))
+    shown = []
+    with pytest.raises(RuntimeError, match="pip install -r requirements-colab.txt failed \\(exit 1\\)"):
+        environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
+    tail = shown[-1].splitlines()
+    assert len(tail) == environment.PIP_TAIL and tail[-1].startswith("ERROR: Could not find a version")
+    assert "line 49" in tail and "line 10" not in tail  # the tail, not the whole log
+
+
+def test_the_restart_notice_names_only_packages_whose_version_changed(tmp_path, monkeypatch):
+    states = iter([{"trl": "1.15.0", "peft": "0.21.0", "numpy": "2.0"},
+                   {"trl": "1.16.0", "peft": "0.21.0", "numpy": "2.0", "no-such-package-chartrl": "1"}])
+    monkeypatch.setattr(environment, "installed_versions", lambda: next(states))
+    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
+    shown = []
+    assert environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append) is True
+    restart = [line for line in shown if line.startswith("Restart the runtime")]
+    assert restart == ["Restart the runtime (Runtime > Restart session), then run all again: trl 1.15.0 -> 1.16.0 "
+                       "changed."]
+
+    states = iter([{"trl": "1.16.0"}, {"trl": "1.16.0", "no-such-package-chartrl": "1"}])  # only a new package
+    shown.clear()
+    environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
+    assert not any(line.startswith("Restart") for line in shown)
 
 
 def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch):
@@ -222,18 +260,32 @@ def test_poc_notebook_trains_four_modes_and_compares_them(poc):
 
 @pytest.mark.slow
 def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
-    params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path))
+    # epsilon and lora_r are RunConfig fields the parameters cell does not list: papermill injects them anyway.
+    assert {"epsilon", "lora_r"}.isdisjoint(_parameters(_read("02_train.ipynb")))
+    params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path), epsilon=0.3,
+                  lora_r=4)
     first = _execute("02_train.ipynb", tmp_path, **params)
     run_dir = tmp_path / "w-reinforce-tiny-synthetic-4-4"
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
     assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
+    from chartrl_colab.storage import read_run_json
+
+    recorded = read_run_json(run_dir)["config"]
+    assert (recorded["epsilon"], recorded["lora_r"]) == (0.3, 4)  # not dropped: they reached the run
+
+    # It ends with the run's plots, its time figures and two answered training questions.
+    assert "loss.png" in {Path(p).name for p in first["figures"]}
+    assert all(Path(p).is_file() and Path(p).parent == run_dir / "plots" for p in first["figures"])
+    assert first["costs"]["steps"] == 2 and first["costs"]["train_seconds"] > 0
+    assert len(first["answers"]) == 2
+    for answer in first["answers"]:
+        assert answer["question"] and isinstance(answer["completion"], str)
+        assert set(answer["rewards"]) == set(recorded["rewards"]) and isinstance(answer["correct"], bool)
 
     # Run all again with a longer budget: it continues from checkpoint-2 instead of starting over.
     second = _execute("02_train.ipynb", tmp_path, **{**params, "max_steps": 4, "save_steps": 2})
     assert second["global_step"] == 4 and second["checkpoint"] == str(run_dir / "checkpoint-4")
-    from chartrl_colab.storage import read_run_json
-
     resumes = read_run_json(run_dir)["resumes"]
     assert [r["step"] for r in resumes] == [0, 2]
     state = json.loads(Path(second["trainer_state"]).read_text())

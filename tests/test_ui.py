@@ -1,4 +1,7 @@
-"""The notebook form: widgets move the configuration, bad values are refused with a message."""
+"""The notebook form: widgets move the configuration, bad values are refused with a message, and in a front end
+nothing trains before the Train button chose the values."""
+
+import html
 
 import pytest
 
@@ -113,3 +116,67 @@ def test_form_displays_without_a_front_end():
     assert RunConfig(**PARAMS).run_dir in data["text/plain"]
     assert [w.description for w in form.box.children[: len(FORM_FIELDS)]] == [
         "mode", "reward threshold", "lambda_psr", "model", "data set", "subset size", "seed"]
+
+
+# ------------------------------------------------------------------------------------ Run all in a front end
+def test_interactive_training_waits_for_the_train_button():
+    """Under Run all the cell after the form runs before anyone could touch it: it must refuse, not train."""
+    from chartrl_colab.ui import NOT_CHOSEN
+
+    form = RunForm(interactive=True, **PARAMS)
+    with pytest.raises(ConfigError, match="press Train, then run this cell"):
+        form.config()
+    assert html.escape(NOT_CHOSEN, quote=False) in form.status.value  # the form says so too
+    form.widgets["mode"].value = "psr"
+    form.train_button.click()
+    assert "chosen: run psr-" in form.status.value
+    assert form.config() == RunConfig(**{**PARAMS, "mode": "psr"})
+
+
+def test_a_change_after_train_must_be_chosen_again():
+    form = RunForm(interactive=True, **PARAMS)
+    form.train_button.click()
+    form.widgets["seed"].value = 99  # what would train is no longer what was chosen
+    assert "press Train again" in form.status.value
+    with pytest.raises(ConfigError, match="changed after Train was pressed"):
+        form.config()
+    form.set(max_steps=5)  # a field off the form counts as a change too
+    form.train_button.click()
+    assert (form.config().seed, form.config().max_steps) == (99, 5)
+
+
+def test_train_refuses_bad_values_and_chooses_nothing():
+    form = RunForm(interactive=True, **PARAMS)
+    form.widgets["subset_size"].value = "zero"
+    form.train_button.click()
+    assert "subset_size='zero'" in form.status.value
+    form.widgets["subset_size"].value = "16"
+    with pytest.raises(ConfigError, match="press Train"):
+        form.config()
+
+
+def test_headless_passes_straight_through_without_a_button():
+    from chartrl_colab.ui import interactive_front_end
+
+    assert interactive_front_end() is False  # no kernel here, as under papermill's execution
+    assert RunForm(**PARAMS).config() == RunConfig(**PARAMS)
+
+
+@pytest.mark.parametrize("allow_stdin, expected", [(True, True), (False, False)])
+def test_a_front_end_is_told_from_a_headless_client_by_allow_stdin(monkeypatch, allow_stdin, expected):
+    """Colab and Jupyter send each cell with allow_stdin=True; papermill's nbclient sends False."""
+    import types
+
+    import IPython
+
+    from chartrl_colab.ui import interactive_front_end
+
+    kernel = types.SimpleNamespace(get_parent=lambda: {"content": {"allow_stdin": allow_stdin}})
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
+    assert interactive_front_end() is expected
+    form = RunForm(**PARAMS)  # interactive=None: decided when config() runs
+    if expected:
+        with pytest.raises(ConfigError):
+            form.config()
+    else:
+        assert form.config() == RunConfig(**PARAMS)
