@@ -46,11 +46,6 @@ def test_doctests_pass():
     assert result.failed == 0
 
 
-def test_module_is_pure_of_package_imports():
-    source = open(rewards.__file__, encoding="utf-8").read()
-    assert "from chartrl_colab" not in source and "import chartrl_colab" not in source
-
-
 def test_answer_format_mentions_every_tag():
     for tag in ("<think>", "</think>", "<type>", "<table>", "<answer>", "</answer>", '"columns"', '"rows"'):
         assert tag in ANSWER_FORMAT
