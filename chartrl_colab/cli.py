@@ -24,6 +24,8 @@ USER_ERROR = 2
 def _parse_as(kind):
     if kind in (int | None, typing.Optional[int]):
         return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
+    if kind in (float | None, typing.Optional[float]):
+        return lambda s: None if s.lower() == "none" else float(s)
     if kind in (str | None, typing.Optional[str]):
         return str
     return kind
