@@ -27,7 +27,7 @@ def config_to_argv(cfg: RunConfig) -> list[str]:
 
     >>> config_to_argv(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
     ...                          output_root="runs"))
-    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--no-use-lora', '--output-root', 'runs']
+    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--learning-rate', '1e-06', '--no-use-lora', '--output-root', 'runs']
     """
     argv = []
     hints = typing.get_type_hints(RunConfig)
