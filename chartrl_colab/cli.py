@@ -24,10 +24,10 @@ USER_ERROR = 2
 def _parse_as(kind):
     if kind in (int | None, typing.Optional[int]):
         return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
+    if kind in (float | None, typing.Optional[float]):
+        return lambda s: None if s.lower() == "none" else float(s)
     if kind in (str | None, typing.Optional[str]):
         return str
-    if kind in (float | None, typing.Optional[float]):
-        return float
     return kind
 
 
@@ -73,7 +73,7 @@ def argv_for(cfg) -> list[str]:
     >>> from chartrl_colab.config import RunConfig
     >>> argv_for(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
     ...                          output_root="runs"))
-    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--no-use-lora', '--output-root', 'runs']
+    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--learning-rate', '1e-06', '--no-use-lora', '--output-root', 'runs']
     """
     argv = []
     hints = typing.get_type_hints(type(cfg))

@@ -1,8 +1,8 @@
 """Run settings: one dataclass, its defaults, validation and the run name.
 
 Field names are the CLI flags with ``-`` for ``_`` (``--reward-threshold`` <-> ``reward_threshold``).
-Defaults follow the paper's recipe (lr 1e-6, 8 rollouts, temperature 1.0, PPO clip 0.2, no KL, token-mean
-loss) and the seed project's logging/checkpoint cadence (log every 10 steps and the first, checkpoint
+Defaults follow the paper's recipe (8 rollouts, temperature 1.0, PPO clip 0.2, no KL, token-mean loss; lr
+1e-6 for full fine-tuning, 1e-5 with LoRA as in TRL's Qwen2.5-VL GRPO LoRA example) and the seed project's logging/checkpoint cadence (log every 10 steps and the first, checkpoint
 every 50, keep 3, safetensors). Pure: no I/O and nothing heavy, so the notebook form and the CLI can validate
 before loading torch.
 """
@@ -21,7 +21,7 @@ from chartrl_colab.rewards import REWARD_FUNCS
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
 # One line per mode, for banners and the notebook form.
 MODE_DESCRIPTIONS = {
-    "grpo": "GRPO: group-normalised advantages over the summed rewards (TRL's objective)",
+    "grpo": "GRPO: group-normalised advantages of the verifier reward (grpo_rewards='all': the summed rewards)",
     "psr": "PSR: learn only from correct samples (advantage +1, the rest dropped); sharpens pass@1",
     "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
     "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
@@ -31,6 +31,9 @@ DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
 REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
 INITS = ("pretrained", "random")
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
+GRPO_REWARDS = ("verifier", "all")
+# The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
+LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
 
 
 def _help(text: str, **kwargs):
@@ -57,6 +60,12 @@ class RunConfig:
                                "original Chart-RVR scales, layout and prompt; 'package': bounded rewards, a short "
                                "prompt), or 'auto': package on the embedded synthetic charts, chart-rvr otherwise.",
                                default=AUTO)
+    grpo_rewards: str = _help(
+        f"What grpo's advantage is built from, one of {', '.join(GRPO_REWARDS)}: 'verifier' (default) the verifier "
+        "reward alone, like the paper's GRPO baseline and like psr/nsr/w-reinforce, which always learn from it; "
+        "'all' the sum of every reward (Chart-RVR's setting). Sets TRL's reward_weights (1 for the verifier, 0 for "
+        "the rest), so it is also what the logged `reward` means in every mode; every reward is logged either way.",
+        default="verifier")
 
     # Optimisation (the paper's recipe)
     num_epochs: float = _help("Passes over the training prompts.", default=1.0)
@@ -64,7 +73,16 @@ class RunConfig:
     batch_size: int = _help("Prompts per device per step; each step trains on batch_size * num_generations completions.", default=2)
     num_generations: int = _help("Completions sampled per prompt (the group).", default=8)
     gradient_accumulation_steps: int = _help("Steps of generation batches accumulated per update.", default=1)
-    learning_rate: float = _help("AdamW learning rate.", default=1e-6)
+    learning_rate: float | None = _help(
+        f"AdamW learning rate (None: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
+        f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
+    steps_per_generation: int | None = _help(
+        "Optimizer micro-steps each generation batch is split over (TRL's steps_per_generation; None: "
+        "gradient_accumulation_steps, i.e. one optimizer step per generation batch, where the PPO ratio is 1 and "
+        "the update is plain REINFORCE). Above gradient_accumulation_steps, one rollout makes several clipped "
+        "mini-batch updates, as in the paper.", default=None)
+    num_iterations: int = _help("Optimisation passes over each generation batch (TRL's num_iterations, the "
+                                "GRPO paper's mu); above 1 the later passes are clipped off-policy updates.", default=1)
     temperature: float = _help("Sampling temperature of the rollouts.", default=1.0)
     max_completion_length: int = _help("Longest completion sampled, in tokens.", default=512)
     epsilon: float = _help("PPO clipping range.", default=0.2)
@@ -97,6 +115,8 @@ class RunConfig:
         self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
         self.rewards = tuple(self.rewards)
         self.report_to = tuple(r for r in self.report_to if r != "none")
+        if self.learning_rate is None:
+            self.learning_rate = LEARNING_RATE_LORA if self.use_lora else LEARNING_RATE_FULL
         validate(self)
 
     @property
@@ -141,6 +161,7 @@ def validate(cfg: RunConfig) -> None:
     one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     one_of("init", cfg.init, INITS)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
+    one_of("grpo_rewards", cfg.grpo_rewards, GRPO_REWARDS)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
@@ -149,7 +170,9 @@ def validate(cfg: RunConfig) -> None:
     # TRL groups each prompt's completions, so a group needs two samples to have a baseline at all.
     at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
     check_whole_numbers(cfg, ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
-                              "save_total_limit", "max_completion_length", "lora_r"))
+                              "save_total_limit", "max_completion_length", "lora_r", "num_iterations"))
+    if cfg.steps_per_generation is not None:
+        check_whole_numbers(cfg, ("steps_per_generation",))
     if cfg.subset_size is not None:
         at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
     at_least("num_epochs", cfg.num_epochs, 0)

@@ -16,7 +16,7 @@ With ``r_i = 1`` for correct and ``0`` for incorrect samples the advantages are
 =============  ===================================================  ==================================
 mode           advantage A_i                                        samples in the loss
 =============  ===================================================  ==================================
-grpo           (s_i - mean_group(s)) / (std_group(s) + 1e-4),       all (TRL's GRPO, unchanged)
+grpo           (s_i - mean_group(s)) / (std_group(s) + 1e-4),       all scored samples (TRL's GRPO)
                s_i = sum_k w_k R[i, k]  (TRL's weighted sum)
 psr            r_i                 (+1 correct)                     correct only
 nsr            r_i - 1             (-1 incorrect)                   incorrect only
@@ -24,14 +24,16 @@ w-reinforce    lambda_psr * r_i  if correct,  r_i - 1 otherwise     all scored s
 =============  ===================================================  ==================================
 
 psr, nsr and w-reinforce use no group baseline and no std scaling: an all-correct or all-wrong group
-still carries signal (GRPO's advantages are zero there). For psr and nsr the batch is cut down to the
-selected samples before the update, so the other class's tokens are neither in the loss nor in its
-token normalisation; the trainer does this through TRL's loss mask (``keep`` below).
+still carries signal (GRPO's advantages are zero there). The batch is cut down to the samples in the
+loss (``keep`` below) before the update, so the others' tokens are neither in the loss nor in its
+normalisation, whatever TRL's ``loss_type``; the trainer does this through TRL's loss mask. A sample the
+verifier could not score (reward None) is in no mode's loss; in grpo, one that no reward with a non-zero
+weight scored (:func:`unscorable`).
 
 The rest of the paper's recipe is the default of :class:`chartrl_colab.config.RunConfig` and is what
 TRL's GRPO loss computes with it: a PPO-clipped surrogate (epsilon 0.2), averaged over the response
-tokens that remain (TRL's ``dapo`` token normalisation), no KL term (beta 0), learning rate 1e-6,
-8 rollouts per prompt, temperature 1.0.
+tokens that remain (TRL's ``dapo`` token normalisation), no KL term (beta 0), 8 rollouts per prompt,
+temperature 1.0 (learning rate: the paper's 1e-6 without LoRA, 1e-5 with LoRA).
 
 Pure torch: no I/O, no other module of the package.
 """
@@ -66,6 +68,22 @@ def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.sqrt(var * correction).squeeze(dim)
 
 
+def unscorable(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows that no reward with a non-zero weight scored (all NaN there): bool (B,).
+
+    With every weight non-zero this is TRL's ``unscorable_mask`` (every reward None). With weight 0 on some
+    rewards (grpo on the verifier alone) a row whose weighted rewards are all None is unscorable too; TRL
+    would sum it to 0 and count it as a wrong answer in its group's baseline.
+
+    >>> r = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0], [float("nan"), float("nan")]])
+    >>> unscorable(r).tolist(), unscorable(r, torch.tensor([0.0, 1.0])).tolist()
+    ([False, False, True], [True, False, True])
+    """
+    weights = torch.ones(rewards_per_func.shape[1]) if reward_weights is None else reward_weights
+    weighted = weights.to(rewards_per_func.device) != 0
+    return torch.isnan(rewards_per_func[:, weighted]).all(dim=1)
+
+
 def grpo_advantages(
     rewards_per_func: torch.Tensor,
     num_generations: int,
@@ -82,7 +100,7 @@ def grpo_advantages(
         raise ValueError(f"scale_rewards={scale_rewards!r}: expected one of group, batch, none")
     weights = torch.ones(rewards_per_func.shape[1]) if reward_weights is None else reward_weights
     rewards = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-    rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan  # unscorable: out of the baseline
+    rewards[unscorable(rewards_per_func, weights)] = torch.nan  # out of the baseline, advantage 0
     grouped = rewards.view(-1, num_generations)
     mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
     advantages = rewards - mean
@@ -126,7 +144,7 @@ def compute_advantages(
     incorrect = score < reward_threshold
     if mode == "grpo":
         advantages = grpo_advantages(rewards_per_func, num_generations, reward_weights, scale_rewards)
-        keep = torch.ones_like(correct)
+        keep = ~unscorable(rewards_per_func, reward_weights)
     elif mode == "psr":
         advantages, keep = correct.float(), correct
     elif mode == "nsr":

@@ -36,6 +36,9 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
         runs[mode] = train_run(cfg)
     report = monitor([cfg.run_dir for cfg in configs.values()], labels=[m.upper() for m in configs],
                      output_dir=str(output_dir), compare=True)
+    if "grpo" in configs:  # what the comparison is like for like on (run.json holds it as the config's grpo_rewards)
+        echo(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from "
+             f"{'the verifier alone, as psr/nsr/w-reinforce' if configs['grpo'].grpo_rewards == 'verifier' else 'the sum of all rewards'})")
     lines = checks(runs)
     echo("\nPOC CHECKS")
     for line in lines:

@@ -51,6 +51,12 @@ def print_banner(cfg: RunConfig) -> None:
     if cfg.mode == "w-reinforce":
         print(f"  Lambda PSR: {cfg.lambda_psr}")
     print(f"  Rewards: {', '.join(cfg.rewards)} (preset {cfg.reward_preset})")
+    if cfg.mode == "grpo":
+        print(f"  GRPO advantage from: {'the verifier alone' if cfg.grpo_rewards == 'verifier' else 'the sum of all rewards'}"
+              f" (grpo_rewards={cfg.grpo_rewards})")
+    spg = cfg.steps_per_generation or cfg.gradient_accumulation_steps
+    print(f"  Updates per generation batch: {spg} micro-steps x {cfg.num_iterations} iteration(s), "
+          f"{cfg.gradient_accumulation_steps} micro-step(s) per optimizer step")
     print(f"  Learning rate: {cfg.learning_rate:g} | temperature: {cfg.temperature} | clip: {cfg.epsilon} | "
           f"beta: {cfg.beta} | loss: {cfg.loss_type}")
     print(f"  Run directory: {cfg.run_dir}")
@@ -76,6 +82,12 @@ def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: i
         per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
         num_generations=cfg.num_generations,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # None: TRL's default, one generation batch per optimizer step (ratio 1: the update is REINFORCE).
+        steps_per_generation=cfg.steps_per_generation,
+        num_iterations=cfg.num_iterations,
+        # grpo_rewards="verifier": TRL's summed reward is the verifier's alone (grpo's advantage and the logged
+        # `reward`); the other rewards are still computed and logged per function.
+        reward_weights=[float(cfg.grpo_rewards == "all" or name == cfg.verifier) for name in cfg.rewards],
         num_train_epochs=cfg.num_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,

@@ -1,15 +1,23 @@
 """``ModeTrainer``: TRL's ``GRPOTrainer`` with the four objectives of :mod:`chartrl_colab.objectives`.
 
-Two hooks, no copy of TRL's loop:
+Three hooks, no copy of TRL's loop:
 
 1. ``_calculate_rewards`` returns the reward matrix gathered over all processes; we keep it.
 2. After TRL's ``_generate_and_score_completions`` we replace its advantages by the objective's
-   (computed on the gathered rewards, then sliced to this process as TRL slices), and for psr/nsr fold
-   the selection into TRL's loss mask (``completion_mask * tool_mask``) and recount
-   ``num_items_in_batch``, so dropped samples are neither in the loss nor in its token normalisation.
-   In ``grpo`` mode TRL's advantages are left untouched.
+   (computed on the gathered rewards, then sliced to this process as TRL slices). Whenever some sample is
+   not in the loss (psr/nsr's other class, a sample the verifier could not score) the selection is folded
+   into TRL's loss mask (``completion_mask * tool_mask``), ``num_items_in_batch`` is recounted and the
+   number of kept completions travels with the batch: TRL buffers the generation batch and slices it over
+   ``steps_per_generation`` optimizer steps (and ``num_iterations`` passes), row by row, so every slice
+   carries its rows' advantages and mask.
+3. After TRL's ``_compute_loss``: for the loss types that average per completion (``grpo``, ``dr_grpo``,
+   and TRL's ``sapo``, ``luspo``) the loss is rescaled from TRL's count of rows to the kept ones, so the
+   dropped samples are out of the normalisation for every loss type (``dapo`` reads the recounted
+   ``num_items_in_batch``, ``bnpo`` the mask); and a micro-batch whose own mask is empty logs no entropy
+   or clip ratio (a mean over no tokens), instead of TRL's 0.
 
-Works with any model, reward functions and data set that ``GRPOTrainer`` accepts, text-only included.
+With every sample kept and ``grpo`` mode, TRL's loss is unchanged. Works with any model, reward functions
+and data set that ``GRPOTrainer`` accepts, text-only included.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from chartrl_colab.objectives import Advantages, compute_advantages
 
 # Metrics TRL computes in `_compute_loss` as means over the loss mask: meaningless when it is empty.
 _MASKED_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+# TRL loss types that divide by the number of completions in the micro-batch (times max_completion_length for
+# dr_grpo) rather than by the tokens in the loss mask: dropped completions would stay in that count.
+_PER_COMPLETION_LOSSES = ("grpo", "dr_grpo", "sapo", "luspo")
 
 
 def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -> int:
@@ -61,12 +72,12 @@ def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -
 
 
 def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, lambda_psr: float) -> str:
-    """The per-step console line, as the seed project printed it.
+    """The per-step console line: counts, the mean verifier reward and the mean advantage trained on.
 
     >>> a = Advantages(torch.tensor([-1.0, 0.0]), torch.tensor([True, False]),
     ...                torch.tensor([False, True]), torch.tensor([True, False]))
-    >>> mode_line("nsr", 12, a, -0.5, 0.1)
-    'NSR [Step 12]: 1/2 negative samples | Avg reward: -0.500'
+    >>> mode_line("nsr", 12, a, 0.5, 0.1)
+    'NSR [Step 12]: 1/2 negative samples | Avg reward: 0.500 | Avg advantage: -0.500'
     """
     n = objective.advantages.numel()
     pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
@@ -78,7 +89,8 @@ def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, la
         counts = f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)"
     else:
         counts = f"{pos}/{n} correct samples"
-    return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f}"
+    avg_advantage = float(objective.advantages.float().mean())
+    return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f} | Avg advantage: {avg_advantage:.3f}"
 
 
 class EpochRepeatSampler(RepeatSampler):
@@ -129,6 +141,12 @@ class ModeTrainer(GRPOTrainer):
         if not lambda_psr >= 0:
             raise ValueError(f"lambda_psr={lambda_psr!r} is not valid; it must be >= 0")
         super().__init__(*args, **kwargs)
+        if self.loss_type in _PER_COMPLETION_LOSSES and (getattr(self, "_entropy_bonus_enabled", False)
+                                                         or getattr(self, "aux_loss_enabled", False)):
+            raise ValueError(
+                f"loss_type={self.loss_type!r} with an entropy bonus or a router aux loss is not supported: the kept "
+                f"completions' normalisation rescales TRL's whole loss, those terms included; use loss_type 'dapo' "
+                f"or 'bnpo'")
         self.mode = mode
         self.reward_threshold = float(reward_threshold)
         self.lambda_psr = float(lambda_psr)
@@ -159,19 +177,23 @@ class ModeTrainer(GRPOTrainer):
             reward_weights=self.reward_weights,
             scale_rewards=self.scale_rewards,
         )
-        if self.mode != "grpo":
-            local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        local = slice(self.accelerator.process_index * len(inputs), (self.accelerator.process_index + 1) * len(inputs))
+        # grpo: ours equal TRL's sum-then-normalise advantages, except for a row that only zero-weight rewards
+        # scored (TRL counts it as reward 0); TRL's other aggregation is left as it is.
+        if self.mode != "grpo" or self.multi_objective_aggregation == "sum_then_normalize":
             output["advantages"] = objective.advantages[local].to(output["advantages"])
             logged = self._logs["advantages"]  # the completions table shows TRL's; show ours instead
             for _ in range(min(objective.advantages.numel(), len(logged))):
                 logged.pop()
             logged.extend(objective.advantages.tolist())
-            if self.mode in ("psr", "nsr"):
-                keep = objective.keep[local].to(output["completion_mask"]).unsqueeze(1)
-                tool_mask = output.get("tool_mask")
-                output["tool_mask"] = keep.expand_as(output["completion_mask"]) if tool_mask is None else tool_mask * keep
-                loss_mask = output["completion_mask"] * output["tool_mask"]
-                output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        if not bool(objective.keep.all()):  # the same decision on every process: keep covers them all
+            keep = objective.keep[local].to(output["completion_mask"]).unsqueeze(1)
+            tool_mask = output.get("tool_mask")
+            output["tool_mask"] = keep.expand_as(output["completion_mask"]) if tool_mask is None else tool_mask * keep
+            loss_mask = output["completion_mask"] * output["tool_mask"]
+            output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+            # A scalar: TRL's shuffle and split hand it unchanged to every slice of the generation batch.
+            output["num_kept_completions"] = objective.keep.sum().to(output["advantages"])
         self._record(split, objective, rewards)
         return output
 
@@ -182,23 +204,38 @@ class ModeTrainer(GRPOTrainer):
         metrics["mode/num_positive"].append(float(pos))
         metrics["mode/num_negative"].append(float(neg))
         metrics["mode/positive_fraction"].append(pos / n)
-        if self.mode == "grpo":
-            weighted = (rewards * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
-            avg = float(weighted.mean())
-        else:
-            avg = float(objective.advantages.mean())
         if self.print_mode_lines and split == "train" and self.accelerator.is_main_process:
+            avg = float(torch.nanmean(rewards[:, self.verifier_index]))  # unscored samples have no reward
             tqdm.write(mode_line(self.mode, self.state.global_step, objective, avg, self.lambda_psr))
+
+    def _kept_rescale(self, inputs, split: str) -> float:
+        """Factor taking TRL's per-completion loss from its count of rows to the kept completions.
+
+        TRL divides a micro-batch's sum of per-completion terms by ``rows * gradient_accumulation_steps``
+        (times ``max_completion_length`` for dr_grpo). Cut down to the kept completions, the generation batch
+        would spread them evenly over its ``steps_per_generation`` slices, as TRL's ``dapo`` spreads its
+        tokens: the divisor becomes ``kept / num_processes * gradient_accumulation_steps /
+        steps_per_generation``. The ratio of the two is 1 when every completion is kept.
+        """
+        kept = inputs.get("num_kept_completions")
+        if kept is None or self.loss_type not in _PER_COMPLETION_LOSSES:
+            return 1.0
+        rows = inputs["advantages"].shape[0] * self.accelerator.num_processes
+        if split == "train":
+            rows *= self.args.steps_per_generation
+        return rows / max(float(kept), 1.0)
 
     def _compute_loss(self, model, inputs):
         split = "train" if self.model.training else "eval"
         metrics = self._metrics[split]
         # .get: indexing the defaultdict would create keys TRL never fills (kl with beta=0) and log them as None.
         before = {key: len(metrics.get(key, ())) for key in _MASKED_METRICS}
-        loss = super()._compute_loss(model, inputs)
-        if float(inputs["num_items_in_batch"]) == 0:
-            # No sample selected anywhere (psr with no correct one, say): the loss is an exact zero with
-            # zero gradient, and token means over an empty mask would log a false 0.
+        loss = super()._compute_loss(model, inputs) * self._kept_rescale(inputs, split)
+        mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
+        # TRL's token means are over this micro-batch's mask on every process together (a collective, as TRL's).
+        if float(self.accelerator.reduce(mask.sum().float(), reduction="sum")) == 0:
+            # No completion of this micro-batch in the loss (psr with no correct one, say): the loss is an exact
+            # zero with zero gradient, and token means over an empty mask would log a false 0.
             for key, count in before.items():
                 if key in metrics:
                     metrics[key][count:] = [float("nan")] * (len(metrics[key]) - count)

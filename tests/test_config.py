@@ -13,13 +13,44 @@ from chartrl_colab.train import build_parser, config_from_argv, grpo_args, main
 
 def test_defaults_are_the_papers_recipe_and_the_seeds_cadence(tmp_path):
     cfg = RunConfig(output_root=str(tmp_path))
-    assert (cfg.learning_rate, cfg.num_generations, cfg.temperature, cfg.epsilon, cfg.beta, cfg.loss_type) == (
-        1e-6, 8, 1.0, 0.2, 0.0, "dapo")
+    assert (cfg.num_generations, cfg.temperature, cfg.epsilon, cfg.beta, cfg.loss_type) == (8, 1.0, 0.2, 0.0, "dapo")
     assert (cfg.logging_steps, cfg.save_steps, cfg.save_total_limit, cfg.lambda_psr) == (10, 50, 3, 0.1)
     args = grpo_args(cfg)
     assert args.logging_first_step and args.save_strategy == "steps"
-    assert (args.learning_rate, args.temperature, args.epsilon, args.beta, args.loss_type) == (1e-6, 1.0, 0.2, 0.0, "dapo")
+    assert (args.temperature, args.epsilon, args.beta, args.loss_type) == (1.0, 0.2, 0.0, "dapo")
     assert args.scale_rewards == "group"  # grpo mode keeps TRL's group normalisation
+
+
+def test_learning_rate_defaults_to_1e5_with_lora_and_the_papers_1e6_without(tmp_path):
+    lora = RunConfig(output_root=str(tmp_path))
+    assert lora.use_lora and lora.learning_rate == 1e-5 and grpo_args(lora).learning_rate == 1e-5
+    full = RunConfig(output_root=str(tmp_path), use_lora=False)
+    assert full.learning_rate == 1e-6 and grpo_args(full).learning_rate == 1e-6
+    assert RunConfig(output_root=str(tmp_path), learning_rate=3e-4).learning_rate == 3e-4  # overridable
+    assert config_from_argv(["--no-use-lora", "--output-root", str(tmp_path)]).learning_rate == 1e-6
+    assert config_from_argv(["--learning-rate", "2e-5", "--output-root", str(tmp_path)]).learning_rate == 2e-5
+    assert RunConfig(**lora.to_dict()).learning_rate == 1e-5  # run.json records the resolved value
+
+
+def test_grpo_learns_from_the_verifier_alone_by_default(tmp_path):
+    cfg = RunConfig(output_root=str(tmp_path), rewards=("format", "accuracy", "table"), verifier="accuracy")
+    assert cfg.grpo_rewards == "verifier" and cfg.to_dict()["grpo_rewards"] == "verifier"  # run.json has it
+    assert grpo_args(cfg).reward_weights == [0.0, 1.0, 0.0]  # every reward still computed and logged
+    assert grpo_args(RunConfig(output_root=str(tmp_path), verifier="table")).reward_weights == [
+        float(name == "table") for name in REWARD_NAMES]
+    every = config_from_argv(["--grpo-rewards", "all", "--output-root", str(tmp_path)])
+    assert every.grpo_rewards == "all" and grpo_args(every).reward_weights == [1.0] * len(REWARD_NAMES)
+
+
+def test_updates_per_generation_batch_reach_trl(tmp_path):
+    cfg = RunConfig(output_root=str(tmp_path), batch_size=2, num_generations=4)
+    args = grpo_args(cfg)  # TRL's defaults: one optimizer step per generation batch, one pass
+    assert (cfg.steps_per_generation, cfg.num_iterations) == (None, 1)
+    assert (args.steps_per_generation, args.num_iterations) == (args.gradient_accumulation_steps, 1) == (1, 1)
+    cfg = config_from_argv(["--steps-per-generation", "4", "--num-iterations", "2", "--batch-size", "2",
+                            "--num-generations", "4", "--output-root", str(tmp_path)])
+    args = grpo_args(cfg)
+    assert (args.steps_per_generation, args.num_iterations, args.generation_batch_size) == (4, 2, 32)
 
 
 def test_batch_size_counts_prompts(tmp_path):
@@ -60,6 +91,10 @@ def test_output_root_from_environment(monkeypatch):
     ("temperature", 0, "temperature=0 is not valid"),
     ("seed", "x", "seed='x' is not valid; it must be a whole number"),
     ("seed", 1.5, "seed=1.5 is not valid; it must be a whole number"),
+    ("grpo_rewards", "format", "grpo_rewards='format' is not valid; choose one of: verifier, all"),
+    ("steps_per_generation", 0, "steps_per_generation=0 is not valid; it must be a number >= 1"),
+    ("num_iterations", 1.5, "num_iterations=1.5 is not valid; it must be a whole number >= 1"),
+    ("learning_rate", -1e-5, "learning_rate=-1e-05 is not valid; it must be a number >= 0"),
 ])
 def test_bad_settings_name_the_valid_ones(field, value, expected, tmp_path):
     kwargs = {"output_root": str(tmp_path), field: value}

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from chartrl_colab.objectives import compute_advantages, grpo_advantages
+from chartrl_colab.objectives import compute_advantages, grpo_advantages, unscorable
 
 
 def col(*values):
@@ -102,3 +102,18 @@ def test_bad_mode_and_verifier_are_named():
         compute_advantages(col(1, 0), mode="ppo", num_generations=2)
     with pytest.raises(ValueError, match="verifier index 3"):
         compute_advantages(col(1, 0), mode="psr", verifier=3, num_generations=2)
+
+
+def test_grpo_on_weighted_rewards_drops_what_they_cannot_score():
+    # Weight 0 on the format reward (grpo on the verifier alone): completion 0 has a format reward but no
+    # verifier reward, so nothing it is trained on scored it. TRL would sum it to 0, a wrong answer in the baseline.
+    nan = float("nan")
+    r = torch.tensor([[1.0, nan], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    weights = torch.tensor([0.0, 1.0])
+    assert unscorable(r, weights).tolist() == [True, False, False, False]
+    assert unscorable(r).tolist() == [False] * 4  # with every weight, the format reward scored it
+    a = compute_advantages(r, mode="grpo", verifier=1, num_generations=4, reward_weights=weights)
+    s = math.sqrt(1 / 3) + 1e-4  # the scored [0, 1, 1]: mean 2/3, Bessel std sqrt(1/3)
+    assert a.advantages.tolist() == pytest.approx([0.0, -2 / 3 / s, 1 / 3 / s, 1 / 3 / s], abs=1e-6)
+    assert a.keep.tolist() == [False, True, True, True]
+    assert compute_advantages(r, mode="grpo", num_generations=4).keep.all()

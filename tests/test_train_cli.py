@@ -10,8 +10,9 @@ import pytest
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,line", [
-    ("psr", r"PSR \[Step 0\]: \d+/8 positive samples \| Avg reward: -?\d+\.\d{3}"),
-    ("w-reinforce", r"W-REINFORCE \[Step 1\]: \d+ pos \(λ=0\.2\) \+ \d+ neg \(λ=1\.0\) \| Avg reward: -?\d+\.\d{3}"),
+    ("psr", r"PSR \[Step 0\]: \d+/8 positive samples \| Avg reward: \d\.\d{3} \| Avg advantage: \d\.\d{3}"),
+    ("w-reinforce", r"W-REINFORCE \[Step 1\]: \d+ pos \(λ=0\.2\) \+ \d+ neg \(λ=1\.0\) \| Avg reward: \d\.\d{3} "
+                    r"\| Avg advantage: -?\d\.\d{3}"),
 ])
 def test_train_command_writes_a_run_directory(mode, line, tmp_path):
     cmd = [sys.executable, "-m", "chartrl_colab.train", "--mode", mode, "--vlm-name", "tiny", "--dataset-name",
@@ -27,6 +28,8 @@ def test_train_command_writes_a_run_directory(mode, line, tmp_path):
     assert re.search(line, out), out[-3000:]
 
     run = tmp_path / f"{mode}-tiny-synthetic-8-2025"
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert (config["grpo_rewards"], config["learning_rate"]) == ("verifier", 1e-5)  # the defaults, resolved
     state = json.loads((run / "checkpoint-2" / "trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss" in entry]
     assert [entry["step"] for entry in logged] == [1, 2]
