@@ -158,6 +158,9 @@ def resolve_run(cfg, gpu: Gpu | None, echo=print):
                          f"{gpu.memory_gb:g} GiB GPU needs: pip install bitsandbytes)")
         elif load_in_4bit:
             notes.append(f"load_in_4bit=auto: 4-bit QLoRA on this {gpu.memory_gb:g} GiB GPU (under {SMALL_GPU_GB:g} GiB)")
+    if load_in_4bit is True and gpu is None:  # said before the data set and model load, not after
+        raise ConfigError("load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
+                          "use load_in_4bit='auto' or False, or run on a GPU")
     hub_model = cfg.vlm_name != "tiny" and cfg.init == "pretrained"
     if use_vllm == AUTO:
         use_vllm = auto_use_vllm(gpu, vllm_importable(), load_in_4bit, hub_model)
@@ -196,6 +199,15 @@ def peak_memory_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
+def peak_reserved_gb() -> float | None:
+    """The most GPU memory torch's allocator reserved (GiB; nearer what nvidia-smi shows); None on a CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_reserved() / 2**30, 2)
+
+
 def release_memory() -> None:
     """Collect unreachable objects, then hand the CUDA cache back (the next run or another process can use it)."""
     import gc
@@ -209,13 +221,19 @@ def release_memory() -> None:
 
 def oom_message(cfg, gpu: Gpu | None) -> str:
     """One line after a CUDA out-of-memory error: the card and each knob to lower, with its current value."""
-    where = gpu.describe() if gpu else "the GPU"
-    gc_hint = ("disable_gradient_checkpointing=False" if getattr(cfg, "disable_gradient_checkpointing", False)
-               else "keep gradient checkpointing on")
-    four_bit = "" if cfg.load_in_4bit is True else "load_in_4bit=True (QLoRA), "
-    return (f"CUDA out of memory on {where}; lower batch_size ({cfg.batch_size}), num_generations "
-            f"({cfg.num_generations}), max_completion_length ({cfg.max_completion_length}) or max_pixels "
-            f"({cfg.max_pixels}), or set {four_bit}{gc_hint}")
+    fixes = [f"lower batch_size ({cfg.batch_size}), num_generations ({cfg.num_generations}), max_completion_length "
+             f"({cfg.max_completion_length}) or max_pixels ({cfg.max_pixels})"]
+    already = []
+    if cfg.load_in_4bit is True:
+        already.append("load_in_4bit")
+    else:
+        fixes.append("set load_in_4bit=True (QLoRA)")
+    if getattr(cfg, "disable_gradient_checkpointing", False):
+        fixes.append("turn gradient checkpointing on (disable_gradient_checkpointing=False)")
+    else:
+        already.append("gradient checkpointing")
+    return (f"CUDA out of memory on {gpu.describe() if gpu else 'the GPU'}; " + ", or ".join(fixes)
+            + (f" ({' and '.join(already)} already on)" if already else ""))
 
 
 class OutOfMemory(ConfigError):

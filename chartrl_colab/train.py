@@ -241,7 +241,8 @@ def train(cfg: RunConfig):
         storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     print("✓ Training completed successfully")
     print(f"✓ {figures['steps']} steps, {_fmt(figures['seconds_per_step'], 's/step')}; peak GPU memory "
-          + (f"{figures['peak_gpu_memory_gb']} GiB of {gpu.describe()}" if gpu else "n/a (no GPU)"))
+          + (f"{figures['peak_gpu_memory_gb']} GiB ({figures['peak_gpu_reserved_gb']} GiB reserved) on {gpu.describe()}"
+             if gpu else "n/a (no GPU)"))
     print(f"✓ Model saved to {cfg.run_dir}")
     return trainer
 
@@ -251,13 +252,13 @@ def run_figures(runtime: float | None, steps: int, gpu) -> dict:
     memory (GiB of tensors, None on a CPU) and the card.
 
     >>> run_figures(30.0, 3, None)
-    {'steps': 3, 'seconds_per_step': 10.0, 'peak_gpu_memory_gb': None, 'gpu': None}
+    {'steps': 3, 'seconds_per_step': 10.0, 'peak_gpu_memory_gb': None, 'peak_gpu_reserved_gb': None, 'gpu': None}
     """
     from chartrl_colab import device
 
     per_step = round(runtime / steps, 3) if runtime and steps > 0 else None
     return {"steps": steps, "seconds_per_step": per_step, "peak_gpu_memory_gb": device.peak_memory_gb(),
-            "gpu": gpu.describe() if gpu else None}
+            "peak_gpu_reserved_gb": device.peak_reserved_gb(), "gpu": gpu.describe() if gpu else None}
 
 
 def _fmt(value, unit: str) -> str:
