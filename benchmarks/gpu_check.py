@@ -54,8 +54,9 @@ def run_config(name: str, flags: list[str], steps: int, root: Path) -> dict:
     per_step = 2 * 4  # completions per step
     tokens = sum(e.get("completions/mean_length", 0) * per_step for e in history if "loss" in e)
     seconds = (record.get("seconds_per_step") or 0) * (record.get("steps") or 0)
-    result = {"config": name, "ok": True, "gpu": record.get("gpu"), "precision": record["config"]["precision"],
-              "load_in_4bit": record["config"]["load_in_4bit"], "steps": record.get("steps"),
+    resolved = record.get("resolved") or record["config"]
+    result = {"config": name, "ok": True, "gpu": record.get("gpu"), "precision": resolved["precision"],
+              "load_in_4bit": resolved["load_in_4bit"], "steps": record.get("steps"),
               "peak_gpu_memory_gb": record.get("peak_gpu_memory_gb"),
               "peak_gpu_reserved_gb": record.get("peak_gpu_reserved_gb"),
               "seconds_per_step": record.get("seconds_per_step"),

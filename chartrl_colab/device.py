@@ -27,6 +27,7 @@ from chartrl_colab.config import PRECISIONS
 from chartrl_colab.errors import ConfigError
 
 AUTO = "auto"
+RESOLVED = ("precision", "load_in_4bit", "use_vllm")  # the RunConfig fields resolve_run decides; run.json keeps them
 # bf16 tensor cores arrive with Ampere (8.0). torch.cuda.is_bf16_supported() says True on a T4 (7.5) because
 # torch emulates bf16 there since 2.3, which is slow or fails in bitsandbytes: the capability decides, not torch.
 BF16_CAPABILITY = (8, 0)

@@ -185,7 +185,7 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
         run = read_run_json(run_dir)
     except ValueError:  # a torn run.json: fall back to the adapter's record
         run = None
-    run_cfg = (run or {}).get("config") or {}
+    run_cfg = {**((run or {}).get("config") or {}), **((run or {}).get("resolved") or {})}  # "auto" as it ran
     if run_cfg.get("vlm_name"):
         return ModelSource(run_cfg["vlm_name"], run_cfg.get("init", "pretrained"), int(run_cfg.get("seed", cfg.seed)),
                            ckpt, run_dir, cache_dir, run_cfg.get("load_in_4bit") is True or cfg.load_in_4bit,

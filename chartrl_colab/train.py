@@ -151,7 +151,8 @@ def train(cfg: RunConfig):
 
     cfg = storage.with_output_root(cfg)
     gpu = device.detect()
-    cfg = device.resolve_run(cfg, gpu)  # precision, 4-bit, vLLM for this card; run.json records the outcome
+    requested = cfg
+    cfg = device.resolve_run(cfg, gpu)  # precision, 4-bit, vLLM for this card
     set_seed(cfg.seed)
     print_banner(cfg)
 
@@ -174,7 +175,10 @@ def train(cfg: RunConfig):
     else:
         print(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
               else "Starting fresh (--resume never)")
-    record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step) if main_process else {}
+    record = storage.start_run_record(cfg.run_dir, requested.to_dict(), checkpoint, step) if main_process else {}
+    if main_process:  # what "auto" became on this card: generate loads the model the way it trained
+        record["resolved"] = {name: getattr(cfg, name) for name in device.RESOLVED}
+        storage.write_run_json(cfg.run_dir, record)
 
     # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,

@@ -288,5 +288,14 @@ def test_a_run_records_its_figures_and_train_run_releases_its_model(tmp_path, mo
     record = json.loads((tmp_path / "grpo-tiny-synthetic-4-2025" / "run.json").read_text())
     assert record["steps"] == 1 and record["seconds_per_step"] > 0
     assert record["peak_gpu_memory_gb"] is None and record["gpu"] is None  # a CPU run
-    assert (record["config"]["precision"], record["config"]["load_in_4bit"], record["config"]["use_vllm"]) == (
-        "fp32", False, False)  # what ran, not "auto"
+    assert record["config"]["load_in_4bit"] == "auto"  # what was asked, and what it became on this machine:
+    assert record["resolved"] == {"precision": "fp32", "load_in_4bit": False, "use_vllm": False}
+    # generate loads a run's base model as it trained: "auto" read through "resolved", the run's own max_pixels.
+    from chartrl_colab import generate as gen
+
+    run_json = tmp_path / "grpo-tiny-synthetic-4-2025" / "run.json"
+    record["resolved"]["load_in_4bit"] = True  # as on a T4
+    record["config"]["max_pixels"] = 200704
+    run_json.write_text(json.dumps(record))
+    source = gen.resolve_source(gen.GenerateConfig(checkpoint=str(run_json.parent)))
+    assert source.load_in_4bit is True and source.max_pixels == 200704
