@@ -198,7 +198,7 @@ def train(cfg: RunConfig):
         model.print_trainable_parameters()
 
     mirror = CheckpointMirror(local_dir, cfg.run_dir, cfg.save_total_limit) if on_drive else None
-    wandb_cb = wandb_callback(cfg, local_dir)
+    wandb_cb = wandb_callback(requested, local_dir)  # its config as run.json's: what was asked
     if wandb_cb is not None and main_process:
         record["wandb_id"] = wandb_cb.run_id  # a restart on another machine continues the same wandb run
         storage.write_run_json(cfg.run_dir, record)
