@@ -166,6 +166,10 @@ def plan(cfg: BatchConfig) -> list[Run]:
     parse_gpus(cfg.gpus)  # raises on a bad list
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} does not exist; e.g. deepspeed_zero3.yaml")
+    if cfg.accelerate_config and uses_deepspeed(cfg.accelerate_config) and not deepspeed_importable():
+        # Said now, not by every run's accelerate launch after a notebook has started.
+        raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} uses DeepSpeed, which is not installed; "
+                          "pip install 'chartrl-colab[deepspeed]', or use --gpus for one run per GPU")
 
     root = Path(cfg.output_root or default_output_root()).absolute()
     shared = {**defaults, **cfg.parameters, "output_root": str(root)}
@@ -188,6 +192,24 @@ def plan(cfg: BatchConfig) -> list[Run]:
             params = {k: v for k, v in params.items() if k in GRID or k == "results_json" or defaults.get(k) != v}
             runs.append(Run(name, params, ipynb, root / name, root / f"{name}.log"))
     return runs
+
+
+def uses_deepspeed(accelerate_config: str | Path) -> bool:
+    """True when an accelerate config file launches through DeepSpeed (``distributed_type: DEEPSPEED``)."""
+    import yaml
+
+    try:
+        settings = yaml.safe_load(Path(accelerate_config).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"accelerate_config={str(accelerate_config)!r} is not valid YAML ({err})") from None
+    return isinstance(settings, dict) and (str(settings.get("distributed_type", "")).upper() == "DEEPSPEED"
+                                           or "deepspeed_config" in settings)
+
+
+def deepspeed_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
 
 
 def _resolve_auto(params: dict) -> dict:

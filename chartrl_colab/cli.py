@@ -31,6 +31,15 @@ def _parse_as(kind):
     return kind
 
 
+def _tri_state(text: str):
+    """``auto``/``true``/``false`` (and yes/no/1/0) for a setting that is True, False or decided by the machine."""
+    value = {"auto": "auto", "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
+        text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid; choose auto, true or false")
+    return value
+
+
 def _element_type(kind):
     """``int`` for ``tuple[int, ...]`` (or ``tuple[int, ...] | None``); None when ``kind`` is no tuple."""
     for option in (kind, *typing.get_args(kind)):
@@ -42,7 +51,8 @@ def _element_type(kind):
 def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
     """One flag per dataclass field (but ``skip``), same name with dashes, the field's help text and default.
 
-    Booleans get ``--x/--no-x``; tuple fields take several values; ``None``/``full``/``all`` mean None
+    Booleans get ``--x/--no-x``; ``bool | str`` fields (True, False or ``"auto"``) also take a value
+    (``--x auto``); tuple fields take several values; ``None``/``full``/``all`` mean None
     for optional integers (``--subset-size full``); a field without a default is a required flag; a field's
     ``metadata["aliases"]`` are further spellings of its flag.
     """
@@ -57,6 +67,11 @@ def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentPa
         kwargs = {"required": True} if required else {"default": default}
         if kind is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text, **kwargs)
+        elif kind == bool | str:  # True, False or "auto": --x (True), --x auto|true|false, --no-x (False)
+            parser.add_argument(*flags, nargs="?", const=True, type=_tri_state, dest=f.name,
+                                help=help_text + f" (default: {default})", **kwargs)
+            parser.add_argument("--no-" + flags[0][2:], dest=f.name, action="store_const", const=False,
+                                help=argparse.SUPPRESS)
         elif (element := _element_type(kind)) is not None:
             if isinstance(default, tuple):
                 kwargs["default"] = list(default)

@@ -34,6 +34,12 @@ LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
 GRPO_REWARDS = ("verifier", "all")
 # The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
 LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.device)
+# 512 image tokens per chart (Qwen-VL: one token per 28x28 pixels): a chart's labels stay legible, and a T4 fits
+# 8 rollouts. The hub processor's own bound is 12.8 M pixels, which turns a large chart into thousands of tokens.
+DEFAULT_MAX_PIXELS = 512 * 28 * 28
+MIN_PIXELS = 56 * 56  # the processors' own lower bound
 
 
 def _help(text: str, **kwargs):
@@ -94,8 +100,20 @@ class RunConfig:
     lora_r: int = _help("LoRA rank.", default=16)
     lora_alpha: int = _help("LoRA alpha.", default=32)
     lora_dropout: float = _help("LoRA dropout.", default=0.05)
-    load_in_4bit: bool = _help("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes).", default=False)
+    load_in_4bit: bool | str = _help("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes); 'auto': "
+                                     "on a GPU under 24 GiB (a T4), for the hub models.", default="auto")
     disable_gradient_checkpointing: bool = _help("Turn gradient checkpointing off (faster, more memory).", default=False)
+
+    # GPU: precision, memory, sampling (chartrl_colab.device decides the "auto"s from the card)
+    precision: str = _help("Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on "
+                           "a CPU), bf16, fp16 or fp32.", default="auto")
+    max_pixels: int | None = _help(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image token; "
+                                   f"default {DEFAULT_MAX_PIXELS} = 512 tokens; None: the model's own bound).",
+                                   default=DEFAULT_MAX_PIXELS)
+    use_vllm: bool | str = _help("Sample rollouts with vLLM (TRL's colocate mode); 'auto': when vllm is installed, the "
+                                 "GPU has compute capability >= 8.0 and the model is not 4-bit.", default="auto")
+    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM takes for its weights and KV cache "
+                                                "(colocate mode; the rest trains).", default=0.3)
 
     # Where things go, how often
     output_root: str = _help("Folder holding run directories (default: $CHARTRL_ROOT; in Colab with Drive mounted "
@@ -154,6 +172,18 @@ def check_whole_numbers(cfg, names) -> None:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
 
 
+def check_gpu_knobs(cfg) -> None:
+    """``max_pixels`` a whole number of at least the processors' minimum (or None), ``vllm_gpu_memory_utilization``
+    a share of the card: shared by training and generation."""
+    if cfg.max_pixels is not None:
+        check_whole_numbers(cfg, ("max_pixels",))
+        at_least("max_pixels", cfg.max_pixels, MIN_PIXELS, " (or None for the model's own bound)")
+    share = cfg.vllm_gpu_memory_utilization
+    if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.05 <= share <= 1:
+        raise ConfigError(f"vllm_gpu_memory_utilization={share!r} is not valid; it is a share of GPU memory, "
+                          "between 0.05 and 1 (e.g. 0.3)")
+
+
 def validate(cfg: RunConfig) -> None:
     """Raise ConfigError for the first bad setting."""
     one_of("mode", cfg.mode, MODES)
@@ -184,5 +214,10 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:
         one_of("report_to", logger, ("tensorboard", "wandb", "none"))
+    one_of("precision", cfg.precision, PRECISIONS)
+    for name in ("load_in_4bit", "use_vllm"):
+        if getattr(cfg, name) not in TRI_STATE or not isinstance(getattr(cfg, name), (bool, str)):
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; choose 'auto', True or False")
+    check_gpu_knobs(cfg)
     if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint folder")

@@ -38,14 +38,23 @@ KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelera
 
 # ------------------------------------------------------------------------------------------ the GPU
 def gpu_info() -> dict | None:
-    """The first visible GPU (name, count, memory, bf16 support, CUDA version), or None without one."""
+    """The first visible GPU (name, count, memory, compute capability, CUDA version) and what ``"auto"`` picks on
+    it (:func:`chartrl_colab.device.describe`: precision, 4-bit, vLLM), or None without one.
+
+    ``bf16`` follows the compute capability (>= 8.0), not ``torch.cuda.is_bf16_supported()``, which says yes on
+    a T4 where torch only emulates it.
+    """
     import torch
 
-    if not torch.cuda.is_available():
+    from chartrl_colab import device
+
+    gpu = device.detect()
+    if gpu is None:
         return None
-    props = torch.cuda.get_device_properties(0)
-    return {"name": props.name, "count": torch.cuda.device_count(), "memory_gb": round(props.total_memory / 2**30, 1),
-            "bf16": torch.cuda.is_bf16_supported(), "cuda": torch.version.cuda}
+    auto = device.describe(gpu)
+    return {"name": gpu.name, "count": torch.cuda.device_count(), "memory_gb": gpu.memory_gb,
+            "capability": ".".join(map(str, gpu.capability)), "bf16": auto["precision"] == "bf16",
+            "cuda": torch.version.cuda, "auto": auto}
 
 
 def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None, echo=print) -> tuple[str, str]:
@@ -280,11 +289,16 @@ def check(echo=print) -> dict:
     problems = requirement_problems(reqs)
     echo(f"Colab: {'yes' if in_colab() else 'no'}")
     if gpu:
-        echo(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, bf16 {'yes' if gpu['bf16'] else 'no'}, "
+        auto = gpu["auto"]
+        echo(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
              f"CUDA {gpu['cuda']}")
+        why = "bf16 from compute capability 8.0" if gpu["bf16"] else "no bf16 tensor cores below compute capability 8.0"
+        echo(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
+             f"use_vllm={auto['use_vllm']}")
     else:
         echo("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
              "in Colab choose Runtime > Change runtime type > GPU for real models.")
+        echo("Precision: fp32 (CPU)")
     echo("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
     for problem in problems:
         echo(f"warning: {problem}")

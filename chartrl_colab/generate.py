@@ -19,14 +19,16 @@ questions already in the file (a torn last line is dropped) and refuses to mix r
 settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a resumed file holds
 the same samples as an uninterrupted one on the same machine.
 
-vLLM is used when it is installed, a GPU is there and ``--backend`` is ``auto`` or ``vllm``.
+vLLM is used when ``--backend`` is ``vllm``, or ``auto`` and vLLM is installed, the GPU has compute capability
+>= 8.0 and the model is not 4-bit (:func:`chartrl_colab.device.auto_use_vllm`). The HF model is then merged,
+saved to a temporary folder and freed before vLLM starts, so vLLM gets ``--vllm-gpu-memory-utilization`` of the
+card. The vLLM path is untested on a GPU here (no GPU in CI); the CPU tests run it against a stand-in ``LLM``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import re
@@ -39,10 +41,12 @@ from pathlib import Path
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import (
     DATASET_NAMES,
+    DEFAULT_MAX_PIXELS,
     INITS,
     MODEL_NAMES,
     REWARD_NAMES,
     RunConfig,
+    check_gpu_knobs,
     check_rewards,
     check_whole_numbers,
 )
@@ -89,6 +93,10 @@ class GenerateConfig:
                          default="auto")
     load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
                                "a run trained with it.", default=False)
+    max_pixels: int | None = _help("Largest image, in pixels (28x28 per image token); a run's own setting from its "
+                                   "run.json wins. None: the model's own bound.", default=DEFAULT_MAX_PIXELS)
+    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take (the HF model is freed "
+                                                "before it starts).", default=0.85)
 
     def __post_init__(self) -> None:
         self.rewards = tuple(self.rewards)
@@ -104,6 +112,7 @@ def validate(cfg: GenerateConfig) -> None:
     one_of("reward_preset", cfg.reward_preset, (AUTO, *PRESET_NAMES))
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
+    check_gpu_knobs(cfg)
     if cfg.subset_size is not None:
         at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
     at_least("temperature", cfg.temperature, 0)
@@ -135,6 +144,7 @@ class ModelSource:
     run_dir: Path | None = None
     cache_dir: str | None = None  # the tiny model's cache, as recorded by the adapter
     load_in_4bit: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     reward_preset: str | None = None  # the preset the run trained with (its prompt and rewards), when known
 
     def describe(self) -> str:
@@ -168,7 +178,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 def resolve_source(cfg: GenerateConfig) -> ModelSource:
     """The base model and checkpoint to sample, from the flags, the run's run.json or the adapter config."""
     if not cfg.checkpoint:
-        return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit)
+        return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels)
     from chartrl_colab.models import MODELS
     from chartrl_colab.storage import read_run_json
 
@@ -181,11 +191,11 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
         run = read_run_json(run_dir)
     except ValueError:  # a torn run.json: fall back to the adapter's record
         run = None
-    run_cfg = (run or {}).get("config") or {}
+    run_cfg = {**((run or {}).get("config") or {}), **((run or {}).get("resolved") or {})}  # "auto" as it ran
     if run_cfg.get("vlm_name"):
         return ModelSource(run_cfg["vlm_name"], run_cfg.get("init", "pretrained"), int(run_cfg.get("seed", cfg.seed)),
-                           ckpt, run_dir, cache_dir, bool(run_cfg.get("load_in_4bit")) or cfg.load_in_4bit,
-                           run_cfg.get("reward_preset"))
+                           ckpt, run_dir, cache_dir, run_cfg.get("load_in_4bit") is True or cfg.load_in_4bit,
+                           run_cfg.get("max_pixels", cfg.max_pixels), reward_preset=run_cfg.get("reward_preset"))
     if tiny:
         return ModelSource("tiny", "pretrained", int(tiny.group("seed")), ckpt, run_dir, cache_dir, cfg.load_in_4bit)
     by_hub_id = {hub: name for name, hub in MODELS.items() if hub}
@@ -201,20 +211,22 @@ def load_for_generation(source: ModelSource):
     """``(model, processor)`` in eval mode on the GPU when there is one; a LoRA adapter is merged in."""
     import torch
 
+    from chartrl_colab import device
     from chartrl_colab.models import load_model_and_processor
+    from chartrl_colab.tiny_model import cap_image_pixels
 
     cuda = torch.cuda.is_available()
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32  # as in training
+    dtype = device.torch_dtype(device.precision_for(device.detect()))  # as in training: the capability decides
     full = source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists()
     if full:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(source.checkpoint)
+        processor = cap_image_pixels(AutoProcessor.from_pretrained(source.checkpoint), source.max_pixels)
         model = AutoModelForImageTextToText.from_pretrained(source.checkpoint, dtype=dtype)
     else:
         model, processor = load_model_and_processor(source.vlm_name, init=source.init, seed=source.seed,
                                                      load_in_4bit=source.load_in_4bit, dtype=dtype,
-                                                     cache_dir=source.cache_dir)
+                                                     cache_dir=source.cache_dir, max_pixels=source.max_pixels)
         if source.checkpoint is not None:
             from peft import PeftModel
 
@@ -304,23 +316,30 @@ class TransformersSampler:
 
 
 class VllmSampler(TransformersSampler):
-    """vLLM's ``LLM.generate`` on the (merged) model saved to a temporary folder. Untested here (no GPU)."""
+    """vLLM's ``LLM.generate`` on the (merged) model saved to a temporary folder. Untested on a GPU here.
+
+    It loads the HF model itself and drops it (gc, CUDA cache emptied) before vLLM starts: nothing else holds
+    it, so vLLM's share of the card (``vllm_gpu_memory_utilization``) is really free.
+    """
 
     name = "vllm"
 
-    def __init__(self, model, processor, cfg: GenerateConfig, workdir: Path):
-        import torch
+    def __init__(self, source: ModelSource, cfg: GenerateConfig, workdir: Path):
         from vllm import LLM  # type: ignore[import-not-found]
 
+        from chartrl_colab.device import release_memory
+
+        model, processor = load_for_generation(source)
         super().__init__(model, processor, cfg)
         self._tmp = tempfile.TemporaryDirectory(dir=workdir, prefix=".vllm-model-")
         model.save_pretrained(self._tmp.name)
-        processor.save_pretrained(self._tmp.name)
+        processor.save_pretrained(self._tmp.name)  # with max_pixels: vLLM sizes images as the HF model did
         self.model = None
         del model
-        torch.cuda.empty_cache()
+        release_memory()
         self.cfg = cfg
-        self.llm = LLM(model=self._tmp.name, seed=cfg.seed, dtype="auto", limit_mm_per_prompt={"image": 1})
+        self.llm = LLM(model=self._tmp.name, seed=cfg.seed, dtype="auto", limit_mm_per_prompt={"image": 1},
+                       gpu_memory_utilization=cfg.vllm_gpu_memory_utilization)
 
     def sample(self, prompts, per_prompt, seed):
         from vllm import SamplingParams  # type: ignore[import-not-found]
@@ -334,17 +353,21 @@ class VllmSampler(TransformersSampler):
         return [[list(o.token_ids) for o in out.outputs] for out in outputs]
 
 
-def pick_backend(cfg: GenerateConfig, source: ModelSource) -> str:
-    import torch
+def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: bool = True) -> str:
+    """``vllm`` or ``transformers`` for this machine (``gpu``: a made-up :class:`chartrl_colab.device.Gpu` in
+    tests, with ``detect=False`` for no GPU)."""
+    from chartrl_colab import device
 
-    has_vllm = importlib.util.find_spec("vllm") is not None
+    gpu = device.detect() if gpu is None and detect else gpu
+    has_vllm = device.vllm_importable()
     if cfg.backend == "vllm":
-        if not has_vllm or not torch.cuda.is_available():
+        if not has_vllm or gpu is None:
             raise ConfigError("backend='vllm' needs the vllm package and a CUDA GPU; use --backend transformers")
         if source.load_in_4bit:
             raise ConfigError("backend='vllm' cannot sample a 4-bit (bitsandbytes) model; use --backend transformers")
         return "vllm"
-    if cfg.backend == "auto" and has_vllm and torch.cuda.is_available() and not source.load_in_4bit:
+    # The saved copy vLLM loads is any model (tiny, random init), so hub_model holds here.
+    if cfg.backend == "auto" and device.auto_use_vllm(gpu, has_vllm, source.load_in_4bit, hub_model=True):
         return "vllm"
     return "transformers"
 
@@ -452,11 +475,11 @@ def generate_samples(cfg: GenerateConfig) -> Path:
         print(f"✓ {output}: all {len(ids)} questions sampled")
         return output
 
-    model, processor = load_for_generation(source)
-    if backend == "vllm":
-        sampler: TransformersSampler = VllmSampler(model, processor, cfg, output.parent)
+    if backend == "vllm":  # loads and frees the HF model itself: no reference here may keep it alive
+        sampler: TransformersSampler = VllmSampler(source, cfg, output.parent)
     else:
-        sampler = TransformersSampler(model, processor, cfg)
+        sampler = TransformersSampler(*load_for_generation(source), cfg)
+    processor = sampler.processor
     n = cfg.num_samples
     # Questions per generate call; a question's n is split into chunks when n alone exceeds batch_size.
     per_call = max(1, cfg.batch_size // n)

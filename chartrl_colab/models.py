@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from chartrl_colab import tiny_model
+from chartrl_colab import device, tiny_model
 from chartrl_colab.config import INITS
 from chartrl_colab.errors import ConfigError
 
@@ -132,13 +132,19 @@ def _check_4bit() -> None:
         raise ConfigError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def _bnb_config():
+def _gpu_dtype() -> torch.dtype:
+    """This machine's precision (bf16 from compute capability 8.0, fp16 below, fp32 on a CPU): see device.py."""
+    return device.torch_dtype(device.precision_for(device.detect()))
+
+
+def _bnb_config(compute_dtype: torch.dtype | None = None):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        # The matmuls of the 4-bit layers run in this dtype: bf16 would be emulated (slow, or failing) on a T4.
+        bnb_4bit_compute_dtype=compute_dtype if isinstance(compute_dtype, torch.dtype) else _gpu_dtype(),
         bnb_4bit_use_double_quant=True,
     )
 
@@ -161,6 +167,7 @@ def load_model_and_processor(
     dtype: torch.dtype | str | None = None,
     cache_dir: str | None = None,
     seed: int = 0,
+    max_pixels: int | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Return ``(model, processor)`` for one of ``MODELS``.
 
@@ -171,11 +178,18 @@ def load_model_and_processor(
       (``cache_dir`` is the Hugging Face cache); raises ``WeightsNotAvailableError`` if they cannot be loaded.
       Default dtype: the checkpoint's (bf16).
     * hub names, ``init="random"``: the real architecture with seeded random weights plus the embedded tokenizer
-      (see the module docstring). Default dtype bf16 on CUDA, float32 on CPU.
+      (see the module docstring). Default dtype: this GPU's precision (bf16 or fp16), float32 on CPU.
 
-    ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes). On CUDA, weights are placed on
-    the current GPU. ``seed`` only affects randomly initialised weights.
+    ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes); its compute dtype is ``dtype``
+    (default: this GPU's precision, see :mod:`chartrl_colab.device`). On CUDA, weights are placed on the current
+    GPU. ``seed`` only affects randomly initialised weights. ``max_pixels`` caps the processor's image size
+    (:func:`chartrl_colab.tiny_model.cap_image_pixels`).
     """
+    model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
+    return model, tiny_model.cap_image_pixels(processor, max_pixels)
+
+
+def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     _check_name(name)
     _check_init(init)
     torch_dtype = _resolve_dtype(dtype)
@@ -193,8 +207,8 @@ def load_model_and_processor(
             if load_in_4bit:
                 return tiny_model.load_tiny(
                     path,
-                    torch_dtype if torch_dtype not in (None, "auto") else torch.bfloat16,
-                    quantization_config=_bnb_config(),
+                    torch_dtype if torch_dtype not in (None, "auto") else _gpu_dtype(),
+                    quantization_config=_bnb_config(torch_dtype),
                     device_map=_gpu_device_map(),
                 )
             model, processor = tiny_model.load_tiny(path, None)
@@ -302,9 +316,9 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
     if device_map is not None:
         kwargs["device_map"] = device_map
     if load_in_4bit:
-        kwargs["quantization_config"] = _bnb_config()
+        kwargs["quantization_config"] = _bnb_config(dtype)
         if dtype in (None, "auto"):
-            kwargs["dtype"] = torch.bfloat16  # the non-quantised parts (norms, vision convs)
+            kwargs["dtype"] = _gpu_dtype()  # the non-quantised parts (norms, vision convs)
     try:
         try:  # cached copy first: no network round trips at all
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir, local_files_only=True)
@@ -353,7 +367,7 @@ def _build_random_arch(config, *, name: str, dtype, seed: int):
     tiny_model.set_token_ids(config, ids)
 
     if dtype in (None, "auto"):
-        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+        dtype = _gpu_dtype()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     # Initialising billions of weights is much faster on the GPU, and skips a host-RAM copy that may not fit.
     with tiny_model.seeded(seed, device), (device or contextlib.nullcontext()):
@@ -398,8 +412,8 @@ def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
         _write_random_checkpoint(config, Path(tmp), seed=seed)
         model = AutoModelForImageTextToText.from_pretrained(
             tmp,
-            quantization_config=_bnb_config(),
-            dtype=dtype if dtype not in (None, "auto") else torch.bfloat16,
+            quantization_config=_bnb_config(dtype),
+            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
             device_map=_gpu_device_map(),
         )
     return model, _random_arch_processor(tokenizer, config, name)
@@ -467,7 +481,7 @@ def _reload_quantized(model, cache_dir, dtype):
             torch.cuda.empty_cache()
         return cls.from_pretrained(
             tmp,
-            quantization_config=_bnb_config(),
-            dtype=dtype if dtype not in (None, "auto") else torch.bfloat16,
+            quantization_config=_bnb_config(dtype),
+            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
             device_map=_gpu_device_map(),
         )

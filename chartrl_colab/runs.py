@@ -39,7 +39,9 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
         from chartrl_colab.train import train
 
         trainer = train(cfg)
-        return run_summary(cfg.run_dir, trainer.state.log_history)
+        summary = run_summary(cfg.run_dir, trainer.state.log_history)
+        free_memory(trainer)  # the next run of a POC or batch starts with an empty GPU
+        return summary
     cmd = accelerate_command(cfg, accelerate_config)
     echo("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -50,6 +52,18 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
     if proc.wait() != 0:
         raise RuntimeError(f"accelerate launch exited with {proc.returncode}; last output:\n{''.join(lines)}")
     return run_summary(cfg.run_dir)
+
+
+def free_memory(*trainers) -> None:
+    """Release what finished runs hold on the GPU: each trainer's model, optimizer and vLLM engine references
+    are dropped (the trainer objects and their ``state`` stay usable), then garbage is collected and the CUDA
+    cache emptied. Safe to call with nothing, and on a CPU."""
+    from chartrl_colab.device import release_memory
+    from chartrl_colab.train import release_trainer
+
+    for trainer in trainers:
+        release_trainer(trainer)
+    release_memory()
 
 
 def accelerate_command(cfg: RunConfig, accelerate_config: str, num_processes: int | None = None) -> list[str]:

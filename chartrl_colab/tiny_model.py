@@ -14,6 +14,7 @@ architectures (``build_tokenizer``, ``special_ids``, ``set_token_ids``, ``genera
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ __all__ = [
     "QWEN_VL_CHAT_TEMPLATE",
     "TINY_VERSION",
     "build_processor",
+    "cap_image_pixels",
     "build_tiny",
     "build_tiny_fresh",
     "build_tokenizer",
@@ -294,6 +296,25 @@ def build_processor(tokenizer, *, min_pixels: int, max_pixels: int, processor_cl
         video_processor=Qwen2VLVideoProcessor(min_pixels=min_pixels, max_pixels=max_pixels),
         chat_template=QWEN_VL_CHAT_TEMPLATE,
     )
+
+
+def cap_image_pixels(processor, max_pixels: int | None):
+    """Lower the image processor's largest image to ``max_pixels`` (never raise it); None leaves it alone.
+
+    Qwen-VL turns every 28x28 pixels into one token, so this bounds the tokens (and memory) an image costs.
+    The bound is saved with the processor (``save_pretrained``), so a vLLM copy of it sees the same images.
+    """
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if max_pixels is None or size is None:
+        return processor
+    longest = size["longest_edge"] if isinstance(size, dict) else getattr(size, "longest_edge", None)
+    if longest is not None and longest > max_pixels:
+        if isinstance(size, dict):
+            image_processor.size = {**size, "longest_edge": max_pixels}
+        else:  # transformers' SizeDict, a dataclass
+            image_processor.size = dataclasses.replace(size, longest_edge=max_pixels)
+    return processor
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import RunConfig
 
 BANNER_WIDTH = 60
+_DETECT = object()  # "ask torch which GPU this is" (tests pass a made-up device.Gpu or None instead)
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -59,22 +60,35 @@ def print_banner(cfg: RunConfig) -> None:
           f"{cfg.gradient_accumulation_steps} micro-step(s) per optimizer step")
     print(f"  Learning rate: {cfg.learning_rate:g} | temperature: {cfg.temperature} | clip: {cfg.epsilon} | "
           f"beta: {cfg.beta} | loss: {cfg.loss_type}")
+    print(f"  Precision: {cfg.precision} | 4-bit: {cfg.load_in_4bit} | gradient checkpointing: "
+          f"{not cfg.disable_gradient_checkpointing} | vLLM: {cfg.use_vllm} | max pixels: {cfg.max_pixels}")
     print(f"  Run directory: {cfg.run_dir}")
     print(line)
     print(f"✓ {MODE_DESCRIPTIONS[cfg.mode]}")
 
 
-def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1):
+def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1, gpu=_DETECT):
     """TRL's GRPOConfig for a run: the paper's recipe, the seed's logging and checkpoint cadence.
 
     ``output_dir`` is where the Trainer writes checkpoints (the run dir, or local staging for a Drive run);
     ``save_total_limit=None`` turns the Trainer's own rotation off (the Drive mirror rotates instead).
     """
-    import torch
     from trl import GRPOConfig
 
-    cuda = torch.cuda.is_available()
-    return GRPOConfig(
+    return GRPOConfig(**grpo_kwargs(cfg, output_dir, save_total_limit, gpu))
+
+
+def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1,
+                gpu=_DETECT) -> dict:
+    """The GRPOConfig arguments of :func:`grpo_args` for ``gpu`` (a :class:`chartrl_colab.device.Gpu`, None for
+    a CPU; default: this machine's), its ``"auto"`` settings decided by :func:`chartrl_colab.device.resolve_run`."""
+    from chartrl_colab import device
+
+    gpu = device.detect() if gpu is _DETECT else gpu
+    cfg = device.resolve_run(cfg, gpu, echo=lambda *a: None)
+    vllm = {"use_vllm": True, "vllm_mode": "colocate",  # vLLM inside this process, sharing the GPU
+            "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization} if cfg.use_vllm else {}
+    return dict(
         output_dir=output_dir or cfg.run_dir,
         run_name=cfg.run_name,
         seed=cfg.seed,
@@ -105,9 +119,11 @@ def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: i
         report_to=[r for r in cfg.report_to if r != "wandb"] or "none",
         activation_checkpointing=not cfg.disable_gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda,
+        # The compute capability decides (device.precision_for): torch calls a T4 bf16-capable, emulating it.
+        **device.trainer_flags(cfg.precision),
+        use_cpu=gpu is None,
         remove_unused_columns=False,  # the rewards read the gold columns
+        **vllm,
     )
 
 
@@ -138,7 +154,7 @@ def train(cfg: RunConfig):
     from transformers import set_seed
     from transformers.integrations import TensorBoardCallback
 
-    from chartrl_colab import storage
+    from chartrl_colab import device, storage
     from chartrl_colab.callbacks import CheckpointMirror
     from chartrl_colab.data import load_chart_dataset
     from chartrl_colab.models import add_lora, load_model_and_processor
@@ -146,6 +162,9 @@ def train(cfg: RunConfig):
     from chartrl_colab.trainer import ModeTrainer
 
     cfg = storage.with_output_root(cfg)
+    gpu = device.detect()
+    requested = cfg
+    cfg = device.resolve_run(cfg, gpu)  # precision, 4-bit, vLLM for this card
     set_seed(cfg.seed)
     print_banner(cfg)
 
@@ -168,17 +187,21 @@ def train(cfg: RunConfig):
     else:
         print(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
               else "Starting fresh (--resume never)")
-    record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step) if main_process else {}
+    record = storage.start_run_record(cfg.run_dir, requested.to_dict(), checkpoint, step) if main_process else {}
+    if main_process:  # what "auto" became on this card: generate loads the model the way it trained
+        record["resolved"] = {name: getattr(cfg, name) for name in device.RESOLVED}
+        storage.write_run_json(cfg.run_dir, record)
 
     # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
                                  data_dir=cfg.data_dir, preset=cfg.reward_preset)
     reward_funcs = get_reward_funcs(list(cfg.rewards), cfg.reward_preset)
 
-    args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1)
+    args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1, gpu=gpu)
+    device.reset_peak_memory()
     model, processor = load_model_and_processor(
-        cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, seed=cfg.seed,
-        dtype=torch.bfloat16 if args.bf16 else torch.float32,
+        cfg.vlm_name, init=cfg.init, load_in_4bit=cfg.load_in_4bit, seed=cfg.seed, max_pixels=cfg.max_pixels,
+        dtype=device.torch_dtype(device.model_precision(cfg.precision, cfg.use_lora, cfg.load_in_4bit)),
     )
     if cfg.use_lora:
         # The Trainer turns gradient checkpointing on from GRPOConfig; don't do it twice.
@@ -187,7 +210,7 @@ def train(cfg: RunConfig):
         model.print_trainable_parameters()
 
     mirror = CheckpointMirror(local_dir, cfg.run_dir, cfg.save_total_limit) if on_drive else None
-    wandb_cb = wandb_callback(cfg, local_dir)
+    wandb_cb = wandb_callback(requested, local_dir)  # its config as run.json's: what was asked
     if wandb_cb is not None and main_process:
         record["wandb_id"] = wandb_cb.run_id  # a restart on another machine continues the same wandb run
         storage.write_run_json(cfg.run_dir, record)
@@ -207,21 +230,67 @@ def train(cfg: RunConfig):
         if isinstance(callback, TensorBoardCallback):
             callback.logging_dir = os.path.join(local_dir, "logs")  # events beside the checkpoints
 
+    out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+    oom = False
     try:
-        with warnings.catch_warnings():
-            # TRL 1.16 still calls transformers' old gradient-checkpointing names; not the user's to fix.
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        trainer.save_model(local_dir)
-        trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
+        try:
+            with warnings.catch_warnings():
+                # TRL 1.16 still calls transformers' old gradient-checkpointing names; not the user's to fix.
+                warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
+                output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except out_of_memory:
+            oom = True  # raised below, outside this handler, so the traceback does not pin the model's memory
+        if not oom:
+            trainer.save_model(local_dir)
+            trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
     finally:
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
+    if oom:
+        release_trainer(trainer)
+        del trainer, model
+        device.release_memory()
+        raise device.OutOfMemory(device.oom_message(cfg, gpu))
+    figures = run_figures(output.metrics.get("train_runtime"), trainer.state.global_step - step, gpu)
     if main_process:
+        record.update(figures)
         storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     print("✓ Training completed successfully")
+    print(f"✓ {figures['steps']} steps, {_fmt(figures['seconds_per_step'], 's/step')}; peak GPU memory "
+          + (f"{figures['peak_gpu_memory_gb']} GiB ({figures['peak_gpu_reserved_gb']} GiB reserved) on {gpu.describe()}"
+             if gpu else "n/a (no GPU)"))
     print(f"✓ Model saved to {cfg.run_dir}")
     return trainer
+
+
+def run_figures(runtime: float | None, steps: int, gpu) -> dict:
+    """What a finished run costs, as run.json records it: steps this session, seconds per step, peak GPU
+    memory (GiB of tensors, None on a CPU) and the card.
+
+    >>> run_figures(30.0, 3, None)
+    {'steps': 3, 'seconds_per_step': 10.0, 'peak_gpu_memory_gb': None, 'peak_gpu_reserved_gb': None, 'gpu': None}
+    """
+    from chartrl_colab import device
+
+    per_step = round(runtime / steps, 3) if runtime and steps > 0 else None
+    return {"steps": steps, "seconds_per_step": per_step, "peak_gpu_memory_gb": device.peak_memory_gb(),
+            "peak_gpu_reserved_gb": device.peak_reserved_gb(), "gpu": gpu.describe() if gpu else None}
+
+
+def _fmt(value, unit: str) -> str:
+    return f"{value:g} {unit}" if value is not None else f"? {unit}"
+
+
+def release_trainer(trainer) -> None:
+    """Drop every reference a trainer holds to the model, optimizer and vLLM engine, so the GPU memory they use
+    can be freed although the trainer object itself lives on (a notebook keeps the one train() returned)."""
+    for owner in (trainer, getattr(trainer, "callback_handler", None)):
+        for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "vllm_generation", "llm"):
+            if owner is not None and getattr(owner, name, None) is not None:
+                setattr(owner, name, None)
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is not None:
+        accelerator.free_memory()  # its own lists of prepared models and optimizers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -81,6 +82,7 @@ def test_accelerate_config_runs_one_at_a_time_on_all_gpus(tmp_path, monkeypatch)
                                run.gpus, 0)
 
     monkeypatch.setattr(batch, "execute", fake_execute)
+    monkeypatch.setattr(batch, "deepspeed_importable", lambda: True)
     report = batch.run_batch(batch.config_from_argv(
         ["--notebook", str(nb), "--modes", "grpo", "nsr", "--seeds", "1", "2", "--output-root", str(tmp_path / "r"),
          "--gpus", "0,1,2,3", "--accelerate-config", str(cfg_file)]), echo=lambda *a: None)
@@ -116,6 +118,20 @@ def test_bad_batch_settings_fail_before_any_run(tmp_path, capsys, argv, message)
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_deepspeed_config_without_deepspeed_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    nb = _notebook(tmp_path / "nb.ipynb", extra='accelerate_config = ""')
+    monkeypatch.setattr(batch, "deepspeed_importable", lambda: False)
+    argv = ["--notebook", str(nb), "--output-root", str(tmp_path / "out"), "--accelerate-config"]
+    zero3 = str(Path(__file__).resolve().parents[1] / "deepspeed_zero3.yaml")  # the repository's own config
+    code = batch.main(argv + [zero3])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "uses DeepSpeed, which is not installed" in err
+    assert "chartrl-colab[deepspeed]" in err and not (tmp_path / "out").exists()
+    plain = tmp_path / "ddp.yaml"
+    plain.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\n")
+    assert not batch.uses_deepspeed(plain) and batch.uses_deepspeed(zero3)
 
 
 def test_missing_notebook_is_a_config_error(tmp_path):
