@@ -8,7 +8,8 @@ question (``chartrl_colab.passk``), its mean over questions and a percentile-boo
 must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
 differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
 reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
-two models come from the same resampled question sets.
+two models come from the same resampled question sets. ``mean_entropy`` is the mean per-token entropy of
+all sampled tokens (each completion's recorded mean weighted by its length; None for files without it).
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
@@ -44,6 +45,7 @@ class SampleFile:
     n: np.ndarray  # samples per question
     c: np.ndarray  # correct samples per question
     settings: dict = field(default_factory=dict)  # the "generation" record of the first row
+    mean_entropy: float | None = None  # mean per-token entropy over every sampled token (None: not recorded)
 
 
 @dataclass
@@ -65,6 +67,7 @@ def load_samples(path: str | Path, label: str | None = None) -> SampleFile:
     if not rows:
         raise ConfigError(f"samples file {path} holds no rows")
     ids, n, c, seen = [], [], [], set()
+    entropy_sum = entropy_tokens = 0.0
     for row in rows:
         qid = str(row["id"])
         correct = row.get("correct")
@@ -76,7 +79,11 @@ def load_samples(path: str | Path, label: str | None = None) -> SampleFile:
         ids.append(qid)
         n.append(len(correct))
         c.append(sum(correct))
-    return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {})
+        for value, tokens in zip(row.get("entropy") or [], row.get("num_tokens") or []):
+            if value is not None and tokens:  # token-weighted: each completion's mean times its length
+                entropy_sum, entropy_tokens = entropy_sum + value * tokens, entropy_tokens + tokens
+    return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {},
+                      entropy_sum / entropy_tokens if entropy_tokens else None)
 
 
 def align(files: list[SampleFile]) -> None:
@@ -173,6 +180,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
             "pass_at_1": {"mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0])},
             "pass_at_n": {"mean": float(mean[-1]), "ci_low": float(low[-1]), "ci_high": float(high[-1])},
             "curve": {"k": curve_k.tolist(), "mean": mean.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist()},
+            "mean_entropy": f.mean_entropy,
             "generation": f.settings,
         }
     metrics = {"ks": ks, "confidence": confidence, "n_bootstrap": n_bootstrap, "seed": seed,

@@ -148,4 +148,6 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
             "metrics_json": report.metrics_json,
             "pass_at_1": {label: m["pass_at_1"]["mean"] for label, m in models.items()},
             "pass_at_n": {label: m["pass_at_n"]["mean"] for label, m in models.items()},
-            "n": {label: m["n"] for label, m in models.items()}, "notes": report.metrics.get("notes", [])}
+            "n": {label: m["n"] for label, m in models.items()},
+            "mean_entropy": {label: m.get("mean_entropy") for label, m in models.items()},
+            "models": models, "notes": report.metrics.get("notes", [])}
