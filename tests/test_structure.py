@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 LAYERS = [
     ("errors",),
     ("cli", "config", "rewards", "passk"),
-    ("storage", "objectives", "synthetic", "tiny_model", "chart_rvr"),
+    ("storage", "objectives", "synthetic", "tiny_model", "chart_rvr", "verdict"),
     ("data", "models", "trainer", "callbacks", "samples", "metrics"),
     ("train",),
     ("generate", "evaluate", "monitor"),
@@ -26,7 +26,7 @@ LAYERS = [
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
-PURE = ("errors", "cli", "config", "rewards", "passk", "storage", "samples", "evaluate", "monitor", "ui")
+PURE = ("errors", "cli", "config", "rewards", "passk", "storage", "samples", "evaluate", "monitor", "ui", "verdict")
 
 
 def _modules() -> list[str]:
