@@ -317,7 +317,7 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
             lines.append(f"  Final LR: {s['final_learning_rate']:.2e}")
         verdict = s["verdict"]
         if verdict["signal"] != "loss":
-            why = f" ({verdict['why_not_loss']}, not by learning)" if verdict.get("why_not_loss") else ""
+            why = f" ({verdict['why_not_loss']})" if verdict.get("why_not_loss") else ""
             lines.append(f"  Judged by: {verdict['signal']}, not the loss{why}")
         elif s["loss_reduction_pct"] is not None:
             lines.append(f"  Loss reduction: {s['loss_reduction_pct']:.1f}% "

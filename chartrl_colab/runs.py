@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from chartrl_colab.cli import argv_for
@@ -140,8 +141,10 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     files = {}
     for i, (label, ckpt) in enumerate(sources, 1):
         print(f"\n[{i}/{len(sources)}] {label}: {ckpt or 'base model ' + generate_settings.get('vlm_name', '')}")
+        began = time.monotonic()
         cfg = GenerateConfig(checkpoint=ckpt, output=str(out / f"{safe_name(label)}.jsonl"), **generate_settings)
         files[label] = generate_samples(cfg)
+        print(f"[{i}/{len(sources)}] {label}: sampled in {time.monotonic() - began:.0f} s")
     report = evaluate(list(files.values()), labels=list(files), ks=list(ks) or None, output_dir=out)
     models = report.metrics["models"]
     return {"samples": files, "figures": report.figures, "table_md": report.table_md, "table_csv": report.table_csv,

@@ -32,9 +32,9 @@ ENTROPY_TOLERANCE = CONVERGENCE_THRESHOLD
 # How many standard errors a change must exceed to count as movement.
 NOISE_SIGMAS = 2.0
 _WHY = {
-    "psr": "on-policy psr's loss is -1 whenever a step keeps a correct sample, 0 otherwise",
-    "nsr": "on-policy nsr's loss is 1 at every step",
-    "w-reinforce": "on-policy w-reinforce's loss is 1 - (1 + lambda_psr) x the correct tokens' share",
+    "psr": "on-policy, psr's loss is -1 at every step that keeps a correct sample (0 otherwise), whatever it learns",
+    "nsr": "on-policy, nsr's loss is 1 at every step, whatever it learns",
+    "w-reinforce": "on-policy, w-reinforce's loss is 1 - (1 + lambda_psr) x the correct tokens' share, whatever it learns",
 }
 
 

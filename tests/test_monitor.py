@@ -416,7 +416,7 @@ def test_verifier_modes_are_judged_by_accuracy_and_entropy_not_their_fixed_loss(
                                   "last": pytest.approx(0.71), "change": pytest.approx(0.6), "window": 10}
     text = format_summary({mode.upper(): moving})
     assert "Loss reduction" not in text
-    assert f"  Judged by: verifier accuracy (rewards/accuracy_reward/mean) and entropy, not the loss (on-policy {mode}'s loss" in text
+    assert f"  Judged by: verifier accuracy (rewards/accuracy_reward/mean) and entropy, not the loss (on-policy, {mode}'s loss" in text
     assert "  Verifier accuracy: 0.110 → 0.710 (+0.600; mean of the first / last 10 logged steps)" in text
     assert "  Entropy: 1.890 → 1.290 nats (-0.600; mean of the first / last 10 logged steps)" in text
 
