@@ -94,6 +94,7 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
     if table:
         markdown = format_table(table, evaluation)
         table_md = output_dir / TABLE_MD
+        output_dir.mkdir(parents=True, exist_ok=True)
         table_md.write_text(markdown)
         echo(f"The table: {table_md}")
     lines = checks(runs, base=first.vlm_name)
