@@ -87,8 +87,9 @@ def argv_for(cfg) -> list[str]:
 
     >>> from chartrl_colab.config import RunConfig
     >>> argv_for(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
-    ...                          output_root="runs"))
-    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--learning-rate', '1e-06', '--no-use-lora', '--output-root', 'runs']
+    ...                    output_root="runs"))  # doctest: +NORMALIZE_WHITESPACE
+    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--reward-preset', 'package',
+     '--learning-rate', '1e-06', '--no-use-lora', '--output-root', 'runs']
     """
     argv = []
     hints = typing.get_type_hints(type(cfg))

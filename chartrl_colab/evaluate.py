@@ -10,11 +10,13 @@ EvoChart-QA rows marked ``is_clear`` an exact string match. ``--metric verifier`
 every table and plot. When rows carry ChartQA's ``human_or_machine``, accuracy (pass@1) is also reported
 for the human and augmented halves and overall, as Chart-RVR does.
 
-The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every question (``chartrl_colab.passk``), its mean over questions
-and a percentile-bootstrap interval. The files must hold the same questions (ids; the order may differ);
-the first mismatch is an error. Their ``n`` may differ: each curve runs to its own n, a table cell with
-k > n is left empty, and the difference is reported. Every file is bootstrapped with the same seed over
-the same question order, so the intervals of two models come from the same resampled question sets.
+The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every
+question (``chartrl_colab.passk``), its mean over questions and a percentile-bootstrap interval. The files
+must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
+differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
+reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
+two models come from the same resampled question sets. ``mean_entropy`` is the mean per-token entropy of
+all sampled tokens (each completion's recorded mean weighted by its length; None for files without it).
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
@@ -53,6 +55,7 @@ class SampleFile:
     c: np.ndarray  # correct samples per question
     settings: dict = field(default_factory=dict)  # the "generation" record of the first row
     origins: list = field(default_factory=list)  # ChartQA's "human" / "augmented" per question, or None
+    mean_entropy: float | None = None  # mean per-token entropy over every sampled token (None: not recorded)
 
 
 @dataclass
@@ -90,6 +93,7 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
     if not rows:
         raise ConfigError(f"samples file {path} holds no rows")
     ids, n, c, origins, seen = [], [], [], [], set()
+    entropy_sum = entropy_tokens = 0.0
     for row in rows:
         qid = str(row["id"])
         if metric == "verifier":
@@ -105,8 +109,11 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
         n.append(len(correct))
         c.append(sum(correct))
         origins.append(row.get("human_or_machine"))
+        for value, tokens in zip(row.get("entropy") or [], row.get("num_tokens") or []):
+            if value is not None and tokens:  # token-weighted: each completion's mean times its length
+                entropy_sum, entropy_tokens = entropy_sum + value * tokens, entropy_tokens + tokens
     return SampleFile(path, label or path.stem, ids, np.array(n), np.array(c), rows[0].get("generation") or {},
-                      origins)
+                      origins, entropy_sum / entropy_tokens if entropy_tokens else None)
 
 
 def align(files: list[SampleFile]) -> None:
@@ -232,6 +239,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
             "pass_at_1": {"mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0])},
             "pass_at_n": {"mean": float(mean[-1]), "ci_low": float(low[-1]), "ci_high": float(high[-1])},
             "curve": {"k": curve_k.tolist(), "mean": mean.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist()},
+            "mean_entropy": f.mean_entropy,
             "generation": f.settings,
         }
         if (origins := by_origin(f)) is not None:

@@ -253,10 +253,30 @@ def _images(prompt: list[dict]) -> list:
             for part in message["content"] if part.get("type") == "image" and part.get("image") is not None]
 
 
+class _EntropyRecorder:
+    """A logits processor that records, per generation step and row, the entropy (nats) of the distribution the
+    token is drawn from: softmax(scores / temperature), after the suppressions before it (the image token).
+    With TRL's settings (top-p 1, no top-k) no later processor changes that distribution."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.steps = temperature, []
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        self.steps.append(torch.special.entr(probs).sum(-1).cpu())  # entr(0) = 0: suppressed tokens add nothing
+        return scores
+
+
 class TransformersSampler:
-    """The model's own ``generate`` with TRL's settings; ``num_return_sequences`` samples per prompt."""
+    """The model's own ``generate`` with TRL's settings; ``num_return_sequences`` samples per prompt.
+
+    After each :meth:`sample`, ``entropy`` holds each completion's mean per-token entropy, shaped as the ids.
+    """
 
     name = "transformers"
+    entropy: list[list[float | None]] | None = None
 
     def __init__(self, model, processor, cfg: GenerateConfig):
         from transformers import ProcessorMixin
@@ -285,7 +305,7 @@ class TransformersSampler:
         """Completion token ids: ``per_prompt`` lists for each prompt, each cut after its first EOS."""
         import numpy as np
         import torch
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
         from trl.trainer.utils import pad
 
         prompt_ids, fields = self.tokenize(prompts)
@@ -303,15 +323,20 @@ class TransformersSampler:
         inputs = {k: v.to(device) for k, v in inputs.items()}
         config = GenerationConfig(**self.kwargs, num_return_sequences=per_prompt)
         devices = [device.index or 0] if device.type == "cuda" else []
+        recorder = _EntropyRecorder(self.kwargs["temperature"])
         with torch.no_grad(), torch.random.fork_rng(devices=devices):  # seeded here, the caller's RNG untouched
             torch.manual_seed(seed)
-            out = self.model.generate(**inputs, generation_config=config)
+            out = self.model.generate(**inputs, generation_config=config,
+                                      logits_processor=LogitsProcessorList([recorder]))
         completion = out[:, inputs["input_ids"].shape[1]:].cpu()
         eos = torch.isin(completion, torch.tensor(self.eos_token_ids))
-        ids = []
-        for row, hits in zip(completion.tolist(), eos.tolist()):
+        entropy = torch.stack(recorder.steps, dim=1) if recorder.steps else torch.zeros(len(completion), 0)
+        ids, means = [], []
+        for r, (row, hits) in enumerate(zip(completion.tolist(), eos.tolist())):
             end = hits.index(True) + 1 if True in hits else len(row)
             ids.append(row[:end])
+            means.append(float(entropy[r, :end].mean()) if 0 < end <= entropy.shape[1] else None)
+        self.entropy = [means[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
         return [ids[i * per_prompt:(i + 1) * per_prompt] for i in range(len(prompts))]
 
 
@@ -350,6 +375,7 @@ class VllmSampler(TransformersSampler):
         params = SamplingParams(n=per_prompt, temperature=self.cfg.temperature, top_p=1.0, top_k=-1,
                                 max_tokens=self.cfg.max_new_tokens, seed=seed, stop_token_ids=self.eos_token_ids)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
+        self.entropy = None  # vLLM returns the top logprobs only, not the whole distribution
         return [[list(o.token_ids) for o in out.outputs] for out in outputs]
 
 
@@ -495,15 +521,17 @@ def generate_samples(cfg: GenerateConfig) -> Path:
             rows = [data[i] for i in members]
             prompts = build_prompts(rows)
             per_question: list[list[list[int]]] = [[] for _ in rows]
+            entropy: list[list] = [[] for _ in rows]
             for c, size in enumerate(chunks):
                 for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
                     per_question[q].extend(got)
-            for row, prompt, completion_ids in zip(rows, prompts, per_question):
+                    entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
+            for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
                 completions = decode(processor, completion_ids)
                 rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
                                          cfg.reward_threshold, wanted["reward_preset"])
                 record = make_row(row, [completion_text(c) for c in completions], completion_ids,
-                                  sampler.eos_token_ids, rewards, correct, wanted)
+                                  sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
                 append_row(f, record)
                 solved += record["num_correct"]
                 sampled += record["n"]

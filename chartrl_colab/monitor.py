@@ -8,7 +8,9 @@ checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.storage.latest_checkpo
 TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
 one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
 smoothed, the raw series faint behind), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
-layout) and ``summary.json`` with the same numbers.
+layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
+(:mod:`chartrl_colab.verdict`): the loss for grpo, the verifier accuracy and entropy for psr, nsr and
+w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
 """
 
 from __future__ import annotations
@@ -35,12 +37,10 @@ from chartrl_colab.storage import (
     read_run_json,
     safe_name,
 )
+from chartrl_colab.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
+from chartrl_colab.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
 
 LOGS_DIR = "logs"
-# Loss std/|mean| over the last window below this reads as converged (the seed's verdict).
-CONVERGENCE_THRESHOLD = 0.01
-# The default window: the last 10% of the logged loss values, at least this many.
-MIN_WINDOW = 10
 # Smoothing: a centred moving average over this fraction of a series (1 point, i.e. none, for short runs).
 SMOOTH_FRACTION = 0.02
 # Points drawn per line: ~2 per pixel column of a panel; more cannot show and only slow Agg down.
@@ -245,13 +245,17 @@ def training_seconds(history) -> tuple[float | None, str | None]:
     return None, None
 
 
-def summarize(history, window: int | None = None) -> dict:
+def summarize(history, window: int | None = None, mode: str | None = None, verifier: str | None = None) -> dict:
     """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
 
-    ``window``: how many of the last logged loss values the convergence verdict looks at (default: the
-    last 10%, at least ``MIN_WINDOW``, all of them if fewer). Converged means std/|mean| of the loss over
-    that window is below ``CONVERGENCE_THRESHOLD``. Loss reduction and reward change compare the first and
-    the last logged values.
+    ``window``: how many of the last logged values the verdict looks at (default: the last 10%, at least
+    ``MIN_WINDOW``, all of them if fewer). ``convergence`` is the seed's loss verdict (std/|mean| of the
+    loss over that window below ``CONVERGENCE_THRESHOLD``); ``verdict`` is the one the summary prints,
+    which reads the loss for grpo (and a run of unknown ``mode``) and the verifier accuracy and entropy for
+    psr, nsr and w-reinforce (:func:`chartrl_colab.verdict.judge`). ``accuracy`` and ``entropy`` are their
+    trends (the mean of the first and of the last window, :func:`chartrl_colab.verdict.trend`); ``verifier``
+    names the verifier reward (default ``accuracy``). Loss reduction and reward change compare the first
+    and the last logged values.
 
     >>> s = summarize([{"loss": 2.0, "learning_rate": 1e-6, "reward": 0.5, "step": 1},
     ...                {"loss": 1.0, "learning_rate": 5e-7, "reward": 1.5, "step": 2}])
@@ -259,9 +263,14 @@ def summarize(history, window: int | None = None) -> dict:
     (2, 1.0, 50.0, 1.0)
     >>> s["convergence"]["window"], s["convergence"]["loss_cv"], s["convergence"]["converged"]
     (2, 0.3333333333333333, False)
+    >>> s["verdict"]["signal"], summarize([{"loss": 1.0, "step": 1}], mode="nsr")["verdict"]["signal"]
+    ('loss', 'verifier accuracy (not logged) and entropy')
     """
     cols = as_columns(history)
     _, losses = cols["loss"]
+    acc_key = verifier_key(cols.keys, verifier)
+    accuracy = cols[acc_key][1] if acc_key else None
+    _, entropy = cols["entropy"]
     first_loss, final_loss = _first_last(cols, "loss")
     first_reward, final_reward = _first_last(cols, "reward")
     seconds, time_source = training_seconds(cols)
@@ -281,7 +290,10 @@ def summarize(history, window: int | None = None) -> dict:
         "training_seconds": seconds,
         "training_hours": seconds / 3600 if seconds is not None else None,
         "training_time_source": time_source,
-        "convergence": _convergence(losses, window),
+        "convergence": convergence(losses, window),
+        "verdict": {"mode": mode, **judge(mode, losses, accuracy, entropy, window, acc_key)},
+        "accuracy": {"key": acc_key, **trend(accuracy, window)} if acc_key and trend(accuracy, window) else None,
+        "entropy": trend(entropy, window),
     }
     for key in sorted(k for k in cols.keys if REWARD_KEY.fullmatch(k)):
         first, final = _first_last(cols, key)
@@ -294,23 +306,6 @@ def summarize(history, window: int | None = None) -> dict:
     return out
 
 
-def _check_window(window) -> None:
-    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 2):
-        raise ConfigError(f"window={window!r} is not valid; it must be a whole number >= 2 (logged loss values)")
-
-
-def _convergence(losses: np.ndarray, window: int | None) -> dict:
-    _check_window(window)
-    n = len(losses)
-    w = min(n, window if window is not None else max(MIN_WINDOW, n // 10))
-    tail = losses[-w:] if w else losses
-    mean = float(np.mean(tail)) if w >= 2 else 0.0
-    # NaN in the window (a diverged loss) gives a NaN ratio: not converged, and the summary says nan.
-    cv = float(np.std(tail)) / abs(mean) if mean != 0 else None
-    return {"window": w, "loss_cv": cv, "threshold": CONVERGENCE_THRESHOLD,
-            "converged": bool(cv is not None and cv < CONVERGENCE_THRESHOLD)}
-
-
 def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
     """The "TRAINING SUMMARY" text of :func:`summarize` results keyed by label."""
     lines = [RULE, "TRAINING SUMMARY", RULE]
@@ -320,27 +315,27 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
             lines.append(f"  Final loss: {s['final_loss']:.3f}")
         if s["final_learning_rate"] is not None:
             lines.append(f"  Final LR: {s['final_learning_rate']:.2e}")
-        if s["loss_reduction_pct"] is not None:
+        verdict = s["verdict"]
+        if verdict["signal"] != "loss":
+            why = f" ({verdict['why_not_loss']})" if verdict.get("why_not_loss") else ""
+            lines.append(f"  Judged by: {verdict['signal']}, not the loss{why}")
+        elif s["loss_reduction_pct"] is not None:
             lines.append(f"  Loss reduction: {s['loss_reduction_pct']:.1f}% "
                          f"({s['first_loss']:.3f} → {s['final_loss']:.3f})")
         elif s["first_loss"] is not None:  # a zero first loss has no relative change
             lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f})")
+        for key, name, unit in (("accuracy", "Verifier accuracy", ""), ("entropy", "Entropy", " nats")):
+            t = s.get(key)
+            if t:
+                lines.append(f"  {name}: {t['first']:.3f} → {t['last']:.3f}{unit} ({t['change']:+.3f}; mean of the "
+                             f"first / last {t['window']} logged step{'s' if t['window'] > 1 else ''})")
         if s["reward_change"] is not None:
             lines.append(f"  Reward change: {s['reward_change']:+.3f} "
                          f"({s['first_reward']:.3f} → {s['final_reward']:.3f})")
         if s["training_hours"] is not None:
             short = f" ({s['training_seconds']:.0f} s)" if s["training_hours"] < 0.1 else ""
             lines.append(f"  Training time: {s['training_hours']:.2f} hours{short}")
-        c = s["convergence"]
-        over = f"over the last {c['window']} logged steps"
-        if c["loss_cv"] is None:
-            why = "fewer than 2 logged losses" if c["window"] < 2 else f"the mean loss {over} is 0"
-            lines.append(f"  ? Convergence unknown ({why})")
-        elif c["converged"]:
-            lines.append(f"  ✓ Converged (loss std/mean = {c['loss_cv']:.4f} {over})")
-        else:
-            lines.append(f"  ⚠ Not converged yet (loss std/mean = {c['loss_cv']:.4f} {over}; "
-                         f"converged below {c['threshold']})")
+        lines.append(f"  {s['verdict']['text']}")
         if "mean_num_positive" in s and "mean_num_negative" in s:
             lines.append(f"  Mean per step: {s['mean_num_positive']:.2f} positive / "
                          f"{s['mean_num_negative']:.2f} negative samples")
@@ -467,16 +462,18 @@ def _run_dir_of(path: Path) -> Path:
     return path.parent if checkpoint_step(path) is not None else path
 
 
-def _mode_of(run_dir: Path) -> str | None:
+def _mode_of(run_dir: Path) -> tuple[str | None, str | None]:
+    """(mode, verifier reward name) of a run, from its run.json; the mode from its name when that is missing."""
     try:
         info = read_run_json(run_dir)
     except (OSError, ValueError):
         info = None
-    mode = ((info or {}).get("config") or {}).get("mode")
+    config = (info or {}).get("config") or {}
+    mode, verifier = config.get("mode"), config.get("verifier")
     if mode in MODES:
-        return mode
+        return mode, verifier
     # Run names start with the mode; "w-reinforce" holds a dash, so try the longest names first.
-    return next((m for m in sorted(MODES, key=len, reverse=True) if run_dir.name.startswith(m + "-")), None)
+    return next((m for m in sorted(MODES, key=len, reverse=True) if run_dir.name.startswith(m + "-")), None), verifier
 
 
 def _default_labels(paths: list[Path]) -> list[str]:
@@ -515,7 +512,7 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     output_dir = Path(output_dir)
     report = MonitorReport()
 
-    _check_window(window)
+    check_window(window)
     histories: dict[str, Columns] = {}
     for label, path in zip(labels, paths):
         try:
@@ -524,8 +521,9 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
             report.errors.append(f"{label}: {err}")
             continue
         histories[label] = Columns(history)
-        report.summaries[label] = {"label": label, "path": str(path), "mode": _mode_of(_run_dir_of(path.resolve())),
-                                   "source": source, **summarize(histories[label], window)}
+        mode, verifier = _mode_of(_run_dir_of(path.resolve()))
+        report.summaries[label] = {"label": label, "path": str(path), "mode": mode, "source": source,
+                                   **summarize(histories[label], window, mode=mode, verifier=verifier)}
     if not histories:
         raise ConfigError("no run could be read: " + " | ".join(report.errors))
 

@@ -1,53 +1,206 @@
-"""The proof of concept: the four modes on one small subset, then their comparison plots and summary.
+"""The proof of concept: the four modes from one base, then what each did to pass@k, in numbers.
 
-This is the seed project's 100-sample validation (grpo, psr, nsr, w-reinforce with the same data, seed
-and budget), run from ``notebooks/01_poc.ipynb``. Each mode trains (resuming automatically, so a rerun
-after a disconnect continues where it stopped), then :func:`chartrl_colab.monitor.monitor` compares the
-runs: one PNG per metric holding all four, ``summary.txt`` and ``summary.json``. :func:`checks` turns the
-seed's success indicators into one line per run (steps trained, a checkpoint saved, and whether each mode
-saw the samples it learns from).
+This is the seed project's 100-sample validation grown into a small Table 1 of Zhu et al. (2025), run from
+``notebooks/01_poc.ipynb`` (and so ``make demo``). :func:`run_poc` goes in three stages, each announced by a
+one-line header:
+
+1. **train**: grpo, psr, nsr and w-reinforce from the same base with the same data, seed and budget
+   (resuming automatically, so a rerun after a disconnect continues where it stopped);
+2. **sample**: ``eval_samples`` completions for each of ``eval_questions`` held-out questions (the data
+   set's ``test`` split) from the base and from each mode's newest checkpoint, scored with the training
+   verifier (:func:`chartrl_colab.runs.evaluate_runs`);
+3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
+   (:func:`results_table`: pass@1, pass@n and mean entropy per model), and today's training comparison
+   (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
+
+:func:`checks` turns the seed's success indicators into one line per run (steps trained, a checkpoint
+saved, and whether each mode saw the samples it learns from).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.storage import with_output_root
 
+# In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
+# passk_curves.png, passk_bars.png, passk_table.md/.csv, per_question.csv, metrics.json).
+TABLE_MD = "poc_table.md"
+# Bases whose answers are noise: they never answer correctly, so psr has nothing to learn from by design.
+RANDOM_BASES = ("tiny",)
+ENTROPY_DEFINITION = ("mean entropy: the mean per-token entropy (nats) of the sampled completions, over every "
+                      "sampled token, of the distribution each token was drawn from (softmax of logits / temperature); "
+                      "computed the same way for the base and each mode")
 
-def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, **params) -> dict:
-    """Train every mode with the same settings, then compare them; returns paths and key numbers.
 
-    ``params`` are RunConfig fields shared by the runs (``mode`` is set per run). The result holds
-    ``runs`` (mode -> :func:`chartrl_colab.runs.run_summary`), ``figures``, ``summary_txt``,
-    ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks`` and ``errors``.
+def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, eval_samples: int = 16,
+            eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, **params) -> dict:
+    """Train every mode with the same settings, sample the base and each mode, compare; returns paths and numbers.
+
+    ``params`` are RunConfig fields shared by the runs (``mode`` is set per run). ``eval_samples`` (n) and
+    ``eval_questions`` size the sampling stage (``eval_samples=0`` skips it); the questions come from
+    ``eval_split`` of the training data set, sampled at the training temperature and completion length.
+
+    The result holds ``runs`` (mode -> :func:`chartrl_colab.runs.run_summary`), ``figures`` (pass@k curves
+    and bars first, then the training plots), ``table`` (one row per model: :func:`results_table`),
+    ``table_md`` (its file) and ``table_markdown`` (its text), ``passk`` (label -> the pass@k curve with its
+    interval), ``evaluation`` (what :func:`chartrl_colab.runs.evaluate_runs` returned), ``summary_txt``,
+    ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and ``seconds``
+    (per stage).
     """
     from chartrl_colab.monitor import monitor
     from chartrl_colab.runs import train_run
 
     if not modes:
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))
+    if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
+        raise ConfigError(f"eval_samples={eval_samples!r} is not valid; a whole number >= 0 (0: no sampling stage)")
     configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}  # all validated before training
+    first = next(iter(configs.values()))
+    output_dir = Path(output_dir)
+    stages = 3 if eval_samples else 2
+    seconds, errors = {}, []
+
+    started = _stage(echo, 1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from "
+                     f"{first.vlm_name} on {first.dataset_name}: {_budget(first)}, seed {first.seed}")
     runs = {}
     for i, (mode, cfg) in enumerate(configs.items(), 1):
         echo(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
+        began = time.monotonic()
         runs[mode] = train_run(cfg)
+        echo(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {_clock(time.monotonic() - began)}")
+    seconds["train"] = _done(echo, started)
+
+    evaluation, table, passk = None, [], {}
+    if eval_samples:
+        started = _stage(echo, 2, stages, f"sampling {eval_samples} completions for each of {eval_questions} "
+                         f"held-out questions ({first.dataset_name} {eval_split} split) from the base and "
+                         f"{len(configs)} mode(s)")
+        evaluation, skipped = _sample(configs, runs, output_dir, echo, num_samples=eval_samples,
+                                      subset_size=eval_questions, split=eval_split, batch_size=eval_batch_size)
+        errors += skipped
+        table = results_table(evaluation["models"])
+        passk = {label: m["curve"] for label, m in evaluation["models"].items()}
+        seconds["sample"] = _done(echo, started)
+
+    started = _stage(echo, stages, stages, "comparing: " + ("pass@k curves, the table, " if eval_samples else "")
+                     + "training plots and summary")
     report = monitor([cfg.run_dir for cfg in configs.values()], labels=[m.upper() for m in configs],
                      output_dir=str(output_dir), compare=True)
     if "grpo" in configs:  # what the comparison is like for like on (run.json holds it as the config's grpo_rewards)
         echo(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from "
              f"{'the verifier alone, as psr/nsr/w-reinforce' if configs['grpo'].grpo_rewards == 'verifier' else 'the sum of all rewards'})")
-    lines = checks(runs)
+    table_md, markdown = None, ""
+    if table:
+        markdown = format_table(table, evaluation)
+        table_md = output_dir / TABLE_MD
+        output_dir.mkdir(parents=True, exist_ok=True)
+        table_md.write_text(markdown)
+        echo(f"The table: {table_md}")
+    lines = checks(runs, base=first.vlm_name)
     echo("\nPOC CHECKS")
     for line in lines:
         echo(line)
-    return {"runs": runs, "figures": [str(p) for p in report.figures], "summary_txt": str(report.summary_txt),
-            "summary_json": str(report.summary_json), "summaries": report.summaries, "checks": lines,
-            "errors": report.errors}
+    seconds["compare"] = _done(echo, started)
+    figures = [str(p) for p in (evaluation["figures"] if evaluation else [])] + [str(p) for p in report.figures]
+    return {"runs": runs, "figures": figures, "table": table, "table_md": str(table_md) if table_md else None,
+            "table_markdown": markdown, "passk": passk, "evaluation": evaluation,
+            "summary_txt": str(report.summary_txt), "summary_json": str(report.summary_json),
+            "summaries": report.summaries, "checks": lines, "errors": errors + report.errors, "seconds": seconds}
 
 
+def _budget(cfg: RunConfig) -> str:
+    steps = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.num_epochs:g} epoch(s)"
+    return (f"{cfg.subset_size or 'all'} prompts, {steps} of {cfg.batch_size} prompts x {cfg.num_generations} "
+            f"completions, lr {cfg.learning_rate:g}")
+
+
+def _stage(echo, i: int, total: int, text: str) -> float:
+    echo(f"\n{'=' * 8} STAGE {i}/{total}: {text}")
+    return time.monotonic()
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _done(echo, started: float) -> float:
+    took = time.monotonic() - started
+    echo(f"{'=' * 8} done in {_clock(took)}")
+    return round(took, 1)
+
+
+def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **settings) -> tuple[dict, list[str]]:
+    """The base and every mode's newest checkpoint sampled on the same held-out questions; (evaluation, notes)."""
+    from chartrl_colab.runs import evaluate_runs
+
+    cfg = next(iter(configs.values()))
+    checkpoints, labels, skipped = [], [], []
+    for mode, run in runs.items():
+        if not run.get("checkpoint"):
+            skipped.append(f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)")
+            continue
+        step = int(Path(run["checkpoint"]).name.rsplit("-", 1)[-1])
+        if step < run.get("global_step", 0):
+            echo(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
+                 f"was not checkpointed (save_steps={configs[mode].save_steps})")
+        checkpoints.append(run["checkpoint"])
+        labels.append(mode.upper())
+    for line in skipped:
+        echo(f"note: {line}")
+    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, vlm_name=cfg.vlm_name,
+                               init=cfg.init, dataset_name=cfg.dataset_name, data_dir=cfg.data_dir, seed=cfg.seed,
+                               temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
+                               rewards=cfg.rewards, verifier=cfg.verifier, reward_threshold=cfg.reward_threshold,
+                               load_in_4bit=cfg.load_in_4bit, **settings)
+    return evaluation, skipped
+
+
+# ------------------------------------------------------------------------------------------- the table
+TABLE_COLUMNS = ("model", "n", "questions", "pass@1", "pass@n", "mean entropy")
+
+
+def results_table(models: dict[str, dict]) -> list[dict]:
+    """One row per model in the shape of the paper's Table 1: pass@1, pass@n (with intervals), mean entropy.
+
+    ``models``: label -> an :func:`chartrl_colab.evaluate.evaluate` model entry (``metrics.json``'s models).
+
+    >>> row = results_table({"Base": {"n": 4, "num_questions": 2, "pass_at_1": {"mean": 0.25, "ci_low": 0.0,
+    ...     "ci_high": 0.5}, "pass_at_n": {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0}, "mean_entropy": 1.5}})[0]
+    >>> row["model"], row["pass_at_1"], row["pass_at_n_ci"], row["mean_entropy"]
+    ('Base', 0.25, [0.0, 1.0], 1.5)
+    """
+    return [{"model": label, "n": m["n"], "questions": m["num_questions"],
+             "pass_at_1": m["pass_at_1"]["mean"], "pass_at_1_ci": [m["pass_at_1"]["ci_low"], m["pass_at_1"]["ci_high"]],
+             "pass_at_n": m["pass_at_n"]["mean"], "pass_at_n_ci": [m["pass_at_n"]["ci_low"], m["pass_at_n"]["ci_high"]],
+             "mean_entropy": m.get("mean_entropy")} for label, m in models.items()]
+
+
+def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
+    """The table as markdown, its caption saying what each column means (``evaluation``: its settings)."""
+    n = sorted({r["n"] for r in rows})
+    generation = next(iter((evaluation or {}).get("models", {}).values()), {}).get("generation", {})
+    where = (f" on {rows[0]['questions']} held-out questions ({generation.get('dataset_name', '?')} "
+             f"{generation.get('split', '?')} split), temperature {generation.get('temperature', '?')}"
+             if rows else "")
+    lines = [f"POC results{where}: pass@1 and pass@n (n = {'/'.join(map(str, n))} samples per question; mean "
+             "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + ".", "",
+             "| model | pass@1 | pass@n | mean entropy |", "|---|---|---|---|"]
+    for r in rows:
+        entropy = f"{r['mean_entropy']:.3f}" if r["mean_entropy"] is not None else "n/a"
+        lines.append(f"| {r['model']} | {_cell(r['pass_at_1'], r['pass_at_1_ci'])} | "
+                     f"{_cell(r['pass_at_n'], r['pass_at_n_ci'])} | {entropy} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(mean: float, ci: list[float]) -> str:
+    return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+# ------------------------------------------------------------------------------------------- checks
 # What each mode learns from, and the seed's fix when a run saw none of it.
 _NEEDS = {
     "psr": ("mode/num_positive", "correct", "lower reward_threshold or raise num_generations"),
@@ -56,16 +209,22 @@ _NEEDS = {
 }
 
 
-def checks(runs: dict[str, dict]) -> list[str]:
+def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
     """One line per run: ✓ when it trained, saved a checkpoint and saw samples to learn from; else ✗ and why.
+
+    A base in ``RANDOM_BASES`` never answers correctly, so a psr run on it seeing no correct sample is
+    expected: that line reads "–" and says so instead of ✗.
 
     >>> print("\\n".join(checks({"psr": {"global_step": 4, "checkpoint": "r/checkpoint-4",
     ...                                  "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}})))
     ✗ PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples in any step, so nothing to learn from (lower reward_threshold or raise num_generations)
+    >>> print("\\n".join(checks({"psr": {"global_step": 4, "checkpoint": "r/checkpoint-4",
+    ...                                  "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}}, base="tiny")))
+    – PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples, as expected: the base 'tiny' has random weights and never answers correctly, so psr had nothing to learn from (a base that answers sometimes shows what psr does)
     """
     lines = []
     for mode, run in runs.items():
-        problems = []
+        problems, expected = [], []
         if not run.get("global_step"):
             problems.append("no training step was logged")
         if not run.get("checkpoint"):
@@ -73,9 +232,19 @@ def checks(runs: dict[str, dict]) -> list[str]:
         if mode in _NEEDS:
             key, kind, fix = _NEEDS[mode]
             if not run.get("totals", {}).get(key):
-                problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
+                if kind == "correct" and base in RANDOM_BASES:
+                    expected.append(f"no correct samples, as expected: the base {base!r} has random weights and "
+                                    f"never answers correctly, so psr had nothing to learn from (a base that "
+                                    f"answers sometimes shows what psr does)")
+                else:
+                    problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
         counts = run.get("totals", {})
         seen = f"{counts.get('mode/num_positive', 0):g} correct / {counts.get('mode/num_negative', 0):g} incorrect samples"
         head = f"{mode.upper()}: {run.get('global_step', 0)} steps, checkpoint {run.get('checkpoint')}"
-        lines.append(f"✗ {head}; " + "; ".join(problems) if problems else f"✓ {head}; {seen}")
+        if problems:
+            lines.append(f"✗ {head}; " + "; ".join(problems + expected))
+        elif expected:
+            lines.append(f"– {head}; " + "; ".join(expected))
+        else:
+            lines.append(f"✓ {head}; {seen}")
     return lines

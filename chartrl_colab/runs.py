@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from chartrl_colab.cli import argv_for
@@ -266,12 +267,16 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     files = {}
     for i, (label, ckpt) in enumerate(sources, 1):
         print(f"\n[{i}/{len(sources)}] {label}: {ckpt or 'base model ' + generate_settings.get('vlm_name', '')}")
+        began = time.monotonic()
         cfg = GenerateConfig(checkpoint=ckpt, output=str(out / f"{safe_name(label)}.jsonl"), **generate_settings)
         files[label] = generate_samples(cfg)
+        print(f"[{i}/{len(sources)}] {label}: sampled in {time.monotonic() - began:.0f} s")
     report = evaluate(list(files.values()), labels=list(files), ks=list(ks) or None, output_dir=out)
     models = report.metrics["models"]
     return {"samples": files, "figures": report.figures, "table_md": report.table_md, "table_csv": report.table_csv,
             "metrics_json": report.metrics_json,
             "pass_at_1": {label: m["pass_at_1"]["mean"] for label, m in models.items()},
             "pass_at_n": {label: m["pass_at_n"]["mean"] for label, m in models.items()},
-            "n": {label: m["n"] for label, m in models.items()}, "notes": report.metrics.get("notes", [])}
+            "n": {label: m["n"] for label, m in models.items()},
+            "mean_entropy": {label: m.get("mean_entropy") for label, m in models.items()},
+            "models": models, "notes": report.metrics.get("notes", [])}

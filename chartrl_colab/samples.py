@@ -4,12 +4,14 @@
 A row::
 
     {"id", "question", "answer", "chart_type", "table", "reasoning",
-     "completions": [n strings], "num_tokens": [n], "truncated": [n bools],
+     "completions": [n strings], "num_tokens": [n], "truncated": [n bools], "entropy": [n floats or null],
      "rewards": {reward name: [n floats or null]}, "correct": [n bools], "n", "num_correct",
      "generation": {model, checkpoint, dataset, seed, temperature, ... the settings that made the row}}
 
 A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is
-not correct); a sample is truncated when it does not end with an EOS token (cut by the length limit).
+not correct); a sample is truncated when it does not end with an EOS token (cut by the length limit). A
+sample's ``entropy`` is the mean, over its tokens, of the entropy (nats) of the distribution each token was
+drawn from (softmax of the logits / temperature); null where the sampler cannot see the logits (vLLM).
 Rows are appended and synced as they are made, so an interrupted run leaves whole rows and at most a
 torn last line: reading skips that line, and reading to resume cuts it off. The rows of one file must
 agree on all their ``generation`` settings but the backend.
@@ -77,8 +79,10 @@ def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
 
 
 def make_row(row: dict, completions: list[str], completion_ids: list[list[int]], eos_token_ids,
-             rewards: dict[str, list], correct: list[bool], generation: dict) -> dict:
-    """The samples row of one data-set ``row``: its gold fields, the completions and their scores."""
+             rewards: dict[str, list], correct: list[bool], generation: dict, entropy: list | None = None) -> dict:
+    """The samples row of one data-set ``row``: its gold fields, the completions and their scores.
+
+    ``entropy``: each completion's mean per-token entropy (None: unknown, stored as nulls)."""
     return {
         "id": row["id"],
         "question": _question(row["prompt"]),
@@ -91,6 +95,7 @@ def make_row(row: dict, completions: list[str], completion_ids: list[list[int]],
         "completions": completions,
         "num_tokens": [len(ids) for ids in completion_ids],
         "truncated": [not ids or ids[-1] not in eos_token_ids for ids in completion_ids],
+        "entropy": list(entropy) if entropy is not None else [None] * len(completion_ids),
         "rewards": rewards,
         "correct": correct,
         "n": len(correct),

@@ -17,7 +17,7 @@ SEED = 7
 QUESTIONS = 4
 N = 6
 ROW_KEYS = {"id", "question", "answer", "chart_type", "table", "reasoning", "completions", "num_tokens", "truncated",
-            "rewards", "correct", "n", "num_correct", "generation"}
+            "entropy", "rewards", "correct", "n", "num_correct", "generation"}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -173,8 +173,11 @@ def test_real_run_plots_and_summary_match_trainer_state(real_runs, tmp_path, cap
                  f"{summary['mean_num_negative']:.2f} negative samples"):
         assert line in text.splitlines(), line
     assert f"  Training time: {summary['training_hours']:.2f} hours (" in text  # plus seconds for short runs
-    verdict = "✓ Converged" if summary["convergence"]["converged"] else "⚠ Not converged yet"
-    assert f"  {verdict} (loss std/mean = {summary['convergence']['loss_cv']:.4f} over the last 2 logged steps" in text
+    # nsr's on-policy loss is 1 at every step: its verdict reads the verifier accuracy and entropy (from run.json).
+    assert summary["verdict"]["signal"] == "verifier accuracy (rewards/accuracy_reward/mean) and entropy"
+    assert "  Judged by: verifier accuracy (rewards/accuracy_reward/mean) and entropy, not the loss (" in text
+    assert "Loss reduction" not in text and f"  {summary['verdict']['text']}" in text.splitlines()
+    assert summary["verdict"]["text"].startswith("⚠ Nothing to judge: verifier accuracy 0 at every logged step")
 
 
 @pytest.mark.slow
@@ -383,6 +386,67 @@ def test_convergence_verdict():
     text = format_summary({"psr": zero})
     assert "  Loss reduction: n/a (0.000 → 0.000)" in text
     assert "  ? Convergence unknown (the mean loss over the last 2 logged steps is 0)" in text
+
+
+def on_policy_history(mode, accuracy, entropy, steps=40):
+    """What TRL logs for psr/nsr on-policy: a loss fixed by the kept class, the verifier's mean, the entropy."""
+    loss = {"psr": -1.0, "nsr": 1.0, "grpo": 0.0}[mode]
+    return [{"loss": loss, "reward": accuracy(s), "rewards/accuracy_reward/mean": accuracy(s), "entropy": entropy(s),
+             "mode/positive_fraction": accuracy(s), "learning_rate": 1e-5, "step": s} for s in range(1, steps + 1)]
+
+
+@pytest.mark.parametrize("mode", ["psr", "nsr", "w-reinforce"])
+def test_verifier_modes_are_judged_by_accuracy_and_entropy_not_their_fixed_loss(mode):
+    rng = np.random.default_rng(3)
+    noise = {s: 0.05 * rng.standard_normal() for s in range(1, 41)}
+    rising = on_policy_history("psr" if mode == "psr" else "nsr", lambda s: min(1.0, 0.02 * s), lambda s: 2.0 - 0.02 * s)
+    settled = on_policy_history("psr" if mode == "psr" else "nsr", lambda s: 0.5 + noise[s], lambda s: 1.5)
+    moving, flat = summarize(rising, mode=mode), summarize(settled, mode=mode)
+    for s in (moving, flat):
+        assert s["verdict"]["signal"] == "verifier accuracy (rewards/accuracy_reward/mean) and entropy"
+    # The loss never moves, so the seed's loss verdict would call both converged; the accuracy verdict does not.
+    assert moving["convergence"]["converged"] is True
+    assert moving["verdict"]["converged"] is False
+    assert moving["verdict"]["text"] == ("⚠ Not converged yet (over the last 10 logged steps, second half against "
+                                          "first: verifier accuracy +0.100, entropy -0.100 nats)")
+    assert flat["verdict"]["converged"] is True
+    assert flat["verdict"]["text"] == ("✓ Converged (verifier accuracy and entropy flat within their noise over the "
+                                       "last 10 logged steps)")
+    assert moving["accuracy"] == {"key": "rewards/accuracy_reward/mean", "first": pytest.approx(0.11),
+                                  "last": pytest.approx(0.71), "change": pytest.approx(0.6), "window": 10}
+    text = format_summary({mode.upper(): moving})
+    assert "Loss reduction" not in text
+    assert f"  Judged by: verifier accuracy (rewards/accuracy_reward/mean) and entropy, not the loss (on-policy, {mode}'s loss" in text
+    assert "  Verifier accuracy: 0.110 → 0.710 (+0.600; mean of the first / last 10 logged steps)" in text
+    assert "  Entropy: 1.890 → 1.290 nats (-0.600; mean of the first / last 10 logged steps)" in text
+
+
+def test_verifier_verdict_when_nothing_is_correct_or_not_logged():
+    none_right = summarize(on_policy_history("nsr", lambda s: 0.0, lambda s: 6.9), mode="nsr")
+    assert none_right["verdict"]["converged"] is None
+    assert none_right["verdict"]["text"] == ("⚠ Nothing to judge: verifier accuracy 0 at every logged step (no correct "
+                                             "completion); entropy 6.900 → 6.900 nats")
+    unlogged = summarize([{"loss": 1.0, "step": s} for s in range(1, 20)], mode="nsr")
+    assert unlogged["verdict"]["text"].startswith("? Convergence unknown (the log holds no verifier accuracy")
+    short = summarize(on_policy_history("psr", lambda s: 0.5, lambda s: 1.0, steps=3), mode="psr")
+    assert short["verdict"]["text"].startswith("? Convergence unknown (fewer than 4 logged steps")
+    # Another verifier: its own reward function's mean is read.
+    other = [{**e, "rewards/format_reward/mean": e.pop("rewards/accuracy_reward/mean")}
+             for e in on_policy_history("psr", lambda s: 0.5, lambda s: 1.0)]
+    assert summarize(other, mode="psr", verifier="format")["accuracy"]["key"] == "rewards/format_reward/mean"
+
+
+def test_grpo_and_unknown_modes_keep_the_loss_verdict():
+    rng = np.random.default_rng(0)
+    flat = [{"loss": 2.0 + 0.001 * rng.standard_normal(), "rewards/accuracy_reward/mean": 0.5, "entropy": 1.0,
+             "step": s} for s in range(1, 101)]
+    for mode in ("grpo", None):
+        s = summarize(flat, mode=mode)
+        assert s["verdict"]["signal"] == "loss" and s["verdict"]["converged"] is True
+        text = format_summary({"GRPO": s})
+        assert "  Loss reduction: " in text and "Judged by" not in text
+        assert f"  ✓ Converged (loss std/mean = {s['convergence']['loss_cv']:.4f} over the last 10 logged steps)" in text
+        assert "  Verifier accuracy: 0.500 → 0.500 (+0.000; mean of the first / last 10 logged steps)" in text
 
 
 def test_training_time_sources():

@@ -23,7 +23,7 @@ BADGE = restamp.badge_url(restamp.repo_url(ROOT), "{}")
 # Parameters that are not settings of the package's configs: where things go, what to show.
 NOTEBOOK_ONLY = {"mount_drive", "results_json", "install", "modes", "comparison_dir", "accelerate_config",
                  "checkpoints", "labels", "include_base", "ks", "eval_dir", "run_dirs", "compare", "plots_dir",
-                 "output_root"}
+                 "output_root", "eval_samples", "eval_questions"}
 
 
 def _read(name):
@@ -96,7 +96,7 @@ def test_poc_default_is_the_seed_validation():
 def test_auto_falls_back_to_the_embedded_default_without_a_gpu(capsys):
     params = {"vlm_name": "auto", "dataset_name": "auto", "max_completion_length": "auto", "resume": "auto"}
     cpu = environment.resolve_auto(params, gpu=False)
-    assert (cpu["vlm_name"], cpu["dataset_name"], cpu["resume"]) == ("tiny", "synthetic", "auto")
+    assert (cpu["vlm_name"], cpu["dataset_name"], cpu["resume"]) == (*environment.CPU_DEFAULTS, "auto")
     assert "No GPU" in capsys.readouterr().out  # it says so
     gpu = environment.resolve_auto(params, gpu=True)
     assert (gpu["vlm_name"], gpu["dataset_name"]) == environment.GPU_DEFAULTS
@@ -234,7 +234,7 @@ def _execute(name, tmp_path, **parameters) -> dict:
 def poc(tmp_path_factory):
     """The POC notebook run once; the eval and monitor notebooks read its four runs."""
     root = tmp_path_factory.mktemp("poc")
-    return root, _execute("01_poc.ipynb", root, output_root=str(root), **TINY_TRAIN)
+    return root, _execute("01_poc.ipynb", root, output_root=str(root), eval_samples=3, eval_questions=2, **TINY_TRAIN)
 
 
 @pytest.mark.slow
@@ -256,6 +256,32 @@ def test_poc_notebook_trains_four_modes_and_compares_them(poc):
     assert all(mode.upper() in summary for mode in MODES)
     assert set(json.loads(Path(result["summary_json"]).read_text())["runs"]) == {m.upper() for m in MODES}
     assert [line.split(":")[0][2:] for line in result["checks"]] == [m.upper() for m in MODES]
+    assert not any(line.startswith("✗") for line in result["checks"])  # psr on the random tiny: expected, said so
+
+
+@pytest.mark.slow
+def test_poc_notebook_samples_the_base_and_each_mode_and_writes_the_table(poc):
+    root, result = poc
+    labels = ["Base", *(m.upper() for m in MODES)]
+    assert [row["model"] for row in result["table"]] == labels  # one row per model, the base first
+    for row in result["table"]:
+        assert (row["n"], row["questions"]) == (3, 2)
+        assert 0 <= row["pass_at_1"] <= row["pass_at_n"] <= 1
+        assert row["pass_at_1_ci"][0] <= row["pass_at_1"] <= row["pass_at_1_ci"][1]
+        assert 0 < row["mean_entropy"] < 7  # nats, below log(vocabulary 1024)
+    table = Path(result["table_md"])
+    assert table == root / "poc_comparison" / "poc_table.md" and table.read_text() == result["table_markdown"]
+    lines = table.read_text().splitlines()
+    assert "| model | pass@1 | pass@n | mean entropy |" in lines and "mean per-token entropy" in lines[0]
+    assert [line.split(" | ")[0][2:] for line in lines if line.startswith("| ") and "pass@1" not in line] == labels
+    assert sorted(result["passk"]) == sorted(labels)
+    assert all(curve["k"] == [1, 2, 3] and len(curve["ci_low"]) == 3 for curve in result["passk"].values())
+    figures = [Path(p) for p in result["figures"]]
+    assert [p.name for p in figures[:2]] == ["passk_curves.png", "passk_bars.png"]  # the pass@k plots first
+    for label in labels:
+        rows = [json.loads(line) for line in (root / "poc_comparison" / f"{label}.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all(r["generation"]["split"] == "test" and len(r["entropy"]) == 3 for r in rows)
+    assert set(result["seconds"]) == {"train", "sample", "compare"}
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from chartrl_colab.errors import ConfigError
 from chartrl_colab.samples import append_row, check_resume, make_row, read_rows, sync
 
 ROW_KEYS = {"id", "question", "answer", "chart_type", "table", "reasoning", "completions", "num_tokens", "truncated",
-            "rewards", "correct", "n", "num_correct", "generation"}
+            "entropy", "rewards", "correct", "n", "num_correct", "generation"}
 EOS = 7
 
 

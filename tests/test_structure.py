@@ -18,7 +18,7 @@ LAYERS = [
     ("chart_rvr",),
     ("reward_presets",),
     ("config",),
-    ("storage", "objectives", "synthetic", "tiny_model", "device"),
+    ("storage", "objectives", "synthetic", "tiny_model", "device", "verdict"),
     ("data", "models", "trainer", "callbacks", "samples"),
     ("train",),
     ("generate", "evaluate", "monitor"),
@@ -30,7 +30,7 @@ RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
 PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "storage", "device", "samples",
-        "evaluate", "monitor", "ui")
+        "evaluate", "monitor", "ui", "verdict")
 
 
 def _modules() -> list[str]:
