@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 # embedded model only moves visibly in 16 steps with a large one. One torch thread: the embedded model's ops
 # are too small to gain from two, and on a shared CPU a second thread mostly waits (measured 10x slower).
 DEMO_POC ?= -p subset_size 32 -p max_steps 16 -p save_steps 16 -p num_generations 4 -p batch_size 2 \
-	-p eval_samples 16 -p eval_questions 16 -p learning_rate 0.02 -y "report_to: [tensorboard]"
+	-p eval_samples 16 -p eval_questions 16 -p learning_rate 0.02 -p disable_gradient_checkpointing True \
+	-y "report_to: [tensorboard]"
 demo: setup
 	mkdir -p runs
 	OMP_NUM_THREADS=1 $(PY) -m papermill --log-output notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs \
