@@ -135,9 +135,11 @@ def _done(echo, started: float) -> float:
 
 def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **settings) -> tuple[dict, list[str]]:
     """The base and every mode's newest checkpoint sampled on the same held-out questions; (evaluation, notes)."""
+    from chartrl_colab import device
     from chartrl_colab.runs import evaluate_runs
 
-    cfg = next(iter(configs.values()))
+    # The base is loaded as the runs were trained: "auto" 4-bit decided for this machine, as training decided it.
+    cfg = device.resolve_run(next(iter(configs.values())), device.detect(), echo=lambda *a, **k: None)
     checkpoints, labels, skipped = [], [], []
     for mode, run in runs.items():
         if not run.get("checkpoint"):
@@ -155,7 +157,8 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **s
                                init=cfg.init, dataset_name=cfg.dataset_name, data_dir=cfg.data_dir, seed=cfg.seed,
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
                                rewards=cfg.rewards, verifier=cfg.verifier, reward_threshold=cfg.reward_threshold,
-                               load_in_4bit=cfg.load_in_4bit, **settings)
+                               load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels,
+                               reward_preset=cfg.reward_preset, **settings)
     return evaluation, skipped
 
 

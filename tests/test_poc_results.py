@@ -128,10 +128,10 @@ def test_mean_entropy_is_token_weighted_and_none_without_records(tmp_path):
 
     path = tmp_path / "s.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [row(0, [1.0, 2.0], [1, 3]), row(1, [4.0, None], [4, 9])]) + "\n")
-    assert load_samples(path).mean_entropy == pytest.approx((1 * 1 + 2 * 3 + 4 * 4) / 8)
+    assert load_samples(path, metric="verifier").mean_entropy == pytest.approx((1 * 1 + 2 * 3 + 4 * 4) / 8)
     old = tmp_path / "old.jsonl"  # a file written before entropy was recorded
     old.write_text(json.dumps({"id": "q0", "correct": [True], "num_tokens": [3]}) + "\n")
-    assert load_samples(old).mean_entropy is None
+    assert load_samples(old, metric="verifier").mean_entropy is None
 
 
 def test_recorded_entropy_is_that_of_the_distribution_each_token_was_drawn_from():
