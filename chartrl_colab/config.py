@@ -29,6 +29,10 @@ DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
 REWARD_NAMES = ("format", "accuracy", "length", "tags", "chart_type", "table", "reasoning")
 INITS = ("pretrained", "random")
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
+# The values each reward can take (see chartrl_colab.rewards): a verifier's threshold must lie inside, or every
+# sample is correct (threshold <= low) or none is (threshold > high).
+REWARD_RANGES = {"format": (0.0, 2.0), "accuracy": (0.0, 1.0), "length": (0.0, 1.0), "tags": (0.0, 1.0),
+                 "chart_type": (0.0, 1.0), "table": (0.0, 1.0), "reasoning": (0.0, 1.0)}
 
 
 def _help(text: str, **kwargs):
@@ -113,10 +117,18 @@ def check_rewards(rewards, verifier: str, reward_threshold) -> None:
         one_of("reward", name, REWARD_NAMES)
     if not rewards:
         raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
+    if len(set(rewards)) != len(rewards):
+        twice = sorted({r for r in rewards if list(rewards).count(r) > 1})
+        raise ConfigError(f"rewards={' '.join(rewards)!r} names {', '.join(twice)} twice; give each reward once")
     if verifier not in rewards:
         raise ConfigError(f"verifier={verifier!r} is not among the rewards; choose one of: {', '.join(rewards)}")
     if not isinstance(reward_threshold, (int, float)) or not math.isfinite(reward_threshold):
         raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
+    low, high = REWARD_RANGES.get(verifier, (-math.inf, math.inf))
+    if not low < reward_threshold <= high:
+        raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid for verifier {verifier!r}, whose rewards "
+                          f"lie in [{low:g}, {high:g}]; choose a threshold > {low:g} and <= {high:g} (e.g. 0.5), "
+                          "else every sample (or none) counts as correct")
 
 
 def check_whole_numbers(cfg, names) -> None:
@@ -145,10 +157,17 @@ def validate(cfg: RunConfig) -> None:
     if cfg.subset_size is not None:
         at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
     at_least("num_epochs", cfg.num_epochs, 0)
+    if cfg.num_epochs == 0:
+        raise ConfigError("num_epochs=0 is not valid; it must be > 0 (e.g. 1), or train a fixed number of steps "
+                          "with max_steps")
     if cfg.max_steps != -1:
         at_least("max_steps", cfg.max_steps, 1, " (or -1 to run the epochs)")
     for name in ("learning_rate", "temperature", "epsilon", "beta", "lora_dropout"):
         at_least(name, getattr(cfg, name), 0)
+    if cfg.lora_dropout >= 1:
+        raise ConfigError(f"lora_dropout={cfg.lora_dropout!r} is not valid; it is a probability: >= 0 and < 1 "
+                          "(e.g. 0.05)")
+    check_whole_numbers(cfg, ("lora_alpha",))
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:

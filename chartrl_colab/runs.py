@@ -38,8 +38,8 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
     if not accelerate_config:
         from chartrl_colab.train import train
 
-        trainer = train(cfg)
-        return run_summary(cfg.run_dir, trainer.state.log_history)
+        trainer = train(cfg)  # None: the run had finished already
+        return run_summary(cfg.run_dir, trainer.state.log_history if trainer is not None else None)
     cmd = accelerate_command(cfg, accelerate_config)
     echo("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)

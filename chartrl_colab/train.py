@@ -11,6 +11,7 @@ call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -122,16 +123,12 @@ def train(cfg: RunConfig):
     A run directory on Google Drive is written through local staging: checkpoints land on local disk and
     each complete one is copied to Drive in the background (see :mod:`chartrl_colab.storage`).
     """
-    import torch
     from transformers import set_seed
-    from transformers.integrations import TensorBoardCallback
 
     from chartrl_colab import storage
-    from chartrl_colab.callbacks import CheckpointMirror
     from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.models import add_lora, load_model_and_processor
     from chartrl_colab.rewards import get_reward_funcs
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.run_lock import RunLock
 
     cfg = storage.with_output_root(cfg)
     set_seed(cfg.seed)
@@ -144,12 +141,55 @@ def train(cfg: RunConfig):
         where = "Run directory is on Google Drive" if storage.on_drive(cfg.run_dir) else "Staging"
         print(f"{where}: checkpoints are written to {local_dir} and copied to {cfg.run_dir} when complete")
 
-    # Which checkpoint to continue from: the newest complete one, wherever it is.
-    checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir])
+    # Settings and data first, reading only: a mistake there leaves nothing written.
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun the others only read
+    if (done := resume_plan(cfg, local_dir)[2]) is not None:
+        print(f"Run {cfg.run_dir} is {done}")
+        return None
+    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
+                                 data_dir=cfg.data_dir)
+    reward_funcs = get_reward_funcs(list(cfg.rewards))
+
+    # One writer per run directory, from here until the run ends, however it ends.
+    with RunLock(cfg.run_dir) if main_process else contextlib.nullcontext():
+        return _train_locked(cfg, local_dir, on_drive, main_process, dataset, reward_funcs)
+
+
+def resume_plan(cfg: RunConfig, local_dir: str, warn=print):
+    """``(run.json record, checkpoint to resume from or None, why the run is finished or None)``.
+
+    Refuses (ConfigError) to continue a run recorded with other settings (see :mod:`chartrl_colab.resume_rules`).
+    """
+    from chartrl_colab import resume_rules, storage
+
+    record = storage.read_run_json(cfg.run_dir)
+    checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir], warn=warn)
+    if cfg.resume == "never" or not record:
+        return record, checkpoint, None
+    current = cfg.to_dict()
+    if checkpoint is not None or record.get("ended") is not None:
+        resume_rules.check_same_settings(cfg.run_dir, record.get("config") or {}, current)
+    return record, checkpoint, resume_rules.finished(record, current)
+
+
+def _train_locked(cfg: RunConfig, local_dir: str, on_drive: bool, main_process: bool, dataset, reward_funcs):
+    import torch
+    from transformers.integrations import TensorBoardCallback
+
+    from chartrl_colab import storage
+    from chartrl_colab.callbacks import CheckpointMirror
+    from chartrl_colab.models import add_lora, load_model_and_processor
+    from chartrl_colab.trainer import ModeTrainer
+
+    # Read again under the lock: another writer may have finished the run meanwhile.
+    record, checkpoint, done = resume_plan(cfg, local_dir, warn=lambda *a: None)
+    if done is not None:
+        print(f"Run {cfg.run_dir} is {done}")
+        return None
     step = storage.checkpoint_step(checkpoint) if checkpoint else 0
-    # One process owns the run dir's files; under accelerate/torchrun the others only read them.
-    main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
+        if cfg.resume == "never":
+            storage.clear_run(cfg.run_dir, local_dir)
         storage.remove_incomplete(local_dir, newer_than=step)
     if checkpoint:
         print(f"Resuming from {checkpoint} (step {step})")
@@ -157,11 +197,6 @@ def train(cfg: RunConfig):
         print(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
               else "Starting fresh (--resume never)")
     record = storage.start_run_record(cfg.run_dir, cfg.to_dict(), checkpoint, step) if main_process else {}
-
-    # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
-    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
-                                 data_dir=cfg.data_dir)
-    reward_funcs = get_reward_funcs(list(cfg.rewards))
 
     args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1)
     model, processor = load_model_and_processor(
@@ -195,6 +230,7 @@ def train(cfg: RunConfig):
         if isinstance(callback, TensorBoardCallback):
             callback.logging_dir = os.path.join(local_dir, "logs")  # events beside the checkpoints
 
+    stopped_at = None
     try:
         with warnings.catch_warnings():
             # TRL 1.16 still calls transformers' old gradient-checkpointing names; not the user's to fix.
@@ -202,14 +238,42 @@ def train(cfg: RunConfig):
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         trainer.save_model(local_dir)
         trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
+    except KeyboardInterrupt:
+        stopped_at = trainer.state.global_step
+    except Exception as err:
+        if not any(sign in str(err) for sign in WRITE_FAILED):
+            raise
+        stopped_at = err
     finally:
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
+    if stopped_at is not None:
+        raise _stopped(cfg, local_dir, stopped_at)
     if main_process:
         storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     print("✓ Training completed successfully")
     print(f"✓ Model saved to {cfg.run_dir}")
     return trainer
+
+
+# What PyTorch and safetensors say when a write fails for want of space (torch.save: "[enforce fail at
+# inline_container.cc:...] ... unexpected pos"; safetensors: "No space left on device (os error 28)").
+WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "file write failed")
+
+
+def _stopped(cfg: RunConfig, local_dir: str, why) -> BaseException:
+    """The one line for a run stopped by Ctrl-C (a KeyboardInterrupt) or a failed write (a ConfigError)."""
+    from chartrl_colab import storage
+    from chartrl_colab.errors import ConfigError
+
+    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=lambda *a: None)
+    then = (f"rerun to resume from {newest.name}" if newest is not None
+            else "no checkpoint was saved yet: rerun to start again")
+    if isinstance(why, int):
+        return KeyboardInterrupt(f"interrupted at step {why}; {then}")
+    first = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return ConfigError(f"writing to {local_dir} failed ({first}); the disk is probably full: free space there (or "
+                       f"choose another --output-root/--staging-dir) and {then}")
 
 
 def main(argv: list[str] | None = None) -> int:

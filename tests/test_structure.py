@@ -14,8 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 # must be placed here, which is the point: where it sits decides what it may use.
 LAYERS = [
     ("errors",),
-    ("cli", "config", "rewards", "passk"),
-    ("storage", "objectives", "synthetic", "tiny_model", "chart_rvr"),
+    ("cli", "config", "rewards", "passk", "run_record"),
+    ("storage", "objectives", "synthetic", "tiny_model", "chart_rvr", "run_lock", "resume_rules"),
     ("data", "models", "trainer", "callbacks", "samples", "metrics"),
     ("train",),
     ("generate", "evaluate", "monitor"),
@@ -26,7 +26,8 @@ LAYERS = [
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
-PURE = ("errors", "cli", "config", "rewards", "passk", "storage", "samples", "evaluate", "monitor", "ui")
+PURE = ("errors", "cli", "config", "rewards", "passk", "run_record", "storage", "run_lock", "resume_rules", "samples",
+        "evaluate", "monitor", "ui")
 
 
 def _modules() -> list[str]:
