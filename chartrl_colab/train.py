@@ -188,6 +188,7 @@ def _train_locked(cfg: RunConfig, local_dir: str, on_drive: bool, main_process: 
         return None
     step = storage.checkpoint_step(checkpoint) if checkpoint else 0
     if main_process:
+        os.makedirs(local_dir, exist_ok=True)  # a file in the way is one line here, not deep in the Trainer
         if cfg.resume == "never":
             storage.clear_run(cfg.run_dir, local_dir)
         storage.remove_incomplete(local_dir, newer_than=step)
