@@ -241,6 +241,10 @@ def _train_locked(cfg: RunConfig, local_dir: str, on_drive: bool, main_process: 
         trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
     except KeyboardInterrupt:
         stopped_at = trainer.state.global_step
+        for callback in trainer.callback_handler.callbacks:  # the progress bar ends above the one line
+            if getattr(callback, "training_bar", None) is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
     except Exception as err:
         if not any(sign in str(err) for sign in WRITE_FAILED):
             raise

@@ -236,3 +236,11 @@ def test_a_lock_left_by_a_dead_process_or_a_gone_machine_is_taken_over(tmp_path,
     os.utime(lock, (old, old))
     with RunLock(run_dir):
         assert json.loads(lock.read_text())["host"] == socket.gethostname()
+
+
+def test_generate_output_that_is_a_folder_is_one_line(tmp_path, capsys):
+    from chartrl_colab import generate
+
+    assert generate.main(["--vlm-name", "tiny", "--dataset-name", "synthetic", "--split", "test", "--subset-size",
+                          "2", "--num-samples", "2", "--max-new-tokens", "4", "--output", str(tmp_path)]) == 2
+    one_error_line(capsys.readouterr().err, str(tmp_path), "is a folder where a file is expected")

@@ -29,7 +29,7 @@ def snapshot(d: Path) -> dict[str, str]:
 
 def one_line(stderr: str) -> str:
     assert "Traceback" not in stderr, stderr[-3000:]
-    return stderr.strip().splitlines()[-1]
+    return stderr.replace("\r", "\n").strip().splitlines()[-1]
 
 
 @pytest.mark.slow
