@@ -3,7 +3,8 @@
     python -m chartrl_colab.train --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 \\
         --subset-size 100 --num-epochs 1 --num-generations 4 --batch-size 2 --reward-threshold 0.5
 
-``main()`` reads top to bottom: settings, model, data, rewards, trainer, resume, train, save. Notebooks
+``main()`` reads top to bottom: settings, resume plan (settings match run.json? finished?), data and rewards
+(nothing written yet), the run lock, run.json, model, trainer, train, save. Notebooks
 call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --config_file=...
 -m chartrl_colab.train`` with the same flags.
 """
@@ -169,7 +170,8 @@ def resume_plan(cfg: RunConfig, local_dir: str, warn=print):
     current = cfg.to_dict()
     if checkpoint is not None or record.get("ended") is not None:
         resume_rules.check_same_settings(cfg.run_dir, record.get("config") or {}, current)
-    return record, checkpoint, resume_rules.finished(record, current)
+    # A finished run stays finished under "auto"; a checkpoint given by path is an explicit request to go back.
+    return record, checkpoint, resume_rules.finished(record, current) if cfg.resume == "auto" else None
 
 
 def _train_locked(cfg: RunConfig, local_dir: str, on_drive: bool, main_process: bool, dataset, reward_funcs):
@@ -241,15 +243,15 @@ def _train_locked(cfg: RunConfig, local_dir: str, on_drive: bool, main_process: 
         trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
     except KeyboardInterrupt:
         stopped_at = trainer.state.global_step
-        for callback in trainer.callback_handler.callbacks:  # the progress bar ends above the one line
-            if getattr(callback, "training_bar", None) is not None:
-                callback.training_bar.close()
-                callback.training_bar = None
     except Exception as err:
         if not any(sign in str(err) for sign in WRITE_FAILED):
             raise
         stopped_at = err
     finally:
+        for callback in trainer.callback_handler.callbacks:  # the progress bar ends above the one line
+            if getattr(callback, "training_bar", None) is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
     if stopped_at is not None:
