@@ -52,7 +52,8 @@ class BatchConfig:
     parameters: dict = field(default_factory=dict,
                              metadata={"help": "Other notebook parameters, the same for every run (-p NAME VALUE)."})
     output_root: str = field(default="", metadata={"help": "Folder of the run directories ($CHARTRL_ROOT, else ./runs)."})
-    gpus: str = field(default="", metadata={"help": "GPUs to use, e.g. 0,1,2,3: one run per GPU at a time."})
+    gpus: str | None = field(default=None, metadata={
+        "help": "GPUs to use, e.g. 0,1,2,3: one run per GPU at a time (left out: one run at a time, GPUs untouched)."})
     accelerate_config: str = field(default="", metadata={
         "help": "accelerate config (e.g. deepspeed_zero3.yaml): runs go one at a time, each on all GPUs."})
     kernel: str = field(default="python3", metadata={"help": "Jupyter kernel that runs the notebooks."})
@@ -111,14 +112,17 @@ def parse_value(text: str):
         return text
 
 
-def parse_gpus(text: str) -> list[str]:
-    """``"0,1, 3"`` -> ``["0", "1", "3"]``; ConfigError for anything but distinct GPU indices.
+def parse_gpus(text: str | None) -> list[str]:
+    """``"0,1, 3"`` -> ``["0", "1", "3"]``, None (no ``--gpus``) -> ``[]``; ConfigError for anything but distinct
+    GPU indices, an empty list included (it would run everything on the CPU).
 
-    >>> parse_gpus("0,1, 3"), parse_gpus("")
+    >>> parse_gpus("0,1, 3"), parse_gpus(None)
     (['0', '1', '3'], [])
     """
-    gpus = [g.strip() for g in text.split(",") if g.strip()]
-    if any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+    if text is None:
+        return []
+    gpus = [g.strip() for g in text.split(",")]
+    if not text.strip() or any(not g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
         raise ConfigError(f"gpus={text!r} is not valid; give distinct GPU indices separated by commas, e.g. 0,1,2,3")
     return gpus
 

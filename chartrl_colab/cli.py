@@ -13,12 +13,31 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 import typing
+from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 
 USER_ERROR = 2
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+# A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
+_FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
+OS_FAULTS = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EROFS: "{path} is on a read-only file system; choose a folder you can write to (e.g. --output-root runs)",
+    errno.EACCES: "permission denied for {path}; choose a folder you can write to",
+    errno.EPERM: "permission denied for {path}; choose a folder you can write to",
+    errno.ENOTDIR: "{path} needs a folder where there is a file ({blocker}); move that file away or choose another path",
+    errno.EEXIST: "{path} is a file where a folder is expected; move it away or choose another path",
+    errno.EISDIR: "{path} is a folder where a file is expected; give the path of a file",
+    errno.ENOTCONN: "{path} is not reachable ({reason}); remount Google Drive (or the disk) and rerun",
+    errno.EIO: "reading or writing {path} failed ({reason}); check the disk or remount Google Drive and rerun",
+}
 
 
 def _parse_as(kind):
@@ -115,11 +134,41 @@ def user_error(err: BaseException) -> int:
     return USER_ERROR
 
 
+def _blocker(path: str) -> str:
+    """The part of ``path`` that exists and is not a folder (what makes ENOTDIR), else ``path`` itself."""
+    for p in [path, *map(str, Path(path).parents)]:
+        if os.path.exists(p) and not os.path.isdir(p):
+            return p
+    return path
+
+
+def os_fault(err: OSError) -> str | None:
+    """One line for a machine or path fault (full disk, read-only, a file where a folder goes...), else None.
+
+    >>> os_fault(OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoint-2"))
+    'no space left on the device holding runs/x/checkpoint-2; free space there (or choose another folder) and rerun'
+    """
+    template = OS_FAULTS.get(err.errno)
+    if template is None:
+        return None
+    path = err.filename if err.filename is not None else "a file"
+    return template.format(path=path, blocker=_blocker(str(path)), reason=err.strerror or err)
+
+
 def run_cli(job) -> int:
-    """A CLI's exit code: ``job()``'s own when it returns an int, else 0; for a user's mistake (ConfigError,
-    a missing file) one ``error:`` line on stderr, no traceback, and 2. Every ``main(argv)`` ends here."""
+    """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a
+    missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
+    :data:`OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is one line and 130.
+    Every ``main(argv)`` ends here."""
     try:
         code = job()
     except (ConfigError, FileNotFoundError) as err:
         return user_error(err)
+    except OSError as err:
+        if (line := os_fault(err)) is None:
+            raise
+        return user_error(line)
+    except KeyboardInterrupt as err:
+        print(str(err) or "interrupted; rerun to continue", file=sys.stderr)
+        return INTERRUPTED
     return code if isinstance(code, int) else 0

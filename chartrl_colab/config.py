@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
-from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, resolve_preset
+from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
 from chartrl_colab.rewards import REWARD_FUNCS
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
@@ -152,16 +152,25 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def check_rewards(rewards, verifier: str, reward_threshold) -> None:
-    """The reward names, the verifier among them, a finite threshold: shared by training and generation."""
+def check_rewards(rewards, verifier: str, reward_threshold, preset: str = "package") -> None:
+    """The reward names, the verifier among them, a threshold inside the verifier's range under ``preset``:
+    shared by training and generation."""
     for name in rewards:
         one_of("reward", name, REWARD_NAMES)
     if not rewards:
         raise ConfigError(f"rewards is empty; choose at least one of: {', '.join(REWARD_NAMES)}")
+    if len(set(rewards)) != len(rewards):
+        twice = sorted({r for r in rewards if list(rewards).count(r) > 1})
+        raise ConfigError(f"rewards={' '.join(rewards)!r} names {', '.join(twice)} twice; give each reward once")
     if verifier not in rewards:
         raise ConfigError(f"verifier={verifier!r} is not among the rewards; choose one of: {', '.join(rewards)}")
     if not isinstance(reward_threshold, (int, float)) or not math.isfinite(reward_threshold):
         raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
+    low, high = get_preset(preset).ranges.get(verifier, (-math.inf, math.inf))
+    if not low < reward_threshold <= high:
+        raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid for verifier {verifier!r}, whose rewards "
+                          f"lie in [{low:g}, {high:g}]; choose a threshold > {low:g} and <= {high:g} (e.g. 0.5), "
+                          "else every sample (or none) counts as correct")
 
 
 def check_whole_numbers(cfg, names) -> None:
@@ -192,8 +201,8 @@ def validate(cfg: RunConfig) -> None:
     one_of("init", cfg.init, INITS)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     one_of("grpo_rewards", cfg.grpo_rewards, GRPO_REWARDS)
-    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
     one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
+    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, cfg.reward_preset)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
     at_least("lambda_psr", cfg.lambda_psr, 0)
@@ -206,10 +215,17 @@ def validate(cfg: RunConfig) -> None:
     if cfg.subset_size is not None:
         at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
     at_least("num_epochs", cfg.num_epochs, 0)
+    if cfg.num_epochs == 0:
+        raise ConfigError("num_epochs=0 is not valid; it must be > 0 (e.g. 1), or train a fixed number of steps "
+                          "with max_steps")
     if cfg.max_steps != -1:
         at_least("max_steps", cfg.max_steps, 1, " (or -1 to run the epochs)")
     for name in ("learning_rate", "temperature", "epsilon", "beta", "lora_dropout"):
         at_least(name, getattr(cfg, name), 0)
+    if cfg.lora_dropout >= 1:
+        raise ConfigError(f"lora_dropout={cfg.lora_dropout!r} is not valid; it is a probability: >= 0 and < 1 "
+                          "(e.g. 0.05)")
+    check_whole_numbers(cfg, ("lora_alpha",))
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:

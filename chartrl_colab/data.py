@@ -260,7 +260,11 @@ def _load_hub_format(path: Path, name: str, split: str) -> datasets.Dataset:
             ]
             files = sorted({f for p in patterns for f in glob.glob(str(path / p))})
         if files:
-            return datasets.load_dataset(builder, data_files=files, split="train")
+            try:
+                return datasets.load_dataset(builder, data_files=files, split="train")
+            except Exception as err:  # noqa: BLE001 - a damaged file (ArrowInvalid...) is the user's to replace
+                raise ConfigError(f"{name}: cannot read {files[0] if len(files) == 1 else path} ({_one_line(err)}); "
+                                  "download the files again or point data_dir at good ones") from None
     raise FileNotFoundError(f"{name}: no files for split {split!r} in {path}; {_layout_help(name, str(path))}")
 
 
@@ -424,7 +428,12 @@ def _collect(
         if bad_tables:
             msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
         msg = "; ".join([*(notes or []), msg])
+        if not rows:
+            raise ConfigError(f"no usable rows in {name}/{split}: {msg}; check the files"
+                              f"{f' under {base}' if base else ''} or point data_dir at good ones")
         warnings.warn(msg, stacklevel=4)  # point at the caller of load_chart_dataset
+    if not rows:
+        raise ConfigError(f"no rows in {name}/{split}; check the files{f' under {base}' if base else ''}")
     return _to_dataset(rows)
 
 
@@ -524,7 +533,11 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
                 f"evochart: expected one JSON file in {path} (found: {found}); {_layout_help('evochart', str(path))}"
             )
         json_file, base = candidates[0], path
-    records = json.loads(json_file.read_text(encoding="utf-8"))
+    try:
+        records = json.loads(json_file.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ConfigError(f"evochart: {json_file} does not parse as JSON ({_one_line(err)}); download it again or "
+                          "point data_dir at a good copy") from None
     if not isinstance(records, list):
         raise ConfigError(f"evochart: {json_file} must hold a JSON list of {{imgname, query, label}} objects")
     img_dir = base / "png" if (base / "png").is_dir() else base

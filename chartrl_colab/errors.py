@@ -12,6 +12,10 @@ import math
 class ConfigError(ValueError):
     """A setting a user can get wrong; the message is one line naming the bad value and the valid ones."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (Jupyter, Colab, papermill) shows for it: the one line, no traceback."""
+        return [f"error: {self}"]
+
 
 def one_of(name: str, value, valid) -> None:
     """Raise unless ``value`` is one of ``valid``.

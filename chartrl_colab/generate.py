@@ -110,7 +110,7 @@ def validate(cfg: GenerateConfig) -> None:
     one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     one_of("backend", cfg.backend, BACKENDS)
     one_of("reward_preset", cfg.reward_preset, (AUTO, *PRESET_NAMES))
-    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold)
+    check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, resolve_preset(cfg.reward_preset, cfg.dataset_name))
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
     check_gpu_knobs(cfg)
     if cfg.subset_size is not None:

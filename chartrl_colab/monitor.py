@@ -36,6 +36,7 @@ from chartrl_colab.storage import (
     list_checkpoints,
     read_run_json,
     safe_name,
+    state_problem,
 )
 from chartrl_colab.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
@@ -100,10 +101,14 @@ def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dic
     try:
         if state is None:
             state = json.loads((checkpoint / TRAINER_STATE).read_text())
-        return state["log_history"]
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"{checkpoint / TRAINER_STATE} cannot be read ({err}); point at a complete checkpoint "
-                          "or at its run directory") from None
+    except (OSError, ValueError) as err:
+        state, problem = None, f"cannot be read ({err})"
+    else:
+        problem = state_problem(state)  # the one completeness rule, resume's (see storage.inspect_checkpoint)
+    if problem is not None:
+        raise ConfigError(f"{checkpoint / TRAINER_STATE}: {problem}; point at a complete checkpoint "
+                          "or at its run directory")
+    return state["log_history"]
 
 
 def _read(path: str | Path, warn=print) -> tuple[list[dict], str]:

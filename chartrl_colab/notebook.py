@@ -8,10 +8,15 @@ papermill runs and :mod:`chartrl_colab.batch` read that file instead of the note
 
 from __future__ import annotations
 
+import ast
+import difflib
 import json
 from pathlib import Path
 
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.storage import jsonable
+
+INJECTED = "# Parameters"  # how papermill's injected-parameters cell begins
 
 
 def settings(namespace: dict, config_class, exclude=()) -> dict:
@@ -28,7 +33,39 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     import dataclasses
 
     names = [f.name for f in dataclasses.fields(config_class) if f.name not in exclude]
+    check_injected(namespace.get("In") or [], [f.name for f in dataclasses.fields(config_class)])
     return {name: namespace[name] for name in names if name in namespace}
+
+
+def _assigned(source: str) -> list[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    return [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+
+
+def check_injected(history, fields) -> None:
+    r"""Refuse a papermill parameter that is no parameter of the notebook (``-p reward_treshold 0.9``).
+
+    ``history`` is the kernel's ``In`` (the cells run so far): papermill runs its injected cell (it begins
+    with ``# Parameters``) right after the notebook's parameters cell, so a name it sets must be one of
+    ``fields`` or a name that cell sets. ConfigError names the closest valid one.
+
+    >>> check_injected(["", "seed = 1\nmount_drive = False", "# Parameters\nmount_drive = True\n"], ["seed"])
+    >>> check_injected(["", "seed = 1", "# Parameters\nsede = 3\n"], ["seed", "mode"])
+    Traceback (most recent call last):
+    chartrl_colab.errors.ConfigError: parameter 'sede' is not a parameter of this notebook; did you mean 'seed'?
+    """
+    for i, source in enumerate(history):
+        if not isinstance(source, str) or not source.lstrip().startswith(INJECTED):
+            continue
+        valid = [*fields, *(_assigned(history[i - 1]) if i > 0 else [])]
+        for name in _assigned(source):
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"the parameters are: {', '.join(sorted(valid))}"
+                raise ConfigError(f"parameter {name!r} is not a parameter of this notebook; {hint}")
 
 
 # ------------------------------------------------------------------------------------------ display, results

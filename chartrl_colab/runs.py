@@ -39,8 +39,8 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
     if not accelerate_config:
         from chartrl_colab.train import train
 
-        trainer = train(cfg)
-        summary = run_summary(cfg.run_dir, trainer.state.log_history)
+        trainer = train(cfg)  # None: the run had finished already
+        summary = run_summary(cfg.run_dir, trainer.state.log_history if trainer is not None else None)
         free_memory(trainer)  # the next run of a POC or batch starts with an empty GPU
         return summary
     cmd = accelerate_command(cfg, accelerate_config)

@@ -21,20 +21,32 @@ import zipfile
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.run_record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
+    RUN_JSON,
+    finish_run_record,
+    git_commit,
+    library_versions,
+    read_run_json,
+    start_run_record,
+    write_run_json,
+)
 
 ROOT_ENV = "CHARTRL_ROOT"
 COLAB_MARKER = Path("/var/colab/hostname")
 DRIVE_MOUNT = Path("/content/drive")
 DRIVE_RUNS = Path("MyDrive/chartrl/runs")  # relative to the mount
-RUN_JSON = "run.json"
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 # Weights a checkpoint may hold: a LoRA adapter or a full model (single file or sharded).
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
 WEIGHT_INDEX = "model.safetensors.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
 # torch.save files (zip archives) transformers writes for exact resume.
 TORCH_STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+# What a finished run leaves beside its checkpoints (trainer.save_model and save_state).
+FINAL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safetensors", WEIGHT_INDEX, TRAINER_STATE,
+               "training_args.bin")
 
 
 # --------------------------------------------------------------------------------------- where runs live
@@ -103,14 +115,6 @@ def with_output_root(cfg):
     return dataclasses.replace(cfg, output_root=str(default_output_root()))
 
 
-def read_run_json(run_dir: str | Path) -> dict | None:
-    """The ``run.json`` of a run directory (``config``, versions, times, resumes), or None if absent."""
-    path = Path(run_dir) / RUN_JSON
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
-
-
 # ---------------------------------------------------------------------------------- complete checkpoints
 def checkpoint_step(path: str | Path) -> int | None:
     """The step of a ``checkpoint-N`` folder, or None for any other name.
@@ -132,6 +136,30 @@ def _safetensors_ok(path: Path) -> str | None:
             f.keys()
     except (OSError, SafetensorError) as e:
         return f"{path.name} is truncated or damaged ({e})"
+    return None
+
+
+# The trainer_state.json fields a resume reads (transformers divides train_batch_size; monitor reads log_history).
+STATE_FIELDS = {"global_step": int, "train_batch_size": int, "log_history": list}
+
+
+def state_problem(state, step: int | None = None) -> str | None:
+    """Why a parsed ``trainer_state.json`` cannot be resumed from or read (None: it can): the one completeness
+    rule for resume, monitor and generate. ``step``: the N of its ``checkpoint-N`` folder, which it must match.
+
+    >>> state_problem({"global_step": 4, "train_batch_size": 8, "log_history": []}, step=4) is None
+    True
+    >>> state_problem({})
+    'trainer_state.json lacks global_step, train_batch_size, log_history'
+    """
+    if not isinstance(state, dict):
+        return f"{TRAINER_STATE} is not a JSON object"
+    missing = [k for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)
+               or isinstance(state.get(k), bool)]
+    if missing:
+        return f"{TRAINER_STATE} lacks {', '.join(missing)}"
+    if step is not None and state["global_step"] != step:
+        return f"{TRAINER_STATE} says global_step {state['global_step']}, not {step}"
     return None
 
 
@@ -157,6 +185,14 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
         return f"no {TRAINER_STATE}", None
     except (OSError, ValueError) as e:
         return f"{TRAINER_STATE} does not parse ({e})", None
+    if (problem := state_problem(state, checkpoint_step(path))) is not None:
+        return problem, None
+    if (path / ADAPTER_CONFIG).exists():
+        try:
+            if not isinstance(json.loads((path / ADAPTER_CONFIG).read_text()), dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            return f"{ADAPTER_CONFIG} does not parse ({e})", None
     weights = [path / name for name in WEIGHT_FILES if (path / name).exists()]
     index = path / WEIGHT_INDEX
     if index.exists():
@@ -222,6 +258,23 @@ def remove_incomplete(run_dir: str | Path, newer_than: int, warn=print) -> None:
         if checkpoint_step(ckpt) > newer_than and (problem := checkpoint_problem(ckpt)) is not None:
             warn(f"warning: removing incomplete checkpoint {ckpt} ({problem})")
             shutil.rmtree(ckpt, ignore_errors=True)
+
+
+def clear_run(run_dir: str | Path, *more_dirs, warn=print) -> None:
+    """Start a run directory over (``--resume never``): delete its checkpoints, final model and logs, saying so.
+
+    Left in place, an older run's checkpoints would be taken by the next ``--resume auto`` for this run's.
+    """
+    for d in dict.fromkeys(Path(p) for p in (run_dir, *more_dirs)):
+        if not d.is_dir():
+            continue
+        old = [*list_checkpoints(d), *sorted(d.glob(PARTIAL_PREFIX + "*")), *(d / n for n in FINAL_FILES),
+               d / "logs"]
+        old = [p for p in old if p.exists()]
+        if old:
+            warn(f"--resume never: deleting the earlier run in {d}: {', '.join(p.name for p in old)}")
+        for p in old:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def find_resume_checkpoint(resume: str, run_dirs, warn=print) -> Path | None:
@@ -342,36 +395,7 @@ def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copy
         warn(f"warning: copying {src} to {dest} failed: {err}; will try again at the next checkpoint")
 
 
-# ------------------------------------------------------------------------------------------- run.json
-_LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "wandb")
-
-
-def library_versions(names=_LIBRARIES) -> dict[str, str | None]:
-    """Python's version and the installed versions of ``names`` (None: not installed); by default the
-    libraries a run depends on, as ``run.json`` records them."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_commit(path: str | Path = Path(__file__).parent) -> str | None:
-    """The commit of the git checkout holding ``path`` (the package's source), or None."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
+# ------------------------------------------------------------------------------------------- helpers
 def safe_name(label: str) -> str:
     """A label as a file or folder name.
 
@@ -403,40 +427,3 @@ def jsonable(obj):
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def write_run_json(run_dir: str | Path, record: dict, warn=print) -> None:
-    """Write ``run.json`` atomically (temp file, then rename); a failure warns and never stops training."""
-    path = Path(run_dir) / RUN_JSON
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(RUN_JSON + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        warn(f"warning: could not write {path}: {err}")
-
-
-def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0,
-                     warn=print) -> dict:
-    """Create or update ``run.json`` at the start of a (re)started run; returns the record.
-
-    It holds the config, library versions, the git commit, the first start time, the end time (null while
-    running) and one entry per start: when, and from which checkpoint (null: from scratch).
-    """
-    record = read_run_json(run_dir) or {"started": _now(), "resumes": []}
-    record.update(config=config, versions=library_versions(), git_commit=git_commit(), ended=None)
-    record["resumes"].append({"at": _now(), "from_checkpoint": str(resumed_from) if resumed_from else None,
-                              "step": step})
-    write_run_json(run_dir, record, warn=warn)
-    return record
-
-
-def finish_run_record(run_dir: str | Path, record: dict, global_step: int, warn=print) -> None:
-    """Stamp the end time and final step into ``run.json``."""
-    record.update(ended=_now(), global_step=global_step)
-    write_run_json(run_dir, record, warn=warn)

@@ -3,7 +3,8 @@
     python -m chartrl_colab.train --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 \\
         --subset-size 100 --num-epochs 1 --num-generations 4 --batch-size 2 --reward-threshold 0.5
 
-``main()`` reads top to bottom: settings, model, data, rewards, trainer, resume, train, save. Notebooks
+``main()`` reads top to bottom: settings, resume plan (settings match run.json? finished?), data and rewards
+(nothing written yet), the run lock, run.json, model, trainer, train, save. Notebooks
 call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --config_file=...
 -m chartrl_colab.train`` with the same flags.
 """
@@ -11,6 +12,7 @@ call :func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -145,26 +147,22 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
 
 # ------------------------------------------------------------------------------------------------ run
 def train(cfg: RunConfig):
-    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics).
+    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics), or None when
+    the run had finished already (a rerun of a finished run changes nothing).
 
     A run directory on Google Drive is written through local staging: checkpoints land on local disk and
     each complete one is copied to Drive in the background (see :mod:`chartrl_colab.storage`).
     """
-    import torch
     from transformers import set_seed
-    from transformers.integrations import TensorBoardCallback
 
     from chartrl_colab import device, storage
-    from chartrl_colab.callbacks import CheckpointMirror
     from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.models import add_lora, load_model_and_processor
     from chartrl_colab.reward_presets import get_reward_funcs
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.run_lock import RunLock
 
-    cfg = storage.with_output_root(cfg)
+    requested = storage.with_output_root(cfg)  # what was asked: run.json's config, compared on a resume
     gpu = device.detect()
-    requested = cfg
-    cfg = device.resolve_run(cfg, gpu)  # precision, 4-bit, vLLM for this card
+    cfg = device.resolve_run(requested, gpu)  # precision, 4-bit, vLLM for this card
     set_seed(cfg.seed)
     print_banner(cfg)
 
@@ -175,12 +173,59 @@ def train(cfg: RunConfig):
         where = "Run directory is on Google Drive" if storage.on_drive(cfg.run_dir) else "Staging"
         print(f"{where}: checkpoints are written to {local_dir} and copied to {cfg.run_dir} when complete")
 
-    # Which checkpoint to continue from: the newest complete one, wherever it is.
-    checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir])
+    # Settings and data first, reading only: a mistake there leaves nothing written.
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun the others only read
+    if (done := resume_plan(requested, local_dir)[2]) is not None:
+        print(f"Run {cfg.run_dir} is {done}")
+        return None
+    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
+                                 data_dir=cfg.data_dir, preset=cfg.reward_preset)
+    reward_funcs = get_reward_funcs(list(cfg.rewards), cfg.reward_preset)
+
+    # One writer per run directory, from here until the run ends, however it ends.
+    with RunLock(cfg.run_dir) if main_process else contextlib.nullcontext():
+        return _train_locked(cfg, requested, gpu, local_dir, on_drive, main_process, dataset, reward_funcs)
+
+
+def resume_plan(cfg: RunConfig, local_dir: str, warn=print):
+    """``(run.json record, checkpoint to resume from or None, why the run is finished or None)``.
+
+    ``cfg`` is the run's settings as asked (run.json's ``config``). Refuses (ConfigError) to continue a run
+    recorded with other settings (see :mod:`chartrl_colab.resume_rules`).
+    """
+    from chartrl_colab import resume_rules, storage
+
+    record = storage.read_run_json(cfg.run_dir)
+    checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir], warn=warn)
+    if cfg.resume == "never" or not record:
+        return record, checkpoint, None
+    current = cfg.to_dict()
+    if checkpoint is not None or record.get("ended") is not None:
+        resume_rules.check_same_settings(cfg.run_dir, record.get("config") or {}, current)
+    # A finished run stays finished under "auto"; a checkpoint given by path is an explicit request to go back.
+    return record, checkpoint, resume_rules.finished(record, current) if cfg.resume == "auto" else None
+
+
+def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_drive: bool, main_process: bool,
+                  dataset, reward_funcs):
+    import torch
+    from transformers.integrations import TensorBoardCallback
+
+    from chartrl_colab import device, storage
+    from chartrl_colab.callbacks import CheckpointMirror
+    from chartrl_colab.models import add_lora, load_model_and_processor
+    from chartrl_colab.trainer import ModeTrainer
+
+    # Read again under the lock: another writer may have finished the run meanwhile.
+    record, checkpoint, done = resume_plan(requested, local_dir, warn=lambda *a: None)
+    if done is not None:
+        print(f"Run {cfg.run_dir} is {done}")
+        return None
     step = storage.checkpoint_step(checkpoint) if checkpoint else 0
-    # One process owns the run dir's files; under accelerate/torchrun the others only read them.
-    main_process = os.environ.get("RANK", "0") == "0"
     if main_process:
+        os.makedirs(local_dir, exist_ok=True)  # a file in the way is one line here, not deep in the Trainer
+        if cfg.resume == "never":
+            storage.clear_run(cfg.run_dir, local_dir)
         storage.remove_incomplete(local_dir, newer_than=step)
     if checkpoint:
         print(f"Resuming from {checkpoint} (step {step})")
@@ -191,11 +236,6 @@ def train(cfg: RunConfig):
     if main_process:  # what "auto" became on this card: generate loads the model the way it trained
         record["resolved"] = {name: getattr(cfg, name) for name in device.RESOLVED}
         storage.write_run_json(cfg.run_dir, record)
-
-    # Data before the model: a missing file should fail in seconds, not after loading a 3B model.
-    dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
-                                 data_dir=cfg.data_dir, preset=cfg.reward_preset)
-    reward_funcs = get_reward_funcs(list(cfg.rewards), cfg.reward_preset)
 
     args = grpo_args(cfg, output_dir=local_dir, save_total_limit=None if on_drive else -1, gpu=gpu)
     device.reset_peak_memory()
@@ -231,7 +271,7 @@ def train(cfg: RunConfig):
             callback.logging_dir = os.path.join(local_dir, "logs")  # events beside the checkpoints
 
     out_of_memory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-    oom = False
+    oom, stopped_at, output = False, None, None
     try:
         try:
             with warnings.catch_warnings():
@@ -243,7 +283,17 @@ def train(cfg: RunConfig):
         if not oom:
             trainer.save_model(local_dir)
             trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
+    except KeyboardInterrupt:
+        stopped_at = trainer.state.global_step
+    except Exception as err:
+        if not any(sign in str(err) for sign in WRITE_FAILED):
+            raise
+        stopped_at = err
     finally:
+        for callback in trainer.callback_handler.callbacks:  # the progress bar ends above the one line
+            if getattr(callback, "training_bar", None) is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
         if mirror is not None:
             mirror.finish()  # whatever happened, finish the copies already under way
     if oom:
@@ -251,6 +301,8 @@ def train(cfg: RunConfig):
         del trainer, model
         device.release_memory()
         raise device.OutOfMemory(device.oom_message(cfg, gpu))
+    if stopped_at is not None:
+        raise _stopped(cfg, local_dir, stopped_at)
     figures = run_figures(output.metrics.get("train_runtime"), trainer.state.global_step - step, gpu)
     if main_process:
         record.update(figures)
@@ -291,6 +343,26 @@ def release_trainer(trainer) -> None:
     accelerator = getattr(trainer, "accelerator", None)
     if accelerator is not None:
         accelerator.free_memory()  # its own lists of prepared models and optimizers
+
+
+# What PyTorch and safetensors say when a write fails for want of space (torch.save: "[enforce fail at
+# inline_container.cc:...] ... unexpected pos"; safetensors: "No space left on device (os error 28)").
+WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "file write failed")
+
+
+def _stopped(cfg: RunConfig, local_dir: str, why) -> BaseException:
+    """The one line for a run stopped by Ctrl-C (a KeyboardInterrupt) or a failed write (a ConfigError)."""
+    from chartrl_colab import storage
+    from chartrl_colab.errors import ConfigError
+
+    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=lambda *a: None)
+    then = (f"rerun to resume from {newest.name}" if newest is not None
+            else "no checkpoint was saved yet: rerun to start again")
+    if isinstance(why, int):
+        return KeyboardInterrupt(f"interrupted at step {why}; {then}")
+    first = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
+    return ConfigError(f"writing to {local_dir} failed ({first}); the disk is probably full: free space there (or "
+                       f"choose another --output-root/--staging-dir) and {then}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,6 +109,7 @@ def test_plan_is_the_grid_of_modes_and_seeds(tmp_path):
     (["-p", "seed", "1"], "use --seeds"),
     (["--gpus", "0,x"], "gpus='0,x'"),
     (["--gpus", "1,1"], "gpus='1,1'"),
+    (["--gpus", ""], "gpus=''"),  # not "no GPUs": that would run everything on the CPU
     (["--accelerate-config", "missing.yaml"], "accelerate_config='missing.yaml'"),
     (["--seeds", "1", "1"], "both named"),
 ])

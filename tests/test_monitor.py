@@ -54,7 +54,8 @@ def fake_run(root, name, history, step=None):
     step = step if step is not None else (history[-1]["step"] if history else 0)
     ckpt = root / name / f"checkpoint-{step}"
     ckpt.mkdir(parents=True)
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}))
+    state = {"global_step": step, "train_batch_size": 8, "log_history": history}
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
     save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(ckpt / "adapter_model.safetensors"))
     return root / name
 

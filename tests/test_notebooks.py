@@ -359,3 +359,18 @@ def test_setup_notebook_reports_the_machine(tmp_path):
     assert result["output_root"] == str(root) and root.is_dir()
     expected = environment.GPU_DEFAULTS if torch.cuda.is_available() else environment.CPU_DEFAULTS
     assert (result["auto_defaults"]["vlm_name"], result["auto_defaults"]["dataset_name"]) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parameters, words", [
+    ({"reward_treshold": 0.9}, "error: parameter 'reward_treshold' is not a parameter of this notebook; did you mean "
+                               "'reward_threshold'?"),
+    ({"reward_threshold": -3}, "error: reward_threshold=-3 is not valid"),
+])
+def test_train_notebook_with_a_bad_parameter_fails_in_one_line(tmp_path, parameters, words):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _execute("02_train.ipynb", tmp_path, output_root=str(tmp_path), **TINY_TRAIN, **parameters)
+    assert err.value.traceback == [err.value.traceback[0]] and err.value.traceback[0].startswith(words)
+    assert not list(tmp_path.glob("nsr-*"))  # nothing trained, nothing written

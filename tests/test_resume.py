@@ -109,3 +109,41 @@ def test_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(mode, b
     assert f"Resuming from {d / f'checkpoint-{SAVE_STEPS}'}" in proc.stdout
     assert checkpoint_problem(partial) is None  # written again, whole this time
     assert_same_run(d, baselines[mode], SAVE_STEPS)
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_several_times_ends_bit_identical(tmp_path):
+    """A run written through staging to a (fake) Drive, SIGKILLed three times at moments drawn at random
+    (after a checkpoint, while writing one, while copying one to the Drive folder), then rerun to the end,
+    ends with the same bytes of weights and the same log as one run never interrupted."""
+    import random
+
+    def faulty(root: Path) -> list[str]:
+        return [*flags("nsr", root / "drive"), "--save-steps", "1", "--staging-dir", str(root / "local")]
+
+    def go(root: Path, when: str = "none", step: int = 0) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, str(WORKER), when, str(step), "--", *faulty(root)]
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+    baseline, killed = tmp_path / "baseline", tmp_path / "killed"
+    proc = go(baseline)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rng = random.Random(12)
+    steps = sorted(rng.sample(range(1, MAX_STEPS), 3))
+    plan = list(zip(rng.sample(["after", "during", "copy"], 3), steps, strict=True))
+    for when, step in plan:
+        proc = go(killed, when, step)
+        assert proc.returncode == -signal.SIGKILL, (when, step, proc.stderr[-3000:])
+    proc = go(killed)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    a, b = run_dir("nsr", killed / "drive"), run_dir("nsr", baseline / "drive")
+    wa, wb = load_file(a / "adapter_model.safetensors"), load_file(b / "adapter_model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), plan
+    assert step_logs(a) == step_logs(b)
+    assert not list(a.glob(".partial-*")) and all(checkpoint_problem(c) is None for c in a.glob("checkpoint-*"))
+    record = json.loads((a / "run.json").read_text())
+    assert len(record["resumes"]) == len(plan) + 1 and record["global_step"] == MAX_STEPS
+    assert (a / ".lock").read_text() == ""  # released

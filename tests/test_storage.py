@@ -23,7 +23,7 @@ def make_checkpoint(run_dir: Path, step: int, adapter: bool = True) -> Path:
     torch.save({"state": {0: torch.zeros(64)}}, ckpt / "optimizer.pt")
     torch.save({"last_epoch": step}, ckpt / "scheduler.pt")
     torch.save({"cpu": torch.random.get_rng_state()}, ckpt / "rng_state.pth")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "train_batch_size": 8, "log_history": []}))
     return ckpt
 
 

@@ -14,11 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 # must be placed here, which is the point: where it sits decides what it may use.
 LAYERS = [
     ("errors",),
-    ("cli", "rewards", "passk", "metrics", "restamp"),
+    ("cli", "rewards", "passk", "metrics", "restamp", "run_record"),
     ("chart_rvr",),
     ("reward_presets",),
     ("config",),
-    ("storage", "objectives", "synthetic", "tiny_model", "device", "verdict"),
+    ("storage", "objectives", "synthetic", "tiny_model", "device", "verdict", "run_lock", "resume_rules"),
     ("data", "models", "trainer", "callbacks", "samples"),
     ("train",),
     ("generate", "evaluate", "monitor"),
@@ -29,7 +29,7 @@ LAYERS = [
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
-PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "storage", "device", "samples",
+PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record", "storage", "run_lock", "resume_rules", "device", "samples",
         "evaluate", "monitor", "ui", "verdict")
 
 

@@ -1,0 +1,94 @@
+"""A run's ``run.json``: its settings, library versions, git commit, start and end times, one entry per start.
+
+Written atomically (temp file, then rename); a failed write warns and never stops training. Pure: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from chartrl_colab.errors import ConfigError
+
+RUN_JSON = "run.json"
+
+
+def read_run_json(run_dir: str | Path) -> dict | None:
+    """The ``run.json`` of a run directory (``config``, versions, times, resumes), or None if absent."""
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"{path} does not parse ({err}); restore it, or delete it to resume without the settings "
+                          "check") from None
+
+
+_LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "wandb")
+
+
+def library_versions(names=_LIBRARIES) -> dict[str, str | None]:
+    """Python's version and the installed versions of ``names`` (None: not installed); by default the
+    libraries a run depends on, as ``run.json`` records them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(path: str | Path = Path(__file__).parent) -> str | None:
+    """The commit of the git checkout holding ``path`` (the package's source), or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_run_json(run_dir: str | Path, record: dict, warn=print) -> None:
+    """Write ``run.json`` atomically (temp file, then rename); a failure warns and never stops training."""
+    path = Path(run_dir) / RUN_JSON
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(RUN_JSON + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        warn(f"warning: could not write {path}: {err}")
+
+
+def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0,
+                     warn=print) -> dict:
+    """Create or update ``run.json`` at the start of a (re)started run; returns the record.
+
+    It holds the config, library versions, the git commit, the first start time, the end time (null while
+    running) and one entry per start: when, and from which checkpoint (null: from scratch).
+    """
+    record = read_run_json(run_dir) or {"started": _now(), "resumes": []}
+    record.update(config=config, versions=library_versions(), git_commit=git_commit(), ended=None)
+    record["resumes"].append({"at": _now(), "from_checkpoint": str(resumed_from) if resumed_from else None,
+                              "step": step})
+    write_run_json(run_dir, record, warn=warn)
+    return record
+
+
+def finish_run_record(run_dir: str | Path, record: dict, global_step: int, warn=print) -> None:
+    """Stamp the end time and final step into ``run.json``."""
+    record.update(ended=_now(), global_step=global_step)
+    write_run_json(run_dir, record, warn=warn)
