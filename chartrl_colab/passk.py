@@ -98,7 +98,7 @@ def pass_at_k(n, c, k):
     >>> pass_at_k(4, 1, 8)
     Traceback (most recent call last):
     ...
-    chartrl_colab.config.ConfigError: k=8 exceeds n=4: pass@k needs at least k samples per question; choose k <= 4 or sample more
+    chartrl_colab.errors.ConfigError: k=8 exceeds n=4: pass@k needs at least k samples per question; choose k <= 4 or sample more
     """
     n, c, k = np.broadcast_arrays(_as_counts("n", n), _as_counts("c", c), _as_counts("k", k))
     _check(n, c, k)
