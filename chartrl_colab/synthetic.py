@@ -32,6 +32,7 @@ __all__ = [
     "IMAGE_SIZE",
     "make_synthetic_example",
     "with_question",
+    "draw_question",
     "synthetic_examples",
     "render_chart",
     "answer_question",
@@ -175,15 +176,14 @@ def make_synthetic_example(rng: random.Random) -> dict:
         "colors": colors,
         "table": table,
     }
-    return with_question(chart, kind, _draw_args(rng, kind, labels))
+    return draw_question(chart, kind, rng)
 
 
-def _draw_args(rng: random.Random, kind: str, labels) -> list[str]:
-    if kind == "value":
-        return [rng.choice(labels)]
-    if kind in ("diff", "compare"):
-        return rng.sample(labels, 2)
-    return []
+def draw_question(chart: dict, kind: str, rng: random.Random) -> dict:
+    """``with_question(chart, kind, args)`` with the labels a ``kind`` question names drawn from ``rng``."""
+    labels = chart["labels"]
+    args = [rng.choice(labels)] if kind == "value" else rng.sample(labels, 2) if kind in ("diff", "compare") else []
+    return with_question(chart, kind, args)
 
 
 def with_question(chart: dict, kind: str, args=()) -> dict:
@@ -279,8 +279,9 @@ def _split_of(chart: dict) -> str:
     return "test" if bucket == 0 else "train"
 
 
-def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict]:
-    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order.
+def synthetic_examples(n: int, seed: int | str = 0, split: str = "train") -> list[dict]:
+    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order (``seed``: an int, or a
+    string naming a stream of its own).
 
     Specs are drawn one after another from one RNG, so the first ``k`` specs do
     not depend on ``n``.  Charts hashed to the other split, and repeated
@@ -300,6 +301,6 @@ def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict
         seen.add(sig)
         if later.random() < _LATER_SHARE:
             kind = later.choice(_LATER_KINDS)
-            spec = with_question(spec, kind, _draw_args(later, kind, spec["labels"]))
+            spec = draw_question(spec, kind, later)
         specs.append(spec)
     return specs

@@ -16,7 +16,9 @@ LAYERS = [
     ("errors",),
     ("cli", "config", "rewards", "passk"),
     ("storage", "objectives", "synthetic", "tiny_model", "chart_rvr"),
-    ("data", "models", "trainer", "callbacks", "samples", "metrics"),
+    ("data",),
+    ("warm_model",),  # the warm base is trained on data's prompts, and models loads it
+    ("models", "trainer", "callbacks", "samples", "metrics"),
     ("train",),
     ("generate", "evaluate", "monitor"),
     ("runs",),
