@@ -8,7 +8,8 @@ answers are noise.
 
 The embedded tokenizer and its processor also serve ``chartrl_colab.models`` for ``init="random"`` real
 architectures (``build_tokenizer``, ``special_ids``, ``set_token_ids``, ``generation_defaults``,
-``build_processor``); names -> model loading lives there.
+``build_processor``); names -> model loading lives there. ``chartrl_colab.warm_model`` builds the warm base
+``tiny-warm`` from this model and shares its cache helpers (``is_complete``, ``save_atomically``).
 """
 
 from __future__ import annotations
