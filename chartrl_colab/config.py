@@ -26,7 +26,7 @@ MODE_DESCRIPTIONS = {
     "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
     "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
 }
-MODEL_NAMES = ("tiny", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
+MODEL_NAMES = ("tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
 DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
 REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
 INITS = ("pretrained", "random")

@@ -5,7 +5,7 @@ The setup notebook calls :func:`check` and :func:`prepare_output_root`; every no
 parameters' ``"auto"`` model and data set into a real model on a GPU and the embedded default without one.
 
 >>> resolve_defaults("auto", "auto", gpu=False)
-No GPU: using the embedded default, model 'tiny' and data set 'synthetic' (a CPU run in minutes; its answers are noise).
+No GPU: using the embedded default, model 'tiny-warm' and data set 'synthetic' (a CPU run in minutes; a toy model that has learned the answer format, not to read charts).
 ('tiny', 'synthetic')
 >>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
 ('qwen2-vl-2b', 'chart-rvr')
@@ -24,7 +24,7 @@ from chartrl_colab.errors import ConfigError
 
 AUTO = "auto"
 GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the seed's model; the Chart-RVR training set from the hub
-CPU_DEFAULTS = ("tiny", "synthetic")  # the embedded default: nothing to download
+CPU_DEFAULTS = ("tiny-warm", "synthetic")  # the embedded default: nothing to download, a base that sometimes answers
 GPU_TOKENS, CPU_TOKENS = 512, 64  # "auto" completion lengths
 AUTO_KEYS = ("vlm_name", "dataset_name", "max_completion_length", "max_new_tokens")
 REQUIREMENTS_FILE = "requirements-colab.txt"
@@ -71,7 +71,7 @@ def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool |
     data = defaults[1] if dataset_name == AUTO else dataset_name
     if not gpu:
         echo(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
-             "(a CPU run in minutes; its answers are noise).")
+             "(a CPU run in minutes; a toy model that has learned the answer format, not to read charts).")
     return vlm, data
 
 
@@ -79,11 +79,11 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
     """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
 
     ``vlm_name``/``dataset_name`` as :func:`resolve_defaults`; ``max_completion_length``/``max_new_tokens``
-    become 512 tokens on a GPU and 64 on a CPU (the embedded model's completions are noise; shorter ones
+    become 512 tokens on a GPU and 64 on a CPU (the embedded models' completions are short; shorter ones
     keep a CPU run to minutes).
 
     >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False, echo=lambda *a: None)
-    {'vlm_name': 'tiny', 'max_new_tokens': 64, 'seed': 1}
+    {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}
     """
     if AUTO not in [params.get(k) for k in AUTO_KEYS]:
         return dict(params)

@@ -77,7 +77,7 @@ class GenerateConfig:
     max_new_tokens: int = _help("Longest completion, in tokens.", default=512)
     batch_size: int = _help("Completions per generate call: n is split into chunks of this size, or "
                             "batch_size // n questions share a call; lower it when memory runs out.", default=16)
-    seed: int = _help("Seed of the question subset and of sampling (and of the base 'tiny' or random-init "
+    seed: int = _help("Seed of the question subset and of sampling (and of the base 'tiny', 'tiny-warm' or random-init "
                       "weights when no --checkpoint).", default=2025)
     output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
                         default="samples.jsonl")
@@ -142,7 +142,7 @@ class ModelSource:
     seed: int
     checkpoint: Path | None = None
     run_dir: Path | None = None
-    cache_dir: str | None = None  # the tiny model's cache, as recorded by the adapter
+    cache_dir: str | None = None  # the embedded model's cache (tiny, tiny-warm), as recorded by the adapter
     load_in_4bit: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     reward_preset: str | None = None  # the preset the run trained with (its prompt and rewards), when known
@@ -152,7 +152,8 @@ class ModelSource:
         return f"{self.checkpoint} on {base}" if self.checkpoint else base
 
 
-_TINY_DIR_RE = re.compile(r"^tiny-(?P<version>[^-]+)-(?P<seed>\d+)$")
+# Cache folders of the embedded models (tiny_model, warm_model): <name>-<version>-<seed>.
+_TINY_DIR_RE = re.compile(r"^(?P<name>tiny-warm|tiny)-(?P<version>[^-]+)-(?P<seed>\d+)$")
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -197,14 +198,15 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
                            ckpt, run_dir, cache_dir, run_cfg.get("load_in_4bit") is True or cfg.load_in_4bit,
                            run_cfg.get("max_pixels", cfg.max_pixels), reward_preset=run_cfg.get("reward_preset"))
     if tiny:
-        return ModelSource("tiny", "pretrained", int(tiny.group("seed")), ckpt, run_dir, cache_dir, cfg.load_in_4bit)
+        return ModelSource(tiny.group("name"), "pretrained", int(tiny.group("seed")), ckpt, run_dir, cache_dir,
+                           cfg.load_in_4bit)
     by_hub_id = {hub: name for name, hub in MODELS.items() if hub}
     if base_path in by_hub_id:
         return ModelSource(by_hub_id[base_path], "pretrained", cfg.seed, ckpt, run_dir, None, cfg.load_in_4bit)
     if not adapter_file.exists() and (ckpt / "config.json").exists():  # full weights: the checkpoint is the model
         return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, ckpt, run_dir, None, cfg.load_in_4bit)
     raise ConfigError(f"cannot tell the base model of {ckpt}: {run_dir} has no run.json and the adapter names "
-                      f"{base_path!r}; valid bases: the embedded tiny model or {', '.join(by_hub_id)}")
+                      f"{base_path!r}; valid bases: the embedded tiny or tiny-warm model or {', '.join(by_hub_id)}")
 
 
 def load_for_generation(source: ModelSource):

@@ -5,6 +5,11 @@ Names (``MODELS``):
 * ``tiny`` -- the embedded, randomly initialised Qwen2.5-VL of
   ``chartrl_colab.tiny_model``: no network, no download, cached on disk
   (``~/.cache/chartrl_colab/tiny-<version>-<seed>``); its answers are noise.
+* ``tiny-warm`` -- the same tiny model after a short supervised warm-up on
+  synthetic train charts (``chartrl_colab.warm_model``): it has learned the
+  answer format and part of the task, so sampled at temperature 1 it is
+  sometimes right. Built once (a minute or two on a CPU) and cached beside the
+  tiny model (``tiny-warm-<version>-<seed>``).
 * ``qwen2-5-3b``, ``qwen2-5-7b``, ``qwen2-vl-2b`` -- the real Qwen
   vision-language models from the Hugging Face hub.
 
@@ -63,6 +68,7 @@ __all__ = [
 
 MODELS: dict[str, str | None] = {
     "tiny": None,  # embedded: built in code, never downloaded
+    "tiny-warm": None,  # embedded: the tiny model after a short warm-up, built in code
     "qwen2-5-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
     "qwen2-5-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
@@ -174,6 +180,8 @@ def load_model_and_processor(
     * ``tiny``: always built offline. ``init="pretrained"`` loads it from the disk cache under ``cache_dir``
       (default ``~/.cache/chartrl_colab``), building it there first if absent; ``init="random"`` builds it fresh
       without touching the disk. Default dtype float32.
+    * ``tiny-warm``: like ``tiny``, from its own cache entry (built there first, with a progress bar, if absent).
+      ``init="random"`` is refused: the warm base *is* its trained weights (use ``tiny`` for random ones).
     * hub names, ``init="pretrained"``: ``AutoModelForImageTextToText`` / ``AutoProcessor.from_pretrained``
       (``cache_dir`` is the Hugging Face cache); raises ``WeightsNotAvailableError`` if they cannot be loaded.
       Default dtype: the checkpoint's (bf16).
@@ -182,7 +190,8 @@ def load_model_and_processor(
 
     ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes); its compute dtype is ``dtype``
     (default: this GPU's precision, see :mod:`chartrl_colab.device`). On CUDA, weights are placed on the current
-    GPU. ``seed`` only affects randomly initialised weights. ``max_pixels`` caps the processor's image size
+    GPU. ``seed`` only affects randomly initialised weights and the embedded models (built per
+    seed). ``max_pixels`` caps the processor's image size
     (:func:`chartrl_colab.tiny_model.cap_image_pixels`).
     """
     model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
@@ -196,25 +205,25 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     if load_in_4bit:
         _check_4bit()
 
+    if name == "tiny-warm":
+        if init == "random":
+            raise ConfigError("model 'tiny-warm' has no random init (it is the tiny model after a warm-up); "
+                              "use init='pretrained', or vlm_name='tiny' for random weights")
+        from chartrl_colab import warm_model
+
+        path = warm_model.ensure_warm_cache(cache_dir, seed)
+        return _load_embedded(path, torch_dtype, load_in_4bit)
+
     if name == "tiny":
         if init == "random":
             model, processor = tiny_model.build_tiny_fresh(seed)
             if load_in_4bit:
                 # bitsandbytes quantises while loading, so go through a (temporary) saved copy.
                 return _reload_quantized(model, cache_dir, torch_dtype), processor
-        else:
-            path = tiny_model.ensure_tiny_cache(cache_dir, seed)
-            if load_in_4bit:
-                return tiny_model.load_tiny(
-                    path,
-                    torch_dtype if torch_dtype not in (None, "auto") else _gpu_dtype(),
-                    quantization_config=_bnb_config(torch_dtype),
-                    device_map=_gpu_device_map(),
-                )
-            model, processor = tiny_model.load_tiny(path, None)
-        if torch_dtype not in (None, "auto"):
-            model = model.to(torch_dtype)
-        return model, processor
+            if torch_dtype not in (None, "auto"):
+                model = model.to(torch_dtype)
+            return model, processor
+        return _load_embedded(tiny_model.ensure_tiny_cache(cache_dir, seed), torch_dtype, load_in_4bit)
 
     if init == "pretrained":
         return _load_pretrained(name, torch_dtype, load_in_4bit, cache_dir)
@@ -224,6 +233,20 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
         return _build_random_arch_4bit(config, name=name, dtype=torch_dtype, seed=seed, cache_dir=cache_dir)
     return _build_random_arch(config, name=name, dtype=torch_dtype, seed=seed)
 
+
+def _load_embedded(path: Path, dtype, load_in_4bit: bool):
+    """An embedded model saved at ``path`` (default dtype float32), quantised to NF4 while loading if asked."""
+    if load_in_4bit:
+        return tiny_model.load_tiny(
+            path,
+            dtype if dtype not in (None, "auto") else _gpu_dtype(),
+            quantization_config=_bnb_config(dtype),
+            device_map=_gpu_device_map(),
+        )
+    model, processor = tiny_model.load_tiny(path, None)
+    if dtype not in (None, "auto"):
+        model = model.to(dtype)
+    return model, processor
 
 
 def add_lora(

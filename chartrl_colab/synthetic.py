@@ -1,10 +1,15 @@
 """The synthetic chart generator: chart specs, their questions and gold answers, and the rendered images.
 
 ``synthetic_examples(n, seed, split)`` draws bar, line and pie charts from small vocabularies, each with
-one question answerable from the drawn values (``QUESTION_KINDS``: lookup, max, min, difference, total,
-count), its gold answer, data table and rationale; ``render_chart`` draws a spec as an ``IMAGE_SIZE``
-square RGB image with matplotlib.  Needs no files; deterministic per seed.  A chart's split is a hash of
-its data, so train and test never share a chart, whatever the seeds.
+one question answerable from the chart (``QUESTION_KINDS``: lookup, max, min, difference, total, count,
+and two kinds a very small model can partly learn: "which has the higher value, X or Y?" with both labels
+named, and the chart's type), its gold answer, data table and rationale; ``render_chart`` draws a spec as
+an ``IMAGE_SIZE`` square RGB image with matplotlib.  Needs no files; deterministic per seed.  A chart's
+split is a hash of its data, so train and test never share a chart, whatever the seeds.
+
+The two later kinds came after the first six and replace the question of one chart in four, drawn from a
+second RNG stream: every seed keeps the charts it had, at the same positions, and the questions of the
+charts not chosen.
 
 ``chartrl_colab.data`` turns these specs into rows of the common data-set schema.
 """
@@ -26,6 +31,8 @@ __all__ = [
     "CHART_TYPES",
     "IMAGE_SIZE",
     "make_synthetic_example",
+    "with_question",
+    "draw_question",
     "synthetic_examples",
     "render_chart",
     "answer_question",
@@ -35,7 +42,12 @@ SPLITS = ("train", "test")
 IMAGE_SIZE = 224
 _DPI = 100
 CHART_TYPES = ("bar", "line", "pie")
-QUESTION_KINDS = ("value", "max", "min", "diff", "sum", "count")
+QUESTION_KINDS = ("value", "max", "min", "diff", "sum", "count", "compare", "type")
+# make_synthetic_example draws among the first six only (its RNG stream, and so every seed's charts, predate
+# the last two); synthetic_examples swaps in one of the later kinds with this probability, from its own stream.
+_FIRST_KINDS = QUESTION_KINDS[:6]
+_LATER_KINDS = QUESTION_KINDS[6:]
+_LATER_SHARE = 0.25  # 8 kinds, each about 1/8 of the questions
 
 # (category column name, value column name, labels).  Short labels keep tick
 # text legible at 224 px.
@@ -56,11 +68,11 @@ _SERIES_NOUN = {"bar": "The bars show", "line": "The line points show", "pie": "
 _TEST_BUCKETS = 5
 
 
-def answer_question(labels, values, kind: str, args=()) -> str:
-    """Gold answer of a synthetic question, computed from the chart's data only.
+def answer_question(labels, values, kind: str, args=(), chart_type: str | None = None) -> str:
+    """Gold answer of a synthetic question, computed from the chart's data (and type, for ``type``).
 
     ``kind`` is one of ``QUESTION_KINDS``; ``args`` holds the labels the question
-    names (one for ``value``, two for ``diff``, none otherwise).
+    names (one for ``value``, two for ``diff`` and ``compare``, none otherwise).
     """
     labels = [str(x) for x in labels]
     values = [int(v) for v in values]
@@ -79,6 +91,12 @@ def answer_question(labels, values, kind: str, args=()) -> str:
         return str(sum(values))
     if kind == "count":
         return str(len(labels))
+    if kind == "compare":
+        return max(args[:2], key=lambda lab: values[labels.index(lab)])
+    if kind == "type":
+        if chart_type not in CHART_TYPES:
+            raise ValueError(f"kind 'type' needs the chart_type, one of {', '.join(CHART_TYPES)}; got {chart_type!r}")
+        return chart_type
     raise ValueError(f"unknown question kind {kind!r}; valid kinds: {', '.join(QUESTION_KINDS)}")
 
 
@@ -93,6 +111,10 @@ def _question_text(kind: str, args, category: str) -> str:
         return f"What is the difference between {args[0]} and {args[1]}?"
     if kind == "sum":
         return "What is the total of all values?"
+    if kind == "compare":
+        return f"Which has the higher value, {args[0]} or {args[1]}?"
+    if kind == "type":
+        return "What type of chart is this?"
     return "How many categories are shown?"
 
 
@@ -110,6 +132,11 @@ def _rationale(chart_type: str, labels, values, kind: str, args, answer: str) ->
         tail = f"so the difference between {args[0]} and {args[1]} is {hi} - {lo} = {answer}."
     elif kind == "sum":
         tail = f"so the total is {' + '.join(str(v) for v in values)} = {answer}."
+    elif kind == "compare":
+        loser = args[1] if answer == args[0] else args[0]
+        tail = f"so {answer} ({lookup[answer]}) is higher than {loser} ({lookup[loser]})."
+    elif kind == "type":
+        tail = f"so this is a {answer} chart."
     else:
         tail = f"so there are {answer} categories."
     return f"{_SERIES_NOUN[chart_type]} {pairs}, {tail}"
@@ -137,16 +164,9 @@ def make_synthetic_example(rng: random.Random) -> dict:
         values = rng.sample(range(8, 60) if chart_type == "pie" else range(1, 100), n)  # pie: no sliver too thin to label
     colors = rng.sample(_PALETTE, n) if chart_type == "pie" else [rng.choice(_PALETTE)] * n
 
-    kind = rng.choice(QUESTION_KINDS)
-    if kind == "value":
-        args = [rng.choice(labels)]
-    elif kind == "diff":
-        args = rng.sample(labels, 2)
-    else:
-        args = []
-    answer = answer_question(labels, values, kind, args)
+    kind = rng.choice(_FIRST_KINDS)
     table = json.dumps({"columns": [category, value_name], "rows": [[lab, val] for lab, val in zip(labels, values)]})
-    return {
+    chart = {
         "chart_type": chart_type,
         "title": f"{value_name} by {category.lower()}",
         "category": category,
@@ -154,12 +174,30 @@ def make_synthetic_example(rng: random.Random) -> dict:
         "labels": labels,
         "values": values,
         "colors": colors,
+        "table": table,
+    }
+    return draw_question(chart, kind, rng)
+
+
+def draw_question(chart: dict, kind: str, rng: random.Random) -> dict:
+    """``with_question(chart, kind, args)`` with the labels a ``kind`` question names drawn from ``rng``."""
+    labels = chart["labels"]
+    args = [rng.choice(labels)] if kind == "value" else rng.sample(labels, 2) if kind in ("diff", "compare") else []
+    return with_question(chart, kind, args)
+
+
+def with_question(chart: dict, kind: str, args=()) -> dict:
+    """A copy of the chart spec ``chart`` asking question ``kind`` about ``args`` (labels of the chart), with its
+    ``kind``, ``args``, ``question``, ``answer`` and ``reasoning`` (the keys of ``make_synthetic_example``)."""
+    labels, values, args = chart["labels"], chart["values"], list(args)
+    answer = answer_question(labels, values, kind, args, chart["chart_type"])
+    return {
+        **chart,
         "kind": kind,
         "args": args,
-        "question": _question_text(kind, args, category),
+        "question": _question_text(kind, args, chart["category"]),
         "answer": answer,
-        "table": table,
-        "reasoning": _rationale(chart_type, labels, values, kind, args, answer),
+        "reasoning": _rationale(chart["chart_type"], labels, values, kind, args, answer),
     }
 
 
@@ -241,8 +279,9 @@ def _split_of(chart: dict) -> str:
     return "test" if bucket == 0 else "train"
 
 
-def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict]:
-    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order.
+def synthetic_examples(n: int, seed: int | str = 0, split: str = "train") -> list[dict]:
+    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order (``seed``: an int, or a
+    string naming a stream of its own).
 
     Specs are drawn one after another from one RNG, so the first ``k`` specs do
     not depend on ``n``.  Charts hashed to the other split, and repeated
@@ -250,6 +289,8 @@ def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict
     """
     check_split("synthetic", split, SPLITS)
     rng = random.Random(f"chartrl-synthetic:{seed}:{split}")  # str seeds hash stably (sha512)
+    # The later kinds come from a stream of their own, so the charts and the other questions stay as they were.
+    later = random.Random(f"chartrl-synthetic-later-kinds:{seed}:{split}")
     specs: list[dict] = []
     seen: set[str] = set()
     while len(specs) < n:
@@ -258,5 +299,8 @@ def synthetic_examples(n: int, seed: int = 0, split: str = "train") -> list[dict
         if _split_of(spec) != split or sig in seen:
             continue
         seen.add(sig)
+        if later.random() < _LATER_SHARE:
+            kind = later.choice(_LATER_KINDS)
+            spec = draw_question(spec, kind, later)
         specs.append(spec)
     return specs

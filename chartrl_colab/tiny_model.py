@@ -8,7 +8,8 @@ answers are noise.
 
 The embedded tokenizer and its processor also serve ``chartrl_colab.models`` for ``init="random"`` real
 architectures (``build_tokenizer``, ``special_ids``, ``set_token_ids``, ``generation_defaults``,
-``build_processor``); names -> model loading lives there.
+``build_processor``); names -> model loading lives there. ``chartrl_colab.warm_model`` builds the warm base
+``tiny-warm`` from this model and shares its cache helpers (``is_complete``, ``save_atomically``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ __all__ = [
     "cache_root",
     "ensure_tiny_cache",
     "generation_defaults",
+    "is_complete",
     "load_tiny",
+    "save_atomically",
     "seeded",
     "set_token_ids",
     "special_ids",
@@ -186,14 +189,14 @@ def build_tiny(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedM
     same either way: weights depend only on ``seed``.
     """
     path = _tiny_cache_path(cache_dir, seed)
-    if _is_complete(path):
+    if is_complete(path):
         try:
             return load_tiny(path, None)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
             warnings.warn(f"rebuilding unreadable tiny-model cache {path}: {exc}", stacklevel=2)
             shutil.rmtree(path, ignore_errors=True)
     model, processor = build_tiny_fresh(seed)
-    _save_atomically(model, processor, path)
+    save_atomically(model, processor, path)
     return model, processor
 
 
@@ -367,14 +370,15 @@ def _tiny_cache_path(cache_dir, seed: int) -> Path:
     return cache_root(cache_dir) / f"tiny-{TINY_VERSION}-{int(seed)}"
 
 
-def _is_complete(path: Path) -> bool:
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``warm_model``)."""
     return (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
 
 
 def ensure_tiny_cache(cache_dir, seed: int) -> Path:
     """The cache folder of the tiny model of ``seed``, built there first if absent."""
     path = _tiny_cache_path(cache_dir, seed)
-    if not _is_complete(path):
+    if not is_complete(path):
         build_tiny(cache_dir, seed)
     return path
 
@@ -392,7 +396,7 @@ def load_tiny(path: Path, dtype, **kwargs):
     return model, processor
 
 
-def _save_atomically(model, processor, path: Path) -> None:
+def save_atomically(model, processor, path: Path) -> None:
     """Save into a temp dir next to ``path`` and rename it: a killed build never leaves a half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
@@ -402,7 +406,7 @@ def _save_atomically(model, processor, path: Path) -> None:
         try:
             os.rename(tmp, path)
         except OSError:
-            if not _is_complete(path):  # not a concurrent build that won the race
+            if not is_complete(path):  # not a concurrent build that won the race
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,5 @@
-"""Shared fixtures: the embedded tiny model and a few synthetic charts, built once per session, and a drawn chart
-image with the processor inputs for it."""
+"""Shared fixtures: the embedded tiny model, the warm base and a few synthetic charts, built once per session, and
+a drawn chart image with the processor inputs for it."""
 
 import os
 
@@ -21,6 +21,17 @@ def tiny_cache(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-cache")
     build_tiny(cache_dir=str(root), seed=0)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def warm_cache(tmp_path_factory):
+    """A disk cache holding the warm base ``tiny-warm`` of seed 0, built from scratch once per session (about a
+    minute and a half of CPU time)."""
+    from chartrl_colab.warm_model import build_warm
+
+    root = tmp_path_factory.mktemp("warm-cache")
+    build_warm(cache_dir=str(root), seed=0)
     return str(root)
 
 

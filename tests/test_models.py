@@ -20,6 +20,7 @@ def cache_root(tmp_path_factory):
 def test_models_table():
     assert M.MODELS == {
         "tiny": None,
+        "tiny-warm": None,
         "qwen2-5-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
         "qwen2-5-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
         "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",

@@ -19,7 +19,9 @@ LAYERS = [
     ("reward_presets",),
     ("config",),
     ("storage", "objectives", "synthetic", "tiny_model", "device", "verdict", "run_lock", "resume_rules"),
-    ("data", "models", "trainer", "callbacks", "samples"),
+    ("data",),
+    ("warm_model",),  # the warm base is trained on data's prompts, and models loads it
+    ("models", "trainer", "callbacks", "samples"),
     ("train",),
     ("generate", "evaluate", "monitor"),
     ("runs",),

@@ -85,23 +85,28 @@ def test_answer_question_by_hand():
     assert S.answer_question(labels, values, "diff", ["C", "A"]) == "4"
     assert S.answer_question(labels, values, "sum", []) == "15"
     assert S.answer_question(labels, values, "count", []) == "3"
+    assert S.answer_question(labels, values, "compare", ["A", "B"]) == "B"
+    assert S.answer_question(labels, values, "compare", ["C", "B"]) == "C"
+    assert S.answer_question(labels, values, "type", [], chart_type="pie") == "pie"
+    with pytest.raises(ValueError, match="chart_type"):
+        S.answer_question(labels, values, "type", [])
     with pytest.raises(ValueError, match="valid kinds"):
         S.answer_question(labels, values, "median", [])
 
 
-def _rederive(table_json, kind, args):
+def _rederive(table_json, kind, args, chart_type):
     table = json.loads(table_json)
     assert set(table) == {"columns", "rows"} and len(table["columns"]) == 2
     labels = [r[0] for r in table["rows"]]
     values = [r[1] for r in table["rows"]]
-    return S.answer_question(labels, values, kind, args)
+    return S.answer_question(labels, values, kind, args, chart_type)
 
 
 def test_answers_rederived_from_the_table_for_many_charts():
     specs = S.synthetic_examples(600, seed=3, split="train")
     seen = set()
     for s in specs:
-        assert _rederive(s["table"], s["kind"], s["args"]) == s["answer"]
+        assert _rederive(s["table"], s["kind"], s["args"], s["chart_type"]) == s["answer"]
         table = json.loads(s["table"])
         assert [r[0] for r in table["rows"]] == s["labels"] and [r[1] for r in table["rows"]] == s["values"]
         assert len(set(s["values"])) == len(s["values"])  # max/min unambiguous
@@ -117,12 +122,36 @@ def test_rows_match_their_specs(train0):
     for row, spec in zip(train0, specs):
         assert row["prompt"][1]["content"] == spec["question"]
         assert row["table"] == spec["table"] and row["chart_type"] == spec["chart_type"]
-        assert _rederive(row["table"], spec["kind"], spec["args"]) == row["answer"]
+        assert _rederive(row["table"], spec["kind"], spec["args"], row["chart_type"]) == row["answer"]
     assert {s["kind"] for s in specs} == set(S.QUESTION_KINDS)
     assert {s["chart_type"] for s in specs} == set(S.CHART_TYPES)
     # The stored image is exactly the rendering of that spec.
     for i in (0, 1, 2):
         assert np.array_equal(np.asarray(train0[i]["image"]), np.asarray(S.render_chart(specs[i])))
+
+
+def test_later_kinds_leave_each_seeds_charts_and_first_questions_in_place():
+    """The kinds added later (compare, type) replace some questions from a stream of their own: every position
+    keeps the chart it had, and a question of one of the first six kinds is the one it was."""
+    import random
+
+    first, later = S.QUESTION_KINDS[:6], S.QUESTION_KINDS[6:]
+    assert later == ("compare", "type")
+    for seed, split in ((0, "train"), (2025, "test")):
+        specs = S.synthetic_examples(200, seed, split)
+        rng, before, seen = random.Random(f"chartrl-synthetic:{seed}:{split}"), [], set()
+        while len(before) < len(specs):  # the stream as it was drawn before the later kinds existed
+            spec = S.make_synthetic_example(rng)
+            sig = spec["table"] + spec["chart_type"]
+            if S._split_of(spec) == split and sig not in seen:
+                seen.add(sig)
+                before.append(spec)
+        assert {s["kind"] for s in before} == set(first)
+        for now, was in zip(specs, before):
+            assert (now["chart_type"], now["table"], now["colors"]) == (was["chart_type"], was["table"], was["colors"])
+            assert now == was if now["kind"] in first else now == S.with_question(was, now["kind"], now["args"])
+        share = sum(s["kind"] in later for s in specs) / len(specs)
+        assert 0.15 < share < 0.35
 
 
 def test_make_synthetic_example_is_deterministic():

@@ -1,0 +1,256 @@
+"""The embedded warm base ``tiny-warm``: the tiny Qwen2.5-VL after a short supervised warm-up.
+
+The random ``tiny`` model never answers correctly, so an RL objective has nothing to tell apart. ``tiny-warm``
+is the same model (``chartrl_colab.tiny_model``, same seed, same tokenizer and processor) taught the answer
+format and part of the task by teacher-forced cross-entropy on synthetic *train* charts, with the prompts
+training uses (``data.make_prompt`` with the chart in front of the question, Qwen's chat template). Each
+chart is asked every question kind of ``synthetic.QUESTION_KINDS``; the target is a short completion in the
+rewards' format::
+
+    <think><type>bar</type><table>{}</table> Compare Kiwis and Plums.</think><answer>Kiwis</answer>
+
+The table is left empty: a model this small cannot read the values off a 112x112 image, and a short target
+(about 30 tokens of the tiny tokenizer) keeps the warm-up and every later sampling cheap. Loss on the
+completion tokens only, the system prompt shared by the whole batch run once (same loss and gradients, a
+third of the cost); AdamW with a short linear warm-up and decay; a fixed number of steps, stopped while the
+model is still unsure, so that sampled at temperature 1 it is sometimes right and sometimes wrong.
+
+Measured (2026-11-27, on this project's 2-core CPU machine, shared with other jobs), sampling with
+``python -m chartrl_colab.generate --vlm-name tiny-warm --split test --num-samples 16 --max-new-tokens 64``
+(temperature 1.0), pass@k by ``passk.pass_at_k`` on the ``accuracy`` reward:
+
+- seed 0, 200 test questions: pass@1 0.152, pass@4 0.324, pass@16 0.550; 55% of the groups of 16 hold both
+  right and wrong answers, 45% only wrong ones; 94% of the samples score the full format reward.
+- seed 2025, 200 test questions: pass@1 0.165, pass@16 0.530 (50% mixed groups).
+- per question kind (seed 0): type 0.33, count 0.24, min 0.24, max 0.17, compare 0.12, value 0.04, sum 0.04,
+  diff 0.02. So what it has learned is the format and, per kind, what an answer looks like (a label of the
+  vocabulary the question names, a count of 3 to 7, a chart type); at these numbers it neither reads the
+  chart type off the image (1/3 is chance) nor reliably copies one of the two labels a compare question
+  names. That is room for RL to move.
+- first build 96 s wall, 96 s CPU (one process, imports included; 87-90 s for the build alone), 1.5 GB peak
+  memory; loading the cached copy about 8 s with imports.
+
+The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
+count), seeded data order and weights; three builds of seed 0 in separate processes gave bit-identical
+weights. It is cached like the tiny model, under ``~/.cache/chartrl_colab/tiny-warm-<version>-<seed>``
+(saved atomically).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from chartrl_colab import synthetic, tiny_model
+from chartrl_colab.data import make_prompt
+from chartrl_colab.reward_presets import AUTO, resolve_preset
+
+# The prompt training asks on the synthetic charts: the warm base learns to answer exactly that one.
+PROMPT_PRESET = resolve_preset(AUTO, "synthetic")
+
+if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
+    from transformers import PreTrainedModel, ProcessorMixin
+
+__all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache", "warm_cache_path", "warm_target"]
+
+# Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
+WARM_VERSION = f"{tiny_model.TINY_VERSION}.1"
+
+# The recipe. Steps were chosen by measuring pass@1 / pass@16 on test charts (module docstring): fewer and
+# the format is not learned; many more and the model becomes sure of its guesses, so a group of samples
+# stops holding both right and wrong answers.
+_CHARTS = 64  # train charts; each is asked every question kind (more charts measured no better)
+_STEPS = 1000
+_BATCH = 8  # measured better than 16 for the same cost (more updates)
+_LR = 1e-2
+_WARMUP_STEPS = 15
+
+# One short, kind-specific line of reasoning: it names what the answer depends on, never a value.
+_HINTS = {
+    "value": "Read {0}.",
+    "max": "Find the highest.",
+    "min": "Find the lowest.",
+    "diff": "Subtract {0} and {1}.",
+    "sum": "Add all.",
+    "count": "Count.",
+    "compare": "Compare {0} and {1}.",
+    "type": "Look at the shape.",
+}
+
+
+def warm_cache_path(cache_dir, seed: int) -> Path:
+    """The cache folder of the warm base of ``seed``: ``<cache root>/tiny-warm-<version>-<seed>``."""
+    return tiny_model.cache_root(cache_dir) / f"tiny-warm-{WARM_VERSION}-{int(seed)}"
+
+
+def build_warm(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The warm base of ``seed`` and its processor, loaded from the cache, or built (a minute or two) and saved."""
+    path = warm_cache_path(cache_dir, seed)
+    if tiny_model.is_complete(path):
+        try:
+            return tiny_model.load_tiny(path, None)
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
+            warnings.warn(f"rebuilding unreadable warm-model cache {path}: {exc}", stacklevel=2)
+            shutil.rmtree(path, ignore_errors=True)
+    print(f"Building the embedded warm base tiny-warm (seed {seed}): a one-off supervised warm-up of the tiny "
+          f"model on synthetic train charts, cached in {path}")
+    model, processor = build_warm_fresh(seed)
+    tiny_model.save_atomically(model, processor, path)
+    return model, processor
+
+
+def ensure_warm_cache(cache_dir, seed: int) -> Path:
+    """The cache folder of the warm base of ``seed``, built there first if absent."""
+    path = warm_cache_path(cache_dir, seed)
+    if not tiny_model.is_complete(path):
+        build_warm(cache_dir, seed)
+    return path
+
+
+def warm_target(spec: dict) -> str:
+    """The completion the warm-up teaches for one synthetic question (a spec of ``synthetic``)."""
+    return (f"<think><type>{spec['chart_type']}</type><table>{{}}</table> "
+            f"{_HINTS[spec['kind']].format(*spec['args'])}</think><answer>{spec['answer']}</answer>")
+
+
+def build_warm_fresh(seed: int, *, steps: int = _STEPS, progress: bool = True):
+    """The warm base and processor built in memory (the disk cache is not touched)."""
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    # One thread: float sums then run in one order, so the weights are the same bits on any machine with this
+    # kind of CPU whatever its core count (and a 64-wide model gains little from more).
+    torch.set_num_threads(1)
+    try:
+        model, processor = tiny_model.build_tiny_fresh(seed)
+        examples = _examples(processor, seed)
+        shared = _shared_length(examples, model.config.image_token_id)
+        rng = random.Random(f"chartrl-warm-order:{seed}")
+        with tiny_model.seeded(seed):
+            model.train()
+            optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=0.0)
+            schedule = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / steps))
+            order: list[int] = []
+            bar = tqdm(range(steps), desc="warming up tiny-warm", unit="step", disable=not progress)
+            for _ in bar:
+                if len(order) < _BATCH:
+                    perm = list(range(len(examples)))
+                    rng.shuffle(perm)
+                    order += perm
+                batch, order = [examples[i] for i in order[:_BATCH]], order[_BATCH:]
+                loss = _completion_loss(model, _collate(batch, processor.tokenizer.pad_token_id), shared)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.close()
+        model.eval()
+    finally:
+        torch.set_num_threads(threads)
+    return model, processor
+
+
+def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
+    """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    # A chart stream of its own (not the seed's data set), so RL on synthetic/train of the same seed is not
+    # trained on the very questions of the warm-up.
+    charts = synthetic.synthetic_examples(n_charts, f"tiny-warm-{seed}", "train")
+    rng = random.Random(f"chartrl-warm-questions:{seed}")
+    tokenizer = processor.tokenizer
+    examples = []
+    for chart in charts:
+        image = synthetic.render_chart(chart)
+        for kind in synthetic.QUESTION_KINDS:
+            spec = synthetic.draw_question(chart, kind, rng)
+            # The prompt exactly as the sampler and GRPOTrainer build it: chat template, image expanded.
+            messages = prepare_multimodal_messages(make_prompt(spec["question"], PROMPT_PRESET), images=[image])
+            text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            prompt = processor(text=[text], images=[image], return_tensors="pt")
+            completion = tokenizer(warm_target(spec) + tokenizer.eos_token, add_special_tokens=False).input_ids
+            ids = prompt["input_ids"][0].tolist()
+            examples.append({
+                "question": spec["question"],
+                "input_ids": ids + completion,
+                "n_prompt": len(ids),
+                "mm_token_type_ids": prompt["mm_token_type_ids"][0].tolist() + [0] * len(completion),
+                "pixel_values": prompt["pixel_values"],
+                "image_grid_thw": prompt["image_grid_thw"],
+            })
+    return examples
+
+
+def _shared_length(examples: list[dict], image_token_id: int) -> int:
+    """How many leading tokens all examples share, stopping at the first image token (its embedding is the
+    chart's, not the token's)."""
+    first = examples[0]["input_ids"]
+    n = 0
+    while (n < len(first) and first[n] != image_token_id
+           and all(len(e["input_ids"]) > n and e["input_ids"][n] == first[n] for e in examples)):
+        n += 1
+    return n
+
+
+def _collate(batch: list[dict], pad_id: int) -> dict:
+    """Right-padded tensors of a batch; ``labels`` hold the completion tokens, -100 elsewhere."""
+    length = max(len(e["input_ids"]) for e in batch)
+    ids = torch.full((len(batch), length), pad_id)
+    labels = torch.full((len(batch), length), -100)
+    attention = torch.zeros((len(batch), length), dtype=torch.long)
+    mm = torch.zeros((len(batch), length), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e["input_ids"])
+        ids[i, :n] = torch.tensor(e["input_ids"])
+        labels[i, e["n_prompt"]:n] = ids[i, e["n_prompt"]:n]
+        attention[i, :n] = 1
+        mm[i, :n] = torch.tensor(e["mm_token_type_ids"])
+    return {
+        "input_ids": ids,
+        "attention_mask": attention,
+        "mm_token_type_ids": mm,
+        "pixel_values": torch.cat([e["pixel_values"] for e in batch]),
+        "image_grid_thw": torch.cat([e["image_grid_thw"] for e in batch]),
+        "labels": labels,
+    }
+
+
+def _completion_loss(model, inputs: dict, shared: int = 0) -> torch.Tensor:
+    """Mean cross-entropy of the completion tokens given everything before them.
+
+    ``shared``: the number of leading tokens every row has in common (the system prompt: ~90% of a prompt).
+    They are run once, for the first row, and their keys and values repeated for the others: the same loss and
+    gradients as the full batch (the repeat is differentiable), at a fraction of the cost.
+    """
+    from transformers import DynamicCache
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    base = model.model
+    if shared:
+        ids, mask, mm = inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"]
+        position_ids, _ = base.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=inputs["image_grid_thw"],
+                                              attention_mask=mask)
+        cache = DynamicCache(config=model.config)
+        prefix = base.get_input_embeddings()(ids[:1, :shared])
+        base.language_model(inputs_embeds=prefix, attention_mask=mask[:1, :shared],
+                            position_ids=position_ids[:, :1, :shared], cache=cache, use_cache=True)
+        cache.batch_repeat_interleave(ids.shape[0])
+        hidden = base(input_ids=ids[:, shared:], attention_mask=mask, position_ids=position_ids[:, :, shared:],
+                      cache=cache, use_cache=True, mm_token_type_ids=mm[:, shared:],
+                      pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"]).last_hidden_state
+        labels = labels[:, shared:]
+    else:
+        hidden = base(**inputs).last_hidden_state
+    # Logits of the completion positions only: the rest are not needed.
+    keep = labels[:, 1:] != -100
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
