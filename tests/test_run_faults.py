@@ -47,7 +47,7 @@ def test_a_finished_run_rerun_changes_nothing_and_other_settings_are_refused(tmp
     proc = go(tmp_path, "--max-steps", "2", "--learning-rate", "1e-3", "--reward-threshold", "0.9")
     assert proc.returncode == 2
     line = one_line(proc.stderr)
-    for words in ("learning_rate 1e-06 -> 0.001", "reward_threshold 0.5 -> 0.9", "--resume never"):
+    for words in ("learning_rate 1e-05 -> 0.001", "reward_threshold 0.5 -> 0.9", "--resume never"):
         assert words in line, line
     assert snapshot(run) == before
 

@@ -83,7 +83,9 @@ def test_set_refuses_bad_values_and_changes_nothing(bad):
 
 def test_set_moves_widgets_and_widens_a_slider_instead_of_clamping():
     form = RunForm(**PARAMS)
-    form.set(mode="w-reinforce", lambda_psr=2.5, reward_threshold=1.5, subset_size="all", temperature=0.7)
+    # A format verifier scores 0..2, so a threshold of 1.5 is valid and lies beyond the slider's 0..1.
+    form.set(mode="w-reinforce", lambda_psr=2.5, verifier="format", reward_threshold=1.5, subset_size="all",
+             temperature=0.7)
     cfg = form.config()
     assert (cfg.mode, cfg.lambda_psr, cfg.reward_threshold, cfg.subset_size, cfg.temperature) == (
         "w-reinforce", 2.5, 1.5, None, 0.7)
