@@ -1,5 +1,5 @@
-"""Behaviour tests for chartrl_colab.data: data set names and splits, and the local-file loaders (the
-synthetic set's rows are tested in test_synthetic.py).
+"""Behaviour tests for chartrl_colab.data and chartrl_colab.hub_data: data set names and splits, and the
+local-file loaders (the synthetic set's rows are tested in test_synthetic.py).
 
 Nothing here touches the network: the hub seam is replaced by a function that fails,
 and the datasets cache points into tmp_path.
@@ -15,18 +15,19 @@ import PIL.Image
 import pytest
 
 from chartrl_colab import data as D
+from chartrl_colab import hub_data as H
 from chartrl_colab.reward_presets import get_preset
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
-    monkeypatch.delenv(D.DATA_DIR_ENV, raising=False)
+    monkeypatch.delenv(H.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
 
     def no_hub(hub_id, split):
         raise ConnectionError(f"no network in tests ({hub_id})")
 
-    monkeypatch.setattr(D, "_hub_load", no_hub)
+    monkeypatch.setattr(H, "_hub_load", no_hub)
 
 
 def _skip_warnings(record):
@@ -104,7 +105,7 @@ def test_evochart_local_rows_and_skips(evochart_dir):
 
 
 def test_evochart_subset_seed_and_env_dir(evochart_dir, monkeypatch):
-    monkeypatch.setenv(D.DATA_DIR_ENV, str(evochart_dir.parent))  # root holding evochart/
+    monkeypatch.setenv(H.DATA_DIR_ENV, str(evochart_dir.parent))  # root holding evochart/
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         a = D.load_chart_dataset("evochart", "test", subset_size=2, seed=4)
@@ -209,12 +210,12 @@ def test_chart_rvr_from_save_to_disk(tmp_path):
 
 @pytest.mark.parametrize("name", ["chartqa", "chart-rvr"])
 def test_hub_unreachable_says_where_to_put_files(name, tmp_path, monkeypatch):
-    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "store"))
+    monkeypatch.setenv(H.DATA_DIR_ENV, str(tmp_path / "store"))
     with pytest.raises(FileNotFoundError) as err:
         D.load_chart_dataset(name, "train")
     msg = str(err.value)
     assert "\n" not in msg
-    assert D.HUB_IDS[name] in msg and str(tmp_path / "store" / name) in msg
+    assert H.HUB_IDS[name] in msg and str(tmp_path / "store" / name) in msg
     assert "parquet" in msg and "save_to_disk" in msg and "data_dir" in msg
 
 
@@ -292,7 +293,7 @@ def test_chart_rvr_snapshot_with_cache_files_loads_without_repeats(tmp_path, wit
 
 def test_chart_rvr_table_struct_and_hub_rows_are_deduplicated(monkeypatch):
     rows = [_rvr_row("Q0?", "8", (10, 0, 0), full=False), _rvr_row("Q0?", "8", (10, 0, 0))]
-    monkeypatch.setattr(D, "_hub_load", lambda hub_id, split: datasets.Dataset.from_list(rows, features=_RVR_FEATURES))
+    monkeypatch.setattr(H, "_hub_load", lambda hub_id, split: datasets.Dataset.from_list(rows, features=_RVR_FEATURES))
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         ds = D.load_chart_dataset("chart-rvr")

@@ -19,6 +19,7 @@ LAYERS = [
     ("reward_presets",),
     ("config",),
     ("storage", "objectives", "synthetic", "tiny_model", "device", "verdict", "run_lock", "resume_rules"),
+    ("hub_data",),  # the readers of local files and the hub, below the schema and prompts data adds
     ("data",),
     ("warm_model",),  # the warm base is trained on data's prompts, and models loads it
     ("models", "trainer", "callbacks", "samples"),
@@ -32,7 +33,7 @@ RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
 PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record", "storage", "run_lock", "resume_rules", "device", "samples",
-        "evaluate", "monitor", "ui", "verdict")
+        "evaluate", "monitor", "ui", "verdict", "hub_data")
 
 
 def _modules() -> list[str]:
