@@ -7,7 +7,7 @@ Notebooks call :func:`monitor` with the same settings. The log history comes fro
 checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.storage.latest_checkpoint`), or from the
 TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
 one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
-smoothed, the raw series faint behind), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
+smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
 layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
 (:mod:`chartrl_colab.verdict`): the loss for grpo, the verifier accuracy and entropy for psr, nsr and
 w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 from chartrl_colab.cli import USER_ERROR, parser_for, run_cli
 from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
 from chartrl_colab.storage import (
     TRAINER_STATE,
     checkpoint_step,
@@ -42,32 +41,11 @@ from chartrl_colab.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD
 from chartrl_colab.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
 
 LOGS_DIR = "logs"
-# Smoothing: a centred moving average over this fraction of a series (1 point, i.e. none, for short runs).
-SMOOTH_FRACTION = 0.02
-# Points drawn per line: ~2 per pixel column of a panel; more cannot show and only slow Agg down.
-MAX_DRAWN_POINTS = 4000
-REWARD_KEY = re.compile(r"rewards/(.+)/mean")  # TRL's per reward function mean
 RULE = "=" * 40
 SUB_RULE = "-" * 40
 
-# (file stem, title, y label, log keys): one PNG each; a figure with several keys has one panel per key.
-# The reward panels are filled in per run set (every `rewards/<name>/mean` logged).
-FIGURES = (
-    ("loss", "Training loss", "loss", ("loss",)),
-    ("learning_rate", "Learning rate", "learning rate", ("learning_rate",)),
-    ("grad_norm", "Gradient norm", "gradient norm (before clipping)", ("grad_norm",)),
-    ("rewards", "Rewards", "mean reward per completion", ("reward",)),
-    ("positive_fraction", "Positive fraction (correct completions per step)", "fraction",
-     ("mode/positive_fraction",)),
-    ("entropy", "Token entropy of the completions", "entropy (nats)", ("entropy",)),
-)
-
 
 # --------------------------------------------------------------------------------------------- loading
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _events_files(run_dir: Path) -> list[Path]:
     logs = run_dir / LOGS_DIR
     return sorted(logs.rglob("events.out.tfevents.*")) if logs.is_dir() else []
@@ -147,50 +125,6 @@ def load_history(path: str | Path, warn=print) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- numbers
-class Columns:
-    """A log history by key: ``columns[key]`` is (steps, values) over the entries that logged ``key``.
-
-    Built once per run and shared by the summary and every plot; each key is extracted on first use
-    (a long run logs ~40 keys, a figure needs one or a few).
-
-    >>> cols = Columns([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}])
-    >>> cols["loss"], "loss" in cols, cols["entropy"][1].size
-    ((array([1., 2.]), array([2., 1.])), True, 0)
-    """
-
-    def __init__(self, history: list[dict]):
-        self.history = history
-        self.keys = set().union(*history) if history else set()
-        self.all_steps = np.array([e.get("step", i) for i, e in enumerate(history)], dtype=float)
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys
-
-    def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        if key not in self._cache:
-            self._cache[key] = self._extract(key)
-        return self._cache[key]
-
-    def _extract(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        if key not in self.keys:
-            return np.empty(0), np.empty(0)
-        try:  # fast path: numbers and missing entries (None -> NaN)
-            values = np.array([e.get(key) for e in self.history], dtype=float)
-        except (TypeError, ValueError):  # a non-numeric value somewhere: the slow, careful path
-            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
-            values = np.array([e[key] if k else np.nan for e, k in zip(self.history, keep)], dtype=float)
-            return self.all_steps[keep], values[keep]
-        if np.isnan(values).any():  # tell entries without the key from values that are NaN (a diverged loss)
-            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
-            return self.all_steps[keep], values[keep]
-        return self.all_steps.copy(), values
-
-
-def as_columns(history) -> Columns:
-    return history if isinstance(history, Columns) else Columns(history)
-
-
 def series(history, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(steps, values) of one logged key, in log order, over the entries that have it.
 
@@ -198,30 +132,6 @@ def series(history, key: str) -> tuple[np.ndarray, np.ndarray]:
     (array([1., 2.]), array([2., 1.]))
     """
     return as_columns(history)[key]
-
-
-def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
-    """Centred moving average (the window shrinks at the ends; NaN/inf values are left out).
-
-    ``window`` defaults to ``SMOOTH_FRACTION`` of the series, so short series come back unchanged.
-
-    >>> smooth(np.array([0.0, 3.0, 0.0, 3.0]), window=3)
-    array([1.5, 1. , 2. , 1.5])
-    """
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    if window is None:
-        window = max(1, round(n * SMOOTH_FRACTION))
-    half = max(0, int(window) // 2)
-    if half == 0 or n == 0:
-        return values.copy()
-    finite = np.isfinite(values)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(finite, values, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(finite)])
-    lo = np.clip(np.arange(n) - half, 0, n)
-    hi = np.clip(np.arange(n) + half + 1, 0, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
 
 
 def _first_last(cols: Columns, key: str) -> tuple[float | None, float | None]:
@@ -347,108 +257,6 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
     if errors:
         lines += ["", "Not included:"] + [f"  {e}" for e in errors]
     return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------------- plots
-def _panels(runs: dict[str, Columns], keys: tuple[str, ...], stem: str) -> list[str]:
-    if stem == "rewards":  # the total, then every reward function any run logged
-        keys = keys + tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
-    return [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
-
-
-def _panel_title(key: str) -> str:
-    if key == "reward":
-        return "total reward"
-    m = REWARD_KEY.fullmatch(key)
-    return m.group(1) if m else key
-
-
-def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_points`` of a series for drawing: each of ``max_points // 2`` buckets keeps its lowest
-    and highest point, in order, so spikes survive and the line looks as the full one at plot resolution.
-
-    >>> decimate(np.arange(8.0), np.array([0, 5, 1, 1, 2, 2, -3, 0.0]), max_points=4)
-    (array([0., 1., 4., 6.]), array([ 0.,  5.,  2., -3.]))
-    """
-    n = len(y)
-    if n <= max_points:
-        return x, y
-    buckets = max(1, max_points // 2)
-    size = math.ceil(n / buckets)
-    padded = np.full(buckets * size, np.nan)
-    padded[:n] = y
-    rows = padded.reshape(buckets, size)
-    base = np.arange(buckets) * size
-    low = np.argmin(np.where(np.isnan(rows), np.inf, rows), axis=1) + base
-    high = np.argmax(np.where(np.isnan(rows), -np.inf, rows), axis=1) + base
-    keep = np.unique(np.concatenate([low, high]))
-    keep = keep[keep < n]
-    return x[keep], y[keep]
-
-
-def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: str | None = None,
-                keys: tuple[str, ...] | None = None):
-    """One matplotlib Figure of a metric for every run in ``histories`` (label -> log history or its
-    :class:`Columns`), or None when no run logged it. ``stem`` names one of ``FIGURES`` (``title``,
-    ``ylabel`` and ``keys`` default to its entry); a figure of several keys has one panel per key.
-
-    Each run has one colour: its raw series faint, its smoothed series on top and labelled. Long series
-    are drawn through :func:`decimate` (smoothing uses every point).
-    """
-    runs = {label: as_columns(h) for label, h in histories.items()}
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    spec = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
-    title, ylabel, keys = title or spec[1], ylabel or spec[2], keys or spec[3]
-    panels = _panels(runs, tuple(keys), stem)
-    if not panels:
-        return None
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(6.4 * ncols if ncols > 1 else 9, 4.2 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, key in zip(axes, panels):
-        for i, (label, cols) in enumerate(runs.items()):
-            steps, values = cols[key]
-            if not len(steps):
-                continue  # a metric this run did not log: the others still draw
-            color = f"C{i % 10}"
-            ax.plot(*decimate(steps, values), color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(*decimate(steps, smooth(values)), color=color, linewidth=1.8, label=label)
-        ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        if len(panels) > 1:
-            ax.set_title(_panel_title(key))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(f"{title}: {next(iter(runs))}" if len(runs) == 1 else title)
-    return fig
-
-
-def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
-    """Every figure of ``FIGURES`` that some run logged, as ``output_dir/<stem>.png``; returns their paths.
-
-    ``histories``: label -> log history (or its :class:`Columns`).
-    """
-    from tqdm.auto import tqdm
-
-    histories = {label: as_columns(h) for label, h in histories.items()}
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stem, *_ in tqdm(FIGURES, desc="plots", leave=False, disable=None):
-        fig = plot_metric(histories, stem)
-        if fig is None:
-            print(f"note: no run logged {stem}; no {stem}.png")
-            continue
-        path = output_dir / f"{stem}.png"
-        fig.savefig(path, dpi=100)
-        written.append(path)
-    return written
 
 
 # --------------------------------------------------------------------------------------------- monitor

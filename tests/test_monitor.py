@@ -15,17 +15,14 @@ from chartrl_colab.errors import ConfigError
 from chartrl_colab.monitor import (
     CONVERGENCE_THRESHOLD,
     MIN_WINDOW,
-    decimate,
     format_summary,
     load_history,
     main,
     monitor,
-    plot_metric,
-    smooth,
     summarize,
     training_seconds,
-    write_figures,
 )
+from chartrl_colab.monitor_plots import decimate, plot_metric, smooth, write_figures
 
 PNGS = {"loss.png", "learning_rate.png", "grad_norm.png", "rewards.png", "positive_fraction.png", "entropy.png"}
 FIGURE_KEYS = {"loss.png": "loss", "learning_rate.png": "learning_rate", "grad_norm.png": "grad_norm",
