@@ -23,6 +23,7 @@ LAYERS = [
     ("warm_model",),  # the warm base is trained on data's prompts, and models loads it
     ("models", "trainer", "callbacks", "samples"),
     ("train",),
+    ("samplers",),  # generate's samplers and the model loading they share
     ("generate", "evaluate", "monitor"),
     ("runs",),
     ("poc", "environment", "notebook"),
@@ -32,7 +33,7 @@ RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
 PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record", "storage", "run_lock", "resume_rules", "device", "samples",
-        "evaluate", "monitor", "ui", "verdict")
+        "evaluate", "monitor", "ui", "verdict", "samplers")
 
 
 def _modules() -> list[str]:
