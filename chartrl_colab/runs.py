@@ -154,7 +154,7 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
     correct, sampled as :mod:`chartrl_colab.generate` samples (TRL's settings, the run's completion length)
     and scored with the run's rewards and verifier.
     """
-    from chartrl_colab import generate
+    from chartrl_colab import generate, samplers
     from chartrl_colab.data import load_chart_dataset
     from chartrl_colab.rewards import completion_text
     from chartrl_colab.storage import read_run_json
@@ -171,8 +171,8 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
                               seed=config["seed"], data_dir=config.get("data_dir"))
     rows = [data[i] for i in range(min(count, len(data)))]
     _free_gpu()  # the trainer's model may still hold the GPU; a T4 has no room for two
-    model, processor = generate.load_for_generation(generate.resolve_source(cfg))
-    sampler = generate.TransformersSampler(model, processor, cfg)
+    model, processor = samplers.load_for_generation(generate.resolve_source(cfg))
+    sampler = samplers.TransformersSampler(model, processor, cfg)
     prompts = generate.build_prompts(rows)
     answers = []
     for row, prompt, ids in zip(rows, prompts, sampler.sample(prompts, 1, seed)):

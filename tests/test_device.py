@@ -138,9 +138,10 @@ def test_generate_picks_vllm_by_the_same_rule(monkeypatch):
 def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, monkeypatch):
     """A stand-in vLLM records whether the HF model it replaces is still alive when it starts."""
     from chartrl_colab import generate as gen
+    from chartrl_colab import samplers
 
     loaded = []
-    real_load = gen.load_for_generation
+    real_load = samplers.load_for_generation
 
     def load(source):
         model, processor = real_load(source)
@@ -154,10 +155,10 @@ def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, mo
             gc.collect()  # what is still alive now is held by someone
             seen.update(kwargs, alive=loaded[0]() is not None, model=model)
 
-    monkeypatch.setattr(gen, "load_for_generation", load)
+    monkeypatch.setattr(samplers, "load_for_generation", load)
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
     cfg = gen.GenerateConfig(vllm_gpu_memory_utilization=0.7, max_pixels=DEFAULT_MAX_PIXELS)
-    sampler = gen.VllmSampler(gen.ModelSource("tiny", "pretrained", 0, cache_dir=tiny_cache), cfg, tmp_path)
+    sampler = samplers.VllmSampler(gen.ModelSource("tiny", "pretrained", 0, cache_dir=tiny_cache), cfg, tmp_path)
     assert seen["alive"] is False and sampler.model is None
     assert seen["gpu_memory_utilization"] == 0.7
     assert (tmp_path / seen["model"]).is_dir()  # the merged copy vLLM loads

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from chartrl_colab import generate as gen
+from chartrl_colab import samplers
 from chartrl_colab.data import load_chart_dataset
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.generate import GenerateConfig, TransformersSampler, generate_samples
+from chartrl_colab.generate import GenerateConfig, generate_samples
 from chartrl_colab.reward_presets import get_reward_funcs
+from chartrl_colab.samplers import TransformersSampler
 from chartrl_colab.samples import read_rows
 
 SEED = 7
@@ -182,7 +184,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_file(tmp_path, mon
     assert path.read_text() == reference.read_text()
 
     # A finished file is left alone; the model is not even loaded.
-    monkeypatch.setattr(gen, "load_for_generation", lambda *a: pytest.fail("loaded a model for a finished file"))
+    monkeypatch.setattr(samplers, "load_for_generation", lambda *a: pytest.fail("loaded a model for a finished file"))
     generate_samples(config(path, subset_size=3, num_samples=4, batch_size=2))
     assert path.read_text() == reference.read_text()
 
@@ -262,7 +264,7 @@ def test_generation_from_a_run_uses_its_trained_adapter(run_dir, tmp_path):
     from chartrl_colab.models import load_model_and_processor
 
     source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
-    trained, _ = gen.load_for_generation(source)
+    trained, _ = samplers.load_for_generation(source)
     base, _ = load_model_and_processor("tiny", seed=3)
     base_weights = dict(base.named_parameters())
     changed = [name for name, p in trained.named_parameters() if not torch.equal(p, base_weights[name])]

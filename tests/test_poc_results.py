@@ -140,8 +140,9 @@ def test_recorded_entropy_is_that_of_the_distribution_each_token_was_drawn_from(
     import torch
 
     from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.generate import GenerateConfig, TransformersSampler, build_prompts
+    from chartrl_colab.generate import GenerateConfig, build_prompts
     from chartrl_colab.models import load_model_and_processor
+    from chartrl_colab.samplers import TransformersSampler
 
     model, processor = load_model_and_processor("tiny", seed=0)
     model.eval()

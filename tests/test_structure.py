@@ -24,7 +24,7 @@ LAYERS = [
     ("warm_model",),  # the warm base is trained on data's prompts, and models loads it
     ("models", "trainer", "callbacks", "samples"),
     ("train",),
-    ("monitor_plots",),  # monitor's figures and the by-key view of a log history they draw from
+    ("monitor_plots", "samplers"),  # monitor's figures and log-history view; generate's samplers
     ("generate", "evaluate", "monitor"),
     ("runs",),
     ("poc", "environment", "notebook"),
@@ -33,8 +33,9 @@ LAYERS = [
 RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
-PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record", "storage", "run_lock", "resume_rules", "device", "samples",
-        "evaluate", "monitor", "ui", "verdict", "hub_data", "monitor_plots")
+PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record",
+        "storage", "run_lock", "resume_rules", "device", "samples", "evaluate", "monitor", "ui", "verdict", "hub_data",
+        "monitor_plots", "samplers")
 
 
 def _modules() -> list[str]:

@@ -14,6 +14,7 @@ import torch
 
 from chartrl_colab import generate as gen
 from chartrl_colab import models as M
+from chartrl_colab import samplers
 from chartrl_colab import synthetic as S
 from chartrl_colab import tiny_model as T
 from chartrl_colab import warm_model as W
@@ -54,7 +55,7 @@ def test_the_warm_up_prompts_are_the_sampler_prompts():
     examples = W._examples(processor, 0, n_charts=1)
     assert len(examples) == len(S.QUESTION_KINDS)
     image = S.render_chart(S.synthetic_examples(1, "tiny-warm-0", "train")[0])  # the warm-up's own chart stream
-    sampler = gen.TransformersSampler(model, processor, gen.GenerateConfig(output="unused.jsonl"))
+    sampler = samplers.TransformersSampler(model, processor, gen.GenerateConfig(output="unused.jsonl"))
     for example in examples:
         (prompt_ids,), _ = sampler.tokenize(gen.build_prompts([{"prompt": make_prompt(example["question"]),
                                                                  "image": image}]))
@@ -169,7 +170,7 @@ def test_a_run_trained_from_tiny_warm_samples_its_own_weights(default_cache, tmp
     adapter = json.loads((got.checkpoint / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(W.warm_cache_path(default_cache, 0))
 
-    trained, _ = gen.load_for_generation(got)
+    trained, _ = samplers.load_for_generation(got)
     base, _ = M.load_model_and_processor("tiny-warm", seed=0)
     weights = dict(base.named_parameters())
     assert any(not torch.equal(p, weights[name]) for name, p in trained.named_parameters())
