@@ -305,26 +305,13 @@ def reasoning_reward(
     >>> reasoning_reward(["<think>x</think>"], reasoning=[None])
     [None]
     """
-    rewards: list[float | None] = []
-    pairs: list[tuple[int, str, str]] = []
-    for i, (completion, gold) in enumerate(zip(completions, _golds(reasoning, len(completions)), strict=True)):
-        if gold is None or not str(gold).strip():
-            rewards.append(None)
-            continue
-        think = parse_tag(completion_text(completion), "think")
-        steps = think.split("</table>")[-1].strip() if think is not None and "</table>" in think else ""
-        rewards.append(0.0)
-        if steps:
-            pairs.append((i, steps, str(gold)))
-    if pairs:
-        from chartrl_colab.similarity import load_similarity_model
+    from chartrl_colab.similarity import gold_similarity
 
-        model = load_similarity_model()
-        texts = [p for _, p, _ in pairs] + [g for _, _, g in pairs]
-        emb = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        for k, (i, _, _) in enumerate(pairs):
-            rewards[i] = float((emb[k] * emb[k + len(pairs)]).sum())  # unclipped, as the original
-    return rewards
+    texts = []
+    for completion in completions:
+        think = parse_tag(completion_text(completion), "think")
+        texts.append(think.split("</table>")[-1].strip() if think is not None and "</table>" in think else "")
+    return gold_similarity(texts, _golds(reasoning, len(completions)))  # unclipped, as the original
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {

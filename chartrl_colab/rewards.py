@@ -471,27 +471,11 @@ def reasoning_reward(
     >>> reasoning_reward(["<think>x</think>"], reasoning=[None])
     [None]
     """
-    rewards: list[float | None] = []
-    pairs: list[tuple[int, str, str]] = []  # (position, prediction, gold) still to embed
-    for i, (completion, gold) in enumerate(zip(completions, _golds(reasoning, len(completions)), strict=True)):
-        if gold is None or not str(gold).strip():
-            rewards.append(None)
-            continue
-        pred = reasoning_text(completion_text(completion))
-        rewards.append(0.0)
-        if pred:
-            pairs.append((i, pred, str(gold)))
-    if pairs:
-        from chartrl_colab.similarity import load_similarity_model
+    from chartrl_colab.similarity import gold_similarity
 
-        model = load_similarity_model()
-        texts = [p for _, p, _ in pairs] + [g for _, _, g in pairs]
-        # normalized embeddings: the dot product is the cosine similarity
-        emb = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-        for k, (i, _, _) in enumerate(pairs):
-            cosine = float((emb[k] * emb[k + len(pairs)]).sum())
-            rewards[i] = min(1.0, max(0.0, cosine))
-    return rewards
+    texts = [reasoning_text(completion_text(completion)) for completion in completions]
+    return [None if score is None else min(1.0, max(0.0, score))
+            for score in gold_similarity(texts, _golds(reasoning, len(completions)))]
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["SIMILARITY_HUB_ID", "SIMILARITY_OFFLINE_PACKAGE", "load_similarity_model"]
+__all__ = ["SIMILARITY_HUB_ID", "SIMILARITY_OFFLINE_PACKAGE", "cosines", "gold_similarity", "load_similarity_model"]
 
 _SIMILARITY_MODEL: Any = None
 SIMILARITY_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the seed's and Chart-RVR's choice
@@ -60,6 +60,30 @@ def load_similarity_model(device: str | None = None) -> Any:
         except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
             _SIMILARITY_MODEL = _load_bundled(SentenceTransformer, device, hub_error, online)
     return _SIMILARITY_MODEL
+
+
+def cosines(texts: list[str], references: list[str]) -> list[float]:
+    """The cosine similarity of each text to its reference, by the similarity model (loaded on first use)."""
+    if not texts:
+        return []
+    # normalized embeddings: the dot product is the cosine similarity
+    emb = load_similarity_model().encode(list(texts) + list(references), normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False)
+    return [float((emb[k] * emb[k + len(texts)]).sum()) for k in range(len(texts))]
+
+
+def gold_similarity(texts: list[str], golds: list) -> list[float | None]:
+    """Per completion: None when its gold rationale is missing or blank (not scorable), 0.0 when its own text
+    is empty (nothing embedded), else the cosine similarity of the text to the gold.
+
+    >>> gold_similarity(["", "x"], ["a gold", None])
+    [0.0, None]
+    """
+    scores: list[float | None] = [None if gold is None or not str(gold).strip() else 0.0 for gold in golds]
+    todo = [i for i, (text, score) in enumerate(zip(texts, scores, strict=True)) if score is not None and text]
+    for i, cosine in zip(todo, cosines([texts[i] for i in todo], [str(golds[i]) for i in todo])):
+        scores[i] = cosine
+    return scores
 
 
 def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception, online: bool) -> Any:
