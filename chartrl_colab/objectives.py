@@ -35,7 +35,7 @@ TRL's GRPO loss computes with it: a PPO-clipped surrogate (epsilon 0.2), average
 tokens that remain (TRL's ``dapo`` token normalisation), no KL term (beta 0), 8 rollouts per prompt,
 temperature 1.0 (learning rate: the paper's 1e-6 without LoRA, 1e-5 with LoRA).
 
-Pure torch: no I/O, no other module of the package.
+Torch only, no I/O; from the package it takes just the mode names (``config.MODES``).
 """
 
 from __future__ import annotations
