@@ -6,7 +6,7 @@ parameters' ``"auto"`` model and data set into a real model on a GPU and the emb
 
 >>> resolve_defaults("auto", "auto", gpu=False)
 No GPU: using the embedded default, model 'tiny-warm' and data set 'synthetic' (a CPU run in minutes; a toy model that has learned the answer format, not to read charts).
-('tiny', 'synthetic')
+('tiny-warm', 'synthetic')
 >>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
 ('qwen2-vl-2b', 'chart-rvr')
 """
