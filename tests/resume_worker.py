@@ -68,6 +68,9 @@ def _install(when: str, step: int) -> None:
         CheckpointMirror.on_save = on_save_then_wait
     elif when in ("interrupt", "full"):
         save = Trainer._save_checkpoint
+        # A process started in the background by a non-interactive shell inherits SIGINT ignored, and Python
+        # then installs no KeyboardInterrupt handler: restore it, so the Ctrl-C lands however the tests run.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
         def _save_checkpoint(self, *args, **kwargs):
             if when == "full" and self.state.global_step == step:
