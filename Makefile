@@ -48,6 +48,7 @@ eval-demo: train-demo
 
 test: setup
 	$(PY) -m ruff check chartrl_colab tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 # A fork: point pyproject's [project.urls] and every notebook's Colab badge and clone cell at it, e.g.

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chartrl_colab.evaluation.monitor_plots import Columns, write_figures
 from chartrl_colab.monitor import load_history, monitor, summarize
-from chartrl_colab.monitor_plots import Columns, write_figures
 
 REWARDS = ("format_reward", "accuracy_reward", "length_reward", "tag_count_reward", "chart_type_reward",
            "table_reward", "reasoning_reward")

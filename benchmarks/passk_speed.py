@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from chartrl_colab.passk import pass_at_k_curve
+from chartrl_colab.evaluation.passk import pass_at_k_curve
 
 
 def reference_pass_at_k(n: int, c: int, k: int) -> float:

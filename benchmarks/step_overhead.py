@@ -24,10 +24,10 @@ from collections import defaultdict
 
 from trl import GRPOConfig, GRPOTrainer
 
-from chartrl_colab.data import load_chart_dataset
-from chartrl_colab.models import add_lora, load_model_and_processor
-from chartrl_colab.rewards import accuracy_reward, format_reward
-from chartrl_colab.trainer import ModeTrainer
+from chartrl_colab.data.loading import load_chart_dataset
+from chartrl_colab.models.loading import add_lora, load_model_and_processor
+from chartrl_colab.rewards.package import accuracy_reward, format_reward
+from chartrl_colab.training.trainer import ModeTrainer
 
 LABELS = ("GRPOTrainer", "grpo", "psr", "nsr", "w-reinforce")
 SPENT = defaultdict(float)  # seconds inside each timed method, per label

@@ -37,7 +37,7 @@ from pathlib import Path
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import default_output_root
+from chartrl_colab.runs.storage import default_output_root
 
 SUMMARY_MD = "batch-summary.md"
 SUMMARY_JSON = "batch-summary.json"
@@ -218,7 +218,7 @@ def deepspeed_importable() -> bool:
 
 def _resolve_auto(params: dict) -> dict:
     """Turn ``"auto"`` settings into this machine's defaults once, for every run alike."""
-    from chartrl_colab.environment import AUTO_KEYS, resolve_auto
+    from chartrl_colab.colab.environment import AUTO_KEYS, resolve_auto
 
     if "auto" not in [params.get(k) for k in AUTO_KEYS]:
         return params

@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
-from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
-from chartrl_colab.rewards import REWARD_FUNCS
+from chartrl_colab.rewards.package import REWARD_FUNCS
+from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
 
 MODES = ("grpo", "psr", "nsr", "w-reinforce")
 # One line per mode, for banners and the notebook form.
@@ -35,7 +35,7 @@ GRPO_REWARDS = ("verifier", "all")
 # The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
 LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.device)
+TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.models.device)
 # 512 image tokens per chart (Qwen-VL: one token per 28x28 pixels): a chart's labels stay legible, and a T4 fits
 # 8 rollouts. The hub processor's own bound is 12.8 M pixels, which turns a large chart into thousands of tokens.
 DEFAULT_MAX_PIXELS = 512 * 28 * 28
@@ -53,7 +53,7 @@ class RunConfig:
     vlm_name: str = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default).", default="tiny")
     dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
     init: str = _help("'pretrained' weights, or 'random' to build the architecture from its config.", default="pretrained")
-    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data).", default=None)
+    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     seed: int = _help("Seed for data order, sampling and the embedded model.", default=2025)
     subset_size: int | None = _help("Number of training prompts (None: the whole set).", default=100)
 
@@ -104,7 +104,7 @@ class RunConfig:
                                      "on a GPU under 24 GiB (a T4), for the hub models.", default="auto")
     disable_gradient_checkpointing: bool = _help("Turn gradient checkpointing off (faster, more memory).", default=False)
 
-    # GPU: precision, memory, sampling (chartrl_colab.device decides the "auto"s from the card)
+    # GPU: precision, memory, sampling (chartrl_colab.models.device decides the "auto"s from the card)
     precision: str = _help("Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on "
                            "a CPU), bf16, fp16 or fp32.", default="auto")
     max_pixels: int | None = _help(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image token; "
@@ -145,7 +145,7 @@ class RunConfig:
     @property
     def run_dir(self) -> str:
         """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
-        :func:`chartrl_colab.storage.with_output_root` before a run starts."""
+        :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
         return os.path.join(self.output_root, self.run_name)
 
     def to_dict(self) -> dict:

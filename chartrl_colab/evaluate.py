@@ -4,14 +4,14 @@
         --k 1 2 4 8 16 32 64 --output-dir eval
 
 A sample is correct, by default, by the metric papers report: ChartQA's relaxed accuracy as pix2struct's
-``relaxed_correctness`` (``chartrl_colab.metrics``) of its ``<answer>`` text against the gold answer, and for
+``relaxed_correctness`` (``chartrl_colab.evaluation.metrics``) of its ``<answer>`` text against the gold answer, and for
 EvoChart-QA rows marked ``is_clear`` an exact string match. ``--metric verifier`` uses the file's own
 ``correct`` lists instead (the training verifier, e.g. the lenient accuracy reward). The metric is named in
 every table and plot. When rows carry ChartQA's ``human_or_machine``, accuracy (pass@1) is also reported
 for the human and augmented halves and overall, as Chart-RVR does.
 
-The files are in the format of ``chartrl_colab.samples``. For each file: the unbiased pass@k of every
-question (``chartrl_colab.passk``), its mean over questions and a percentile-bootstrap interval. The files
+The files are in the format of ``chartrl_colab.evaluation.samples``. For each file: the unbiased pass@k of every
+question (``chartrl_colab.evaluation.passk``), its mean over questions and a percentile-bootstrap interval. The files
 must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
 differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
 reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
@@ -36,9 +36,9 @@ import numpy as np
 
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError, one_of
-from chartrl_colab.metrics import METRIC_NAME, evochart_correct
-from chartrl_colab.passk import pass_at_k_curve, summarize
-from chartrl_colab.samples import read_rows
+from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
+from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
+from chartrl_colab.evaluation.samples import read_rows
 
 CONFIDENCE = 0.95
 METRICS = ("relaxed_correctness", "verifier")
@@ -70,7 +70,7 @@ class EvalReport:
 
 def _reference_correct(row: dict, path: Path) -> list[bool]:
     """Each completion's ``<answer>`` scored by the reference metric against the row's gold answer."""
-    from chartrl_colab.rewards import parse_answer
+    from chartrl_colab.rewards.package import parse_answer
 
     completions = row.get("completions")
     if not isinstance(completions, list) or not completions:

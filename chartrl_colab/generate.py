@@ -13,17 +13,17 @@ with the row's image, the processor's chat template with a generation prompt, le
 with TRL's generation settings (top-p 1, no top-k, image token suppressed, cut after the first EOS). The
 completions are scored by the training reward functions, called with the arguments TRL passes them.
 
-The output is a samples file, one JSONL row per question (format: ``chartrl_colab.samples``). Rows are
+The output is a samples file, one JSONL row per question (format: ``chartrl_colab.evaluation.samples``). Rows are
 appended and flushed question by question: rerunning the same command after an interruption skips the
 questions already in the file (a torn last line is dropped) and refuses to mix rows made with other
 settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a resumed file holds
 the same samples as an uninterrupted one on the same machine.
 
 vLLM is used when ``--backend`` is ``vllm``, or ``auto`` and vLLM is installed, the GPU has compute capability
->= 8.0 and the model is not 4-bit (:func:`chartrl_colab.device.auto_use_vllm`). The HF model is then merged,
+>= 8.0 and the model is not 4-bit (:func:`chartrl_colab.models.device.auto_use_vllm`). The HF model is then merged,
 saved to a temporary folder and freed before vLLM starts, so vLLM gets ``--vllm-gpu-memory-utilization`` of the
 card. The vLLM path is untested on a GPU here (no GPU in CI); the CPU tests run it against a stand-in ``LLM``.
-The samplers (and the model loading they share) live in :mod:`chartrl_colab.samplers`.
+The samplers (and the model loading they share) live in :mod:`chartrl_colab.models.samplers`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chartrl_colab import samplers
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import (
     DATASET_NAMES,
@@ -51,8 +50,9 @@ from chartrl_colab.config import (
     check_whole_numbers,
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
-from chartrl_colab.reward_presets import AUTO, PRESET_NAMES, resolve_preset
-from chartrl_colab.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.models import samplers
+from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
 BACKENDS = ("auto", "transformers", "vllm")
 _TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
@@ -69,7 +69,7 @@ class GenerateConfig:
     vlm_name: str = _help(f"Base model when no --checkpoint: one of {', '.join(MODEL_NAMES)}.", default="tiny")
     init: str = _help("Base model weights when no --checkpoint: 'pretrained' or 'random'.", default="pretrained")
     dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
-    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data).", default=None)
+    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     split: str = _help("Split to sample questions from.", default="test")
     subset_size: int | None = _help("Number of questions (None: the whole split).", default=200)
     num_samples: int = _help("Completions sampled per question (n of pass@k).", default=64)
@@ -86,7 +86,7 @@ class GenerateConfig:
     verifier: str = _help("The reward that judges correctness.", default=_TRAINING_DEFAULTS["verifier"])
     reward_threshold: float = _help("A sample is correct when its verifier reward >= this.",
                                     default=_TRAINING_DEFAULTS["reward_threshold"])
-    reward_preset: str = _help("Reward functions and system prompt (see chartrl_colab.reward_presets); 'auto': the "
+    reward_preset: str = _help("Reward functions and system prompt (see chartrl_colab.rewards.presets); 'auto': the "
                                "run's own for a --checkpoint, else what training picks for the data set.",
                                default="auto")
     backend: str = _help(f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).",
@@ -158,7 +158,7 @@ _TINY_DIR_RE = re.compile(r"^(?P<name>tiny-warm|tiny)-(?P<version>[^-]+)-(?P<see
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """``(checkpoint dir, run dir)`` for a run directory (newest complete checkpoint) or a checkpoint-N folder."""
-    from chartrl_colab.storage import checkpoint_problem, checkpoint_step, latest_checkpoint
+    from chartrl_colab.runs.storage import checkpoint_problem, checkpoint_step, latest_checkpoint
 
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -180,8 +180,8 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
     """The base model and checkpoint to sample, from the flags, the run's run.json or the adapter config."""
     if not cfg.checkpoint:
         return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels)
-    from chartrl_colab.models import MODELS
-    from chartrl_colab.storage import read_run_json
+    from chartrl_colab.models.loading import MODELS
+    from chartrl_colab.runs.storage import read_run_json
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"
@@ -217,9 +217,9 @@ def _call_seed(seed: int, index: int, chunk: int) -> int:
 
 
 def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: bool = True) -> str:
-    """``vllm`` or ``transformers`` for this machine (``gpu``: a made-up :class:`chartrl_colab.device.Gpu` in
+    """``vllm`` or ``transformers`` for this machine (``gpu``: a made-up :class:`chartrl_colab.models.device.Gpu` in
     tests, with ``detect=False`` for no GPU)."""
-    from chartrl_colab import device
+    from chartrl_colab.models import device
 
     gpu = device.detect() if gpu is None and detect else gpu
     has_vllm = device.vllm_importable()
@@ -262,7 +262,7 @@ def score(reward_names, prompt: list[dict], completions: list, completion_ids: l
     Each reward function gets what TRL's ``_calculate_rewards`` passes it: the prompts and completions, the
     completion ids, and every other column of the row repeated per completion (plus TRL's logging hooks).
     """
-    from chartrl_colab.reward_presets import get_reward_funcs
+    from chartrl_colab.rewards.presets import get_reward_funcs
 
     n = len(completions)
     columns = {key: [value] * n for key, value in row.items() if key not in ("prompt", "completion", "completion_ids")}
@@ -314,8 +314,8 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     """
     from tqdm.auto import tqdm
 
-    from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.rewards import completion_text
+    from chartrl_colab.data.loading import load_chart_dataset
+    from chartrl_colab.rewards.package import completion_text
 
     validate(cfg)
     output = Path(cfg.output).expanduser()

@@ -4,12 +4,12 @@
     python -m chartrl_colab.monitor --compare --checkpoints RUN_A RUN_B --labels GRPO NSR --output-dir cmp
 
 Notebooks call :func:`monitor` with the same settings. The log history comes from the newest complete
-checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.storage.latest_checkpoint`), or from the
+checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.runs.storage.latest_checkpoint`), or from the
 TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
 one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
-smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
+smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
 layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
-(:mod:`chartrl_colab.verdict`): the loss for grpo, the verifier accuracy and entropy for psr, nsr and
+(:mod:`chartrl_colab.evaluation.verdict`): the loss for grpo, the verifier accuracy and entropy for psr, nsr and
 w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
 """
 
@@ -26,8 +26,10 @@ import numpy as np
 from chartrl_colab.cli import USER_ERROR, parser_for, run_cli
 from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
-from chartrl_colab.storage import (
+from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
+from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
+from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
+from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
     jsonable,
@@ -37,8 +39,6 @@ from chartrl_colab.storage import (
     safe_name,
     state_problem,
 )
-from chartrl_colab.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
-from chartrl_colab.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
 
 LOGS_DIR = "logs"
 RULE = "=" * 40
@@ -167,8 +167,8 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
     ``MIN_WINDOW``, all of them if fewer). ``convergence`` is the seed's loss verdict (std/|mean| of the
     loss over that window below ``CONVERGENCE_THRESHOLD``); ``verdict`` is the one the summary prints,
     which reads the loss for grpo (and a run of unknown ``mode``) and the verifier accuracy and entropy for
-    psr, nsr and w-reinforce (:func:`chartrl_colab.verdict.judge`). ``accuracy`` and ``entropy`` are their
-    trends (the mean of the first and of the last window, :func:`chartrl_colab.verdict.trend`); ``verifier``
+    psr, nsr and w-reinforce (:func:`chartrl_colab.evaluation.verdict.judge`). ``accuracy`` and ``entropy`` are their
+    trends (the mean of the first and of the last window, :func:`chartrl_colab.evaluation.verdict.trend`); ``verifier``
     names the verifier reward (default ``accuracy``). Loss reduction and reward change compare the first
     and the last logged values.
 

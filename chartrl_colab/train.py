@@ -82,9 +82,9 @@ def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: i
 
 def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1,
                 gpu=_DETECT) -> dict:
-    """The GRPOConfig arguments of :func:`grpo_args` for ``gpu`` (a :class:`chartrl_colab.device.Gpu`, None for
-    a CPU; default: this machine's), its ``"auto"`` settings decided by :func:`chartrl_colab.device.resolve_run`."""
-    from chartrl_colab import device
+    """The GRPOConfig arguments of :func:`grpo_args` for ``gpu`` (a :class:`chartrl_colab.models.device.Gpu`, None for
+    a CPU; default: this machine's), its ``"auto"`` settings decided by :func:`chartrl_colab.models.device.resolve_run`."""
+    from chartrl_colab.models import device
 
     gpu = device.detect() if gpu is _DETECT else gpu
     cfg = device.resolve_run(cfg, gpu, echo=lambda *a: None)
@@ -136,8 +136,8 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
     if importlib.util.find_spec("wandb") is None:
         print("wandb is not installed: logging to TensorBoard only (pip install wandb)")
         return None
-    from chartrl_colab.callbacks import SafeWandbCallback, wandb_run_id
-    from chartrl_colab.storage import read_run_json
+    from chartrl_colab.runs.storage import read_run_json
+    from chartrl_colab.training.callbacks import SafeWandbCallback, wandb_run_id
 
     record = read_run_json(cfg.run_dir) or {}
     run_id = record.get("wandb_id") or wandb_run_id(cfg.run_dir)
@@ -151,14 +151,15 @@ def train(cfg: RunConfig):
     the run had finished already (a rerun of a finished run changes nothing).
 
     A run directory on Google Drive is written through local staging: checkpoints land on local disk and
-    each complete one is copied to Drive in the background (see :mod:`chartrl_colab.storage`).
+    each complete one is copied to Drive in the background (see :mod:`chartrl_colab.runs.storage`).
     """
     from transformers import set_seed
 
-    from chartrl_colab import device, storage
-    from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.reward_presets import get_reward_funcs
-    from chartrl_colab.run_lock import RunLock
+    from chartrl_colab.data.loading import load_chart_dataset
+    from chartrl_colab.models import device
+    from chartrl_colab.rewards.presets import get_reward_funcs
+    from chartrl_colab.runs import storage
+    from chartrl_colab.runs.lock import RunLock
 
     requested = storage.with_output_root(cfg)  # what was asked: run.json's config, compared on a resume
     gpu = device.detect()
@@ -191,9 +192,9 @@ def resume_plan(cfg: RunConfig, local_dir: str, warn=print):
     """``(run.json record, checkpoint to resume from or None, why the run is finished or None)``.
 
     ``cfg`` is the run's settings as asked (run.json's ``config``). Refuses (ConfigError) to continue a run
-    recorded with other settings (see :mod:`chartrl_colab.resume_rules`).
+    recorded with other settings (see :mod:`chartrl_colab.runs.resume_rules`).
     """
-    from chartrl_colab import resume_rules, storage
+    from chartrl_colab.runs import resume_rules, storage
 
     record = storage.read_run_json(cfg.run_dir)
     checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir], warn=warn)
@@ -211,10 +212,11 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
     import torch
     from transformers.integrations import TensorBoardCallback
 
-    from chartrl_colab import device, storage
-    from chartrl_colab.callbacks import CheckpointMirror
-    from chartrl_colab.models import add_lora, load_model_and_processor
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.models import device
+    from chartrl_colab.models.loading import add_lora, load_model_and_processor
+    from chartrl_colab.runs import storage
+    from chartrl_colab.training.callbacks import CheckpointMirror
+    from chartrl_colab.training.trainer import ModeTrainer
 
     # Read again under the lock: another writer may have finished the run meanwhile.
     record, checkpoint, done = resume_plan(requested, local_dir, warn=lambda *a: None)
@@ -322,7 +324,7 @@ def run_figures(runtime: float | None, steps: int, gpu) -> dict:
     >>> run_figures(30.0, 3, None)
     {'steps': 3, 'seconds_per_step': 10.0, 'peak_gpu_memory_gb': None, 'peak_gpu_reserved_gb': None, 'gpu': None}
     """
-    from chartrl_colab import device
+    from chartrl_colab.models import device
 
     per_step = round(runtime / steps, 3) if runtime and steps > 0 else None
     return {"steps": steps, "seconds_per_step": per_step, "peak_gpu_memory_gb": device.peak_memory_gb(),
@@ -352,8 +354,8 @@ WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "f
 
 def _stopped(cfg: RunConfig, local_dir: str, why) -> BaseException:
     """The one line for a run stopped by Ctrl-C (a KeyboardInterrupt) or a failed write (a ConfigError)."""
-    from chartrl_colab import storage
     from chartrl_colab.errors import ConfigError
+    from chartrl_colab.runs import storage
 
     newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=lambda *a: None)
     then = (f"rerun to resume from {newest.name}" if newest is not None

@@ -17,7 +17,7 @@ os.environ["WANDB_MODE"] = "disabled"
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory):
     """A disk cache holding the tiny model, shared by every test that builds it."""
-    from chartrl_colab.tiny_model import build_tiny
+    from chartrl_colab.models.tiny import build_tiny
 
     root = tmp_path_factory.mktemp("tiny-cache")
     build_tiny(cache_dir=str(root), seed=0)
@@ -28,7 +28,7 @@ def tiny_cache(tmp_path_factory):
 def warm_cache(tmp_path_factory):
     """A disk cache holding the warm base ``tiny-warm`` of seed 0, built from scratch once per session (about a
     minute and a half of CPU time)."""
-    from chartrl_colab.warm_model import build_warm
+    from chartrl_colab.models.warm import build_warm
 
     root = tmp_path_factory.mktemp("warm-cache")
     build_warm(cache_dir=str(root), seed=0)
@@ -37,7 +37,7 @@ def warm_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def charts():
-    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.data.loading import load_chart_dataset
 
     return load_chart_dataset("synthetic", split="train", subset_size=8, seed=3)
 

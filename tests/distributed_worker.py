@@ -16,9 +16,9 @@ def run(out_dir: str, mode: str) -> None:
     import torch
     from trl import GRPOConfig
 
-    from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.models import add_lora, load_model_and_processor
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.data.loading import load_chart_dataset
+    from chartrl_colab.models.loading import add_lora, load_model_and_processor
+    from chartrl_colab.training.trainer import ModeTrainer
 
     class Recorder(ModeTrainer):
         records = []

@@ -44,7 +44,7 @@ def _install(when: str, step: int) -> None:
 
         Trainer._save_rng_state = _save_rng_state
     elif when == "copy":
-        from chartrl_colab import storage
+        from chartrl_colab.runs import storage
 
         copy_files = storage._copy_files
 
@@ -57,7 +57,7 @@ def _install(when: str, step: int) -> None:
             copy_files(src, dest, copy)
 
         storage._copy_files = _copy_files
-        from chartrl_colab.callbacks import CheckpointMirror
+        from chartrl_colab.training.callbacks import CheckpointMirror
 
         on_save = CheckpointMirror.on_save
 

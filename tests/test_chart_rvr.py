@@ -7,11 +7,12 @@ calling the code; where the original had a bug, the comment gives its value and 
 import numpy as np
 import pytest
 
-from chartrl_colab import chart_rvr as R
-from chartrl_colab import rewards, similarity
 from chartrl_colab.config import REWARD_NAMES, RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.reward_presets import PRESETS, get_preset, get_reward_funcs
+from chartrl_colab.rewards import chart_rvr as R
+from chartrl_colab.rewards import package as rewards
+from chartrl_colab.rewards import similarity
+from chartrl_colab.rewards.presets import PRESETS, get_preset, get_reward_funcs
 
 TABLE = '{"columns": ["Year", "Sales"], "rows": [["2019", "5"], ["2020", "8"]]}'
 GOLD_TABLE = {"columns": ["Year", "Sales"], "rows": [["2019", "5"], ["2020", "8"]]}
@@ -182,7 +183,7 @@ def test_presets_cover_the_same_reward_names_and_the_run_records_its_preset():
     cfg = RunConfig(dataset_name="chart-rvr")
     assert cfg.reward_preset == "chart-rvr" and cfg.to_dict()["reward_preset"] == "chart-rvr"  # run.json
     assert RunConfig().reward_preset == "package"  # the embedded synthetic charts keep the short prompt
-    assert [f.__module__ for f in get_reward_funcs(cfg.rewards, cfg.reward_preset)] == ["chartrl_colab.chart_rvr"] * 7
+    assert [f.__module__ for f in get_reward_funcs(cfg.rewards, cfg.reward_preset)] == ["chartrl_colab.rewards.chart_rvr"] * 7
     assert get_reward_funcs(["format"], "package") == [rewards.format_reward]
     with pytest.raises(ConfigError, match=r"^reward_preset='rvr' is not valid; choose one of: chart-rvr, package$"):
         RunConfig(reward_preset="rvr")

@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chartrl_colab import environment, restamp, runs, storage
+from chartrl_colab import restamp
+from chartrl_colab.colab import environment, pipelines, storage
 from chartrl_colab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,7 +146,7 @@ def test_auto_mounts_drive_in_colab_so_notebooks_share_runs(colab, tmp_path):
     # A second notebook (or 02_train reopened) lands in the same folder, where its run directory is.
     (root / "nsr-run" / "logs").mkdir(parents=True)
     assert environment.prepare_output_root("", "auto", echo=lines.append) == root
-    assert runs.find_runs(root) == [root / "nsr-run"]
+    assert pipelines.find_runs(root) == [root / "nsr-run"]
 
 
 def test_auto_does_not_mount_outside_colab_and_no_means_no(colab, tmp_path, monkeypatch):
@@ -171,11 +172,11 @@ def test_a_headless_kernel_in_colab_never_waits_for_a_mount_nobody_can_authorise
 
 def test_zero_runs_says_where_it_looked_and_about_drive(colab, tmp_path):
     lines = []
-    assert runs.find_runs(tmp_path / "content-runs", required=False, echo=lines.append) == []
+    assert pipelines.find_runs(tmp_path / "content-runs", required=False, echo=lines.append) == []
     assert str(tmp_path / "content-runs") in lines[0] and "Google Drive is not mounted" in lines[0]
     environment.prepare_output_root("", "yes", echo=lambda *a: None)
     with pytest.raises(ConfigError, match="Google Drive is mounted at") as err:
-        runs.find_runs(tmp_path / "empty")
+        pipelines.find_runs(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(err.value)
 
 
@@ -191,7 +192,7 @@ def _run(root: Path, name: str, **config) -> Path:
 
 
 def test_eval_defaults_on_a_gpu_without_runs_pick_a_split_that_exists():
-    from chartrl_colab.data import SPLITS
+    from chartrl_colab.data.loading import SPLITS
     from chartrl_colab.generate import GenerateConfig
 
     lines = []
@@ -219,19 +220,19 @@ def test_eval_auto_follows_the_runs_run_json(tmp_path):
 
 # ------------------------------------------------------------------------------------ 02_train's last figures
 def test_run_costs_take_what_training_recorded_and_work_out_the_rest(tmp_path, capsys):
-    from chartrl_colab import notebook
+    from chartrl_colab.colab import notebook
 
     run_dir = tmp_path / "nsr-run"
     run_dir.mkdir()
     record = {"started": "2025-01-01T10:00:00+0000", "ended": "2025-01-01T10:02:30+0000", "global_step": 10,
               "peak_gpu_memory_gb": 11.24, "performance": {"seconds_per_step": 4.5}, "config": {"seed": 1}}
     (run_dir / "run.json").write_text(json.dumps(record))
-    costs = runs.run_costs(run_dir)
+    costs = pipelines.run_costs(run_dir)
     assert costs == {"peak_gpu_memory_gb": 11.24, "seconds_per_step": 4.5, "wall_seconds": 150.0, "steps": 10}
     notebook.show_costs(costs)
     line = capsys.readouterr().out
     assert "150 s from start to end" in line and "4.5 s per step over 10 steps" in line
     assert "Peak GPU memory: 11.2 GB" in line
     (run_dir / "run.json").write_text(json.dumps({"config": {}}))  # a CPU run of an older version
-    notebook.show_costs(runs.run_costs(run_dir))
+    notebook.show_costs(pipelines.run_costs(run_dir))
     assert "Peak GPU memory: not recorded" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def test_run_name_and_dir(tmp_path):
 
 
 def test_output_root_from_environment(monkeypatch):
-    from chartrl_colab.storage import with_output_root
+    from chartrl_colab.runs.storage import with_output_root
 
     monkeypatch.setenv("CHARTRL_ROOT", "/somewhere")
     assert RunConfig().output_root == ""  # settings are pure; the machine decides when a run is located
@@ -138,8 +138,8 @@ def test_main_returns_nonzero_on_bad_threshold(capsys):
 
 def test_config_names_match_the_registries():
     """Validation lists the names the loaders actually know, so a valid config never fails later."""
-    from chartrl_colab.data import DATASETS
-    from chartrl_colab.models import MODELS
+    from chartrl_colab.data.loading import DATASETS
+    from chartrl_colab.models.loading import MODELS
 
     assert MODEL_NAMES == tuple(MODELS)
     assert DATASET_NAMES == tuple(DATASETS)

@@ -1,4 +1,4 @@
-"""Behaviour tests for chartrl_colab.data and chartrl_colab.hub_data: data set names and splits, and the
+"""Behaviour tests for chartrl_colab.data.loading and chartrl_colab.data.hub: data set names and splits, and the
 local-file loaders (the synthetic set's rows are tested in test_synthetic.py).
 
 Nothing here touches the network: the hub seam is replaced by a function that fails,
@@ -14,9 +14,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from chartrl_colab import data as D
-from chartrl_colab import hub_data as H
-from chartrl_colab.reward_presets import get_preset
+from chartrl_colab.data import hub as H
+from chartrl_colab.data import loading as D
+from chartrl_colab.rewards.presets import get_preset
 
 
 @pytest.fixture(autouse=True)
@@ -321,8 +321,8 @@ def test_chartqa_keeps_human_or_machine(chartqa_dir):
 
 
 def test_the_preset_picks_the_system_prompt():
-    from chartrl_colab.reward_presets import PRESETS
-    from chartrl_colab.rewards import ANSWER_FORMAT
+    from chartrl_colab.rewards.package import ANSWER_FORMAT
+    from chartrl_colab.rewards.presets import PRESETS
 
     package = D.load_chart_dataset("synthetic", "train", subset_size=2, seed=0, preset="package")
     # the package preset is the former prompt, word for word

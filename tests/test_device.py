@@ -1,6 +1,6 @@
 """GPU decisions on made-up cards: precision, 4-bit and vLLM 'auto', the image cap, the OOM message, memory release.
 
-No test here needs a GPU: every decision takes a :class:`chartrl_colab.device.Gpu`, and where code asks torch
+No test here needs a GPU: every decision takes a :class:`chartrl_colab.models.device.Gpu`, and where code asks torch
 (``device.detect``) the test patches it. What only a GPU can show (speed, real memory) is benchmarks/gpu_check.py.
 """
 
@@ -12,10 +12,10 @@ import weakref
 import pytest
 import torch
 
-from chartrl_colab import device
 from chartrl_colab.config import DEFAULT_MAX_PIXELS, RunConfig
-from chartrl_colab.device import Gpu
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.models import device
+from chartrl_colab.models.device import Gpu
 
 T4 = Gpu("Tesla T4", (7, 5), 15.0)
 L4 = Gpu("NVIDIA L4", (8, 9), 22.0)
@@ -67,13 +67,13 @@ def test_trainer_flags_come_from_the_card(gpu, precision, bf16, fp16, tmp_path, 
 
 
 def test_the_4bit_compute_dtype_is_the_cards_precision(monkeypatch):
-    from chartrl_colab import models
+    from chartrl_colab.models import loading
 
     monkeypatch.setattr(device, "detect", lambda: T4)
-    assert models._bnb_config().bnb_4bit_compute_dtype == torch.float16
+    assert loading._bnb_config().bnb_4bit_compute_dtype == torch.float16
     monkeypatch.setattr(device, "detect", lambda: A100)
-    assert models._bnb_config().bnb_4bit_compute_dtype == torch.bfloat16
-    assert models._bnb_config(torch.float16).bnb_4bit_compute_dtype == torch.float16  # a requested dtype wins
+    assert loading._bnb_config().bnb_4bit_compute_dtype == torch.bfloat16
+    assert loading._bnb_config(torch.float16).bnb_4bit_compute_dtype == torch.float16  # a requested dtype wins
 
 
 def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
@@ -138,7 +138,7 @@ def test_generate_picks_vllm_by_the_same_rule(monkeypatch):
 def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, monkeypatch):
     """A stand-in vLLM records whether the HF model it replaces is still alive when it starts."""
     from chartrl_colab import generate as gen
-    from chartrl_colab import samplers
+    from chartrl_colab.models import samplers
 
     loaded = []
     real_load = samplers.load_for_generation
@@ -165,7 +165,7 @@ def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, mo
 
 
 def test_max_pixels_caps_the_image_tokens(chart_image):
-    from chartrl_colab.tiny_model import build_processor, build_tokenizer, cap_image_pixels
+    from chartrl_colab.models.tiny import build_processor, build_tokenizer, cap_image_pixels
 
     def image_tokens(processor):
         grid = processor.image_processor(images=[chart_image((1600, 1200))])["image_grid_thw"][0]
@@ -206,7 +206,7 @@ def test_the_oom_message_names_every_knob():
 
 
 def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm):
-    from chartrl_colab import environment
+    from chartrl_colab.colab import environment
 
     lines = []
     monkeypatch.setattr(device, "detect", lambda: T4)
@@ -221,7 +221,7 @@ def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm):
 
 
 def test_free_memory_releases_the_model_a_trainer_holds():
-    from chartrl_colab.runs import free_memory
+    from chartrl_colab.colab.pipelines import free_memory
 
     class Accelerator:
         def __init__(self, model):
@@ -248,7 +248,7 @@ TINY_RUN = ["--vlm-name", "tiny", "--dataset-name", "synthetic", "--subset-size"
 
 def test_a_cuda_oom_is_one_error_line_naming_the_knobs(tmp_path, capsys, monkeypatch):
     from chartrl_colab.train import main
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.training.trainer import ModeTrainer
 
     def out_of_memory(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -267,19 +267,19 @@ def test_a_cuda_oom_is_one_error_line_naming_the_knobs(tmp_path, capsys, monkeyp
 def test_a_run_records_its_figures_and_train_run_releases_its_model(tmp_path, monkeypatch, capsys):
     import json
 
-    from chartrl_colab import models
-    from chartrl_colab.runs import train_run
+    from chartrl_colab.colab.pipelines import train_run
+    from chartrl_colab.models import loading
     from chartrl_colab.train import config_from_argv
 
     refs = []
-    real_load = models.load_model_and_processor
+    real_load = loading.load_model_and_processor
 
     def load(*args, **kwargs):
         model, processor = real_load(*args, **kwargs)
         refs.append(weakref.ref(model))
         return model, processor
 
-    monkeypatch.setattr(models, "load_model_and_processor", load)
+    monkeypatch.setattr(loading, "load_model_and_processor", load)
     summary = train_run(config_from_argv(TINY_RUN + ["--output-root", str(tmp_path)]))
     assert summary["global_step"] == 1
     gc.collect()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chartrl_colab.objectives import compute_advantages
+from chartrl_colab.training.objectives import compute_advantages
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 

@@ -13,13 +13,13 @@ import pytest
 
 from chartrl_colab import evaluate as ev
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.passk import bootstrap_ci, pass_at_k_curve
+from chartrl_colab.evaluation.passk import bootstrap_ci, pass_at_k_curve
 
 KS = [1, 2, 4, 8, 16]
 
 
 def write_samples(path, ids, n, p, seed):
-    """A samples file (chartrl_colab.samples) whose question q has correct samples with chance p[q]."""
+    """A samples file (chartrl_colab.evaluation.samples) whose question q has correct samples with chance p[q]."""
     rng = np.random.default_rng(seed)
     with path.open("w") as f:
         for qid, pq in zip(ids, p):
@@ -235,8 +235,8 @@ REFERENCE_CASES = [
 
 @pytest.mark.parametrize("prediction, gold, expected", REFERENCE_CASES)
 def test_relaxed_correctness_is_the_reference(prediction, gold, expected):
-    from chartrl_colab.metrics import relaxed_accuracy, relaxed_correctness
-    from chartrl_colab.rewards import relaxed_match
+    from chartrl_colab.evaluation.metrics import relaxed_accuracy, relaxed_correctness
+    from chartrl_colab.rewards.package import relaxed_match
 
     assert relaxed_correctness(gold, prediction) is expected
     assert relaxed_accuracy(prediction, ["no", gold]) is expected  # the best over a list of golds

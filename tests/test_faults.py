@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from chartrl_colab import batch, monitor, storage
+from chartrl_colab import batch, monitor
 from chartrl_colab.cli import run_cli
+from chartrl_colab.colab.notebook import check_injected
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.notebook import check_injected
-from chartrl_colab.resume_rules import changed_settings, check_same_settings, finished
-from chartrl_colab.run_lock import RunLock
+from chartrl_colab.runs import storage
+from chartrl_colab.runs.lock import RunLock
+from chartrl_colab.runs.resume_rules import changed_settings, check_same_settings, finished
 from chartrl_colab.train import main as train_main
 
 T = ["--vlm-name", "tiny", "--dataset-name", "synthetic", "--subset-size", "8", "--num-generations", "2",
@@ -134,7 +135,7 @@ def test_monitor_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------- broken data (fault 5)
 def test_a_corrupt_parquet_is_one_line_naming_it(tmp_path):
-    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.data.loading import load_chart_dataset
 
     (tmp_path / "data").mkdir()
     bad = tmp_path / "data" / "train-00000-of-00001.parquet"
@@ -144,7 +145,7 @@ def test_a_corrupt_parquet_is_one_line_naming_it(tmp_path):
 
 
 def test_evochart_json_that_does_not_parse_and_no_usable_rows(tmp_path):
-    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.data.loading import load_chart_dataset
 
     qa = tmp_path / "evochart_qa.json"
     qa.write_text('[{"imgname": "a.png", "query": "q"')

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from chartrl_colab import generate as gen
-from chartrl_colab import samplers
-from chartrl_colab.data import load_chart_dataset
+from chartrl_colab.data.loading import load_chart_dataset
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.samples import read_rows
 from chartrl_colab.generate import GenerateConfig, generate_samples
-from chartrl_colab.reward_presets import get_reward_funcs
-from chartrl_colab.samplers import TransformersSampler
-from chartrl_colab.samples import read_rows
+from chartrl_colab.models import samplers
+from chartrl_colab.models.samplers import TransformersSampler
+from chartrl_colab.rewards.presets import get_reward_funcs
 
 SEED = 7
 QUESTIONS = 4
@@ -118,9 +118,9 @@ def test_rewards_equal_the_reward_functions_applied_again(scored, rows):
 def test_prompts_and_sampling_settings_are_the_training_ones(tmp_path, monkeypatch):
     """One real training step: the prompt token ids TRL generates from equal the ones generate builds."""
     from chartrl_colab.config import RunConfig
-    from chartrl_colab.models import load_model_and_processor
+    from chartrl_colab.models.loading import load_model_and_processor
     from chartrl_colab.train import train
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.training.trainer import ModeTrainer
 
     seen = {}
     original = ModeTrainer._generate_single_turn
@@ -261,7 +261,7 @@ def test_checkpoint_sources(run_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_generation_from_a_run_uses_its_trained_adapter(run_dir, tmp_path):
-    from chartrl_colab.models import load_model_and_processor
+    from chartrl_colab.models.loading import load_model_and_processor
 
     source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
     trained, _ = samplers.load_for_generation(source)

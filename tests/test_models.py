@@ -1,4 +1,4 @@
-"""Tests for chartrl_colab.models: the model table, LoRA, the shipped real configs, error messages, a GRPO smoke test
+"""Tests for chartrl_colab.models.loading: the model table, LoRA, the shipped real configs, error messages, a GRPO smoke test
 (the tiny model itself: test_tiny_model.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 
-from chartrl_colab import models as M
+from chartrl_colab.models import loading as M
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.monitor_plots import decimate, plot_metric, smooth, write_figures
 from chartrl_colab.monitor import (
     CONVERGENCE_THRESHOLD,
     MIN_WINDOW,
@@ -22,7 +23,6 @@ from chartrl_colab.monitor import (
     summarize,
     training_seconds,
 )
-from chartrl_colab.monitor_plots import decimate, plot_metric, smooth, write_figures
 
 PNGS = {"loss.png", "learning_rate.png", "grad_norm.png", "rewards.png", "positive_fraction.png", "entropy.png"}
 FIGURE_KEYS = {"loss.png": "loss", "learning_rate.png": "learning_rate", "grad_norm.png": "grad_norm",

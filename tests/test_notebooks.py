@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chartrl_colab import environment, restamp, runs
+from chartrl_colab import restamp
+from chartrl_colab.colab import environment, pipelines
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +179,7 @@ def test_accelerate_command_rebuilds_the_config():
     cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_lora=False,
                     disable_gradient_checkpointing=True, rewards=("format", "accuracy"), report_to=("none",),
                     output_root="somewhere", max_steps=7)
-    cmd = runs.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
+    cmd = pipelines.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
     assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "deepspeed_zero3.yaml",
                        "--num_processes"]
     flags = cmd[cmd.index("chartrl_colab.train") + 1:]
@@ -205,11 +206,11 @@ def test_find_runs(tmp_path):
     (tmp_path / "b-run" / "checkpoint-2").mkdir(parents=True)
     (tmp_path / "a-run" / "logs").mkdir(parents=True)
     (tmp_path / "plots").mkdir()
-    assert runs.find_runs(tmp_path) == [tmp_path / "a-run", tmp_path / "b-run"]
-    assert runs.find_runs(tmp_path, ["x"]) == [Path("x")]
-    assert runs.find_runs(tmp_path / "empty", required=False) == []
+    assert pipelines.find_runs(tmp_path) == [tmp_path / "a-run", tmp_path / "b-run"]
+    assert pipelines.find_runs(tmp_path, ["x"]) == [Path("x")]
+    assert pipelines.find_runs(tmp_path / "empty", required=False) == []
     with pytest.raises(ConfigError, match="no run directories"):
-        runs.find_runs(tmp_path / "empty")
+        pipelines.find_runs(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------------------------- headless runs
@@ -232,7 +233,7 @@ def _execute(name, tmp_path, **parameters) -> dict:
 
 @pytest.fixture(scope="module")
 def poc(tmp_path_factory):
-    """The POC notebook run once; the eval and monitor notebooks read its four runs."""
+    """The POC notebook run once; the eval and monitor notebooks read its four pipelines."""
     root = tmp_path_factory.mktemp("poc")
     return root, _execute("01_poc.ipynb", root, output_root=str(root), eval_samples=3, eval_questions=2, **TINY_TRAIN)
 
@@ -295,7 +296,7 @@ def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
     assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
-    from chartrl_colab.storage import read_run_json
+    from chartrl_colab.runs.storage import read_run_json
 
     recorded = read_run_json(run_dir)["config"]
     assert (recorded["epsilon"], recorded["lora_r"]) == (0.3, 4)  # not dropped: they reached the run

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from chartrl_colab.objectives import compute_advantages, grpo_advantages, unscorable
+from chartrl_colab.training.objectives import compute_advantages, grpo_advantages, unscorable
 
 
 def col(*values):

@@ -6,9 +6,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from chartrl_colab import passk
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.passk import bootstrap_ci, pass_at_k, pass_at_k_curve
+from chartrl_colab.evaluation import passk
+from chartrl_colab.evaluation.passk import bootstrap_ci, pass_at_k, pass_at_k_curve
 
 
 def exact(n: int, c: int, k: int) -> Fraction:
@@ -150,7 +150,7 @@ def test_bootstrap_errors():
 
 
 def test_summarize_is_per_question_values_mean_and_interval():
-    from chartrl_colab.passk import summarize
+    from chartrl_colab.evaluation.passk import summarize
 
     rng = np.random.default_rng(2)
     c = rng.integers(0, 33, size=60)

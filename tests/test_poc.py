@@ -10,12 +10,12 @@ VERIFIER = "GRPO rewards: verifier (grpo's advantage from the verifier alone, as
 @pytest.mark.parametrize("grpo_rewards,said", [("verifier", VERIFIER),
                                                ("all", "GRPO rewards: all (grpo's advantage from the sum of all rewards)")])
 def test_comparison_says_which_rewards_grpo_learned_from(grpo_rewards, said, tmp_path, monkeypatch):
+    import chartrl_colab.colab.pipelines
     import chartrl_colab.monitor
-    import chartrl_colab.runs
-    from chartrl_colab.poc import run_poc
+    from chartrl_colab.colab.poc import run_poc
 
     trained = []
-    monkeypatch.setattr(chartrl_colab.runs, "train_run", lambda cfg: trained.append(cfg) or {"global_step": 1})
+    monkeypatch.setattr(chartrl_colab.colab.pipelines, "train_run", lambda cfg: trained.append(cfg) or {"global_step": 1})
     report = SimpleNamespace(figures=[], summary_txt="summary.txt", summary_json="summary.json", summaries={},
                              errors=[])
     monkeypatch.setattr(chartrl_colab.monitor, "monitor", lambda *args, **kwargs: report)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from chartrl_colab import poc, runs
+from chartrl_colab.colab import pipelines, poc
 from chartrl_colab.config import MODES
 
 
@@ -75,8 +75,8 @@ def fake_stages(monkeypatch, tmp_path):
 
     report = SimpleNamespace(figures=[tmp_path / "loss.png"], summary_txt=tmp_path / "summary.txt",
                              summary_json=tmp_path / "summary.json", summaries={}, errors=[])
-    monkeypatch.setattr(runs, "train_run", train_run)
-    monkeypatch.setattr(runs, "evaluate_runs", evaluate_runs)
+    monkeypatch.setattr(pipelines, "train_run", train_run)
+    monkeypatch.setattr(pipelines, "evaluate_runs", evaluate_runs)
     monkeypatch.setattr(chartrl_colab.monitor, "monitor", lambda *a, **k: report)
     return seen
 
@@ -139,10 +139,10 @@ def test_recorded_entropy_is_that_of_the_distribution_each_token_was_drawn_from(
     (softmax(logits / temperature) with the image token suppressed, averaged over the completion's tokens)."""
     import torch
 
-    from chartrl_colab.data import load_chart_dataset
+    from chartrl_colab.data.loading import load_chart_dataset
     from chartrl_colab.generate import GenerateConfig, build_prompts
-    from chartrl_colab.models import load_model_and_processor
-    from chartrl_colab.samplers import TransformersSampler
+    from chartrl_colab.models.loading import load_model_and_processor
+    from chartrl_colab.models.samplers import TransformersSampler
 
     model, processor = load_model_and_processor("tiny", seed=0)
     model.eval()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from chartrl_colab.storage import checkpoint_problem, latest_checkpoint
+from chartrl_colab.runs.storage import checkpoint_problem, latest_checkpoint
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 TIME_KEYS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second"}

@@ -1,4 +1,4 @@
-"""Behaviour tests for chartrl_colab.rewards (the Chart-RVR reward functions) and chartrl_colab.similarity (their
+"""Behaviour tests for chartrl_colab.rewards.package (the Chart-RVR reward functions) and chartrl_colab.rewards.similarity (their
 sentence-similarity model)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from chartrl_colab import rewards, similarity
-from chartrl_colab.rewards import (
+from chartrl_colab.rewards import package as rewards
+from chartrl_colab.rewards import similarity
+from chartrl_colab.rewards.package import (
     ANSWER_FORMAT,
     REWARD_FUNCS,
     accuracy_reward,
@@ -290,14 +291,14 @@ def test_similarity_model_is_cached_and_local():
 
 
 def test_registry_order_and_lookup():
-    from chartrl_colab.reward_presets import get_reward_funcs
+    from chartrl_colab.rewards.presets import get_reward_funcs
 
     assert list(REWARD_FUNCS) == ["format", "accuracy", "length", "tags", "chart_type", "table", "reasoning"]
     assert get_reward_funcs(["table", "format"], "package") == [table_reward, format_reward]
 
 
 def test_registry_error_names_bad_and_valid_names():
-    from chartrl_colab.reward_presets import get_reward_funcs
+    from chartrl_colab.rewards.presets import get_reward_funcs
 
     with pytest.raises(ValueError) as err:
         get_reward_funcs(["format", "acuracy"], "package")

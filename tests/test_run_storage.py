@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from chartrl_colab import storage
 from chartrl_colab.config import RunConfig
+from chartrl_colab.runs import storage
 from chartrl_colab.train import train
 
 SMALL = dict(vlm_name="tiny", dataset_name="synthetic", subset_size=4, batch_size=2, num_generations=4,

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
 
 ROW_KEYS = {"id", "question", "answer", "chart_type", "table", "reasoning", "completions", "num_tokens", "truncated",
             "entropy", "rewards", "correct", "n", "num_correct", "generation"}
@@ -90,6 +90,6 @@ def test_resume_compares_every_setting_but_the_backend(tmp_path):
 
 
 def test_importing_samples_loads_neither_torch_nor_generate():
-    code = "import sys, chartrl_colab.samples; print('torch' in sys.modules, 'chartrl_colab.generate' in sys.modules)"
+    code = "import sys, chartrl_colab.evaluation.samples; print('torch' in sys.modules, 'chartrl_colab.generate' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from chartrl_colab import storage
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.runs import storage
 
 
 def make_checkpoint(run_dir: Path, step: int, adapter: bool = True) -> Path:

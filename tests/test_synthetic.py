@@ -1,5 +1,5 @@
-"""Behaviour tests for chartrl_colab.synthetic: the generated charts, questions and answers, and the rows
-chartrl_colab.data makes of them."""
+"""Behaviour tests for chartrl_colab.data.synthetic: the generated charts, questions and answers, and the rows
+chartrl_colab.data.loading makes of them."""
 
 import json
 import subprocess
@@ -11,9 +11,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from chartrl_colab import data as D
-from chartrl_colab import synthetic as S
-from chartrl_colab.reward_presets import get_preset
+from chartrl_colab.data import loading as D
+from chartrl_colab.data import synthetic as S
+from chartrl_colab.rewards.presets import get_preset
 
 N = 40  # rendered rows per synthetic fixture: enough variety, a second or so each
 

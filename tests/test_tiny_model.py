@@ -1,12 +1,12 @@
-"""Tests for chartrl_colab.tiny_model: the embedded tiny model, its tokenizer, chat template and disk cache."""
+"""Tests for chartrl_colab.models.tiny: the embedded tiny model, its tokenizer, chat template and disk cache."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from chartrl_colab import models as M
-from chartrl_colab import tiny_model as T
+from chartrl_colab.models import loading as M
+from chartrl_colab.models import tiny as T
 
 
 @pytest.fixture(scope="module")

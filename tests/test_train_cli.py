@@ -57,7 +57,7 @@ def test_text_only_model_trains_with_mode_trainer(tmp_path):
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
     from trl import GRPOConfig
 
-    from chartrl_colab.trainer import ModeTrainer
+    from chartrl_colab.training.trainer import ModeTrainer
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()

@@ -6,10 +6,10 @@ import pytest
 import torch
 from trl import GRPOConfig
 
-from chartrl_colab.models import add_lora, load_model_and_processor
-from chartrl_colab.objectives import compute_advantages, grpo_advantages
-from chartrl_colab.rewards import accuracy_reward, format_reward, table_reward
-from chartrl_colab.trainer import ModeTrainer, resolve_verifier
+from chartrl_colab.models.loading import add_lora, load_model_and_processor
+from chartrl_colab.rewards.package import accuracy_reward, format_reward, table_reward
+from chartrl_colab.training.objectives import compute_advantages, grpo_advantages
+from chartrl_colab.training.trainer import ModeTrainer, resolve_verifier
 
 
 def parity_reward(completions, **kwargs):

@@ -5,9 +5,9 @@ import html
 
 import pytest
 
+from chartrl_colab.colab.widgets import FORM_FIELDS, RunForm
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.ui import FORM_FIELDS, RunForm
 
 PARAMS = dict(mode="nsr", vlm_name="tiny", dataset_name="synthetic", subset_size=16, seed=7,
               reward_threshold=0.5, lambda_psr=0.1, max_steps=3, num_generations=4, output_root="out")
@@ -123,7 +123,7 @@ def test_form_displays_without_a_front_end():
 # ------------------------------------------------------------------------------------ Run all in a front end
 def test_interactive_training_waits_for_the_train_button():
     """Under Run all the cell after the form runs before anyone could touch it: it must refuse, not train."""
-    from chartrl_colab.ui import NOT_CHOSEN
+    from chartrl_colab.colab.widgets import NOT_CHOSEN
 
     form = RunForm(interactive=True, **PARAMS)
     with pytest.raises(ConfigError, match="press Train, then run this cell"):
@@ -158,7 +158,7 @@ def test_train_refuses_bad_values_and_chooses_nothing():
 
 
 def test_headless_passes_straight_through_without_a_button():
-    from chartrl_colab.ui import interactive_front_end
+    from chartrl_colab.colab.widgets import interactive_front_end
 
     assert interactive_front_end() is False  # no kernel here, as under papermill's execution
     assert RunForm(**PARAMS).config() == RunConfig(**PARAMS)
@@ -171,7 +171,7 @@ def test_a_front_end_is_told_from_a_headless_client_by_allow_stdin(monkeypatch, 
 
     import IPython
 
-    from chartrl_colab.ui import interactive_front_end
+    from chartrl_colab.colab.widgets import interactive_front_end
 
     kernel = types.SimpleNamespace(get_parent=lambda: {"content": {"allow_stdin": allow_stdin}})
     monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))

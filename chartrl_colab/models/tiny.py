@@ -6,9 +6,9 @@ of seconds and is cached on disk (``~/.cache/chartrl_colab/tiny-<version>-<seed>
 the whole pipeline (data -> processor -> GRPO -> rewards -> eval) can be run and tested on a CPU; its
 answers are noise.
 
-The embedded tokenizer and its processor also serve ``chartrl_colab.models`` for ``init="random"`` real
+The embedded tokenizer and its processor also serve ``chartrl_colab.models.loading`` for ``init="random"`` real
 architectures (``build_tokenizer``, ``special_ids``, ``set_token_ids``, ``generation_defaults``,
-``build_processor``); names -> model loading lives there. ``chartrl_colab.warm_model`` builds the warm base
+``build_processor``); names -> model loading lives there. ``chartrl_colab.models.warm`` builds the warm base
 ``tiny-warm`` from this model and shares its cache helpers (``is_complete``, ``save_atomically``).
 """
 

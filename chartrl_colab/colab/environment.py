@@ -39,14 +39,14 @@ KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelera
 # ------------------------------------------------------------------------------------------ the GPU
 def gpu_info() -> dict | None:
     """The first visible GPU (name, count, memory, compute capability, CUDA version) and what ``"auto"`` picks on
-    it (:func:`chartrl_colab.device.describe`: precision, 4-bit, vLLM), or None without one.
+    it (:func:`chartrl_colab.models.device.describe`: precision, 4-bit, vLLM), or None without one.
 
     ``bf16`` follows the compute capability (>= 8.0), not ``torch.cuda.is_bf16_supported()``, which says yes on
     a T4 where torch only emulates it.
     """
     import torch
 
-    from chartrl_colab import device
+    from chartrl_colab.models import device
 
     gpu = device.detect()
     if gpu is None:
@@ -106,7 +106,7 @@ EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
 
 def trained_on(run_dir: str | Path) -> dict:
     """The settings a run (or a checkpoint-N folder of one) was trained with, from its run.json ({} if none)."""
-    from chartrl_colab.storage import checkpoint_step, read_run_json
+    from chartrl_colab.runs.storage import checkpoint_step, read_run_json
 
     path = Path(run_dir)
     path = path.parent if checkpoint_step(path) is not None else path
@@ -126,7 +126,7 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print)
     """
     from collections import Counter
 
-    from chartrl_colab.data import SPLITS
+    from chartrl_colab.data.loading import SPLITS
 
     out = dict(params)
     configs = [c for c in (trained_on(p) for p in run_dirs) if c.get("vlm_name") and c.get("dataset_name")]
@@ -154,7 +154,7 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print)
 # ------------------------------------------------------------------------------------------ versions
 def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
     """Installed versions of the packages that matter (None: not installed), and Python's."""
-    from chartrl_colab.storage import library_versions
+    from chartrl_colab.runs.storage import library_versions
 
     return library_versions(packages)
 
@@ -208,7 +208,7 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
     pull a CPU wheel over Colab's CUDA build.
     """
-    from chartrl_colab.storage import in_colab
+    from chartrl_colab.runs.storage import in_colab
 
     if not enabled:
         echo("install=False: nothing installed.")
@@ -279,7 +279,7 @@ def _name(requirement_line: str) -> str:
 # ------------------------------------------------------------------------------------------ report
 def check(echo=print) -> dict:
     """What the setup notebook reports: Colab or not, the GPU, versions, and requirements not met."""
-    from chartrl_colab.storage import in_colab
+    from chartrl_colab.runs.storage import in_colab
 
     gpu = gpu_info()
     found = versions()
@@ -341,7 +341,7 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
     >>> should_mount("auto", colab=True, interactive=True), should_mount("auto", colab=False), should_mount("no")
     (True, False, False)
     """
-    from chartrl_colab.storage import drive_mounted, in_colab
+    from chartrl_colab.runs.storage import drive_mounted, in_colab
 
     if isinstance(mount_drive, bool):
         return mount_drive
@@ -361,7 +361,7 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, e
     Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
     same runs and a reopened notebook finds its run directory (and resumes) instead of starting over.
     """
-    from chartrl_colab import storage
+    from chartrl_colab.runs import storage
 
     if should_mount(mount_drive):
         storage.mount_drive()

@@ -1,8 +1,8 @@
-"""Chart QA data sets read from local files or the hub, as plain rows for ``chartrl_colab.data``.
+"""Chart QA data sets read from local files or the hub, as plain rows for ``chartrl_colab.data.loading``.
 
 ``_load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``_load_evochart`` (``evochart``) return a list of
 row dicts holding the chart's undecoded image bytes, the ``question`` and the fields of
-``chartrl_colab.data.FEATURES`` but ``prompt``; ``chartrl_colab.data`` adds the preset's prompt and makes
+``chartrl_colab.data.loading.FEATURES`` but ``prompt``; ``chartrl_colab.data.loading`` adds the preset's prompt and makes
 the ``datasets.Dataset``.
 
 Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in
@@ -51,7 +51,7 @@ HUB_IDS = {
     "chart-rvr": "sanchit97/chart-rvr-grpo-train",
     "chartqa": "HuggingFaceM4/ChartQA",
 }
-# The splits of the data sets read here (chartrl_colab.data.SPLITS adds synthetic's).
+# The splits of the data sets read here (chartrl_colab.data.loading.SPLITS adds synthetic's).
 SOURCE_SPLITS = {
     "chart-rvr": ("train",),
     "chartqa": ("train", "val", "test"),
@@ -263,7 +263,7 @@ def _collect(
     ``subset_size`` good ones are found, so a small subset decodes only the
     images it needs.  ``source_index[i]`` is row i's index in the source (for
     its id) when rows were dropped before; ``notes`` go into the warning.
-    Each row holds the ``question``; ``chartrl_colab.data`` turns it into the prompt.
+    Each row holds the ``question``; ``chartrl_colab.data.loading`` turns it into the prompt.
     """
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)

@@ -1,6 +1,6 @@
 """What notebook cells show and save: figures inline, outputs beside the runs, a results JSON.
 
-The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.runs`; this module only displays.
+The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.colab.pipelines`; this module only displays.
 
 Every notebook ends by writing its results (paths, key numbers) to a JSON file with :func:`write_results`;
 papermill runs and :mod:`chartrl_colab.batch` read that file instead of the notebook's outputs.
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import jsonable
+from chartrl_colab.runs.storage import jsonable
 
 INJECTED = "# Parameters"  # how papermill's injected-parameters cell begins
 
@@ -94,7 +94,7 @@ def _in_kernel() -> bool:
 
 
 def show_costs(costs: dict, echo=print) -> dict:
-    """One line of a run's time and memory figures (:func:`chartrl_colab.runs.run_costs`); returns them.
+    """One line of a run's time and memory figures (:func:`chartrl_colab.colab.pipelines.run_costs`); returns them.
 
     >>> _ = show_costs({"train_seconds": 90.0, "seconds_per_step": 4.5, "steps": 20, "peak_gpu_memory_gb": 11.2})
     Time: 90 s of training, 4.5 s per step over 20 steps. Peak GPU memory: 11.2 GB.

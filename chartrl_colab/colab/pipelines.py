@@ -1,7 +1,7 @@
 """The pipelines the notebooks run: train one run, summarise it, find runs, evaluate several.
 
-Each step is a function a notebook cell calls with plain settings; :mod:`chartrl_colab.poc` builds the
-four-mode comparison on top of :func:`train_run`. Nothing here displays: :mod:`chartrl_colab.notebook` does.
+Each step is a function a notebook cell calls with plain settings; :mod:`chartrl_colab.colab.poc` builds the
+four-mode comparison on top of :func:`train_run`. Nothing here displays: :mod:`chartrl_colab.colab.notebook` does.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from chartrl_colab.cli import argv_for
 from chartrl_colab.config import RunConfig
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.storage import (
+from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
     latest_checkpoint_state,
@@ -59,7 +59,7 @@ def free_memory(*trainers) -> None:
     """Release what finished runs hold on the GPU: each trainer's model, optimizer and vLLM engine references
     are dropped (the trainer objects and their ``state`` stay usable), then garbage is collected and the CUDA
     cache emptied. Safe to call with nothing, and on a CPU."""
-    from chartrl_colab.device import release_memory
+    from chartrl_colab.models.device import release_memory
     from chartrl_colab.train import release_trainer
 
     for trainer in trainers:
@@ -119,7 +119,7 @@ def run_costs(run_dir: str | Path) -> dict:
     from datetime import datetime
 
     from chartrl_colab.monitor import training_seconds
-    from chartrl_colab.storage import read_run_json
+    from chartrl_colab.runs.storage import read_run_json
 
     try:
         record = read_run_json(run_dir) or {}
@@ -154,10 +154,11 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
     correct, sampled as :mod:`chartrl_colab.generate` samples (TRL's settings, the run's completion length)
     and scored with the run's rewards and verifier.
     """
-    from chartrl_colab import generate, samplers
-    from chartrl_colab.data import load_chart_dataset
-    from chartrl_colab.rewards import completion_text
-    from chartrl_colab.storage import read_run_json
+    from chartrl_colab import generate
+    from chartrl_colab.data.loading import load_chart_dataset
+    from chartrl_colab.models import samplers
+    from chartrl_colab.rewards.package import completion_text
+    from chartrl_colab.runs.storage import read_run_json
 
     config = (read_run_json(run_dir) or {}).get("config") or {}
     if not config:
@@ -224,7 +225,7 @@ def find_runs(output_root: str | Path, run_dirs=(), required: bool = True, echo=
 
 def drive_note() -> str:
     """Whether Google Drive is mounted, in the words a user without runs needs."""
-    from chartrl_colab.storage import DRIVE_MOUNT, drive_mounted, in_colab
+    from chartrl_colab.runs.storage import DRIVE_MOUNT, drive_mounted, in_colab
 
     if drive_mounted():
         return f"Google Drive is mounted at {DRIVE_MOUNT}"

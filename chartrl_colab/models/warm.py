@@ -1,7 +1,7 @@
 """The embedded warm base ``tiny-warm``: the tiny Qwen2.5-VL after a short supervised warm-up.
 
 The random ``tiny`` model never answers correctly, so an RL objective has nothing to tell apart. ``tiny-warm``
-is the same model (``chartrl_colab.tiny_model``, same seed, same tokenizer and processor) taught the answer
+is the same model (``chartrl_colab.models.tiny``, same seed, same tokenizer and processor) taught the answer
 format and part of the task by teacher-forced cross-entropy on synthetic *train* charts, with the prompts
 training uses (``data.make_prompt`` with the chart in front of the question, Qwen's chat template). Each
 chart is asked every question kind of ``synthetic.QUESTION_KINDS``; the target is a short completion in the
@@ -46,9 +46,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from chartrl_colab import synthetic, tiny_model
-from chartrl_colab.data import make_prompt
-from chartrl_colab.reward_presets import AUTO, resolve_preset
+from chartrl_colab.data import synthetic
+from chartrl_colab.data.loading import make_prompt
+from chartrl_colab.models import tiny
+from chartrl_colab.rewards.presets import AUTO, resolve_preset
 
 # The prompt training asks on the synthetic charts: the warm base learns to answer exactly that one.
 PROMPT_PRESET = resolve_preset(AUTO, "synthetic")
@@ -59,7 +60,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be chea
 __all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache", "warm_cache_path", "warm_target"]
 
 # Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
-WARM_VERSION = f"{tiny_model.TINY_VERSION}.1"
+WARM_VERSION = f"{tiny.TINY_VERSION}.1"
 
 # The recipe. Steps were chosen by measuring pass@1 / pass@16 on test charts (module docstring): fewer and
 # the format is not learned; many more and the model becomes sure of its guesses, so a group of samples
@@ -85,29 +86,29 @@ _HINTS = {
 
 def warm_cache_path(cache_dir, seed: int) -> Path:
     """The cache folder of the warm base of ``seed``: ``<cache root>/tiny-warm-<version>-<seed>``."""
-    return tiny_model.cache_root(cache_dir) / f"tiny-warm-{WARM_VERSION}-{int(seed)}"
+    return tiny.cache_root(cache_dir) / f"tiny-warm-{WARM_VERSION}-{int(seed)}"
 
 
 def build_warm(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The warm base of ``seed`` and its processor, loaded from the cache, or built (a minute or two) and saved."""
     path = warm_cache_path(cache_dir, seed)
-    if tiny_model.is_complete(path):
+    if tiny.is_complete(path):
         try:
-            return tiny_model.load_tiny(path, None)
+            return tiny.load_tiny(path, None)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
             warnings.warn(f"rebuilding unreadable warm-model cache {path}: {exc}", stacklevel=2)
             shutil.rmtree(path, ignore_errors=True)
     print(f"Building the embedded warm base tiny-warm (seed {seed}): a one-off supervised warm-up of the tiny "
           f"model on synthetic train charts, cached in {path}")
     model, processor = build_warm_fresh(seed)
-    tiny_model.save_atomically(model, processor, path)
+    tiny.save_atomically(model, processor, path)
     return model, processor
 
 
 def ensure_warm_cache(cache_dir, seed: int) -> Path:
     """The cache folder of the warm base of ``seed``, built there first if absent."""
     path = warm_cache_path(cache_dir, seed)
-    if not tiny_model.is_complete(path):
+    if not tiny.is_complete(path):
         build_warm(cache_dir, seed)
     return path
 
@@ -127,11 +128,11 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, progress: bool = True):
     # kind of CPU whatever its core count (and a 64-wide model gains little from more).
     torch.set_num_threads(1)
     try:
-        model, processor = tiny_model.build_tiny_fresh(seed)
+        model, processor = tiny.build_tiny_fresh(seed)
         examples = _examples(processor, seed)
         shared = _shared_length(examples, model.config.image_token_id)
         rng = random.Random(f"chartrl-warm-order:{seed}")
-        with tiny_model.seeded(seed):
+        with tiny.seeded(seed):
             model.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=0.0)
             schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -1,8 +1,8 @@
 """Reward presets: which functions score the seven rewards, and the system prompt that asks for their layout.
 
-``chart-rvr`` is the original Chart-RVR signal (``chartrl_colab.chart_rvr``: its scales, its newline-strict
+``chart-rvr`` is the original Chart-RVR signal (``chartrl_colab.rewards.chart_rvr``: its scales, its newline-strict
 layout, its prompt, with its bugs fixed); ``package`` is this package's bounded, whitespace-tolerant set
-(``chartrl_colab.rewards``). Both use the reward names of ``rewards.REWARD_FUNCS``. A run picks one with
+(``chartrl_colab.rewards.package``). Both use the reward names of ``rewards.REWARD_FUNCS``. A run picks one with
 ``RunConfig.reward_preset`` (default ``chart-rvr``), recorded in ``run.json``. Pure: stdlib only.
 """
 
@@ -12,8 +12,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from chartrl_colab import chart_rvr, rewards
 from chartrl_colab.errors import one_of
+from chartrl_colab.rewards import chart_rvr
+from chartrl_colab.rewards import package as rewards
 
 __all__ = ["AUTO", "DEFAULT_PRESET", "PRESETS", "PRESET_NAMES", "RewardPreset", "get_preset", "get_reward_funcs",
            "resolve_preset"]
@@ -68,7 +69,7 @@ def get_preset(name: str) -> RewardPreset:
     """The preset called ``name``; ConfigError naming the valid ones otherwise.
 
     >>> get_preset("package").funcs["format"].__module__
-    'chartrl_colab.rewards'
+    'chartrl_colab.rewards.package'
     >>> get_preset("chartrvr")
     Traceback (most recent call last):
     chartrl_colab.errors.ConfigError: reward_preset='chartrvr' is not valid; choose one of: chart-rvr, package
@@ -81,7 +82,7 @@ def get_reward_funcs(names: Sequence[str], preset: str = DEFAULT_PRESET) -> list
     """The functions of ``preset`` for the reward ``names``, in the given order.
 
     >>> [f.__module__ + "." + f.__name__ for f in get_reward_funcs(["format", "tags"], "chart-rvr")]
-    ['chartrl_colab.chart_rvr.format_reward', 'chartrl_colab.chart_rvr.tag_count_reward']
+    ['chartrl_colab.rewards.chart_rvr.format_reward', 'chartrl_colab.rewards.chart_rvr.tag_count_reward']
     """
     funcs = get_preset(preset).funcs
     for name in names:

@@ -1,4 +1,4 @@
-"""``ModeTrainer``: TRL's ``GRPOTrainer`` with the four objectives of :mod:`chartrl_colab.objectives`.
+"""``ModeTrainer``: TRL's ``GRPOTrainer`` with the four objectives of :mod:`chartrl_colab.training.objectives`.
 
 Three hooks, no copy of TRL's loop:
 
@@ -30,7 +30,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler
 
 from chartrl_colab.config import MODES
-from chartrl_colab.objectives import Advantages, compute_advantages
+from chartrl_colab.training.objectives import Advantages, compute_advantages
 
 # Metrics TRL computes in `_compute_loss` as means over the loss mask: meaningless when it is empty.
 _MASKED_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")

@@ -11,7 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.integrations import WandbCallback
 
-from chartrl_colab import storage
+from chartrl_colab.runs import storage
 
 WANDB_PROJECT = "chartrl-nsr"
 

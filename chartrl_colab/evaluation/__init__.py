@@ -1,0 +1,1 @@
+"""Reading what runs produced: samples files, pass@k, published accuracy metrics, monitor figures and verdicts."""

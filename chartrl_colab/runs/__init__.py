@@ -1,0 +1,1 @@
+"""Run directories: where they live, complete checkpoints, run.json, the writer lock and the resume rules."""
