@@ -1,0 +1,61 @@
+"""How the package speaks: every module logs through ``logging.getLogger(__name__)``; this sets up where it goes.
+
+Libraries leave logging to the application, so the two applications of this package call
+:func:`configure_logging` once: each CLI's ``run_cli`` and each notebook's setup. Progress and results
+(``INFO``) are plain lines on stdout, as a person reads them in a terminal or a Colab cell; warnings and errors
+go to stderr prefixed ``warning:`` / ``error:``. The handlers look up ``sys.stdout``/``sys.stderr`` when they
+write, so pytest's ``capsys``, papermill's capture and a Colab cell each see the lines they should.
+
+>>> import logging
+>>> _ = configure_logging()
+>>> logging.getLogger("chartrl_colab.example").info("step 1/4")
+step 1/4
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+PACKAGE = "chartrl_colab"
+
+
+class _CurrentStream(logging.StreamHandler):
+    """A StreamHandler writing to whatever ``sys.<name>`` is at the time of each record."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self._name = name
+
+    @property
+    def stream(self):
+        return getattr(sys, self._name)
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns one; the current one is looked up instead
+        pass
+
+
+class _Prefix(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def configure_logging(level: int = logging.INFO) -> logging.Logger:
+    """Route the package's loggers: INFO on stdout as plain lines, WARNING and above on stderr with a prefix.
+
+    Idempotent (a second call changes nothing but the level); returns the package's logger. Records do not
+    propagate to the root logger, so a notebook with its own logging setup does not print them twice.
+    """
+    logger = logging.getLogger(PACKAGE)
+    logger.setLevel(level)
+    if not any(isinstance(h, _CurrentStream) for h in logger.handlers):
+        out, err = _CurrentStream("stdout"), _CurrentStream("stderr")
+        out.addFilter(lambda record: record.levelno < logging.WARNING)
+        err.setLevel(logging.WARNING)
+        for handler in (out, err):
+            handler.setFormatter(_Prefix())
+            logger.addHandler(handler)
+    logger.propagate = False
+    return logger
