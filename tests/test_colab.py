@@ -14,7 +14,8 @@ import nbformat
 import pytest
 
 from chartrl_colab import restamp
-from chartrl_colab.colab import environment, pipelines, storage
+from chartrl_colab.colab import environment, pipelines
+from chartrl_colab.runs import storage
 from chartrl_colab.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
