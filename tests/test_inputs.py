@@ -1,0 +1,160 @@
+"""Inputs as the field sends them: chart images in every Pillow mode, rows Qwen-VL's processor refuses, JSON
+saved by editors (BOM, CRLF), samples rows of the wrong types, cut TensorBoard files, short runs."""
+
+import io
+import json
+import warnings
+
+import datasets
+import numpy as np
+import PIL.Image
+import pytest
+
+from chartrl_colab.data import hub as H
+from chartrl_colab.data import loading as D
+from chartrl_colab.data.images import processor_problem, to_rgb
+from chartrl_colab.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.delenv(H.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
+# ------------------------------------------------------------------------------------------ image modes
+def _chart_rgba(size=(40, 30)) -> PIL.Image.Image:
+    """A transparent background stored as (0, 0, 0, 0) (as canvas exports store it) and one opaque blue bar
+    over the left quarter: a viewer shows white with a blue bar."""
+    a = np.zeros((size[1], size[0], 4), np.uint8)
+    a[:, : size[0] // 4] = (30, 60, 200, 255)
+    return PIL.Image.fromarray(a)
+
+
+def _viewer_mean(size=(40, 30)) -> float:
+    """Mean pixel of that chart as a viewer shows it: a quarter blue (30, 60, 200), three quarters white."""
+    return (np.mean([30, 60, 200]) * (size[0] // 4) + 255 * (size[0] - size[0] // 4)) / size[0]
+
+
+def _grey16(size=(40, 30)) -> np.ndarray:
+    return np.tile(np.linspace(0, 65535, size[0]).astype(np.uint16), (size[1], 1))
+
+
+def _modes() -> dict[str, tuple[PIL.Image.Image, np.ndarray]]:
+    """Each Pillow mode with the RGB array a viewer shows for it."""
+    rgba = _chart_rgba()
+    viewer = np.asarray(PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255,) * 4), rgba).convert("RGB"))
+    grey = _grey16()
+    grey8 = np.rint(grey / 257.0).astype(np.uint8)
+    grey_rgb = np.repeat(grey8[..., None], 3, axis=2)
+    la = np.zeros((30, 40, 2), np.uint8)
+    la[:, :10] = (100, 255)  # a grey bar, the rest transparent black
+    la_view = np.full((30, 40, 3), 255, np.uint8)
+    la_view[:, :10] = 100
+    p_trans = rgba.convert("RGB").quantize(4)  # palette, index of black made transparent
+    p_trans.info["transparency"] = p_trans.getpixel((39, 0))
+    bw = np.zeros((30, 40), bool)
+    bw[:, 20:] = True
+    rgb = rgba.convert("RGB")
+    floats = grey.astype(np.float32) / 65535.0
+    return {
+        "RGBA": (rgba, viewer),
+        "LA": (PIL.Image.fromarray(la), la_view),
+        "P+transparency": (p_trans, viewer),
+        "P": (rgb.quantize(4), np.asarray(rgb.quantize(4).convert("RGB"))),
+        "1": (PIL.Image.fromarray(bw), np.repeat((bw * 255).astype(np.uint8)[..., None], 3, axis=2)),
+        "L": (PIL.Image.fromarray(grey8), grey_rgb),
+        "RGB": (rgb, np.asarray(rgb)),
+        "CMYK": (rgb.convert("CMYK"), np.asarray(rgb)),
+        "I;16": (PIL.Image.fromarray(grey), grey_rgb),
+        "I": (PIL.Image.fromarray(grey.astype(np.int32)), grey_rgb),
+        "F": (PIL.Image.fromarray(floats), grey_rgb),
+    }
+
+
+@pytest.mark.parametrize("mode", list(_modes()))
+def test_every_mode_reaches_rgb_as_a_viewer_shows_it(mode):
+    img, expected = _modes()[mode]
+    assert img.mode == mode.split("+")[0]
+    got = np.asarray(to_rgb(img))
+    assert got.shape == expected.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_transparent_black_background_is_white_and_16_bit_is_scaled():
+    rgba = _chart_rgba()
+    assert np.asarray(rgba.convert("RGB")).mean() < 30  # Pillow's own conversion: a black chart
+    assert np.asarray(to_rgb(rgba)).mean() == pytest.approx(_viewer_mean(), abs=0.01)
+    grey = PIL.Image.fromarray(_grey16())
+    got = np.asarray(to_rgb(grey))[..., 0]
+    assert got[0, 0] == 0 and got[0, -1] == 255 and got.mean() == pytest.approx(127.5, abs=1)
+    assert len(np.unique(got)) == 40  # a ramp, not one flat white image
+
+
+def _png(img: PIL.Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _evochart(tmp_path, images: dict[str, PIL.Image.Image], raw: bytes | None = None):
+    root = tmp_path / "evochart"
+    (root / "png").mkdir(parents=True)
+    for name, img in images.items():
+        (root / "png" / name).write_bytes(_png(img))
+    records = [{"imgname": name, "query": f"What is shown in {name}?", "label": "3"} for name in images]
+    (root / "EvoChart-QA.json").write_bytes(raw if raw is not None else json.dumps(records).encode())
+    return root, records
+
+
+def test_loaded_rows_hold_the_viewer_image(tmp_path):
+    """A transparent chart and a 16-bit one through the loader (training, generate and the POC read here)."""
+    root, _ = _evochart(tmp_path, {"a.png": _chart_rgba(), "b.png": PIL.Image.fromarray(_grey16())})
+    ds = D.load_chart_dataset("evochart", "test", data_dir=str(root))
+    by_name = {row["prompt"][-1]["content"]: row["image"] for row in ds}
+    a = np.asarray(by_name["What is shown in a.png?"])
+    b = np.asarray(by_name["What is shown in b.png?"])
+    assert a.mean() == pytest.approx(_viewer_mean(), abs=0.01)
+    assert b[0, 0, 0] == 0 and b[0, -1, 0] == 255
+
+
+# ------------------------------------------------------------------------------------ processor refusals
+@pytest.mark.parametrize("size,refused", [((4200, 20), True), ((4000, 20), False), ((20, 4020), True),
+                                          ((1, 200), False), ((2, 401), True), ((1, 1), False)])
+def test_processor_problem_matches_the_processor(size, refused):
+    from transformers import Qwen2VLImageProcessor
+
+    processor = Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056)
+    try:
+        processor(images=[PIL.Image.new("RGB", size, "white")], return_tensors="pt")
+        took = True
+    except ValueError:
+        took = False
+    assert took is not refused
+    assert (processor_problem(*size) is not None) is refused
+
+
+def test_refused_rows_are_skipped_with_one_warning(tmp_path):
+    white = PIL.Image.new("RGB", (40, 30), "white")
+    root, _ = _evochart(tmp_path, {"a.png": white, "b.png": white, "strip.png": PIL.Image.new("RGB", (4200, 20), "white"),
+                                   "strip2.png": PIL.Image.new("RGB", (20, 4200), "white")})
+    (root / "png" / "torn.png").write_bytes(_png(white)[:60])
+    records = json.loads((root / "EvoChart-QA.json").read_text())
+    records.append({"imgname": "torn.png", "query": "q?", "label": "1"})
+    (root / "EvoChart-QA.json").write_text(json.dumps(records))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = D.load_chart_dataset("evochart", "test", data_dir=str(root))
+    msgs = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert len(ds) == 2 and len(msgs) == 1
+    assert "skipped 3 of 5 rows" in msgs[0]
+    assert "2 images the Qwen-VL processor refuses (an aspect ratio above 200)" in msgs[0]
+    assert "1 unreadable images" in msgs[0]
+
+
+def test_every_row_refused_is_one_error(tmp_path):
+    root, _ = _evochart(tmp_path, {"strip.png": PIL.Image.new("RGB", (4200, 20), "white")})
+    with pytest.raises(ConfigError) as err:
+        D.load_chart_dataset("evochart", "test", data_dir=str(root))
+    assert "no usable rows" in str(err.value) and "aspect ratio above 200" in str(err.value)
+    assert "\n" not in str(err.value)
