@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import re
 import sys
@@ -51,6 +50,7 @@ from chartrl_colab.config import (
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.files import read_json
 from chartrl_colab.models import samplers
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
@@ -185,7 +185,7 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"
-    base_path = json.loads(adapter_file.read_text()).get("base_model_name_or_path") if adapter_file.exists() else None
+    base_path = read_json(adapter_file).get("base_model_name_or_path") if adapter_file.exists() else None
     tiny = _TINY_DIR_RE.match(Path(base_path).name) if base_path else None
     cache_dir = str(Path(base_path).parent) if tiny else None
     try:

@@ -29,6 +29,7 @@ from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
 from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
+from chartrl_colab.files import read_json
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
@@ -78,7 +79,7 @@ def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dic
     """The log history of ``checkpoint``'s trainer_state.json (``state``: that file, already parsed)."""
     try:
         if state is None:
-            state = json.loads((checkpoint / TRAINER_STATE).read_text())
+            state = read_json(checkpoint / TRAINER_STATE)
     except (OSError, ValueError) as err:
         state, problem = None, f"cannot be read ({err})"
     else:

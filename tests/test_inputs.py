@@ -158,3 +158,71 @@ def test_every_row_refused_is_one_error(tmp_path):
         D.load_chart_dataset("evochart", "test", data_dir=str(root))
     assert "no usable rows" in str(err.value) and "aspect ratio above 200" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------------------- JSON as editors save it
+def _as_editor_saves(obj) -> bytes:
+    """JSON as Windows Notepad saves it: a UTF-8 byte-order mark and CRLF line ends."""
+    return b"\xef\xbb\xbf" + json.dumps(obj, indent=2, ensure_ascii=False).replace("\n", "\r\n").encode()
+
+
+def test_evochart_json_with_bom_and_crlf(tmp_path):
+    white = PIL.Image.new("RGB", (40, 30), "white")
+    records = [{"imgname": "a.png", "query": "Wert von Ä?", "label": "3"}]
+    root, _ = _evochart(tmp_path, {"a.png": white}, raw=_as_editor_saves(records))
+    ds = D.load_chart_dataset("evochart", "test", data_dir=str(root))
+    assert ds[0]["prompt"][-1]["content"] == "Wert von Ä?" and ds[0]["answer"] == "3"
+
+
+def _samples_row(qid="q1", **override):
+    row = {"id": qid, "question": "q?", "answer": "3", "completions": ["<answer>3</answer>", "<answer>4</answer>"],
+           "num_tokens": [5, 6], "truncated": [False, False], "entropy": [0.5, 0.25],
+           "rewards": {"accuracy": [1.0, 0.0]}, "correct": [True, False], "n": 2, "num_correct": 1,
+           "generation": {"seed": 1}}
+    return {**row, **override}
+
+
+def test_samples_file_with_bom_and_crlf(tmp_path):
+    from chartrl_colab.evaluate import load_samples
+
+    path = tmp_path / "s.jsonl"
+    lines = [json.dumps(_samples_row("q1")), json.dumps(_samples_row("q2"))]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    got = load_samples(path)
+    assert got.ids == ["q1", "q2"] and got.c.tolist() == [1, 1] and got.n.tolist() == [2, 2]
+    assert got.mean_entropy == pytest.approx((0.5 * 5 + 0.25 * 6) / 11)
+
+
+def test_run_json_and_trainer_state_with_bom(tmp_path):
+    from chartrl_colab.monitor import load_history
+    from chartrl_colab.runs.record import read_run_json
+
+    (tmp_path / "run.json").write_bytes(_as_editor_saves({"config": {"mode": "nsr"}}))
+    assert read_run_json(tmp_path)["config"]["mode"] == "nsr"
+    state = {"global_step": 3, "train_batch_size": 2, "max_steps": 3,
+             "log_history": [{"loss": 1.0, "step": 1}, {"loss": 0.5, "step": 3}]}
+    (tmp_path / "trainer_state.json").write_bytes(_as_editor_saves(state))
+    assert [h["step"] for h in load_history(tmp_path)] == [1, 3]
+
+
+# --------------------------------------------------------------------------- samples rows of wrong types
+@pytest.mark.parametrize("field,value,said", [
+    ("entropy", ["0.5", "0.25"], "field 'entropy' holds '0.5' in its list"),
+    ("num_tokens", ["5", "6"], "field 'num_tokens' holds '5' in its list"),
+    ("entropy", 0.5, "field 'entropy' holds 0.5, not a list"),
+    ("completions", "<answer>3</answer>", "field 'completions' holds '<answer>3</answer>', not a list"),
+    ("correct", 1, "field 'correct' holds 1, not a list"),
+    ("rewards", {"accuracy": 1.0}, "field 'rewards.accuracy' holds 1.0, not a list"),
+    ("n", "2", "field 'n' holds '2', not a whole number"),
+    ("truncated", [False], "field 'truncated' has 1 values where 'n' has 2"),
+])
+def test_samples_row_of_wrong_type_is_one_line(tmp_path, field, value, said):
+    from chartrl_colab.evaluate import load_samples
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(_samples_row("q1")) + "\n" + json.dumps(_samples_row("q2", **{field: value})) + "\n")
+    for metric in ("relaxed_correctness", "verifier"):
+        with pytest.raises(ConfigError) as err:
+            load_samples(path, metric=metric)
+        msg = str(err.value)
+        assert str(path) in msg and "line 2" in msg and "'q2'" in msg and said in msg and "\n" not in msg

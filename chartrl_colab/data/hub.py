@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 
 from chartrl_colab.data.images import processor_problem, rgb_png_bytes, to_rgb
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
 
 HUB_IDS = {
     "chart-rvr": "sanchit97/chart-rvr-grpo-train",
@@ -424,7 +425,7 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
             )
         json_file, base = candidates[0], path
     try:
-        records = json.loads(json_file.read_text(encoding="utf-8"))
+        records = read_json(json_file)
     except ValueError as err:
         raise ConfigError(f"evochart: {json_file} does not parse as JSON ({_one_line(err)}); download it again or "
                           "point data_dir at a good copy") from None

@@ -76,8 +76,8 @@ import datasets
 from tqdm.auto import tqdm
 
 from chartrl_colab.data import synthetic
-from chartrl_colab.data.images import to_rgb
 from chartrl_colab.data.hub import _CHUNK, _PROGRESS_MIN, SOURCE_SPLITS, _load_evochart, _load_hub_rows, _png_bytes
+from chartrl_colab.data.images import to_rgb
 from chartrl_colab.errors import ConfigError, check_split
 from chartrl_colab.rewards.presets import AUTO, get_preset, resolve_preset
 
