@@ -216,6 +216,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
     from chartrl_colab.models.loading import add_lora, load_model_and_processor
     from chartrl_colab.runs import storage
     from chartrl_colab.training.callbacks import CheckpointMirror
+    from chartrl_colab.training.log_last_step import LogLastStep
     from chartrl_colab.training.trainer import ModeTrainer
 
     # Read again under the lock: another writer may have finished the run meanwhile.
@@ -262,7 +263,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
-        callbacks=[cb for cb in (mirror, wandb_cb) if cb is not None],
+        callbacks=[cb for cb in (mirror, wandb_cb, LogLastStep()) if cb is not None],
         mode=cfg.mode,
         reward_threshold=cfg.reward_threshold,
         lambda_psr=cfg.lambda_psr,

@@ -226,3 +226,85 @@ def test_samples_row_of_wrong_type_is_one_line(tmp_path, field, value, said):
             load_samples(path, metric=metric)
         msg = str(err.value)
         assert str(path) in msg and "line 2" in msg and "'q2'" in msg and said in msg and "\n" not in msg
+
+
+# ------------------------------------------------------------------------------------- short runs, cut logs
+def test_the_last_step_is_logged_whatever_logging_steps():
+    """transformers' flow asks for no log at step 3 of 3 with logging_steps 10; with LogLastStep it does."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
+
+    from chartrl_colab.training.log_last_step import LogLastStep
+
+    args = TrainingArguments(output_dir="unused", logging_steps=10, logging_first_step=True, report_to=[])
+    for callbacks, logged in (([DefaultFlowCallback], [1]), ([DefaultFlowCallback, LogLastStep], [1, 3])):
+        handler = CallbackHandler([c() for c in callbacks], None, None, None, None)
+        state = TrainerState(max_steps=3, logging_steps=10)
+        seen = []
+        for step in (1, 2, 3):
+            state.global_step = step
+            control = handler.on_step_end(args, state, TrainerControl())
+            if control.should_log:
+                seen.append(step)
+        assert seen == logged
+
+
+def test_total_steps_come_from_the_trainer_state(tmp_path, capsys):
+    """A 3-step run that logged step 1 only (logging_steps 10): "Total steps: 3", not 1."""
+    from chartrl_colab.monitor import monitor
+
+    ckpt = tmp_path / "nsr-run" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    state = {"global_step": 3, "max_steps": 3, "train_batch_size": 2, "logging_steps": 10,
+             "log_history": [{"loss": 1.0, "reward": 0.5, "step": 1}]}
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    report = monitor(ckpt, output_dir=tmp_path / "plots")
+    assert report.summaries["nsr-run"]["total_steps"] == 3
+    assert "Total steps: 3" in capsys.readouterr().out
+
+
+def _events_run(tmp_path, steps=4):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "nsr-cut"
+    (run / "logs").mkdir(parents=True)
+    writer = SummaryWriter(str(run / "logs"))
+    for step in range(1, steps + 1):
+        writer.add_scalar("train/loss", 1.0 / step, step)
+    writer.close()
+    (events,) = (run / "logs").glob("events.out.tfevents.*")
+    return run, events
+
+
+def _record_ends(events):
+    import struct
+
+    data, pos, ends = events.read_bytes(), 0, []
+    while pos < len(data):
+        pos += 12 + struct.unpack("<Q", data[pos:pos + 8])[0] + 4
+        ends.append(pos)
+    return ends
+
+
+def test_a_cut_events_file_says_so_and_what_was_read(tmp_path, capsys):
+    from chartrl_colab.monitor import monitor
+
+    run, events = _events_run(tmp_path)
+    ends = _record_ends(events)  # the header (file version), then one record per step
+    events.write_bytes(events.read_bytes()[: ends[2] + 7])  # steps 1 and 2 whole, step 3 cut
+    report = monitor(run, output_dir=tmp_path / "plots")
+    s = report.summaries["nsr-cut"]
+    out, err = capsys.readouterr()
+    assert s["total_steps"] == 2 and f"cut at byte {ends[2] + 7}" in s["cut"]
+    assert "read 2 logged step(s), steps 1..2" in s["cut"] and "Log cut:" in out and "warning: " in out + err
+
+
+def test_an_events_file_cut_in_its_header_says_so(tmp_path):
+    from chartrl_colab.monitor import load_history
+
+    run, events = _events_run(tmp_path)
+    events.write_bytes(events.read_bytes()[:20])
+    with pytest.raises(ConfigError) as err:
+        load_history(run)
+    msg = str(err.value)
+    assert "cut at byte 20" in msg and "cut is in the file's header" in msg and "no step logged" not in msg
