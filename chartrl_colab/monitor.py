@@ -30,7 +30,7 @@ from chartrl_colab.evaluation.events import LOGS_DIR, cut_note, events_files, hi
 from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
 from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
-from chartrl_colab.files import read_json
+from chartrl_colab.files import atomic_path, read_json
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
@@ -364,10 +364,12 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     text = format_summary(report.summaries, report.errors)
     print(text, end="")
     report.summary_txt = output_dir / "summary.txt"
-    report.summary_txt.write_text(text)
+    with atomic_path(report.summary_txt) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     report.summary_json = output_dir / "summary.json"
-    report.summary_json.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
-                                              ensure_ascii=False) + "\n")
+    with atomic_path(report.summary_json) as tmp:
+        tmp.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 

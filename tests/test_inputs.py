@@ -1,6 +1,7 @@
 """Inputs as the field sends them: chart images in every Pillow mode, rows Qwen-VL's processor refuses, JSON
 saved by editors (BOM, CRLF), samples rows of the wrong types, cut TensorBoard files, short runs."""
 
+import csv
 import io
 import json
 import warnings
@@ -308,3 +309,117 @@ def test_an_events_file_cut_in_its_header_says_so(tmp_path):
         load_history(run)
     msg = str(err.value)
     assert "cut at byte 20" in msg and "cut is in the file's header" in msg and "no step logged" not in msg
+
+
+# ------------------------------------------------------------------------------------ generate's weights
+def _weights(folder, step, checkpoint=True):
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.full((8, 8), float(step))}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "peft_type": "LORA"}))
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "train_batch_size": 2,
+                                                           "log_history": [{"loss": 1.0, "step": step}]}))
+    return folder
+
+
+def test_generate_takes_the_newest_complete_weights(tmp_path, capsys):
+    from chartrl_colab.generate import resolve_checkpoint
+
+    run = tmp_path / "nsr-run"
+    _weights(run / "checkpoint-2", 2)
+    newest = _weights(run / "checkpoint-4", 4)
+    data = (newest / "adapter_model.safetensors").read_bytes()
+    (newest / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])  # killed mid-save
+    _weights(run, 4)  # the final model at the run root, complete
+    ckpt, run_dir = resolve_checkpoint(run)
+    out = capsys.readouterr().out
+    assert ckpt == run.resolve() and run_dir == run.resolve()
+    assert "skipping incomplete checkpoint" in out and f"Using the run's final model ({run}, step 4)" in out
+
+    (run / "trainer_state.json").write_text('{"global_step": 4, "train_')  # final model torn too: checkpoint-2
+    assert resolve_checkpoint(run)[0] == (run / "checkpoint-2").resolve()
+    assert f"Using checkpoint-2 ({run / 'checkpoint-2'}, step 2)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- faults of the machine
+def _enospc(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_under_evaluate_names_the_file_and_leaves_no_partial_plot(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+
+    from chartrl_colab.evaluate import main
+
+    samples = tmp_path / "s.jsonl"
+    samples.write_text(json.dumps(_samples_row("q1")) + "\n" + json.dumps(_samples_row("q2")) + "\n")
+    original = matplotlib.figure.Figure.savefig
+
+    def half_then_full(self, fname, **kwargs):
+        original(self, fname, **kwargs)
+        data = open(fname, "rb").read()
+        open(fname, "wb").write(data[: len(data) // 2])
+        _enospc()
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_then_full)
+    out_dir = tmp_path / "eval"
+    assert main(["--samples", str(samples), "--output-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left" in err[0] and str(out_dir / "passk_curves.png") in err[0]
+    assert list(out_dir.iterdir()) == []  # no partial PNG under its name or a temporary one
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", original)
+    monkeypatch.setattr(csv, "writer", lambda f: _enospc())
+    assert main(["--samples", str(samples), "--output-dir", str(out_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out_dir / "passk_table.csv") in err[0]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["passk_bars.png", "passk_curves.png"]
+
+
+def test_a_staging_folder_that_is_a_file_is_refused_before_the_run_directory(tmp_path, capsys):
+    from chartrl_colab.train import main
+
+    staging = tmp_path / "staging"
+    staging.write_text("not a folder")
+    runs = tmp_path / "runs"
+    assert main(["--mode", "nsr", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--subset-size", "2",
+                 "--output-root", str(runs), "--staging-dir", str(staging), "--report-to", "tensorboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(staging) in err[0]
+    assert not runs.exists()  # no run directory holding only a .lock
+
+
+# ------------------------------------------------------------------------------------------------ generate
+def _generate_config(path, **overrides):
+    from chartrl_colab.generate import GenerateConfig
+
+    settings = dict(vlm_name="tiny", dataset_name="synthetic", split="test", subset_size=3, num_samples=2,
+                    max_new_tokens=4, batch_size=4, seed=7, output=str(path))
+    return GenerateConfig(**{**settings, **overrides})
+
+
+def test_a_resumed_generate_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Two questions per generate call (batch_size 2n): a kill between the two rows of a call, then a rerun."""
+    from chartrl_colab.generate import generate_samples
+
+    whole = generate_samples(_generate_config(tmp_path / "whole.jsonl")).read_text().splitlines(keepends=True)
+    assert len(whole) == 3
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text(whole[0] + whole[1][: len(whole[1]) // 2])  # question 1 written, question 2 torn
+    generate_samples(_generate_config(cut))
+    assert cut.read_text() == "".join(whole)
+
+
+def test_a_full_disk_under_generate_names_the_file(tmp_path, monkeypatch, capsys):
+    from chartrl_colab import generate as gen
+
+    monkeypatch.setattr(gen, "append_row", lambda f, row: _enospc())
+    out = tmp_path / "samples.jsonl"
+    assert gen.main(["--vlm-name", "tiny", "--dataset-name", "synthetic", "--subset-size", "1", "--num-samples", "2",
+                     "--max-new-tokens", "4", "--output", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
+    assert len(err) == 1 and err[0].startswith("error: ") and "no space left" in err[0] and str(out) in err[0]
