@@ -389,31 +389,33 @@ def generate_samples(cfg: GenerateConfig) -> Path:
 
     solved = sampled = 0
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
-    with naming(output), output.open("a", encoding="utf-8") as f:
-        for members in groups.values():
-            rows = [data[i] for i in members]
-            prompts = build_prompts(rows)
-            per_question: list[list[list[int]]] = [[] for _ in rows]
-            entropy: list[list] = [[] for _ in rows]
-            for c, size in enumerate(chunks):
-                for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
-                    per_question[q].extend(got)
-                    entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
-            for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
-                if row["id"] in done:  # redone only to give its call-mates the same samples as before
-                    continue
-                completions = decode(processor, completion_ids)
-                rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
-                                         cfg.reward_threshold, wanted["reward_preset"])
-                record = make_row(row, [completion_text(c) for c in completions], completion_ids,
-                                  sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
-                append_row(f, record)
-                solved += record["num_correct"]
-                sampled += record["n"]
-            sync(f)  # a dead runtime loses at most the group in flight
-            bar.update(sum(row["id"] not in done for row in rows))
-            bar.set_postfix(correct=f"{solved / sampled:.3f}")
-    bar.close()
+    try:
+        with naming(output), output.open("a", encoding="utf-8") as f:
+            for members in groups.values():
+                rows = [data[i] for i in members]
+                prompts = build_prompts(rows)
+                per_question: list[list[list[int]]] = [[] for _ in rows]
+                entropy: list[list] = [[] for _ in rows]
+                for c, size in enumerate(chunks):
+                    for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
+                        per_question[q].extend(got)
+                        entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
+                for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
+                    if row["id"] in done:  # redone only to give its call-mates the same samples as before
+                        continue
+                    completions = decode(processor, completion_ids)
+                    rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
+                                             cfg.reward_threshold, wanted["reward_preset"])
+                    record = make_row(row, [completion_text(c) for c in completions], completion_ids,
+                                      sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
+                    append_row(f, record)
+                    solved += record["num_correct"]
+                    sampled += record["n"]
+                sync(f)  # a dead runtime loses at most the group in flight
+                bar.update(sum(row["id"] not in done for row in rows))
+                bar.set_postfix(correct=f"{solved / sampled:.3f}")
+    finally:
+        bar.close()  # an error line starts on its own line, not after the bar
     print(f"✓ {output}: {len(ids)} questions x {n} samples")
     return output
 
