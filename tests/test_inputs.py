@@ -423,3 +423,30 @@ def test_a_full_disk_under_generate_names_the_file(tmp_path, monkeypatch, capsys
                      "--max-new-tokens", "4", "--output", str(out)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line or "Traceback" in line]
     assert len(err) == 1 and err[0].startswith("error: ") and "no space left" in err[0] and str(out) in err[0]
+
+
+# ----------------------------------------------------------------------- folders as Drive and Windows name them
+def test_a_short_run_in_folders_with_spaces_and_non_ascii_names(tmp_path, capsys):
+    """train (3 steps, logging every 10) -> generate -> evaluate -> monitor, every folder named as people name
+    them; the run's last step is logged and monitor counts 3 steps."""
+    from chartrl_colab import evaluate, generate, monitor, train
+
+    root = tmp_path / "Mein Drive" / "Läufe 2026 – café"
+    assert train.main(["--mode", "nsr", "--vlm-name", "tiny", "--dataset-name", "synthetic", "--subset-size", "4",
+                       "--num-generations", "2", "--batch-size", "2", "--max-steps", "3", "--max-completion-length",
+                       "8", "--logging-steps", "10", "--save-steps", "50", "--report-to", "tensorboard",
+                       "--output-root", str(root), "--seed", "3"]) == 0
+    (run,) = root.iterdir()
+    state = json.loads((run / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 3]
+
+    samples = tmp_path / "Ergebnisse (neu)" / "échantillons nsr.jsonl"
+    assert generate.main(["--checkpoint", str(run), "--dataset-name", "synthetic", "--subset-size", "2",
+                          "--num-samples", "2", "--max-new-tokens", "4", "--output", str(samples)]) == 0
+    out = tmp_path / "Auswertung ü"
+    assert evaluate.main(["--samples", str(samples), "--labels", "NSR ü", "--output-dir", str(out / "eval")]) == 0
+    assert (out / "eval" / "passk_curves.png").stat().st_size > 0
+    capsys.readouterr()
+    assert monitor.main(["--checkpoint-dir", str(run), "--output-dir", str(out / "plots")]) == 0
+    assert "Total steps: 3" in capsys.readouterr().out
+    assert json.loads((out / "plots" / "summary.json").read_text())["runs"][run.name]["total_steps"] == 3
