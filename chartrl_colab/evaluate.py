@@ -20,7 +20,9 @@ all sampled tokens (each completion's recorded mean weighted by its length; None
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
-requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``.
+requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``, each
+whole or not at all (written under a temporary name, then renamed: a full disk leaves no partial plot, and
+its one error line names the file).
 """
 
 from __future__ import annotations
@@ -257,9 +259,9 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     per_question_csv = write_per_question(files, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
     with atomic_path(metrics_json) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
-    print(table_md.read_text(), end="")
+    print(table_md.read_text(encoding="utf-8"), end="")
     for note in notes:
         print(f"note: {note}")
     print(f"✓ wrote {', '.join(p.name for p in [*figures, table_md, table_csv, per_question_csv, metrics_json])} "
@@ -341,7 +343,7 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
     ks = metrics["ks"]
     head = ["model", "n", "questions", *[f"pass@{k}" for k in ks]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high", "metric"])
         for label, m in metrics["models"].items():
@@ -365,13 +367,14 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
             lines.append("| " + " | ".join([label, *cells]) + " |")
     with atomic_path(md_path) as tmp:
         tmp.write_text(f"pass@k ({metrics['metric']}), mean over questions "
-                       f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n")
+                       f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n",
+                       encoding="utf-8")
     return md_path, csv_path
 
 
 def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Path:
     """One row per file and question: n, correct, and pass@k at each requested k <= n."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "id", "n", "num_correct", *[f"pass@{k}" for k in ks]])
         for sf in files:

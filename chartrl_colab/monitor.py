@@ -5,7 +5,9 @@
 
 Notebooks call :func:`monitor` with the same settings. The log history comes from the newest complete
 checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.runs.storage.latest_checkpoint`), or from the
-TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
+TensorBoard events under ``logs/`` while no checkpoint has been written yet (an events file cut by an
+interrupted write is said to be cut, with what could be read). "Total steps" is the trainer state's
+``global_step`` (a run logs every ``logging_steps``, so its last logged step may be earlier). Written to ``output_dir``:
 one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
 smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
 layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
