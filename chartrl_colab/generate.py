@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import re
 import sys
@@ -51,6 +50,7 @@ from chartrl_colab.config import (
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.files import naming, read_json
 from chartrl_colab.models import samplers
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
@@ -158,7 +158,7 @@ _TINY_DIR_RE = re.compile(r"^(?P<name>tiny-warm|tiny)-(?P<version>[^-]+)-(?P<see
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """``(checkpoint dir, run dir)`` for a run directory (newest complete checkpoint) or a checkpoint-N folder."""
-    from chartrl_colab.runs.storage import checkpoint_problem, checkpoint_step, latest_checkpoint
+    from chartrl_colab.runs.storage import checkpoint_problem, checkpoint_step
 
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -169,11 +169,34 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
             raise ConfigError(f"checkpoint {p} is incomplete ({problem}); pass its run directory to use the "
                               "newest complete checkpoint")
         return p.resolve(), p.parent.resolve()
-    ckpt = latest_checkpoint(p, warn=print)
+    ckpt = newest_weights(p)
     if ckpt is None:
-        raise ConfigError(f"{p} holds no complete checkpoint-N folder; pass a run directory of chartrl_colab.train "
-                          "or a checkpoint folder")
+        raise ConfigError(f"{p} holds no complete checkpoint-N folder and no complete final model; pass a run "
+                          "directory of chartrl_colab.train or a checkpoint folder")
     return ckpt.resolve(), p.resolve()
+
+
+def newest_weights(run_dir: Path) -> Path | None:
+    """The newest complete weights of a run directory: its newest complete ``checkpoint-N``, or the final model
+    at the run root (``trainer_state.json`` beside the adapter or model, written when training ends) when that
+    is complete and of a later step (a tie keeps the checkpoint). Says which, and why newer ones were passed."""
+    from chartrl_colab.runs.storage import checkpoint_step, inspect_checkpoint, latest_checkpoint_state
+
+    found = latest_checkpoint_state(run_dir, warn=print)
+    best, step = (found[0], checkpoint_step(found[0])) if found else (None, -1)
+    newest = max((checkpoint_step(c) for c in run_dir.glob("checkpoint-*") if checkpoint_step(c) is not None),
+                 default=None)
+    if (run_dir / "trainer_state.json").exists():
+        problem, state = inspect_checkpoint(run_dir)
+        final = state.get("global_step") if problem is None else None
+        if isinstance(final, int) and final > step:
+            best, step = run_dir, final
+        elif problem is not None and found is None:
+            print(f"warning: the final model in {run_dir} is incomplete: {problem}")
+    if best == run_dir or (best is not None and newest is not None and step < newest):
+        what = "the run's final model" if best == run_dir else best.name
+        print(f"Using {what} ({best}, step {step}): the newest complete weights of {run_dir}")
+    return best
 
 
 def resolve_source(cfg: GenerateConfig) -> ModelSource:
@@ -185,7 +208,7 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"
-    base_path = json.loads(adapter_file.read_text()).get("base_model_name_or_path") if adapter_file.exists() else None
+    base_path = read_json(adapter_file).get("base_model_name_or_path") if adapter_file.exists() else None
     tiny = _TINY_DIR_RE.match(Path(base_path).name) if base_path else None
     cache_dir = str(Path(base_path).parent) if tiny else None
     try:
@@ -214,6 +237,20 @@ def _call_seed(seed: int, index: int, chunk: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, index, chunk]).generate_state(1)[0])
+
+
+def _call_groups(ids: list[str], done: set[str], per_call: int) -> dict[int, list[int]]:
+    """Question positions per generate call, for the calls that still have a question to sample.
+
+    Calls group questions by absolute position and are seeded from their first question's position, so a
+    call draws the same samples whatever was sampled before; a call whose rows were cut off part-way (a kill
+    between two rows) is made whole again and only its missing rows are written, so a resumed file equals an
+    uninterrupted one.
+    """
+    groups: dict[int, list[int]] = {}
+    for i in range(len(ids)):
+        groups.setdefault(i // per_call, []).append(i)
+    return {g: members for g, members in groups.items() if any(ids[i] not in done for i in members)}
 
 
 def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: bool = True) -> str:
@@ -326,8 +363,9 @@ def generate_samples(cfg: GenerateConfig) -> Path:
 
     data = load_chart_dataset(cfg.dataset_name, split=cfg.split, subset_size=cfg.subset_size, seed=cfg.seed,
                               data_dir=cfg.data_dir, preset=wanted["reward_preset"])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    existing = read_rows(output, repair=True)
+    with naming(output):  # a full disk says which file
+        output.parent.mkdir(parents=True, exist_ok=True)
+        existing = read_rows(output, repair=True)
     check_resume(output, existing, wanted)
     done = {row["id"] for row in existing}
     ids = data["id"]
@@ -346,36 +384,38 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     n = cfg.num_samples
     # Questions per generate call; a question's n is split into chunks when n alone exceeds batch_size.
     per_call = max(1, cfg.batch_size // n)
-    groups: dict[int, list[int]] = {}
-    for i in todo:  # grouped by absolute position, so a resumed run makes the same calls
-        groups.setdefault(i // per_call, []).append(i)
+    groups = _call_groups(ids, done, per_call)
     chunks = [min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)] if per_call == 1 else [n]
 
     solved = sampled = 0
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
-    with output.open("a", encoding="utf-8") as f:
-        for members in groups.values():
-            rows = [data[i] for i in members]
-            prompts = build_prompts(rows)
-            per_question: list[list[list[int]]] = [[] for _ in rows]
-            entropy: list[list] = [[] for _ in rows]
-            for c, size in enumerate(chunks):
-                for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
-                    per_question[q].extend(got)
-                    entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
-            for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
-                completions = decode(processor, completion_ids)
-                rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
-                                         cfg.reward_threshold, wanted["reward_preset"])
-                record = make_row(row, [completion_text(c) for c in completions], completion_ids,
-                                  sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
-                append_row(f, record)
-                solved += record["num_correct"]
-                sampled += record["n"]
-            sync(f)  # a dead runtime loses at most the group in flight
-            bar.update(len(rows))
-            bar.set_postfix(correct=f"{solved / sampled:.3f}")
-    bar.close()
+    try:
+        with naming(output), output.open("a", encoding="utf-8") as f:
+            for members in groups.values():
+                rows = [data[i] for i in members]
+                prompts = build_prompts(rows)
+                per_question: list[list[list[int]]] = [[] for _ in rows]
+                entropy: list[list] = [[] for _ in rows]
+                for c, size in enumerate(chunks):
+                    for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
+                        per_question[q].extend(got)
+                        entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
+                for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
+                    if row["id"] in done:  # redone only to give its call-mates the same samples as before
+                        continue
+                    completions = decode(processor, completion_ids)
+                    rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
+                                             cfg.reward_threshold, wanted["reward_preset"])
+                    record = make_row(row, [completion_text(c) for c in completions], completion_ids,
+                                      sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
+                    append_row(f, record)
+                    solved += record["num_correct"]
+                    sampled += record["n"]
+                sync(f)  # a dead runtime loses at most the group in flight
+                bar.update(sum(row["id"] not in done for row in rows))
+                bar.set_postfix(correct=f"{solved / sampled:.3f}")
+    finally:
+        bar.close()  # an error line starts on its own line, not after the bar
     print(f"✓ {output}: {len(ids)} questions x {n} samples")
     return output
 

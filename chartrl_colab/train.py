@@ -156,6 +156,8 @@ def train(cfg: RunConfig):
     from transformers import set_seed
 
     from chartrl_colab.data.loading import load_chart_dataset
+    from chartrl_colab.errors import ConfigError
+    from chartrl_colab.files import file_in_the_way
     from chartrl_colab.models import device
     from chartrl_colab.rewards.presets import get_reward_funcs
     from chartrl_colab.runs import storage
@@ -182,6 +184,11 @@ def train(cfg: RunConfig):
     dataset = load_chart_dataset(cfg.dataset_name, split="train", subset_size=cfg.subset_size, seed=cfg.seed,
                                  data_dir=cfg.data_dir, preset=cfg.reward_preset)
     reward_funcs = get_reward_funcs(list(cfg.rewards), cfg.reward_preset)
+
+    for flag, folder in (("output_root", cfg.run_dir), ("staging_dir", local_dir)):  # before the run dir is made
+        if (blocker := file_in_the_way(folder)) is not None:
+            raise ConfigError(f"{flag}: {blocker} is a file where the folder {folder} goes; move it or choose another "
+                              f"--{flag.replace('_', '-')}")
 
     # One writer per run directory, from here until the run ends, however it ends.
     with RunLock(cfg.run_dir) if main_process else contextlib.nullcontext():
@@ -216,6 +223,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
     from chartrl_colab.models.loading import add_lora, load_model_and_processor
     from chartrl_colab.runs import storage
     from chartrl_colab.training.callbacks import CheckpointMirror
+    from chartrl_colab.training.log_last_step import LogLastStep
     from chartrl_colab.training.trainer import ModeTrainer
 
     # Read again under the lock: another writer may have finished the run meanwhile.
@@ -262,7 +270,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=dataset,
-        callbacks=[cb for cb in (mirror, wandb_cb) if cb is not None],
+        callbacks=[cb for cb in (mirror, wandb_cb, LogLastStep()) if cb is not None],
         mode=cfg.mode,
         reward_threshold=cfg.reward_threshold,
         lambda_psr=cfg.lambda_psr,

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from chartrl_colab.files import atomic_path
+
 # Smoothing: a centred moving average over this fraction of a series (1 point, i.e. none, for short runs).
 SMOOTH_FRACTION = 0.02
 # Points drawn per line: ~2 per pixel column of a panel; more cannot show and only slow Agg down.
@@ -201,6 +203,7 @@ def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
             print(f"note: no run logged {stem}; no {stem}.png")
             continue
         path = output_dir / f"{stem}.png"
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:  # whole or not at all: a full disk leaves no partial PNG
+            fig.savefig(tmp, dpi=100)
         written.append(path)
     return written

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
 
 RUN_JSON = "run.json"
 
@@ -22,7 +23,7 @@ def read_run_json(run_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except ValueError as err:
         raise ConfigError(f"{path} does not parse ({err}); restore it, or delete it to resume without the settings "
                           "check") from None

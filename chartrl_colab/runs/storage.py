@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import math
 import os
 import re
@@ -21,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
 from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
     RUN_JSON,
     finish_run_record,
@@ -180,7 +180,7 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
     if not path.is_dir():
         return "not a directory", None
     try:
-        state = json.loads((path / TRAINER_STATE).read_text())
+        state = read_json(path / TRAINER_STATE)
     except FileNotFoundError:
         return f"no {TRAINER_STATE}", None
     except (OSError, ValueError) as e:
@@ -189,7 +189,7 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
         return problem, None
     if (path / ADAPTER_CONFIG).exists():
         try:
-            if not isinstance(json.loads((path / ADAPTER_CONFIG).read_text()), dict):
+            if not isinstance(read_json(path / ADAPTER_CONFIG), dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             return f"{ADAPTER_CONFIG} does not parse ({e})", None
@@ -197,7 +197,7 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
     index = path / WEIGHT_INDEX
     if index.exists():
         try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
+            shards = set(read_json(index)["weight_map"].values())
         except (OSError, ValueError, KeyError) as e:
             return f"{WEIGHT_INDEX} does not parse ({e})", None
         weights += [path / s for s in sorted(shards)]
