@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,8 +24,10 @@ from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 AUTO = "auto"
-GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the seed's model; the Chart-RVR training set from the hub
+GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the original Chart-RVR scripts' model and training set (hub)
 CPU_DEFAULTS = ("tiny-warm", "synthetic")  # the embedded default: nothing to download, a base that sometimes answers
 GPU_TOKENS, CPU_TOKENS = 512, 64  # "auto" completion lengths
 AUTO_KEYS = ("vlm_name", "dataset_name", "max_completion_length", "max_new_tokens")
@@ -31,6 +35,7 @@ REQUIREMENTS_FILE = "requirements-colab.txt"
 PACKAGE = "chartrl-colab"
 # Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
 NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
+CUDA_ONLY = ("bitsandbytes",)  # 4-bit loading on a CUDA GPU; on some CPUs its import only warns
 PIP_TAIL = 20  # lines of pip's output shown when it fails
 KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                 "bitsandbytes", "ipywidgets", "papermill", "wandb")
@@ -58,7 +63,7 @@ def gpu_info() -> dict | None:
 
 
 def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None, echo=print) -> tuple[str, str]:
-    """``"auto"`` names -> the seed's model and data on a GPU, the embedded default without one (said so).
+    """``"auto"`` names -> the original Chart-RVR model and data on a GPU, the embedded default without one (said so).
 
     Names other than ``"auto"`` are kept: a user who names a model gets it.
     """
@@ -200,55 +205,181 @@ def requirements_file() -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------ install
+def cuda_runtime() -> bool:
+    """True on a machine whose torch sees a CUDA GPU (where bitsandbytes' 4-bit loading is used)."""
+    import torch
+
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
+    """The requirements ``path`` holds that pip may install here: never torch, torchvision or torchaudio (the
+    runtime's CUDA build stays), and the CUDA-only ones (:data:`CUDA_ONLY`) only when ``cuda``."""
+    skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
+    return [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()
+            if line.split("#", 1)[0].strip() and _name(line) not in skip]
+
+
+def pip_install_command(requirements: list[str], pins: list[str], folder: str | Path,
+                        python: str = sys.executable) -> list[str]:
+    """``python -m pip install -r REQS -c CONSTRAINTS`` for ``requirements`` with ``pins`` (``name==version``) held,
+    the two files written into ``folder``. The notebooks install with it and ``make colab-check`` resolves with it."""
+    reqs, constraints = Path(folder) / "requirements.txt", Path(folder) / "constraints.txt"
+    reqs.write_text("\n".join(requirements) + "\n")
+    constraints.write_text("\n".join(pins) + "\n")
+    return [python, "-m", "pip", "install", "-r", str(reqs), "-c", str(constraints)]
+
+
 def install_requirements(path: str | Path | None = None, force: bool = False, enabled: bool = True,
-                         echo=print) -> bool:
-    """In Colab, pip-install ``requirements-colab.txt`` around Colab's own torch; True when pip ran.
+                         cuda: bool | None = None) -> bool:
+    """In Colab, pip-install what ``requirements-colab.txt`` lists and this runtime lacks; True when pip ran.
 
     Outside Colab (or when everything is already there) nothing is installed. torch, torchvision and
     torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
-    pull a CPU wheel over Colab's CUDA build.
+    pull a CPU wheel over Colab's CUDA build; bitsandbytes is installed on a CUDA runtime only. pip's report of
+    installed packages whose declared requirements the install broke is shown as warnings. When the install
+    changed a distribution whose modules this kernel has already imported, :class:`RestartRequired` stops the
+    notebook naming those (the kernel would go on with the old code).
     """
     from chartrl_colab.runs.storage import in_colab
 
     if not enabled:
-        echo("install=False: nothing installed.")
+        log.info("install=False: nothing installed.")
         return False
     if not (force or in_colab()):
-        echo("Not in Colab: using the installed packages (pip install -e . installs them).")
+        log.info("Not in Colab: using the installed packages (pip install -e . installs them).")
         return False
     path = Path(path) if path else requirements_file()
     if path is None or not Path(path).is_file():
         raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
                           "and run from it")
-    lines = [line for line in Path(path).read_text().splitlines()
-             if line.split("#", 1)[0].strip() and _name(line) not in NEVER_INSTALL]
-    if not requirement_problems(lines):
-        echo(f"✓ Everything in {Path(path).name} is installed.")
+    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda)
+    missing = requirement_problems(lines)
+    if not missing:
+        log.info(f"✓ Everything in {Path(path).name} is installed.")
         return False
     pins = [f"{name}=={version}" for name, version in versions(NEVER_INSTALL).items()
             if name != "python" and version is not None]
     before = installed_versions()
+    log.info(f"Installing what {Path(path).name} lists and this runtime lacks ({len(missing)}), keeping "
+             f"{', '.join(pins) or 'no torch'} ...")
     with tempfile.TemporaryDirectory() as tmp:
-        reqs, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
-        reqs.write_text("\n".join(lines) + "\n")
-        constraints.write_text("\n".join(pins) + "\n")
-        echo(f"Installing {Path(path).name} (keeping {', '.join(pins) or 'no torch'}) ...")
-        # Captured, not streamed: pip's progress would fill the cell, but on failure its reason is shown.
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
-                              capture_output=True, text=True)
+        # Captured, not streamed: pip's progress would fill the cell; its reasons and conflicts are shown.
+        proc = subprocess.run(pip_install_command(lines, pins, tmp) + ["-q"], capture_output=True, text=True)
+    output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
     if proc.returncode != 0:
-        output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()  # pip's reason: stderr
-        tail = "\n".join([line for line in output if line.strip()][-PIP_TAIL:])
-        echo(tail)
+        print("\n".join([line for line in output if line.strip()][-PIP_TAIL:]))
         raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
                            "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
+    conflicts = pip_conflicts(output)
+    for line in conflicts:
+        log.warning(line)
     changed = changed_versions(before, installed_versions())
-    if changed:
-        # Only a package already installed in another version can be stale in this kernel.
-        echo("Restart the runtime (Runtime > Restart session), then run all again: " +
-             ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()) + " changed.")
-    echo("✓ Installed.")
+    stale = imported_distributions(changed)
+    if stale:
+        raise RestartRequired("restart the runtime (Runtime > Restart session), then Run all again: this kernel had "
+                              "already imported " + ", ".join(f"{name} {changed[name][0]} (now {changed[name][1]})"
+                                                              for name in stale))
+    log.info("✓ Installed" + (", but pip reports the conflicts above with packages this runtime had."
+                               if conflicts else "."))
     return True
+
+
+class RestartRequired(ConfigError):
+    """The install replaced code this kernel has already imported: restart, then Run all again (one line)."""
+
+
+def pip_conflicts(output: list[str]) -> list[str]:
+    """pip's report of installed packages whose declared requirements an install broke (pip exits 0 with it).
+
+    >>> pip_conflicts(["ok", "ERROR: pip's dependency resolver does not currently take into account all the "
+    ...                "packages that are installed. This behaviour is the source of the following dependency "
+    ...                "conflicts.", "gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 "
+    ...                "which is incompatible.", "Successfully installed x"])[1:]
+    ['gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 which is incompatible.']
+    """
+    start = next((i for i, line in enumerate(output) if "pip's dependency resolver" in line), None)
+    if start is None:
+        return []
+    rest = [line for line in output[start + 1:] if " requires " in line or "has requirement" in line]
+    return ["pip: " + output[start].removeprefix("ERROR: ").split(". ")[0] + ":", *rest]
+
+
+def imported_distributions(changed) -> list[str]:
+    """The distributions among ``changed`` (normalised names) of which this process has imported a module.
+
+    >>> imported_distributions({"pip": ("1", "2"), "no-such-dist": ("1", "2")}) == (["pip"] if "pip" in sys.modules
+    ...                                                                               else [])
+    True
+    """
+    if not changed:
+        return []
+    modules = importlib.metadata.packages_distributions()  # top-level module -> distributions providing it
+    imported = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    return [name for name in changed if _canonical(name) in imported]
+
+
+def require_installed(path: str | Path | None = None, cuda: bool | None = None) -> None:
+    """Stop with one line naming the fix when a package the notebooks import is not installed (an install that was
+    skipped, or a kernel from another environment): better than ``ModuleNotFoundError: trl`` cells later."""
+    path = Path(path) if path else requirements_file()
+    from packaging.requirements import Requirement
+
+    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
+    reqs = [Requirement(line) for line in lines]
+    missing = [r.name for r in reqs if (r.marker is None or r.marker.evaluate({"extra": ""})) and not _installed(r.name)]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not installed in this kernel's Python ({sys.executable}): in Colab "
+                          "set install = True (00_setup) and run the setup cell again; elsewhere pip install -e . "
+                          "from the clone with that Python")
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def package_root() -> Path:
+    """The folder the package is imported from (a clone's root when run from one)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def share_with_children() -> None:
+    """Make processes this kernel starts (``accelerate launch``, ``python -m chartrl_colab.train``) import the
+    package from where this kernel does: a clone only put on ``sys.path`` is added to ``PYTHONPATH``."""
+    root = str(package_root())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if (package_root() / "pyproject.toml").is_file() and root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+
+
+def repo_file(path: str | Path) -> str:
+    """A file named relative to the repository (``deepspeed_zero3.yaml``) as an absolute path: from the current
+    folder when it is there, else from the clone the package runs from; ``""`` stays ``""``.
+
+    >>> repo_file("deepspeed_zero3.yaml") == str(package_root() / "deepspeed_zero3.yaml"), repo_file("")
+    (True, '')
+    """
+    if not path:
+        return ""
+    for candidate in (Path(path), package_root() / path):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise ConfigError(f"{str(path)!r} not found in {Path.cwd()} nor in {package_root()}")
+
+
+def setup(install: bool = True) -> None:
+    """What every notebook's setup cell does: log lines in the cell, children that import the package, in Colab
+    the install of what is missing, then one line naming the fix if a needed package is still missing."""
+    from chartrl_colab.messages import configure_logging
+
+    configure_logging()
+    share_with_children()
+    install_requirements(enabled=install)
+    require_installed()
 
 
 def installed_versions() -> dict[str, str]:
@@ -355,16 +486,20 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
     return drive_mounted() or (interactive_front_end() if interactive is None else interactive)
 
 
-def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=print) -> Path:
+def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=None) -> Path:
     """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
 
     Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
-    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over.
+    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over. An
+    explicit ``mount_drive="yes"`` that cannot mount (outside Colab, a refused or timed-out mount) is a
+    ConfigError that stops the notebook: runs never silently land where they would be lost.
     """
     from chartrl_colab.runs import storage
 
+    echo = echo or log.info
     if should_mount(mount_drive):
-        storage.mount_drive()
+        explicit = mount_drive is True or str(mount_drive).strip().lower() in ("yes", "true")
+        _mount_or_stop() if explicit else storage.mount_drive()
     root = Path(output_root) if output_root else storage.default_output_root()
     root.mkdir(parents=True, exist_ok=True)
     on_drive = storage.drive_mounted() and storage.on_drive(root)
@@ -374,3 +509,24 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, e
              if storage.in_colab() else "on this machine")
     echo(f"Runs will be stored in {root.absolute()} ({where}).")
     return root
+
+
+def _mount_or_stop() -> None:
+    from chartrl_colab.runs import storage
+
+    if storage.drive_mounted():
+        return
+    if not storage.in_colab():
+        raise ConfigError("mount_drive='yes' but this is not Google Colab, where Drive mounts; set mount_drive='no' "
+                          "or 'auto' (and output_root to a folder here)")
+    try:
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(storage.DRIVE_MOUNT))
+    except Exception as err:  # noqa: BLE001 - a refused authorisation, a timeout (Colab raises ValueError/TimeoutError)
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"mount_drive='yes' but Google Drive did not mount ({reason}); run this cell again, or set "
+                          "mount_drive='no' to keep runs on this runtime (lost when it disconnects)") from None
+    if not storage.drive_mounted():
+        raise ConfigError(f"mount_drive='yes' but Google Drive is not at {storage.DRIVE_MOUNT} after mounting; run "
+                          "this cell again, or set mount_drive='no'")
