@@ -107,8 +107,11 @@ def test_model_and_data_choices_are_every_name_the_package_knows():
 
 def test_train_settings_are_colab_form_fields():
     """In Colab the parameters cell is the form: Run all trains what its fields show."""
+    from chartrl_colab.config import PRECISIONS
+
     fields = _choices(_read("02_train.ipynb"))
     assert ast.literal_eval(fields["mode"]) == list(MODES)
+    assert ast.literal_eval(fields["precision"]) == list(PRECISIONS)
     for slider in ("reward_threshold", "lambda_psr"):
         assert fields[slider].startswith('{type:"slider"'), slider
     for name in ("subset_size", "seed", "max_steps", "num_generations", "batch_size", "num_epochs", "mount_drive",
@@ -323,12 +326,12 @@ TINY_TRAIN = dict(vlm_name="tiny", dataset_name="synthetic", subset_size=4, num_
                   max_steps=2, save_steps=2, logging_steps=1, max_completion_length=8)
 
 
-def _execute(name, tmp_path, **parameters) -> dict:
-    """Run a notebook headless; return its result JSON (written under output_root)."""
+def _execute(name, tmp_path, source=None, **parameters) -> dict:
+    """Run a notebook (``source``: an edited copy) headless; return its result JSON (written under output_root)."""
     import papermill
 
     out = tmp_path / f"executed-{name}"
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(tmp_path),
+    papermill.execute_notebook(str(source or NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(tmp_path),
                                kernel_name="python3", progress_bar=False)
     executed = nbformat.read(str(out), as_version=4)
     assert not any(o.output_type == "error" for c in _code(executed) for o in c.outputs)
@@ -396,10 +399,19 @@ def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
     assert {"epsilon", "lora_r"}.isdisjoint(_parameters(_read("02_train.ipynb")))
     params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path), epsilon=0.3,
                   lora_r=4)
-    first = _execute("02_train.ipynb", tmp_path, **params)
+    # Run all on the form as a Colab user left it: mode, lambda_psr and seed set in its fields (the parameters
+    # cell itself), the rest given as papermill parameters.
+    nb = _read("02_train.ipynb")
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for name, value in (("mode", '"w-reinforce"'), ("lambda_psr", "0.3"), ("seed", "4")):
+        cell.source, count = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value}  ", cell.source, flags=re.M)
+        assert count == 1 and "@param" in next(line for line in cell.source.splitlines() if line.startswith(name))
+    nbformat.write(nb, str(tmp_path / "form.ipynb"))
+    injected = {k: v for k, v in params.items() if k not in ("mode", "lambda_psr", "seed")}
+    first = _execute("02_train.ipynb", tmp_path, source=tmp_path / "form.ipynb", **injected)
     run_dir = tmp_path / "w-reinforce-tiny-synthetic-4-4"
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
-    assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
+    assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # the form's values
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
     from chartrl_colab.runs.storage import read_run_json
 
