@@ -4,7 +4,7 @@ Colab publishes what its runtimes have installed (the public repository googleco
 ``pip-freeze.gpu.txt``). This builds a virtual environment of the same Python minor with Colab's pip and one
 metadata stub per listed distribution (name and version, and the declared requirements where this machine
 holds that release's wheel), then asks that pip to resolve ``requirements-colab.txt`` with the very command
-the setup cell runs (:func:`chartrl_colab.colab.environment.pip_install_command`: torch, torchvision and
+the setup cell runs (:func:`chartrl_colab.colab.packages.pip_install_command`: torch, torchvision and
 torchaudio held at Colab's builds, bitsandbytes included as on a GPU runtime) as a dry run, and prints what
 would change. This machine's pip configuration (extra indexes, a torch cap) is ignored
 (``PIP_CONFIG_FILE=/dev/null``, no ``PIP_*`` variables): pip resolves against the package index it reaches by
@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chartrl_colab.colab import environment  # noqa: E402
+from chartrl_colab.colab import packages  # noqa: E402
 
 KEEP = ("torch", "torchvision", "torchaudio", "ipywidgets", "ipykernel", "widgetsnbextension")
 WHEEL_DIRS = ("/opt/pypi/files", "/opt/pypi-more/files", "/opt/wheels")  # local wheels to read requirements from
@@ -145,7 +145,7 @@ def find_python(minor: str) -> str | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--freeze", default=str(ROOT.parent / "shared/colab/pip-freeze.gpu.txt"))
-    parser.add_argument("--requirements", default=str(ROOT / environment.REQUIREMENTS_FILE))
+    parser.add_argument("--requirements", default=str(ROOT / packages.REQUIREMENTS_FILE))
     parser.add_argument("--python", default=os.environ.get("COLAB_PYTHON", ""),
                         help="a Python of Colab's minor version (default: python3.13 on PATH or under ~/.pyenv)")
     parser.add_argument("--venv", default=str(ROOT / "build" / "colab-check"))
@@ -165,11 +165,11 @@ def main(argv=None) -> int:
     minor = subprocess.run([str(py), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], check=True,
                            capture_output=True, text=True).stdout.strip()
 
-    lines = environment.requirement_lines(args.requirements, cuda=True)  # Colab's GPU runtime
-    pins = [f"{freeze[n][0]}=={freeze[n][1]}" for n in environment.NEVER_INSTALL if n in freeze]
+    lines = packages.requirement_lines(args.requirements, cuda=True)  # Colab's GPU runtime
+    pins = [f"{freeze[n][0]}=={freeze[n][1]}" for n in packages.NEVER_INSTALL if n in freeze]
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
-        cmd = environment.pip_install_command(lines, pins, tmp, python=str(py))
+        cmd = packages.pip_install_command(lines, pins, tmp, python=str(py))
         cmd += ["--dry-run", "--quiet", "--report", str(report_path)]
         print(f"Resolving {Path(args.requirements).name} as Colab's pip {pip_version} would (Python {minor}, "
               f"{len(freeze)} distributions of {Path(args.freeze).name}; holding {', '.join(pins)}), against the "

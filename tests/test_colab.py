@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from chartrl_colab import restamp
-from chartrl_colab.colab import environment, pipelines
+from chartrl_colab.colab import environment, packages, pipelines
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs import storage
 
@@ -75,7 +75,7 @@ def test_restamp_refuses_what_is_not_a_github_repository(bad, tmp_path, capsys):
 
 def _run_bootstrap(repo: str, cwd: Path, monkeypatch, colab: bool = True) -> dict:
     """The setup cell as Colab (or another kernel) runs it: the package not importable yet, ``repo`` as REPO;
-    ``environment.setup`` only recorded."""
+    ``packages.setup`` only recorded."""
     source = re.sub(r'^REPO = "[^"]*"', f"REPO = {repo!r}", _bootstrap(nbformat.read(str(NOTEBOOKS[0]), 4)).source,
                     flags=re.M)
     real = importlib.util.find_spec
@@ -86,7 +86,7 @@ def _run_bootstrap(repo: str, cwd: Path, monkeypatch, colab: bool = True) -> dic
     else:
         monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     calls = []
-    monkeypatch.setattr(environment, "setup", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(packages, "setup", lambda *a, **k: calls.append(a))
     monkeypatch.chdir(cwd)
     namespace = {"install": True}
     exec(compile(source, "bootstrap", "exec"), namespace)
@@ -130,10 +130,10 @@ def test_a_kernel_without_the_package_says_so_and_clones_nothing(tmp_path, monke
 def test_skipping_the_install_names_the_fix_in_one_line(tmp_path, monkeypatch):
     reqs = tmp_path / "requirements-colab.txt"
     reqs.write_text("nbformat>=5\nno-such-package-chartrl>=1  # say, trl\nbitsandbytes>=0.50\n")
-    monkeypatch.setattr(environment, "requirements_file", lambda: reqs)
-    monkeypatch.setattr(environment, "cuda_runtime", lambda: False)
+    monkeypatch.setattr(packages, "requirements_file", lambda: reqs)
+    monkeypatch.setattr(packages, "cuda_runtime", lambda: False)
     with pytest.raises(ConfigError) as err:
-        environment.setup(install=False)
+        packages.setup(install=False)
     (line,) = err.value._render_traceback_()  # what the notebook shows: one line, no traceback
     assert line.startswith("error: no-such-package-chartrl not installed in this kernel's Python")
     assert "set install = True" in line and "pip install -e ." in line and "bitsandbytes" not in line
@@ -142,18 +142,18 @@ def test_skipping_the_install_names_the_fix_in_one_line(tmp_path, monkeypatch):
 def test_child_processes_import_the_package_from_the_clone(tmp_path, monkeypatch):
     """accelerate launch starts `python -m chartrl_colab.train` in a child: it must import this clone."""
     monkeypatch.delenv("PYTHONPATH", raising=False)
-    environment.share_with_children()
+    packages.share_with_children()
     child = subprocess.run([sys.executable, "-c", "import chartrl_colab; print(chartrl_colab.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True)
     assert Path(child.stdout.strip()).resolve() == ROOT / "chartrl_colab" / "__init__.py"
-    environment.share_with_children()  # once is enough: not added twice
-    assert environment.os.environ["PYTHONPATH"].split(environment.os.pathsep).count(str(ROOT)) == 1
+    packages.share_with_children()  # once is enough: not added twice
+    assert packages.os.environ["PYTHONPATH"].split(packages.os.pathsep).count(str(ROOT)) == 1
     # A relative accelerate config resolves in the clone, not in the notebook's folder (/content in Colab).
     monkeypatch.chdir(tmp_path)
-    assert environment.repo_file("deepspeed_zero3.yaml") == str(ROOT / "deepspeed_zero3.yaml")
-    assert environment.repo_file("") == ""
+    assert packages.repo_file("deepspeed_zero3.yaml") == str(ROOT / "deepspeed_zero3.yaml")
+    assert packages.repo_file("") == ""
     with pytest.raises(ConfigError, match="'nothing.yaml' not found"):
-        environment.repo_file("nothing.yaml")
+        packages.repo_file("nothing.yaml")
 
 
 # ------------------------------------------------------------------------------------ Drive by default
@@ -252,7 +252,7 @@ def test_run_all_in_colab_trains_what_the_form_fields_show(colab, tmp_path, monk
         params, count = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value}  ", params, flags=re.M)
         assert count == 1, name
     trained = []
-    monkeypatch.setattr(environment, "setup", lambda *a: None)  # the install itself is tested on its own
+    monkeypatch.setattr(packages, "setup", lambda *a: None)  # the install itself is tested on its own
     monkeypatch.setattr(pipelines, "train_run", lambda cfg, accelerate_config: trained.append(cfg) or {})
     namespace = {"In": []}
     for source in [params, *cells[1:5]]:  # parameters, setup, settings, form, train

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from chartrl_colab import restamp
-from chartrl_colab.colab import environment, pipelines
+from chartrl_colab.colab import environment, packages, pipelines
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_notebook_shape(name):
 
     setup = _code(nb)[1]  # the one setup cell, right after the parameters: collapsed in Colab
     assert setup.source.startswith("# @title ") and 'display-mode: "form"' in setup.source.splitlines()[0]
-    assert len(setup.source.splitlines()) <= 14 and "environment.setup(" in setup.source
+    assert len(setup.source.splitlines()) <= 14 and "packages.setup(" in setup.source
     for cell in _code(nb):
         assert cell.outputs == [] and cell.execution_count is None
         tree = ast.parse(cell.source)  # every code cell parses as plain Python (no magics)
@@ -162,8 +162,8 @@ def test_auto_falls_back_to_the_embedded_default_without_a_gpu(capsys):
 
 
 def test_install_does_nothing_outside_colab(monkeypatch):
-    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
-    assert environment.install_requirements() is False
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
+    assert packages.install_requirements() is False
 
 
 def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
@@ -177,8 +177,8 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
         calls.append((cmd, constraints, requirements))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(environment.subprocess, "run", fake_run)
-    assert environment.install_requirements(reqs, force=True, cuda=False) is True
+    monkeypatch.setattr(packages.subprocess, "run", fake_run)
+    assert packages.install_requirements(reqs, force=True, cuda=False) is True
     (cmd, constraints, requirements), = calls
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
     assert f"torch=={importlib.metadata.version('torch')}" in constraints  # pinned to the runtime's own build
@@ -194,11 +194,11 @@ def _requirements(tmp_path):
 
 def test_a_failed_pip_install_shows_pips_last_lines_and_one_error(tmp_path, monkeypatch, capsys):
     output = "\n".join(f"line {i}" for i in range(50))
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
         cmd, 1, output, "ERROR: Could not find a version that satisfies the requirement no-such-package-chartrl>=1"))
     with pytest.raises(RuntimeError, match="pip install -r requirements-colab.txt failed \\(exit 1\\)"):
-        environment.install_requirements(_requirements(tmp_path), force=True, cuda=False)
-    tail = capsys.readouterr().out.splitlines()[-environment.PIP_TAIL:]
+        packages.install_requirements(_requirements(tmp_path), force=True, cuda=False)
+    tail = capsys.readouterr().out.splitlines()[-packages.PIP_TAIL:]
     assert tail[-1].startswith("ERROR: Could not find a version")
     assert "line 49" in tail and "line 31" in tail and "line 30" not in tail  # the tail, not the whole log
 
@@ -211,9 +211,9 @@ CONFLICT = ["ERROR: pip's dependency resolver does not currently take into accou
 
 
 def test_pips_conflict_report_is_shown_though_pip_exits_0(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
         cmd, 0, "", "\n".join(CONFLICT) + "\n"))
-    assert environment.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
+    assert packages.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
     out, err = capsys.readouterr()
     assert "warning: pip: pip's dependency resolver does not currently take into account" in err
     assert f"warning: {CONFLICT[1]}" in err and f"warning: {CONFLICT[2]}" in err
@@ -225,38 +225,39 @@ def test_a_restart_is_asked_only_for_imported_distributions_and_stops_run_all(tm
     assert "pytest" in sys.modules and "no_such_package_chartrl" not in sys.modules
     states = iter([{"pytest": "8.0.0", "no-such-package-chartrl": "1", "numpy": "2.0"},
                    {"pytest": "8.1.0", "no-such-package-chartrl": "2", "numpy": "2.0", "new-one": "1"}])
-    monkeypatch.setattr(environment, "installed_versions", lambda: next(states))
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
-    with pytest.raises(environment.RestartRequired) as err:
-        environment.install_requirements(_requirements(tmp_path), force=True, cuda=False)
+    monkeypatch.setattr(packages, "installed_versions", lambda: next(states))
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
+    with pytest.raises(packages.RestartRequired) as err:
+        packages.install_requirements(_requirements(tmp_path), force=True, cuda=False)
     assert err.value._render_traceback_() == [
         "error: restart the runtime (Runtime > Restart session), then Run all again: this kernel had already imported "
         "pytest 8.0.0 (now 8.1.0)"]
 
     # Changed but never imported (the normal path once Colab's widgets are kept): no restart, the notebook goes on.
     states = iter([{"no-such-package-chartrl": "1"}, {"no-such-package-chartrl": "2", "new-one": "1"}])
-    assert environment.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
+    assert packages.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
     assert "✓ Installed." in capsys.readouterr().out
 
 
 def test_bitsandbytes_is_installed_on_cuda_runtimes_only(tmp_path, monkeypatch):
     reqs = tmp_path / "requirements-colab.txt"
     reqs.write_text("bitsandbytes>=0.50  # CUDA only\nno-such-package-chartrl>=1\n")
-    assert environment.requirement_lines(reqs, cuda=True) == ["bitsandbytes>=0.50", "no-such-package-chartrl>=1"]
-    assert environment.requirement_lines(reqs, cuda=False) == ["no-such-package-chartrl>=1"]
+    assert packages.requirement_lines(reqs, cuda=True) == ["bitsandbytes>=0.50", "no-such-package-chartrl>=1"]
+    assert packages.requirement_lines(reqs, cuda=False) == ["no-such-package-chartrl>=1"]
     sent = []
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: sent.append(
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: sent.append(
         Path(cmd[cmd.index("-r") + 1]).read_text()) or subprocess.CompletedProcess(cmd, 0, "", ""))
-    monkeypatch.setattr(environment, "cuda_runtime", lambda: False)  # a CPU runtime
-    environment.install_requirements(reqs, force=True)
+    monkeypatch.setattr(packages, "cuda_runtime", lambda: False)  # a CPU runtime
+    packages.install_requirements(reqs, force=True)
     assert sent == ["no-such-package-chartrl>=1\n"]
-    assert "bitsandbytes" in (ROOT / "requirements-colab.txt").read_text()  # still there for a GPU runtime
+    assert packages.requirements_file() == ROOT / "requirements-colab.txt"  # the clone's, which the cell installs
+    assert "bitsandbytes" in packages.requirements_file().read_text()  # still there for a GPU runtime
 
 
 def test_the_colab_requirements_keep_colabs_widgets_kernel_and_torch():
     from packaging.requirements import Requirement
 
-    lines = environment.requirement_lines(ROOT / "requirements-colab.txt", cuda=True)
+    lines = packages.requirement_lines(ROOT / "requirements-colab.txt", cuda=True)
     names = {Requirement(line).name.lower().replace("_", "-") for line in lines}
     assert names.isdisjoint({"torch", "torchvision", "torchaudio", "ipywidgets", "ipykernel"})
     hub = next(Requirement(line) for line in lines if line.startswith("huggingface_hub"))
@@ -277,8 +278,8 @@ def _pyproject_dependencies() -> list[str]:
 def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch):
     reqs = tmp_path / "requirements-colab.txt"
     reqs.write_text("pip\nnbformat>=5\n")
-    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran for nothing"))
-    assert environment.install_requirements(reqs, force=True, cuda=False) is False
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("pip ran for nothing"))
+    assert packages.install_requirements(reqs, force=True, cuda=False) is False
 
 
 def test_accelerate_command_rebuilds_the_config():
