@@ -76,7 +76,10 @@ def requirements_file() -> Path | None:
 # ------------------------------------------------------------------------------------------ install
 def cuda_runtime() -> bool:
     """True on a machine whose torch sees a CUDA GPU (where bitsandbytes' 4-bit loading is used)."""
-    import torch
+    try:
+        import torch
+    except ImportError:  # no torch at all: require_installed names it
+        return False
 
     return torch.version.cuda is not None and torch.cuda.is_available()
 
@@ -198,7 +201,8 @@ def require_installed(path: str | Path | None = None, cuda: bool | None = None) 
 
     lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
     reqs = [Requirement(line) for line in lines]
-    missing = [r.name for r in reqs if (r.marker is None or r.marker.evaluate({"extra": ""})) and not _installed(r.name)]
+    needed = [*NEVER_INSTALL[:2], *(r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""}))]
+    missing = [name for name in dict.fromkeys(needed) if not _installed(name)]  # torch: the runtime's own
     if missing:
         raise ConfigError(f"{', '.join(missing)} not installed in this kernel's Python ({sys.executable}): in Colab "
                           "set install = True (00_setup) and run the setup cell again; elsewhere pip install -e . "
