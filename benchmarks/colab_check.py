@@ -99,7 +99,7 @@ def build_venv(python: str, freeze: dict, requires: dict, where: Path, pip_versi
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     for canonical, (name, version) in freeze.items():
-        if canonical in ("pip", "setuptools", "wheel") and canonical == "pip":
+        if canonical == "pip":
             continue  # the real pip is there
         info = site / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir(exist_ok=True)

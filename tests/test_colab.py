@@ -331,3 +331,27 @@ def test_run_costs_take_what_training_recorded_and_work_out_the_rest(tmp_path, c
     (run_dir / "run.json").write_text(json.dumps({"config": {}}))  # a CPU run of an older version
     notebook.show_costs(pipelines.run_costs(run_dir))
     assert "Peak GPU memory: not recorded" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ make colab-check
+def _colab_check():
+    spec = importlib.util.spec_from_file_location("colab_check", ROOT / "benchmarks" / "colab_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_colab_check_reads_colabs_list_and_finds_a_broken_declared_requirement(tmp_path):
+    check = _colab_check()
+    freeze = tmp_path / "pip-freeze.gpu.txt"
+    freeze.write_text("# generated\ngradio==6.24.0\nhuggingface_hub==1.27.0\ntorch==2.11.0+cu128\n"
+                      "google-colab @ file:///colabtools/dist/google_colab-1.0.0.tar.gz\n"
+                      "kernel_gateway @ git+https://github.com/x/kernel_gateway@b134e99\n")
+    listed = check.read_freeze(freeze)
+    assert listed["huggingface-hub"] == ("huggingface_hub", "1.27.0") and listed["torch"][1] == "2.11.0+cu128"
+    assert listed["google-colab"][1] == "1.0.0" and listed["kernel-gateway"][1] == "0"
+    requires = {"gradio": ["huggingface-hub<2.0,>=0.33.5", "audioop-lts<1.0; python_version >= '3.13'"]}
+    final = {"gradio": "6.24.0", "huggingface-hub": "2.4.0", "audioop-lts": "0.2.1"}
+    assert check.broken(final, requires, "3.13") == [
+        "gradio 6.24.0 requires huggingface-hub<2.0,>=0.33.5, but huggingface-hub 2.4.0 would be installed"]
+    assert check.broken({**final, "huggingface-hub": "1.33.0"}, requires, "3.13") == []
