@@ -6,7 +6,7 @@ DEMO_FLAGS ?= --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 --
 	--num-generations 4 --batch-size 2 --max-steps 10 --max-completion-length 64 --logging-steps 1 \
 	--save-steps 5 --output-root runs
 
-.PHONY: setup demo train-demo eval-demo test restamp wheels gpu-check
+.PHONY: setup demo train-demo eval-demo test restamp wheels gpu-check colab-check
 setup: $(VENV)/.installed
 
 # torch/torchvision first and pinned: on this project's machines they come from the local disk; in Colab
@@ -76,3 +76,13 @@ wheels:
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# What the notebooks' install changes in Colab, without Colab: requirements-colab.txt resolved as Colab's pip
+# would (its version, Python 3.13, torch held at Colab's build) against a venv of metadata stubs of Colab's
+# published package list; prints what changes and which declared requirements it would break. This machine's
+# pip configuration is ignored, so pip resolves against the package index it reaches by default (as Colab's
+# does). A new list: copy pip-freeze.gpu.txt from googlecolab/backend-info and point COLAB_FREEZE at it.
+COLAB_FREEZE ?= ../shared/colab/pip-freeze.gpu.txt
+colab-check:
+	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/colab_check.py --freeze $(COLAB_FREEZE) \
+		$(if $(COLAB_PYTHON),--python $(COLAB_PYTHON))

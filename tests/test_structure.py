@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 # Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
 # notebook form renders, monitor and evaluate read files) without paying for torch.
 LIGHT = ("errors", "messages", "cli", "config", "restamp", "evaluate", "monitor", "rewards", "evaluation", "runs",
-         "models.device", "models.samplers", "data.hub", "colab.widgets")
+         "models.device", "models.samplers", "data.hub", "colab.widgets", "colab.packages")
 
 
 def _modules() -> list[str]:
