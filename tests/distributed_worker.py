@@ -39,7 +39,8 @@ def run(out_dir: str, mode: str, scenario: str = "plain") -> None:
             mask = out["completion_mask"] * out.get("tool_mask", torch.ones_like(out["completion_mask"]))
             self.records.append({"rank": self.accelerator.process_index, "local": len(inputs),
                                  "rewards": self._gathered_rewards.tolist(), "advantages": out["advantages"].tolist(),
-                                 "kept": (mask.sum(1) > 0).tolist(), "nonempty": (out["completion_mask"].sum(1) > 0).tolist(),
+                                 "kept": (mask.sum(1) > 0).tolist(),
+                                 "nonempty": (out["completion_mask"].sum(1) > 0).tolist(),
                                  "num_items": float(out["num_items_in_batch"]), "local_items": float(mask.sum())})
             return out
 

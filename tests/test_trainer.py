@@ -8,7 +8,6 @@ import trl.trainer.grpo_trainer as trl_grpo
 from trl import GRPOConfig
 
 from chartrl_colab.errors import ConfigError
-
 from chartrl_colab.models.loading import add_lora, load_model_and_processor
 from chartrl_colab.rewards.package import accuracy_reward, format_reward, table_reward
 from chartrl_colab.training.objectives import compute_advantages, grpo_advantages
@@ -73,7 +72,8 @@ class RecordingTrainer(ModeTrainer):
         return out
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, compute_entropy=False, **kwargs):
-        stand_in = getattr(self, "_defer_old_logps", False) and not compute_entropy  # ModeTrainer defers this one: no forward
+        # ModeTrainer defers this one (no forward)
+        stand_in = getattr(self, "_defer_old_logps", False) and not compute_entropy
         logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, input_ids, *args,
                                                                           compute_entropy=compute_entropy, **kwargs)
         if not stand_in:

@@ -72,7 +72,8 @@ def check_step_layout(args) -> None:
     >>> check_step_layout(NS(steps_per_generation=4, gradient_accumulation_steps=2))
     >>> check_step_layout(NS(steps_per_generation=1, gradient_accumulation_steps=2))
     Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: steps_per_generation=1 is not valid with gradient_accumulation_steps=2; it must be a multiple of it (2, 4, ...), so that no optimizer step spans two rollouts
+    chartrl_colab.errors.ConfigError: steps_per_generation=1 is not valid with gradient_accumulation_steps=2; it must \
+be a multiple of it (2, 4, ...), so that no optimizer step spans two rollouts
     """
     spg, gas = getattr(args, "steps_per_generation", None), getattr(args, "gradient_accumulation_steps", 1)
     if spg is not None and spg % gas != 0:
@@ -181,7 +182,8 @@ class ModeTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
 
     ``verifier`` is the index or name of the reward function that judges correctness (a sample is correct
-    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function. ``print_mode_lines`` prints one line per generation step.
+    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function.
+    ``print_mode_lines`` prints one line per generation step.
     """
 
     def __init__(
@@ -311,7 +313,7 @@ class ModeTrainer(GRPOTrainer):
             # A scalar: TRL's shuffle and split hand it unchanged to every slice of the generation batch.
             output["num_kept_completions"] = objective.keep.sum().to(output["advantages"])
         if self._deferred_forward is not None:
-            mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
+            mask = output["completion_mask"] * output.get("tool_mask", 1)
             output["old_per_token_logps"] = self._deferred_old_logps(mask)
         self._record(split, objective, rewards)
         return output
