@@ -87,7 +87,7 @@ def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit:
     from chartrl_colab.models import device
 
     gpu = device.detect() if gpu is _DETECT else gpu
-    cfg = device.resolve_run(cfg, gpu, echo=lambda *a: None)
+    cfg = device.resolve_run(cfg, gpu, quiet=True)
     vllm = {"use_vllm": True, "vllm_mode": "colocate",  # vLLM inside this process, sharing the GPU
             "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization} if cfg.use_vllm else {}
     return dict(

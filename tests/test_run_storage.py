@@ -123,7 +123,7 @@ def test_a_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
     cfg = RunConfig(mode="nsr", max_steps=2, save_steps=2, output_root=str(tmp_path), **SMALL)
     trainer = train(cfg)
     assert trainer.state.global_step == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "warning: wandb init failed (RuntimeError: wandb servers unreachable); continuing without wandb" in out
     assert (Path(cfg.run_dir) / "adapter_model.safetensors").exists()
 

@@ -51,6 +51,7 @@ import torch
 from chartrl_colab.config import INITS
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.models import device, tiny
+from chartrl_colab.rewards.similarity import hub_reachable
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from peft import PeftModel
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be chea
 
 __all__ = [
     "MODELS",
+    "EMBEDDED_MODELS",
     "LORA_TARGET_MODULES",
     "WeightsNotAvailableError",
     "add_lora",
@@ -73,6 +75,7 @@ MODELS: dict[str, str | None] = {
     "qwen2-5-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
 }
+EMBEDDED_MODELS = frozenset(name for name, hub_id in MODELS.items() if hub_id is None)
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 # LoRA goes on the language model only. A plain name list ("q_proj", "gate_proj", ...) would also hit the
@@ -348,7 +351,7 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
             model = AutoModelForImageTextToText.from_pretrained(hub_id, local_files_only=True, **kwargs)
         except OSError:
             # huggingface_hub retries a dead connection for minutes per file; fail fast when the hub is unreachable.
-            if not _hub_reachable():
+            if not hub_reachable():
                 raise OSError("the Hugging Face hub is not reachable") from None
             # The processor first: it is small, so a broken download fails before the weights.
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir)
@@ -360,23 +363,6 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
             "use --init random to build the same architecture with random weights"
         ) from exc
     return model, processor
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Cheap check (TCP connect to the hub endpoint) before a download that would otherwise retry for minutes."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _build_random_arch(config, *, name: str, dtype, seed: int):
