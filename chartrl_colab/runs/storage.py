@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import os
 import re
@@ -30,6 +31,8 @@ from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_re
     start_run_record,
     write_run_json,
 )
+
+log = logging.getLogger(__name__)
 
 ROOT_ENV = "CHARTRL_ROOT"
 COLAB_MARKER = Path("/var/colab/hostname")
@@ -77,14 +80,14 @@ def mount_drive(mount: str | Path | None = None, marker: str | Path | None = Non
     if drive_mounted(mount):
         return True
     if not in_colab(marker):
-        print("Not in Colab: Google Drive is not mounted; runs stay on this machine.")
+        log.info("Not in Colab: Google Drive is not mounted; runs stay on this machine.")
         return False
     try:
         from google.colab import drive  # type: ignore[import-not-found]
 
         drive.mount(str(mount))
     except Exception as err:  # noqa: BLE001 - any failure means "no Drive", which the caller handles
-        print(f"Could not mount Google Drive ({err}); runs stay on this machine.")
+        log.warning("could not mount Google Drive (%s); runs stay on this machine", err)
         return False
     return drive_mounted(mount)
 
