@@ -39,7 +39,9 @@ VLLM_CAPABILITY = (8, 0)
 # Under this much GPU memory (a T4's 15 GB, an L4's 22 GB) a 3B model with 8 rollouts of 512 tokens does not fit
 # in 16 bits, so "auto" loads it in 4 bits (QLoRA). An A100 40 GB trains it in bf16 with LoRA.
 SMALL_GPU_GB = 24.0
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Every spelling of a dtype the package accepts (the precisions first) -> torch's name for it.
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "bfloat16": "bfloat16", "float16": "float16",
+               "half": "float16", "float32": "float32", "float": "float32"}
 
 
 @dataclass(frozen=True)
@@ -86,15 +88,11 @@ def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     return requested
 
 
-def dtype_name(precision: str) -> str:
-    """The torch dtype name of a precision: ``"bf16"`` -> ``"bfloat16"``."""
-    return _DTYPES[precision]
-
-
-def torch_dtype(precision: str):
+def torch_dtype(name: str):
+    """The torch dtype of a precision or dtype name (:data:`DTYPE_NAMES`): ``"bf16"`` -> ``torch.bfloat16``."""
     import torch
 
-    return getattr(torch, dtype_name(precision))
+    return getattr(torch, DTYPE_NAMES[name])
 
 
 def trainer_flags(precision: str) -> dict:

@@ -95,18 +95,6 @@ class WeightsNotAvailableError(ConfigError, OSError):
 # Argument checking
 # --------------------------------------------------------------------------------------------------------------
 
-_DTYPE_ALIASES = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
-
-
 def _check_name(name: str) -> None:
     if name not in MODELS:
         raise ConfigError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
@@ -125,9 +113,9 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
         key = dtype.strip().lower().removeprefix("torch.")
         if key == "auto":
             return "auto"
-        if key in _DTYPE_ALIASES:
-            return _DTYPE_ALIASES[key]
-    valid = ", ".join(["auto", *_DTYPE_ALIASES])
+        if key in device.DTYPE_NAMES:
+            return device.torch_dtype(key)
+    valid = ", ".join(["auto", *device.DTYPE_NAMES])
     raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
 
 

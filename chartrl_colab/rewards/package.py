@@ -41,17 +41,22 @@ __all__ = [
     "LENGTH_TARGET_WORDS",
     "REWARD_FUNCS",
     "accuracy_reward",
+    "align_golds",
     "chart_type_reward",
     "completion_text",
     "format_reward",
+    "gold_list",
+    "last_user_text",
     "length_reward",
     "parse_answer",
     "parse_tag",
     "reasoning_reward",
     "reasoning_text",
     "relaxed_match",
+    "score_golds",
     "table_reward",
     "tag_count_reward",
+    "to_float",
 ]
 
 ANSWER_FORMAT = (
@@ -124,6 +129,15 @@ def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> 
     if thinking and "<think>" not in content:
         content = f"<think>{thinking}</think>{content}"
     return content
+
+
+def last_user_text(prompt: list[dict[str, Any]]) -> str:
+    """The text of a conversational prompt's last user message (its text parts joined); "" without one.
+
+    >>> last_user_text([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Max?"}]}])
+    'Max?'
+    """
+    return completion_text([m for m in prompt if m.get("role") == "user"])
 
 
 def parse_tag(text: str, tag: str) -> str | None:
@@ -218,14 +232,42 @@ def relaxed_match(pred: str, gold: str, tolerance: float = 0.05) -> bool:
     return _normalize_text(pred) == _normalize_text(gold)
 
 
-def _golds(values: Sequence[Any] | None, n: int) -> list[Any]:
-    """Align a gold column with the completions; a missing column means "not applicable" for every row."""
+def to_float(text: str, percent: bool = False) -> float | None:
+    """``float(text)``, else None; with ``percent`` a trailing ``%`` reads as a share of 100 (pix2struct's parse)."""
+    try:
+        return float(text.rstrip("%")) / 100.0 if percent and text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def align_golds(values: Sequence[Any] | None, n: int) -> list[Any]:
+    """A gold column aligned with ``n`` completions (no column: None, "not applicable", for every row).
+
+    Raises ValueError when the column's length is not ``n``.
+    """
     if values is None:
         return [None] * n
     values = list(values)
     if len(values) != n:
         raise ValueError(f"got {len(values)} gold values for {n} completions")
     return values
+
+
+def gold_list(gold: Any) -> list[str]:
+    """One gold or a list of acceptable golds, as strings, without the missing or blank ones."""
+    golds = gold if isinstance(gold, (list, tuple)) else [gold]
+    return [str(g) for g in golds if g is not None and str(g).strip()]
+
+
+def score_golds(completions: list[Any], golds: Sequence[Any] | None,
+                score: Callable[[str, Any], float | None]) -> list[float | None]:
+    """Per completion: None when its gold is missing or blank (TRL leaves it out), else ``score(text, gold)``.
+
+    >>> score_golds(["<answer>3</answer>", "x", "y"], ["3", " ", None], lambda text, gold: 1.0)
+    [1.0, None, None]
+    """
+    return [None if not gold_list(gold) else score(completion_text(completion), gold)
+            for completion, gold in zip(completions, align_golds(golds, len(completions)), strict=True)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -269,17 +311,11 @@ def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any
     >>> accuracy_reward(["<answer>3</answer>"], answer=[None])
     [None]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(answer, len(completions)), strict=True):
-        golds = gold if isinstance(gold, (list, tuple)) else [gold]
-        golds = [g for g in golds if g is not None and str(g).strip()]  # blank golds are missing data
-        if not golds:
-            rewards.append(None)
-            continue
-        pred = parse_answer(completion_text(completion))
-        correct = pred is not None and any(relaxed_match(pred, str(g)) for g in golds)
-        rewards.append(1.0 if correct else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = parse_answer(text)
+        return float(pred is not None and any(relaxed_match(pred, g) for g in gold_list(gold)))
+
+    return score_golds(completions, answer, score)
 
 
 def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -332,15 +368,11 @@ def chart_type_reward(
     ...                   chart_type=["bar", "bar", "bar", None])
     [1.0, 0.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(chart_type, len(completions)), strict=True):
-        if gold is None or not str(gold).strip():
-            rewards.append(None)
-            continue
-        pred = parse_tag(completion_text(completion), "type")
-        ok = pred is not None and _normalize_chart_type(pred) == _normalize_chart_type(str(gold))
-        rewards.append(1.0 if ok else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = parse_tag(text, "type")
+        return float(pred is not None and _normalize_chart_type(pred) == _normalize_chart_type(str(gold)))
+
+    return score_golds(completions, chart_type, score)
 
 
 def _load_table(raw: Any) -> dict[str, Any] | None:
@@ -442,16 +474,15 @@ def table_reward(
     ...               '<table>{"columns": ["label"</table>'], table=[gold, json.dumps(gold), gold])
     [1.0, 0.75, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion, gold_raw in zip(completions, _golds(table, len(completions)), strict=True):
-        gold = _load_table(gold_raw) if gold_raw is not None else None
+    def score(text: str, gold_raw: Any) -> float | None:
+        gold = _load_table(gold_raw)
         if gold is None:
-            rewards.append(None)
-            continue
-        content = parse_tag(completion_text(completion), "table")
+            return None
+        content = parse_tag(text, "table")
         pred = _load_table(content) if content is not None else None
-        rewards.append(0.0 if pred is None else _table_score(pred, gold))
-    return rewards
+        return 0.0 if pred is None else _table_score(pred, gold)
+
+    return score_golds(completions, table, score)
 
 
 def reasoning_reward(
@@ -475,7 +506,7 @@ def reasoning_reward(
 
     texts = [reasoning_text(completion_text(completion)) for completion in completions]
     return [None if score is None else min(1.0, max(0.0, score))
-            for score in gold_similarity(texts, _golds(reasoning, len(completions)))]
+            for score in gold_similarity(texts, align_golds(reasoning, len(completions)))]
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
