@@ -40,6 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from chartrl_colab.rewards.package import REWARD_FUNCS as PACKAGE_REWARDS
 from chartrl_colab.rewards.package import (
     align_golds,
     completion_text,
@@ -301,14 +302,8 @@ def reasoning_reward(
     return gold_similarity(texts, align_golds(reasoning, len(completions)))  # unclipped, as the original
 
 
+# The package preset's reward names and function names, each bound to this module's function of that name
+# (TRL logs ``rewards/<function name>/mean``, so runs of either preset plot side by side).
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
-    "format": format_reward,
-    "accuracy": accuracy_reward,
-    "length": length_reward,
-    "tags": tag_count_reward,
-    "chart_type": chart_type_reward,
-    "table": table_reward,
-    "reasoning": reasoning_reward,
+    name: globals()[func.__name__] for name, func in PACKAGE_REWARDS.items()
 }
-"""The preset's functions under the package's reward names, and function names (TRL logs
-``rewards/<function name>/mean``, so runs of either preset plot side by side)."""
