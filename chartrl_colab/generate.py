@@ -169,7 +169,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
             raise ConfigError(f"checkpoint {p} is incomplete ({problem}); pass its run directory to use the "
                               "newest complete checkpoint")
         return p.resolve(), p.parent.resolve()
-    ckpt = latest_checkpoint(p, warn=print)
+    ckpt = latest_checkpoint(p, warn=True)
     if ckpt is None:
         raise ConfigError(f"{p} holds no complete checkpoint-N folder; pass a run directory of chartrl_colab.train "
                           "or a checkpoint folder")

@@ -219,7 +219,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
     from chartrl_colab.training.trainer import ModeTrainer
 
     # Read again under the lock: another writer may have finished the run meanwhile.
-    record, checkpoint, done = resume_plan(requested, local_dir, warn=lambda *a: None)
+    record, checkpoint, done = resume_plan(requested, local_dir, warn=False)
     if done is not None:
         print(f"Run {cfg.run_dir} is {done}")
         return None
@@ -357,7 +357,7 @@ def _stopped(cfg: RunConfig, local_dir: str, why) -> BaseException:
     from chartrl_colab.errors import ConfigError
     from chartrl_colab.runs import storage
 
-    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=lambda *a: None)
+    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=False)
     then = (f"rerun to resume from {newest.name}" if newest is not None
             else "no checkpoint was saved yet: rerun to start again")
     if isinstance(why, int):

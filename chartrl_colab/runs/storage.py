@@ -231,39 +231,36 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def latest_checkpoint(run_dir: str | Path, warn=None) -> Path | None:
-    """The newest complete checkpoint in a run directory, or None.
-
-    Newer checkpoints that are incomplete are skipped; ``warn`` (e.g. ``print``) is called once for each,
-    naming it and saying why.
-    """
+def latest_checkpoint(run_dir: str | Path, warn: bool = False) -> Path | None:
+    """The newest complete checkpoint in a run directory, or None; with ``warn``, one warning per newer
+    incomplete one skipped, naming it and saying why."""
     found = latest_checkpoint_state(run_dir, warn)
     return found[0] if found else None
 
 
-def latest_checkpoint_state(run_dir: str | Path, warn=None) -> tuple[Path, dict] | None:
+def latest_checkpoint_state(run_dir: str | Path, warn: bool = False) -> tuple[Path, dict] | None:
     """Like :func:`latest_checkpoint`, with that checkpoint's parsed ``trainer_state.json``."""
     for ckpt in reversed(list_checkpoints(run_dir)):
         problem, state = inspect_checkpoint(ckpt)
         if problem is None:
             return ckpt, state
-        if warn is not None:
-            warn(f"warning: skipping incomplete checkpoint {ckpt}: {problem}")
+        if warn:
+            log.warning("skipping incomplete checkpoint %s: %s", ckpt, problem)
     return None
 
 
-def remove_incomplete(run_dir: str | Path, newer_than: int, warn=print) -> None:
+def remove_incomplete(run_dir: str | Path, newer_than: int) -> None:
     """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (left by a run killed mid-save).
 
     The resumed run will save those steps again; left in place, transformers' rotation would count them.
     """
     for ckpt in list_checkpoints(run_dir):
         if checkpoint_step(ckpt) > newer_than and (problem := checkpoint_problem(ckpt)) is not None:
-            warn(f"warning: removing incomplete checkpoint {ckpt} ({problem})")
+            log.warning("removing incomplete checkpoint %s (%s)", ckpt, problem)
             shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def clear_run(run_dir: str | Path, *more_dirs, warn=print) -> None:
+def clear_run(run_dir: str | Path, *more_dirs) -> None:
     """Start a run directory over (``--resume never``): delete its checkpoints, final model and logs, saying so.
 
     Left in place, an older run's checkpoints would be taken by the next ``--resume auto`` for this run's.
@@ -275,18 +272,15 @@ def clear_run(run_dir: str | Path, *more_dirs, warn=print) -> None:
                d / "logs"]
         old = [p for p in old if p.exists()]
         if old:
-            warn(f"--resume never: deleting the earlier run in {d}: {', '.join(p.name for p in old)}")
+            log.info("--resume never: deleting the earlier run in %s: %s", d, ", ".join(p.name for p in old))
         for p in old:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def find_resume_checkpoint(resume: str, run_dirs, warn=print) -> Path | None:
-    """The checkpoint a run continues from.
-
-    ``resume`` is ``"auto"`` (the newest complete checkpoint among ``run_dirs``, e.g. the Drive run dir and
-    its local staging folder; None if there is none), ``"never"`` (None), or the path of a checkpoint, which
-    must be complete.
-    """
+def find_resume_checkpoint(resume: str, run_dirs, warn: bool = True) -> Path | None:
+    """The checkpoint a run continues from: for ``"auto"`` the newest complete one among ``run_dirs`` (the
+    Drive run dir and its local staging folder; ``warn``: say which incomplete ones are skipped), None for
+    ``"never"`` or none found, else ``resume`` as a path, which must be complete (else ConfigError)."""
     if resume == "never":
         return None
     if resume != "auto":
@@ -335,7 +329,7 @@ def _copy_files(src: Path, dest: Path, copy) -> None:
 
 
 def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
-                    retries: int = 3, wait: float = 2.0, warn=print) -> Path | None:
+                    retries: int = 3, wait: float = 2.0) -> Path | None:
     """Copy a complete local checkpoint into ``dest_run_dir``, safely; returns the copy, or None on failure.
 
     The files go into ``.partial-checkpoint-N`` and the folder is renamed to ``checkpoint-N`` only once
@@ -365,7 +359,7 @@ def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None,
             partial.rename(final)
             break
         except OSError as err:
-            warn(f"warning: copying {src} to {dest_run_dir} failed (attempt {attempt}/{retries}): {err}")
+            log.warning("copying %s to %s failed (attempt %d/%d): %s", src, dest_run_dir, attempt, retries, err)
             if attempt == retries:
                 return None
             time.sleep(wait * attempt)
@@ -375,7 +369,7 @@ def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None,
     return final
 
 
-def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile, warn=print) -> None:
+def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile) -> None:
     """Copy the files (and listed folders) of ``src`` into ``dest``, skipping unchanged ones; never raises.
 
     For what is not a checkpoint: TensorBoard events, the final adapter, wandb's offline files.
@@ -395,7 +389,7 @@ def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copy
             target.parent.mkdir(parents=True, exist_ok=True)
             copy(f, target)
     except OSError as err:
-        warn(f"warning: copying {src} to {dest} failed: {err}; will try again at the next checkpoint")
+        log.warning("copying %s to %s failed: %s; will try again at the next checkpoint", src, dest, err)
 
 
 # ------------------------------------------------------------------------------------------- helpers
