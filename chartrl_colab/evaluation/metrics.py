@@ -19,8 +19,6 @@ from typing import Any
 
 from chartrl_colab.rewards.package import to_float
 
-__all__ = ["METRIC_NAME", "evochart_correct", "relaxed_accuracy", "relaxed_correctness"]
-
 METRIC_NAME = "relaxed_correctness (pix2struct)"
 """How tables and plots name the reference metric."""
 

@@ -57,17 +57,6 @@ if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be chea
     from peft import PeftModel
     from transformers import PretrainedConfig, PreTrainedModel, ProcessorMixin
 
-__all__ = [
-    "MODELS",
-    "EMBEDDED_MODELS",
-    "LORA_TARGET_MODULES",
-    "WeightsNotAvailableError",
-    "add_lora",
-    "count_parameters",
-    "load_model_and_processor",
-    "load_shipped_config",
-]
-
 MODELS: dict[str, str | None] = {
     "tiny": None,  # embedded: built in code, never downloaded
     "tiny-warm": None,  # embedded: the tiny model after a short warm-up, built in code

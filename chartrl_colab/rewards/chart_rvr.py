@@ -51,20 +51,6 @@ from chartrl_colab.rewards.package import (
     to_float,
 )
 
-__all__ = [
-    "CHART_RVR_EXAMPLE",
-    "CHART_RVR_PROMPT",
-    "CHART_TYPES",
-    "REWARD_FUNCS",
-    "accuracy_reward",
-    "chart_type_reward",
-    "format_reward",
-    "length_reward",
-    "reasoning_reward",
-    "table_reward",
-    "tag_count_reward",
-]
-
 CHART_TYPES = ("line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area", "stacked area", "bubble",
                "treemap")
 

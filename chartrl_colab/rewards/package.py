@@ -36,29 +36,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = [
-    "ANSWER_FORMAT",
-    "LENGTH_TARGET_WORDS",
-    "REWARD_FUNCS",
-    "accuracy_reward",
-    "align_golds",
-    "chart_type_reward",
-    "completion_text",
-    "format_reward",
-    "gold_list",
-    "last_user_text",
-    "length_reward",
-    "parse_answer",
-    "parse_tag",
-    "reasoning_reward",
-    "reasoning_text",
-    "relaxed_match",
-    "score_golds",
-    "table_reward",
-    "tag_count_reward",
-    "to_float",
-]
-
 ANSWER_FORMAT = (
     "Answer in exactly this format: first think inside <think> </think>. The think block starts with the "
     "chart type inside <type> </type> (for example bar, line or pie), then the chart's data as JSON inside "
