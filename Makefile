@@ -57,7 +57,7 @@ restamp:
 	@test -n "$(REPO)" || (echo "usage: make restamp REPO=OWNER/REPO" && exit 2)
 	$(if $(wildcard $(PY)),$(PY),python3) -m chartrl_colab.restamp $(REPO)
 
-# GPU figures (issue 13): on a GPU machine with no internet and only torch, transformers, peft and accelerate,
+# GPU figures: on a GPU machine with no internet and only torch, transformers, peft and accelerate,
 # `make gpu-check` installs wheels/ (beside its own packages) and measures Qwen2.5-VL-3B (random weights) in
 # bf16 LoRA, 4-bit QLoRA and fp16 LoRA. `make wheels` fills wheels/ here first, from the package index, with
 # what such a machine lacks or has in another version: the pinned trl, transformers, peft, datasets (and its

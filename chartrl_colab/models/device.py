@@ -70,9 +70,9 @@ def detect() -> Gpu | None:
 def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     """``"bf16"`` at compute capability >= 8.0, ``"fp16"`` below, ``"fp32"`` on a CPU; a requested one is checked.
 
-    >>> precision_for(Gpu("T4", (7, 5), 15.0), "bf16")
+    >>> precision_for(Gpu("T4", (7, 5), 15.0), "bf16")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: precision='bf16' needs a GPU of compute capability >= 8.0 (this one: T4 (15 GiB, compute capability 7.5)); use precision='fp16' or 'auto'
+    chartrl_colab.errors.ConfigError: precision='bf16' needs a GPU of compute capability >= 8.0 (this one: T4 ...)...
     """
     if requested not in PRECISIONS:
         raise ConfigError(f"precision={requested!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
@@ -167,7 +167,8 @@ def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
             notes.append(f"bitsandbytes is not installed, so the model loads in {precision} (4-bit on this "
                          f"{gpu.memory_gb:g} GiB GPU needs: pip install bitsandbytes)")
         elif load_in_4bit:
-            notes.append(f"load_in_4bit=auto: 4-bit QLoRA on this {gpu.memory_gb:g} GiB GPU (under {SMALL_GPU_GB:g} GiB)")
+            notes.append(f"load_in_4bit=auto: 4-bit QLoRA on this {gpu.memory_gb:g} GiB GPU "
+                         f"(under {SMALL_GPU_GB:g} GiB)")
     if load_in_4bit is True and gpu is None:  # said before the data set and model load, not after
         raise ConfigError("load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
                           "use load_in_4bit='auto' or False, or run on a GPU")
@@ -178,7 +179,8 @@ def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
         problem = ("no CUDA GPU" if gpu is None else "the GPU's compute capability is below 8.0"
                    if tuple(gpu.capability) < VLLM_CAPABILITY else "the vllm package is not installed"
                    if not vllm_importable() else "the model is loaded in 4 bits" if load_in_4bit
-                   else "vLLM loads the model by its hub name (not an embedded model or init='random')" if not hub_model else None)
+                   else "vLLM loads the model by its hub name (not an embedded model or init='random')"
+                   if not hub_model else None)
         if problem:
             raise ConfigError(f"use_vllm=True cannot run here: {problem}; use use_vllm='auto' or False")
     for note in [] if quiet else notes:

@@ -113,7 +113,8 @@ _COUNT_PATTERNS = ("<type>", "</type>", "<think>", "</think>", "<answer>", "</an
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
-    """2.0 when the completion is exactly ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>``.
+    """2.0 when the completion is exactly
+    ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>``.
 
     Only blanks may follow ``</answer>``; no block may hold a second ``</think>`` or ``</answer>``.
 
