@@ -35,8 +35,6 @@ FIGURES = (
     ("entropy", "Token entropy of the completions", "entropy (nats)", ("entropy",)),
 )
 
-log = logging.getLogger(__name__)
-
 
 # ------------------------------------------------------------------------------------------- numbers
 def _is_number(value) -> bool:

