@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from chartrl_colab.rewards import completions, similarity
 from chartrl_colab.rewards import package as rewards
-from chartrl_colab.rewards import similarity
 from chartrl_colab.rewards.package import (
     ANSWER_FORMAT,
     REWARD_FUNCS,
@@ -43,9 +43,9 @@ def acc(pred: str, gold) -> float | None:
 
 
 def test_doctests_pass():
-    result = doctest.testmod(rewards)
-    assert result.attempted > 20
-    assert result.failed == 0
+    results = [doctest.testmod(rewards), doctest.testmod(completions)]  # the preset and its parsing helpers
+    assert sum(r.attempted for r in results) > 20
+    assert sum(r.failed for r in results) == 0
 
 
 def test_answer_format_mentions_every_tag():

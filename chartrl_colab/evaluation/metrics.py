@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from chartrl_colab.rewards.package import to_float
+from chartrl_colab.rewards.completions import to_float
 
 METRIC_NAME = "relaxed_correctness (pix2struct)"
 """How tables and plots name the reference metric."""

@@ -40,8 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab.rewards.package import REWARD_FUNCS as PACKAGE_REWARDS
-from chartrl_colab.rewards.package import (
+from chartrl_colab.rewards.completions import (
     align_golds,
     completion_text,
     gold_list,
@@ -50,6 +49,7 @@ from chartrl_colab.rewards.package import (
     score_golds,
     to_float,
 )
+from chartrl_colab.rewards.package import REWARD_FUNCS as PACKAGE_REWARDS
 
 CHART_TYPES = ("line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area", "stacked area", "bubble",
                "treemap")
@@ -185,9 +185,8 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     return rewards
 
 
-def chart_type_reward(
-    completions: list[Any], chart_type: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
+                      **kwargs: Any) -> list[float | None]:
     """1.0 when the ``<type>`` text equals the gold type, ignoring case, else 0.0.
 
     >>> chart_type_reward(["<type>Bar</type>", "<type>bar chart</type>", "bar", "<type>pie</type>"],
@@ -269,9 +268,8 @@ def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **k
     return score_golds(completions, table, score)
 
 
-def reasoning_reward(
-    completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | None = None,
+                     **kwargs: Any) -> list[float | None]:
     """Raw cosine similarity (-1..1, all-MiniLM-L6-v2) of the ``<think>`` text after ``</table>`` to the gold
     rationale. No ``<think>`` block, no ``</table>`` in it or nothing after it: 0.0 (and nothing embedded).
 

@@ -9,7 +9,8 @@ Each reward is a TRL reward function ``f(completions, **gold_columns) -> list[fl
 strings or conversational lists, and a ``None`` reward means "not applicable" (a missing gold: TRL leaves it out
 of the weighted sum). Scales: format 0 or 2; accuracy 0 or 1 (ChartQA-relaxed, 5%); length, tags, chart_type,
 table and reasoning in [0, 1]. The original's own scales and layout are the ``chart-rvr`` preset
-(:mod:`.chart_rvr`). Pure (stdlib); the reasoning reward's similarity model loads on first use (:mod:`.similarity`).
+(:mod:`.chart_rvr`); both read completions and golds with :mod:`.completions`. Pure (stdlib); the reasoning
+reward's similarity model loads on first use (:mod:`.similarity`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from chartrl_colab.rewards.completions import (
+    align_golds,
+    completion_text,
+    gold_list,
+    parse_answer,
+    parse_tag,
+    score_golds,
+)
 
 ANSWER_FORMAT = (
     "Answer in exactly this format: first think inside <think> </think>. The think block starts with the "
@@ -55,69 +66,6 @@ _NUMBER_RE = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
-
-
-def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> str:
-    """Return the text of a string or conversational completion.
-
-    Conversational completions keep the text of the last message. When TRL parses the response with a
-    chat-template schema (Qwen3-style models), the ``<think>`` block is moved to ``reasoning_content`` (or
-    ``thinking``); it is put back in front so every reward sees the raw layout.
-
-    >>> completion_text("<answer>4</answer>")
-    '<answer>4</answer>'
-    >>> completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
-    '<answer>4</answer>'
-    >>> completion_text([{"role": "assistant", "reasoning_content": "r", "content": "<answer>4</answer>"}])
-    '<think>r</think><answer>4</answer>'
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        if not completion:
-            return ""
-        completion = completion[-1]
-    message = completion
-    content = message.get("content") or ""
-    if isinstance(content, list):  # multimodal content parts: keep the text ones
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    thinking = message.get("reasoning_content") or message.get("thinking")
-    if thinking and "<think>" not in content:
-        content = f"<think>{thinking}</think>{content}"
-    return content
-
-
-def last_user_text(prompt: list[dict[str, Any]]) -> str:
-    """The text of a conversational prompt's last user message (its text parts joined); "" without one.
-
-    >>> last_user_text([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Max?"}]}])
-    'Max?'
-    """
-    return completion_text([m for m in prompt if m.get("role") == "user"])
-
-
-def parse_tag(text: str, tag: str) -> str | None:
-    """Return the stripped text inside the first ``<tag>...</tag>``, or ``None`` when there is none.
-
-    >>> parse_tag("<think><type> Bar </type></think>", "type")
-    'Bar'
-    >>> parse_tag("<type>bar", "type") is None
-    True
-    """
-    match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
-    return match.group(1).strip() if match else None
-
-
-def parse_answer(text: str) -> str | None:
-    """Return the stripped text inside the last ``<answer>...</answer>`` (the final one wins), else ``None``.
-
-    >>> parse_answer("<think>maybe 3</think><answer> 42 </answer>")
-    '42'
-    >>> parse_answer("the answer is 42") is None
-    True
-    """
-    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    return matches[-1].strip() if matches else None
 
 
 def reasoning_text(text: str) -> str:
@@ -188,44 +136,6 @@ def relaxed_match(pred: str, gold: str, tolerance: float = 0.05) -> bool:
     return _normalize_text(pred) == _normalize_text(gold)
 
 
-def to_float(text: str, percent: bool = False) -> float | None:
-    """``float(text)``, else None; with ``percent`` a trailing ``%`` reads as a share of 100 (pix2struct's parse)."""
-    try:
-        return float(text.rstrip("%")) / 100.0 if percent and text.endswith("%") else float(text)
-    except ValueError:
-        return None
-
-
-def align_golds(values: Sequence[Any] | None, n: int) -> list[Any]:
-    """A gold column aligned with ``n`` completions (no column: None, "not applicable", for every row).
-
-    Raises ValueError when the column's length is not ``n``.
-    """
-    if values is None:
-        return [None] * n
-    values = list(values)
-    if len(values) != n:
-        raise ValueError(f"got {len(values)} gold values for {n} completions")
-    return values
-
-
-def gold_list(gold: Any) -> list[str]:
-    """One gold or a list of acceptable golds, as strings, without the missing or blank ones."""
-    golds = gold if isinstance(gold, (list, tuple)) else [gold]
-    return [str(g) for g in golds if g is not None and str(g).strip()]
-
-
-def score_golds(completions: list[Any], golds: Sequence[Any] | None,
-                score: Callable[[str, Any], float | None]) -> list[float | None]:
-    """Per completion: None when its gold is missing or blank (TRL leaves it out), else ``score(text, gold)``.
-
-    >>> score_golds(["<answer>3</answer>", "x", "y"], ["3", " ", None], lambda text, gold: 1.0)
-    [1.0, None, None]
-    """
-    return [None if not gold_list(gold) else score(completion_text(completion), gold)
-            for completion, gold in zip(completions, align_golds(golds, len(completions)), strict=True)]
-
-
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     """Reward 2.0 for ``<think>`` (holding ``<type>...</type>`` then ``<table>...</table>``) then ``<answer>``.
 
@@ -239,12 +149,8 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     rewards: list[float | None] = []
     for completion in completions:
         match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = (
-            match is not None
-            and "<think>" not in match.group("think")  # one block each: no nesting or repeats
-            and "<answer>" not in match.group("answer")
-            and _THINK_LAYOUT_RE.search(match.group("think")) is not None
-        )
+        ok = (match is not None and "<think>" not in match.group("think")  # one block each: no nesting or repeats
+              and "<answer>" not in match.group("answer") and _THINK_LAYOUT_RE.search(match.group("think")) is not None)
         rewards.append(2.0 if ok else 0.0)
     return rewards
 
@@ -280,9 +186,7 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     >>> length_reward(["<think>" + "word " * 25 + "</think>", "<think>" + "word " * 80 + "</think>", "none"])
     [0.5, 1.0, 0.0]
     """
-    return [
-        min(1.0, len(reasoning_text(completion_text(c)).split()) / LENGTH_TARGET_WORDS) for c in completions
-    ]
+    return [min(1.0, len(reasoning_text(completion_text(c)).split()) / LENGTH_TARGET_WORDS) for c in completions]
 
 
 def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -295,11 +199,7 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
     >>> tag_count_reward(["<think>x</think><answer>1</answer><answer>2</answer>"])
     [0.25]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        text = completion_text(completion)
-        rewards.append(sum(text.count(tag) == 1 for tag in _TAGS) / len(_TAGS))
-    return rewards
+    return [sum(completion_text(c).count(tag) == 1 for tag in _TAGS) / len(_TAGS) for c in completions]
 
 
 def _normalize_chart_type(text: str) -> str:
@@ -307,9 +207,8 @@ def _normalize_chart_type(text: str) -> str:
     return re.sub(r"\s+(?:chart|graph|plot)$", "", _normalize_text(text))
 
 
-def chart_type_reward(
-    completions: list[Any], chart_type: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
+                      **kwargs: Any) -> list[float | None]:
     """Reward 1.0 when the ``<type>`` text names the gold chart type (case-insensitive), else 0.0.
 
     A trailing "chart", "graph" or "plot" is ignored on both sides. A ``None`` or blank gold (or no
@@ -366,14 +265,8 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     """Score a parsed table: 0.25 for parsing + 0.25 x header overlap + 0.5 x cell overlap."""
     gold_cols, pred_cols = _columns(gold), _columns(pred)
     header = 0.0
-    if gold_cols or pred_cols:
-        unmatched = list(pred_cols)
-        hits = 0
-        for col in gold_cols:
-            if col in unmatched:
-                unmatched.remove(col)
-                hits += 1
-        header = hits / max(len(gold_cols), len(pred_cols))
+    if gold_cols or pred_cols:  # each predicted header matches at most one gold header
+        header = sum((Counter(gold_cols) & Counter(pred_cols)).values()) / max(len(gold_cols), len(pred_cols))
 
     gold_rows, pred_rows = _rows(gold), _rows(pred)
     # Read predicted cells through the gold column order, so swapped but correctly named columns still match.
@@ -381,16 +274,9 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     width = max([len(gold_cols)] + [len(r) for r in gold_rows])
     order += list(range(len(order), width))
 
-    def row_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
-        return sum(
-            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell) for j, cell in enumerate(gold_row)
-        )
-
-    def exact_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
-        return sum(
-            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell, tolerance=0.0)
-            for j, cell in enumerate(gold_row)
-        )
+    def hits(pred_row: list[Any], gold_row: list[Any], tolerance: float = 0.05) -> int:
+        return sum(order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell, tolerance)
+                   for j, cell in enumerate(gold_row))
 
     # Rows are paired greedily by most matching cells, so row order does not matter (Chart-RVR sorts rows);
     # exact matches break ties, since neighbouring rows can be within 5% of each other.
@@ -399,8 +285,8 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     for gold_row in gold_rows:
         if not free:
             break
-        best = max(free, key=lambda i: (row_hits(pred_rows[i], gold_row), exact_hits(pred_rows[i], gold_row)))
-        cell_hits += row_hits(pred_rows[best], gold_row)
+        best = max(free, key=lambda i: (hits(pred_rows[i], gold_row), hits(pred_rows[i], gold_row, 0.0)))
+        cell_hits += hits(pred_rows[best], gold_row)
         free.remove(best)
     # Dividing by the larger table penalises both missing and invented cells.
     n_cells = max(sum(len(r) for r in gold_rows), sum(len(r) for r in pred_rows))
@@ -408,9 +294,7 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     return 0.25 + 0.25 * header + 0.5 * cells
 
 
-def table_reward(
-    completions: list[Any], table: Sequence[Any] | None = None, **kwargs: Any
-) -> list[float | None]:
+def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
     """Reward in [0, 1] for the ``<table>`` JSON against the gold table.
 
     ``0.25`` if the content parses to a JSON object (```json fences allowed), ``+ 0.25 x`` the header
@@ -436,9 +320,8 @@ def table_reward(
     return score_golds(completions, table, score)
 
 
-def reasoning_reward(
-    completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | None = None,
+                     **kwargs: Any) -> list[float | None]:
     """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
 
     The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
