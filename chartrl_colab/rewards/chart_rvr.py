@@ -40,15 +40,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab.rewards.completions import (
-    align_golds,
-    completion_text,
-    gold_list,
-    parse_answer,
-    parse_tag,
-    score_golds,
-    to_float,
-)
+from chartrl_colab.rewards.completions import completion_text, gold_list, parse_answer, parse_tag, score_golds, to_float
 from chartrl_colab.rewards.package import REWARD_FUNCS as PACKAGE_REWARDS
 
 CHART_TYPES = ("line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area", "stacked area", "bubble",
@@ -284,7 +276,7 @@ def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | N
     for completion in completions:
         think = parse_tag(completion_text(completion), "think")
         texts.append(think.split("</table>")[-1].strip() if think is not None and "</table>" in think else "")
-    return gold_similarity(texts, align_golds(reasoning, len(completions)))  # unclipped, as the original
+    return gold_similarity(texts, reasoning)  # unclipped, as the original
 
 
 # The package preset's reward names and function names, each bound to this module's function of that name

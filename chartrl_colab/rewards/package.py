@@ -22,14 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab.rewards.completions import (
-    align_golds,
-    completion_text,
-    gold_list,
-    parse_answer,
-    parse_tag,
-    score_golds,
-)
+from chartrl_colab.rewards.completions import completion_text, gold_list, parse_answer, parse_tag, score_golds
 
 ANSWER_FORMAT = (
     "Answer in exactly this format: first think inside <think> </think>. The think block starts with the "
@@ -340,7 +333,7 @@ def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | N
 
     texts = [reasoning_text(completion_text(completion)) for completion in completions]
     return [None if score is None else min(1.0, max(0.0, score))
-            for score in gold_similarity(texts, align_golds(reasoning, len(completions)))]
+            for score in gold_similarity(texts, reasoning)]
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {

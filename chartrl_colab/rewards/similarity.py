@@ -9,7 +9,10 @@ is imported on first use.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
+
+from chartrl_colab.rewards.completions import align_golds
 
 _SIMILARITY_MODEL: Any = None
 SIMILARITY_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the original Chart-RVR scripts' choice
@@ -85,13 +88,14 @@ def cosines(texts: list[str], references: list[str]) -> list[float]:
     return [float((emb[k] * emb[k + len(texts)]).sum()) for k in range(len(texts))]
 
 
-def gold_similarity(texts: list[str], golds: list) -> list[float | None]:
-    """Per completion: None when its gold rationale is missing or blank, 0.0 when its text is empty, else the
-    cosine similarity of the text to the gold.
+def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float | None]:
+    """Per completion: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when
+    its text is empty, else the cosine similarity of the text to the gold (ValueError: not one gold per text).
 
     >>> gold_similarity(["", "x"], ["a gold", None])
     [0.0, None]
     """
+    golds = align_golds(golds, len(texts))
     scores: list[float | None] = [None if gold is None or not str(gold).strip() else 0.0 for gold in golds]
     todo = [i for i, (text, score) in enumerate(zip(texts, scores, strict=True)) if score is not None and text]
     for i, cosine in zip(todo, cosines([texts[i] for i in todo], [str(golds[i]) for i in todo]), strict=True):
