@@ -62,11 +62,6 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
 
 
-def _check_init(init: str) -> None:
-    if init not in INITS:
-        raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
-
-
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     """None and "auto" pass through; strings like "bf16" become torch dtypes."""
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -125,24 +120,18 @@ def load_model_and_processor(
     seed: int = 0,
     max_pixels: int | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Return ``(model, processor)`` for one of ``MODELS``.
+    """``(model, processor)`` for one of ``MODELS``, on the current GPU when there is one.
 
-    * ``tiny``: always built offline. ``init="pretrained"`` loads it from the disk cache under ``cache_dir``
-      (default ``~/.cache/chartrl_colab``), building it there first if absent; ``init="random"`` builds it fresh
-      without touching the disk. Default dtype float32.
-    * ``tiny-warm``: like ``tiny``, from its own cache entry (built there first, with a progress bar, if absent).
-      ``init="random"`` is refused: the warm base *is* its trained weights (use ``tiny`` for random ones).
-    * hub names, ``init="pretrained"``: ``AutoModelForImageTextToText`` / ``AutoProcessor.from_pretrained``
-      (``cache_dir`` is the Hugging Face cache); raises ``WeightsNotAvailableError`` if they cannot be loaded.
-      Default dtype: the checkpoint's (bf16).
-    * hub names, ``init="random"``: the real architecture with seeded random weights plus the embedded tokenizer
-      (see the module docstring). Default dtype: this GPU's precision (bf16 or fp16), float32 on CPU.
+    * ``tiny``: ``init="pretrained"`` loads it from the disk cache under ``cache_dir`` (default
+      ``~/.cache/chartrl_colab``), building it first if absent; ``init="random"`` builds it in memory. float32.
+    * ``tiny-warm``: likewise from its own cache entry; ``init="random"`` is a ConfigError (use ``tiny``).
+    * hub names, ``init="pretrained"``: ``from_pretrained`` (``cache_dir``: the HF cache), the checkpoint's dtype;
+      ``WeightsNotAvailableError`` when they cannot be loaded.
+    * hub names, ``init="random"``: see the module docstring; this GPU's precision, float32 on a CPU.
 
-    ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes); its compute dtype is ``dtype``
-    (default: this GPU's precision, see :mod:`chartrl_colab.models.device`). On CUDA, weights are placed on the current
-    GPU. ``seed`` only affects randomly initialised weights and the embedded models (built per
-    seed). ``max_pixels`` caps the processor's image size
-    (:func:`chartrl_colab.models.tiny.cap_image_pixels`).
+    ``load_in_4bit``: NF4 weights (CUDA and bitsandbytes), compute dtype ``dtype`` or this GPU's precision.
+    ``seed`` shapes random weights and the embedded models; ``max_pixels`` caps the image size
+    (:func:`.tiny.cap_image_pixels`).
     """
     model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
     return model, tiny.cap_image_pixels(processor, max_pixels)
@@ -150,7 +139,8 @@ def load_model_and_processor(
 
 def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     _check_name(name)
-    _check_init(init)
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
     torch_dtype = _resolve_dtype(dtype)
     if load_in_4bit:
         _check_4bit()
@@ -168,8 +158,8 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
         if init == "random":
             model, processor = tiny.build_tiny_fresh(seed)
             if load_in_4bit:
-                # bitsandbytes quantises while loading, so go through a (temporary) saved copy.
-                return _reload_quantized(model, cache_dir, torch_dtype), processor
+                save = model.to(torch.bfloat16).save_pretrained
+                return _load_quantized(type(model), save, cache_dir, torch_dtype), processor
             if torch_dtype not in (None, "auto"):
                 model = model.to(torch_dtype)
             return model, processor
@@ -348,27 +338,26 @@ def _processor_class_for(config):
     return Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor
 
 
-def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
-    """Random real architecture in NF4 without ever holding it unquantised in memory.
+def _load_quantized(model_class, write, cache_dir, dtype):
+    """bitsandbytes quantises while loading only: ``write(folder)`` saves a checkpoint into a temporary folder on
+    the cache disk (not /tmp, which may be a small RAM-backed tmpfs), loaded from there in NF4, then deleted."""
+    root = tiny.cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
+        write(Path(tmp))
+        return model_class.from_pretrained(tmp, quantization_config=_bnb_config(dtype), device_map=_gpu_device_map(),
+                                           dtype=dtype if dtype not in (None, "auto") else _gpu_dtype())
 
-    bitsandbytes quantises while loading a checkpoint, and a 7B model in bf16 (16.6 GB) fits neither a T4 nor a
-    Colab VM's RAM, so random tensors are streamed into a temporary safetensors checkpoint (one tensor in memory
-    at a time) that is then loaded with the NF4 config and deleted.
-    """
+
+def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
+    """Random real architecture in NF4, never held unquantised in memory: a 7B model in bf16 fits neither a T4
+    nor a Colab VM's RAM, so the random tensors are streamed into the temporary checkpoint one at a time."""
     from transformers import AutoModelForImageTextToText
 
     tokenizer = tiny.build_tokenizer()
     tiny.set_token_ids(config, tiny.special_ids(tokenizer))
-    root = tiny.cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".random-{name}-") as tmp:
-        _write_random_checkpoint(config, Path(tmp), seed=seed)
-        model = AutoModelForImageTextToText.from_pretrained(
-            tmp,
-            quantization_config=_bnb_config(dtype),
-            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
-            device_map=_gpu_device_map(),
-        )
+    model = _load_quantized(AutoModelForImageTextToText,
+                            lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
     return model, _random_arch_processor(tokenizer, config, name)
 
 
@@ -419,22 +408,3 @@ def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int 
     config.save_pretrained(path)
     ids = {"endoftext": config.get_text_config().bos_token_id, "im_end": config.get_text_config().eos_token_id}
     GenerationConfig(**tiny.generation_defaults(ids)).save_pretrained(path)
-
-
-def _reload_quantized(model, cache_dir, dtype):
-    """bitsandbytes quantises at load time only: save the model, reload it with the NF4 config, delete the copy."""
-    root = tiny.cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    cls = type(model)
-    # On the cache disk rather than /tmp, which may be a small RAM-backed tmpfs.
-    with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
-        model.to(torch.bfloat16).save_pretrained(tmp)
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return cls.from_pretrained(
-            tmp,
-            quantization_config=_bnb_config(dtype),
-            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
-            device_map=_gpu_device_map(),
-        )
