@@ -1,15 +1,10 @@
 """Whether a run has settled, judged by what its objective can move (the training summary's verdict).
 
-The original scripts' verdict reads the loss: converged when its std/|mean| over the last logged steps is
-below ``CONVERGENCE_THRESHOLD``. That suits grpo, and is kept for it. It does not suit psr, nsr and
-w-reinforce: on-policy (one optimizer step per rollout, where TRL's ratio is 1) their loss is set by which
-samples each step kept, not by learning: nsr's is 1 at every step, psr's -1 (0 when nothing is correct),
-w-reinforce's 1 - (1 + lambda_psr) x the correct tokens' share. Those modes are judged instead by the two
-signals they do move: the verifier accuracy (the verifier reward's mean over a step's completions, which
-TRL logs as ``rewards/<reward function>/mean``) and the token entropy of the completions. They have settled
-when neither moves beyond its noise over the last window (:func:`still_moving`).
-
-Pure: numpy, the package's settings and reward names only.
+grpo keeps the original scripts' verdict: converged when the loss's std/|mean| over the last logged steps is
+below ``CONVERGENCE_THRESHOLD``. psr, nsr and w-reinforce cannot: on-policy their loss is set by which samples
+a step kept, not by learning (``_WHY``). They are judged by the two signals they move, the verifier accuracy
+(TRL's ``rewards/<reward function>/mean``) and the completions' token entropy: settled when neither moves
+beyond its noise over the last window (:func:`still_moving`).
 """
 
 from __future__ import annotations

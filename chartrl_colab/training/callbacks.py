@@ -20,14 +20,9 @@ WANDB_PROJECT = "chartrl-nsr"
 
 
 class CheckpointMirror(TrainerCallback):
-    """Copy each checkpoint from local disk (``local_dir``) to the run directory (on Drive), in the background.
-
-    The Trainer writes to fast local disk; once a checkpoint is complete (``on_save`` runs after transformers
-    has written ``trainer_state.json``) a worker thread copies it with :func:`storage.copy_checkpoint`
-    (temporary name, then rename; rotation to ``keep`` by recycling). One copy runs at a time; training goes
-    on meanwhile. Local checkpoints older than the newest copied one are deleted (local disk is small).
-    Logs and wandb's offline files are mirrored with each checkpoint and at the end.
-    """
+    """Copy each complete checkpoint (``on_save`` runs after ``trainer_state.json`` is written) from local disk
+    to the run directory on Drive with :func:`storage.copy_checkpoint`, one at a time in a worker thread while
+    training goes on; then delete older local ones. Logs and wandb's offline files follow each checkpoint."""
 
     def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
                  retries: int = 3, wait: float = 2.0):
