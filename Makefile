@@ -57,17 +57,18 @@ restamp:
 	@test -n "$(REPO)" || (echo "usage: make restamp REPO=OWNER/REPO" && exit 2)
 	$(if $(wildcard $(PY)),$(PY),python3) -m chartrl_colab.restamp $(REPO)
 
-# GPU figures (issue 13): on a GPU machine with no internet and only torch, transformers, peft and accelerate,
+# GPU figures: on a GPU machine with no internet and only torch, transformers, peft and accelerate,
 # `make gpu-check` installs wheels/ (beside its own packages) and measures Qwen2.5-VL-3B (random weights) in
 # bf16 LoRA, 4-bit QLoRA and fp16 LoRA. `make wheels` fills wheels/ here first, from the package index, with
 # what such a machine lacks or has in another version: the pinned trl, transformers, peft, datasets (and its
-# dill, multiprocess) and bitsandbytes, for CPython 3.12 on x86-64 Linux; about 57 MiB, under the 64 MiB a
-# carried tree may hold. This package itself runs from the tree. WHEEL_PY / WHEEL_PLATFORMS for another machine.
+# dill, multiprocess), bitsandbytes and filelock (the run lock's), for CPython 3.12 on x86-64 Linux; about
+# 57 MiB, under the 64 MiB a carried tree may hold. This package itself runs from the tree. WHEEL_PY /
+# WHEEL_PLATFORMS for another machine.
 WHEELS ?= wheels
 WHEEL_PY ?= 3.12
 WHEEL_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any
 WHEEL_PINS ?= trl==1.16.0 transformers==5.24.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
-	bitsandbytes==0.50.2
+	bitsandbytes==0.50.2 filelock==4.3.1
 wheels:
 	mkdir -p $(WHEELS)
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(WHEEL_PY) --implementation cp \

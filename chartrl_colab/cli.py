@@ -20,6 +20,7 @@ import typing
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.messages import configure_logging
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -160,6 +161,7 @@ def run_cli(job) -> int:
     missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
     :data:`OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is one line and 130.
     Every ``main(argv)`` ends here."""
+    configure_logging()
     try:
         code = job()
     except (ConfigError, FileNotFoundError) as err:

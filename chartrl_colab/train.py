@@ -87,7 +87,7 @@ def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit:
     from chartrl_colab.models import device
 
     gpu = device.detect() if gpu is _DETECT else gpu
-    cfg = device.resolve_run(cfg, gpu, echo=lambda *a: None)
+    cfg = device.resolve_run(cfg, gpu, quiet=True)
     vllm = {"use_vllm": True, "vllm_mode": "colocate",  # vLLM inside this process, sharing the GPU
             "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization} if cfg.use_vllm else {}
     return dict(
@@ -227,7 +227,7 @@ def _train_locked(cfg: RunConfig, requested: RunConfig, gpu, local_dir: str, on_
     from chartrl_colab.training.trainer import ModeTrainer
 
     # Read again under the lock: another writer may have finished the run meanwhile.
-    record, checkpoint, done = resume_plan(requested, local_dir, warn=lambda *a: None)
+    record, checkpoint, done = resume_plan(requested, local_dir, warn=False)
     if done is not None:
         print(f"Run {cfg.run_dir} is {done}")
         return None
@@ -365,7 +365,7 @@ def _stopped(cfg: RunConfig, local_dir: str, why) -> BaseException:
     from chartrl_colab.errors import ConfigError
     from chartrl_colab.runs import storage
 
-    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=lambda *a: None)
+    newest = storage.find_resume_checkpoint("auto", [cfg.run_dir, local_dir], warn=False)
     then = (f"rerun to resume from {newest.name}" if newest is not None
             else "no checkpoint was saved yet: rerun to start again")
     if isinstance(why, int):

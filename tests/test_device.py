@@ -78,7 +78,7 @@ def test_the_4bit_compute_dtype_is_the_cards_precision(monkeypatch):
 
 def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
     cfg = RunConfig(vlm_name="qwen2-5-3b", dataset_name="chart-rvr", output_root=str(tmp_path))
-    quiet = dict(echo=lambda *a: None)
+    quiet = dict(quiet=True)
     on_t4 = device.resolve_run(cfg, T4, **quiet)
     assert (on_t4.precision, on_t4.load_in_4bit, on_t4.use_vllm) == ("fp16", True, False)  # QLoRA on 15 GB
     assert not on_t4.disable_gradient_checkpointing
@@ -97,11 +97,20 @@ def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
                               **quiet).load_in_4bit is False
 
 
-def test_auto_4bit_without_bitsandbytes_says_so_and_loads_16_bits(tmp_path, monkeypatch):
+def test_embedded_models_are_never_4bit_nor_vllm_on_a_small_gpu(tmp_path, bnb_and_vllm):
+    """tiny-warm, like tiny, is built in code: a 16 GB Ampere card neither quantises it nor hands it to vLLM."""
+    small_ampere = device.Gpu("NVIDIA A16", (8, 6), 16.0)
+    for name in ("tiny", "tiny-warm"):
+        cfg = device.resolve_run(RunConfig(vlm_name=name, output_root=str(tmp_path)), small_ampere, quiet=True)
+        assert (cfg.load_in_4bit, cfg.use_vllm) == (False, False), name
+    hub = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), small_ampere, quiet=True)
+    assert hub.load_in_4bit is True
+
+
+def test_auto_4bit_without_bitsandbytes_says_so_and_loads_16_bits(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device, "bitsandbytes_importable", lambda: False)
-    said = []
-    cfg = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), T4, echo=said.append)
-    assert cfg.load_in_4bit is False and "pip install bitsandbytes" in said[0]
+    cfg = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), T4)
+    assert cfg.load_in_4bit is False and "pip install bitsandbytes" in capsys.readouterr().out
 
 
 def test_vllm_auto_needs_the_package_an_ampere_card_and_16_bit_weights(tmp_path, monkeypatch):

@@ -236,7 +236,7 @@ def test_checkpoint_sources(run_dir, tmp_path, capsys):
     (run_dir / "checkpoint-6").mkdir()  # a newer checkpoint cut short: no trainer_state.json
     source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
     assert source.checkpoint == (run_dir / "checkpoint-4").resolve()
-    assert "skipping incomplete checkpoint" in capsys.readouterr().out
+    assert "skipping incomplete checkpoint" in capsys.readouterr().err
     assert (source.vlm_name, source.init, source.seed) == ("tiny", "pretrained", 3)  # the run's, not --seed 7
 
     one = gen.resolve_source(config(tmp_path / "b.jsonl", checkpoint=str(run_dir / "checkpoint-2")))

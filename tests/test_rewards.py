@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from chartrl_colab.rewards import completions, similarity
 from chartrl_colab.rewards import package as rewards
-from chartrl_colab.rewards import similarity
 from chartrl_colab.rewards.package import (
     ANSWER_FORMAT,
     REWARD_FUNCS,
@@ -43,9 +43,9 @@ def acc(pred: str, gold) -> float | None:
 
 
 def test_doctests_pass():
-    result = doctest.testmod(rewards)
-    assert result.attempted > 20
-    assert result.failed == 0
+    results = [doctest.testmod(rewards), doctest.testmod(completions)]  # the preset and its parsing helpers
+    assert sum(r.attempted for r in results) > 20
+    assert sum(r.failed for r in results) == 0
 
 
 def test_answer_format_mentions_every_tag():
@@ -341,14 +341,14 @@ def fake_loaders(monkeypatch, tmp_path):
 def test_similarity_model_comes_from_the_hub_when_it_answers(fake_loaders, monkeypatch):
     fake, _ = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: True)
     assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID
     assert fake.calls == [(similarity.SIMILARITY_HUB_ID, False)]  # may download
 
 
 def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID  # already in the HF cache
     assert fake.calls == [(similarity.SIMILARITY_HUB_ID, True)]
@@ -362,7 +362,7 @@ def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_load
 def test_similarity_model_unreachable_hub_never_waits_for_a_download(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: False)
     fake.hub = False
     assert similarity.load_similarity_model().name == str(bundled)
     assert fake.calls[0] == (similarity.SIMILARITY_HUB_ID, True)  # the cache only: no minute of retries

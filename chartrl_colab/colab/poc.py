@@ -139,7 +139,7 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **s
     from chartrl_colab.models import device
 
     # The base is loaded as the runs were trained: "auto" 4-bit decided for this machine, as training decided it.
-    cfg = device.resolve_run(next(iter(configs.values())), device.detect(), echo=lambda *a, **k: None)
+    cfg = device.resolve_run(next(iter(configs.values())), device.detect(), quiet=True)
     checkpoints, labels, skipped = [], [], []
     for mode, run in runs.items():
         if not run.get("checkpoint"):
