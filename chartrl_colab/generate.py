@@ -182,7 +182,7 @@ def newest_weights(run_dir: Path) -> Path | None:
     is complete and of a later step (a tie keeps the checkpoint). Says which, and why newer ones were passed."""
     from chartrl_colab.runs.storage import checkpoint_step, inspect_checkpoint, latest_checkpoint_state
 
-    found = latest_checkpoint_state(run_dir, warn=print)
+    found = latest_checkpoint_state(run_dir, warn=True)
     best, step = (found[0], checkpoint_step(found[0])) if found else (None, -1)
     newest = max((checkpoint_step(c) for c in run_dir.glob("checkpoint-*") if checkpoint_step(c) is not None),
                  default=None)

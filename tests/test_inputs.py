@@ -334,9 +334,9 @@ def test_generate_takes_the_newest_complete_weights(tmp_path, capsys):
     (newest / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])  # killed mid-save
     _weights(run, 4)  # the final model at the run root, complete
     ckpt, run_dir = resolve_checkpoint(run)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert ckpt == run.resolve() and run_dir == run.resolve()
-    assert "skipping incomplete checkpoint" in out and f"Using the run's final model ({run}, step 4)" in out
+    assert "skipping incomplete checkpoint" in err and f"Using the run's final model ({run}, step 4)" in out
 
     (run / "trainer_state.json").write_text('{"global_step": 4, "train_')  # final model torn too: checkpoint-2
     assert resolve_checkpoint(run)[0] == (run / "checkpoint-2").resolve()
