@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chartrl_colab.cli import parser_for, run_cli
+from chartrl_colab.cli import parser_for, run_cli, settings_from
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import default_output_root
@@ -145,8 +145,8 @@ def notebook_parameters(notebook: str | Path) -> dict:
 
 
 def _run_name(params: dict) -> str:
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in params.items() if k in known}).run_name
+    parser = parser_for(RunConfig, "notebook", "")  # notebook parameters read as the CLI reads them
+    return RunConfig(**settings_from(parser, params, known_only=True)).run_name
 
 
 def plan(cfg: BatchConfig) -> list[Run]:

@@ -24,7 +24,7 @@ def test_defaults_are_the_papers_recipe_and_the_seeds_cadence(tmp_path):
 def test_learning_rate_defaults_to_1e5_with_lora_and_the_papers_1e6_without(tmp_path):
     lora = RunConfig(output_root=str(tmp_path))
     assert lora.use_lora and lora.learning_rate == 1e-5 and grpo_args(lora).learning_rate == 1e-5
-    full = RunConfig(output_root=str(tmp_path), use_lora=False)
+    full = RunConfig(output_root=str(tmp_path), use_peft=False)
     assert full.learning_rate == 1e-6 and grpo_args(full).learning_rate == 1e-6
     assert RunConfig(output_root=str(tmp_path), learning_rate=3e-4).learning_rate == 3e-4  # overridable
     assert config_from_argv(["--no-use-lora", "--output-root", str(tmp_path)]).learning_rate == 1e-6
@@ -120,7 +120,7 @@ def test_seed_flags_parse(tmp_path):
                             "--output-root", str(tmp_path), "--disable-gradient-checkpointing",
                             "--rewards", "format", "accuracy", "--report-to", "none"])
     assert (cfg.mode, cfg.num_generations, cfg.batch_size, cfg.max_steps) == ("nsr", 4, 2, 3)
-    assert cfg.disable_gradient_checkpointing and cfg.rewards == ("format", "accuracy") and cfg.report_to == ()
+    assert cfg.disable_gradient_checkpointing and cfg.rewards == ["format", "accuracy"] and cfg.report_to == []
     assert not grpo_args(cfg).activation_checkpointing
 
 
