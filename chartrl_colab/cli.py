@@ -6,9 +6,9 @@ stderr and exit code 2, never a traceback.
 Flags, YAML recipes (``--config recipe.yaml``) and notebook parameters all go through :func:`parser_for`:
 ``trl.TrlParser`` (transformers' ``HfArgumentParser``), which already gives each field ``--x_y`` and
 ``--x-y``, ``--x``/``--x false``/``--no-x`` for booleans (``string_to_bool``: true/false, yes/no, 1/0, any case),
-several values for ``list`` fields, ``metadata["aliases"]``, and the YAML file. What it cannot do, and
-:func:`parser_for` adds (each marked in the code): ``none``/``full``/``all`` for an optional number (it calls
-``int("none")``), ``auto`` for a True/False/auto field (it keeps only the ``bool``), several values for a
+several values for ``list`` fields, ``none``/``null`` for an optional number (TRL's vendored parser; transformers'
+calls ``int("none")``), ``metadata["aliases"]``, and the YAML file. What it cannot do, and :func:`parser_for`
+adds (each marked in the code): ``full``/``all`` for an optional number (``--subset-size full``), ``auto`` for a True/False/auto field (it keeps only the ``bool``), several values for a
 ``tuple`` field (it knows ``list`` only), the package's one-line messages for a closed set (argparse's
 ``choices`` error is a usage block), a YAML key or flag under an original script's name
 (:data:`chartrl_colab.config.ALIASES`), and one setting given under two names.
@@ -130,7 +130,7 @@ def _parser_class():
                 if action.dest not in fields or action.dest in skip or isinstance(action, argparse._StoreFalseAction):
                     continue
                 kind = hints[action.dest]
-                if _optional(kind):  # HfArgumentParser: int("none") fails
+                if _optional(kind):  # TRL's parser reads none/null, not the original scripts' full/all
                     action.type = none_or(_optional(kind))
                 elif kind == bool | str:  # HfArgumentParser keeps only the bool: "auto" would fail
                     action.type = tri_state
@@ -300,8 +300,9 @@ def argv_for(cfg) -> list[str]:
             continue
         value = getattr(cfg, f.name)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if value == default or (isinstance(value, (list, tuple)) and list(value) == list(default or ())):
-            continue
+        empty = [v is None or (isinstance(v, (list, tuple, str)) and not v) for v in (value, default)]
+        if value == default or all(empty) or (isinstance(value, (list, tuple)) and list(value) == list(default or ())):
+            continue  # at its default ("" and None alike: the parser reads an empty default as None)
         argv += ["--" + f.name.replace("_", "-"), *_tokens(value)]
     return argv
 

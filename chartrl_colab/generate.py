@@ -35,12 +35,20 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 from chartrl_colab.cli import parser_for, run_cli
-from chartrl_colab.config import RewardArguments, SourceArguments, check_gpu_share, check_rewards, check_source, \
-    check_whole_numbers, with_default
+from chartrl_colab.config import (
+    DEFAULT_MAX_PIXELS,
+    RewardArguments,
+    SourceArguments,
+    check_gpu_share,
+    check_rewards,
+    check_source,
+    check_whole_numbers,
+    with_default,
+)
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
 from chartrl_colab.models import samplers

@@ -15,8 +15,8 @@ import pytest
 
 from chartrl_colab import restamp
 from chartrl_colab.colab import environment, pipelines
-from chartrl_colab.runs import storage
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.runs import storage
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
