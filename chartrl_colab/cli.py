@@ -263,9 +263,7 @@ def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> di
 
 
 def _why(action, err) -> str:
-    from transformers.hf_argparser import string_to_bool
-
-    if action.type is string_to_bool or (action.nargs == "?" and action.const is False):
+    if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
         return "choose true or false (yes/no, 1/0)"
     if action.type is tri_state:
         return "choose auto, true or false"
