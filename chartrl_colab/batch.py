@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chartrl_colab.cli import parser_for, run_cli, settings_from
-from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import default_output_root
 
@@ -145,6 +145,8 @@ def notebook_parameters(notebook: str | Path) -> dict:
 
 
 def _run_name(params: dict) -> str:
+    from chartrl_colab.config import RunConfig  # TRL's GRPOConfig: torch, only once runs are planned
+
     parser = parser_for(RunConfig, "notebook", "")  # notebook parameters read as the CLI reads them
     return RunConfig(**settings_from(parser, params, known_only=True)).run_name
 

@@ -144,9 +144,8 @@ def _parser_class():
                 if action.choices is not None:  # argparse's choices error is a usage block; validate() says one line
                     action.metavar, action.type, action.choices = "{" + ",".join(map(str, action.choices)) + "}", \
                         str, None
-            from chartrl_colab.config import ALIASES  # the original scripts' flags, for RunConfig
-
-            for alias, (dest, inverted) in ALIASES.items():
+            # The original scripts' flags (chartrl_colab.config.ALIASES, on RunConfig): further names of a field.
+            for alias, (dest, inverted) in getattr(config_class, "aliases", {}).items():
                 if dest not in fields or dest in skip:
                     continue
                 if inverted:  # --disable-gradient-checkpointing [true|false]: gradient_checkpointing = not it
@@ -204,9 +203,8 @@ def _canonical(parser, kwargs: dict) -> dict:
 
 def check_given(parser, argv) -> None:
     """Refuse one setting given under two names (``--num-epochs 2 --num-train-epochs 3``), a pair of
-    :data:`chartrl_colab.config.CONFLICTS` given together, and a derived setting (a property: ``run_name``)."""
-    from chartrl_colab.config import CONFLICTS
-
+    :data:`chartrl_colab.config.CONFLICTS` (``config_class.conflicts``) given together, and a derived setting
+    (a property: ``run_name``)."""
     names: dict[str, set] = {}
     for flag in argv:
         if (dest := _dest_of(parser, flag)) is not None:
@@ -216,7 +214,7 @@ def check_given(parser, argv) -> None:
             raise ConfigError(f"{' and '.join(sorted(spellings))} are one setting ({dest}); give it once")
         if isinstance(getattr(parser.config_class, dest, None), property):
             raise ConfigError(f"{dest} is derived from the other settings and cannot be set")
-    for a, b in CONFLICTS:
+    for a, b in getattr(parser.config_class, "conflicts", ()):
         if a in names and b in names:
             raise ConfigError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} both set the batch: give one "
                               f"(--{a.replace('_', '-')} counts prompts, --{b.replace('_', '-')} completions)")

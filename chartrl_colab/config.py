@@ -25,8 +25,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-import trl
-
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.rewards.package import REWARD_FUNCS
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
@@ -65,8 +63,12 @@ def _help(text: str, **kwargs):
     return field(metadata={"help": text}, **kwargs)
 
 
-def with_default(name: str, value, owner=trl.GRPOConfig):
-    """TRL's field ``name`` (its help) with the package's default ``value``."""
+def with_default(name: str, value, owner=None):
+    """``owner``'s field ``name`` (its help; default owner: TRL's GRPOConfig) with the package's default ``value``."""
+    if owner is None:
+        import trl
+
+        owner = trl.GRPOConfig
     meta = owner.__dataclass_fields__[name].metadata
     return field(default_factory=lambda: list(value), metadata=meta) if isinstance(value, list) else \
         field(default=value, metadata=meta)
@@ -137,63 +139,80 @@ class ChartArguments(SourceArguments, RewardArguments):
 
 
 # ---------------------------------------------------------------------------------------------- the run
-@dataclass
-class RunConfig(ChartArguments, trl.GRPOConfig, trl.ModelConfig):
-    """One training run: TRL's GRPOConfig and ModelConfig fields plus :class:`ChartArguments`; the request as
-    given (validated, ``"auto"``s kept), see the module docstring."""
+def __getattr__(name: str):
+    """``RunConfig`` is built on first use: it subclasses TRL's GRPOConfig, which imports torch, and the names
+    above stay importable without it (the notebook form's lists, monitor, device)."""
+    if name != "RunConfig":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["RunConfig"] = _run_config_class()
+    return globals()["RunConfig"]
 
-    # TRL's fields with the paper's or the original scripts' defaults (TRL's help text).
-    learning_rate: float | None = _help(
-        f"AdamW learning rate (none: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
-        f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
-    num_train_epochs: float = with_default("num_train_epochs", 1.0)
-    per_device_train_batch_size: int | None = _help(
-        "Completions per device per step (TRL's count); default batch_size * num_generations.", default=None)
-    save_steps: float = with_default("save_steps", 50)
-    save_total_limit: int | None = with_default("save_total_limit", 3)
-    logging_first_step: bool = with_default("logging_first_step", True)
-    report_to: list[str] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
-                                 default_factory=lambda: ["tensorboard", "wandb"])
-    remove_unused_columns: bool | None = with_default("remove_unused_columns", False)  # the rewards read the gold columns
-    use_peft: bool = with_default("use_peft", True, trl.ModelConfig)
 
-    def __post_init__(self) -> None:
-        # TRL's own __post_init__ runs on the trainer's GRPOConfig (train.grpo_args), not on the request.
-        self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
-        self.rewards = list(self.rewards) if isinstance(self.rewards, (list, tuple)) else self.rewards
-        self.report_to = [r for r in ([self.report_to] if isinstance(self.report_to, str) else self.report_to or [])
-                          if r != "none"]
-        if self.learning_rate is None:
-            self.learning_rate = LEARNING_RATE_LORA if self.use_peft else LEARNING_RATE_FULL
-        self.batch_size = prompts_per_device(self.batch_size, self.per_device_train_batch_size, self.num_generations)
-        self.per_device_train_batch_size = None  # derived on the trainer's args, so a copy may change either
-        validate(self)
+def _run_config_class():
+    import trl
 
-    # The original scripts' names of TRL's fields, read-only (the flags are aliases: cli.parser_for).
-    num_epochs = property(lambda self: self.num_train_epochs)
-    use_lora = property(lambda self: self.use_peft)
-    disable_gradient_checkpointing = property(lambda self: not self.gradient_checkpointing)
+    @dataclass
+    class RunConfig(ChartArguments, trl.GRPOConfig, trl.ModelConfig):
+        """One training run: TRL's GRPOConfig and ModelConfig fields plus :class:`ChartArguments`; the request as
+        given (validated, ``"auto"``s kept), see the module docstring."""
 
-    @property
-    def run_name(self) -> str:
-        """``{mode}-{model}-{dataset}-{size}-{seed}``: names the run directory, TensorBoard and wandb runs."""
-        size = self.subset_size if self.subset_size is not None else "full"
-        return f"{self.mode}-{self.vlm_name}-{self.dataset_name}-{size}-{self.seed}"
+        # TRL's fields with the paper's or the original scripts' defaults (TRL's help text).
+        learning_rate: float | None = _help(
+            f"AdamW learning rate (none: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
+            f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
+        num_train_epochs: float = with_default("num_train_epochs", 1.0)
+        per_device_train_batch_size: int | None = _help(
+            "Completions per device per step (TRL's count); default batch_size * num_generations.", default=None)
+        save_steps: float = with_default("save_steps", 50)
+        save_total_limit: int | None = with_default("save_total_limit", 3)
+        logging_first_step: bool = with_default("logging_first_step", True)
+        report_to: list[str] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
+                                     default_factory=lambda: ["tensorboard", "wandb"])
+        # The rewards read the gold columns.
+        remove_unused_columns: bool | None = with_default("remove_unused_columns", False)
+        use_peft: bool = with_default("use_peft", True, trl.ModelConfig)
 
-    @run_name.setter
-    def run_name(self, value) -> None:
-        """TrainingArguments' ``run_name`` field: the run's name is derived, so a given one is not kept
-        (the parser refuses ``--run-name``)."""
+        def __post_init__(self) -> None:
+            # TRL's own __post_init__ runs on the trainer's GRPOConfig (train.grpo_args), not on the request.
+            self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
+            self.rewards = list(self.rewards) if isinstance(self.rewards, (list, tuple)) else self.rewards
+            self.report_to = [r for r in ([self.report_to] if isinstance(self.report_to, str) else self.report_to or [])
+                              if r != "none"]
+            if self.learning_rate is None:
+                self.learning_rate = LEARNING_RATE_LORA if self.use_peft else LEARNING_RATE_FULL
+            self.batch_size = prompts_per_device(self.batch_size, self.per_device_train_batch_size, self.num_generations)
+            self.per_device_train_batch_size = None  # derived on the trainer's args, so a copy may change either
+            validate(self)
 
-    @property
-    def run_dir(self) -> str:
-        """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
-        :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
-        return os.path.join(self.output_root, self.run_name)
+        # The original scripts' names of TRL's fields, read-only (the flags are aliases: cli.parser_for).
+        num_epochs = property(lambda self: self.num_train_epochs)
+        use_lora = property(lambda self: self.use_peft)
+        disable_gradient_checkpointing = property(lambda self: not self.gradient_checkpointing)
 
-    def to_dict(self) -> dict:
-        """Every field as JSON can hold it (TrainingArguments' own: enums as values, tokens redacted)."""
-        return {k: v for k, v in super().to_dict().items() if not k.startswith("_")}
+        @property
+        def run_name(self) -> str:
+            """``{mode}-{model}-{dataset}-{size}-{seed}``: names the run directory, TensorBoard and wandb runs."""
+            size = self.subset_size if self.subset_size is not None else "full"
+            return f"{self.mode}-{self.vlm_name}-{self.dataset_name}-{size}-{self.seed}"
+
+        @run_name.setter
+        def run_name(self, value) -> None:
+            """TrainingArguments' ``run_name`` field: the run's name is derived, so a given one is not kept
+            (the parser refuses ``--run-name``)."""
+
+        @property
+        def run_dir(self) -> str:
+            """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
+            :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
+            return os.path.join(self.output_root, self.run_name)
+
+        def to_dict(self) -> dict:
+            """Every field as JSON can hold it (TrainingArguments' own: enums as values, tokens redacted)."""
+            return {k: v for k, v in super().to_dict().items() if not k.startswith("_")}
+
+    RunConfig.__qualname__ = "RunConfig"  # pickled and printed as chartrl_colab.config.RunConfig
+    RunConfig.aliases, RunConfig.conflicts = ALIASES, CONFLICTS  # read by cli.parser_for
+    return RunConfig
 
 
 def prompts_per_device(batch_size, per_device_train_batch_size, num_generations) -> int:
@@ -267,7 +286,7 @@ def check_gpu_share(cfg) -> None:
                           "between 0.05 and 1 (e.g. 0.3)")
 
 
-def validate(cfg: RunConfig) -> None:
+def validate(cfg) -> None:
     """Raise ConfigError for the first bad setting (TRL checks its own fields again on the trainer's args)."""
     one_of("mode", cfg.mode, MODES)
     check_source(cfg)
@@ -299,6 +318,8 @@ def validate(cfg: RunConfig) -> None:
     for logger in cfg.report_to:
         one_of("report_to", logger, ("tensorboard", "wandb", "none"))
     one_of("precision", cfg.precision, PRECISIONS)
+    if cfg.bf16 or cfg.fp16:
+        raise ConfigError("bf16/fp16 are set from precision; give precision='bf16' or 'fp16' instead")
     for name in ("load_in_4bit", "use_vllm"):
         if getattr(cfg, name) not in TRI_STATE or not isinstance(getattr(cfg, name), (bool, str)):
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; choose 'auto', True or False")
