@@ -101,6 +101,14 @@ def _element_type(kind):
     return None
 
 
+def _keeping(default: str, parse):
+    """``parse``, but the field's own str default read as itself: a parsed default equals the dataclass's."""
+    def keep(text):
+        return default if text == default else parse(text)
+    keep.__name__ = getattr(parse, "__name__", "value")
+    return keep
+
+
 def _dest_of(parser, flag: str):
     action = parser._option_string_actions.get(flag.split("=", 1)[0])
     return None if action is None else action.dest
@@ -144,6 +152,12 @@ def _parser_class():
                 if action.choices is not None:  # argparse's choices error is a usage block; validate() says one line
                     action.metavar, action.type, action.choices = "{" + ",".join(map(str, action.choices)) + "}", \
                         str, None
+            for action in self._actions:  # argparse converts a str default: keep the dataclass's own ("no", "")
+                own = fields[action.dest].default if action.dest in fields else None
+                if action.default is None and own is not None and own is not dataclasses.MISSING:
+                    action.default = own  # HfArgumentParser gives a list field with a plain default none
+                if isinstance(action.default, str) and action.type not in (None, str):
+                    action.type = _keeping(action.default, action.type)
             # The original scripts' flags (chartrl_colab.config.ALIASES, on RunConfig): further names of a field.
             for alias, (dest, inverted) in getattr(config_class, "aliases", {}).items():
                 if dest not in fields or dest in skip:
@@ -247,23 +261,31 @@ def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> di
         if value == "auto" and name in keep:
             out[action.dest] = value
             continue
-        tokens = _tokens(value)
+        parse = action.type or str
+        booleanish = _booleanish(action)
         try:
-            if action.nargs == "+":
-                out[action.dest] = [action.type(t) if action.type else t for t in tokens]
-            elif action.nargs == "?" and action.const is False and name != action.dest:  # an inverted alias
-                out[action.dest] = action.type(tokens[0])
+            if action.nargs == "+":  # a string alone is a one-element list, not its letters
+                items = list(value) if isinstance(value, (list, tuple)) else [value]
+                out[action.dest] = [parse(v) if isinstance(v, str) else v for v in items]
+            elif isinstance(value, str) or booleanish:  # papermill's strings, and 1/0 for a boolean
+                out[action.dest] = parse(_tokens(value)[0])
             else:
-                out[action.dest] = action.type(tokens[0]) if action.type else tokens[0]
+                out[action.dest] = value  # already a Python value: the config validates it
         except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
             raise ConfigError(f"{name}={value!r} is not valid; {_why(action, err)}") from None
     return out
 
 
+def _booleanish(action) -> bool:
+    """A True/False flag (TRL's string_to_bool, or an inverted alias) or a True/False/auto one."""
+    return getattr(action.type, "__name__", "") in ("string_to_bool", "tri_state") or \
+        (action.nargs == "?" and action.const is False)
+
+
 def _why(action, err) -> str:
     if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
         return "choose true or false (yes/no, 1/0)"
-    if action.type is tri_state:
+    if getattr(action.type, "__name__", "") == "tri_state":
         return "choose auto, true or false"
     return str(err).rstrip(".")
 
@@ -287,8 +309,8 @@ def argv_for(cfg) -> list[str]:
     >>> from chartrl_colab.config import RunConfig
     >>> argv_for(RunConfig(mode="psr", subset_size=None, use_peft=False, rewards=["format", "accuracy"],
     ...                    output_root="runs"))  # doctest: +NORMALIZE_WHITESPACE
-    ['--learning-rate', '1e-06', '--use-peft', 'false', '--rewards', 'format', 'accuracy', '--reward-preset',
-     'package', '--mode', 'psr', '--batch-size', '2', '--subset-size', 'none', '--output-root', 'runs']
+    ['--use-peft', 'false', '--learning-rate', '1e-06', '--rewards', 'format', 'accuracy', '--reward-preset',
+     'package', '--subset-size', 'none', '--mode', 'psr', '--batch-size', '2', '--output-root', 'runs']
     """
     argv = []
     for f in dataclasses.fields(cfg):

@@ -207,8 +207,10 @@ def _run_config_class():
             return os.path.join(self.output_root, self.run_name)
 
         def to_dict(self) -> dict:
-            """Every field as JSON can hold it (TrainingArguments' own: enums as values, tokens redacted)."""
-            return {k: v for k, v in super().to_dict().items() if not k.startswith("_")}
+            """Every field as JSON can hold it (TrainingArguments' own: enums as values, a given token redacted;
+            one not given stays None, so ``RunConfig(**cfg.to_dict()) == cfg``)."""
+            return {k: None if k.endswith("_token") and getattr(self, k) is None else v
+                    for k, v in super().to_dict().items()}
 
     RunConfig.__qualname__ = "RunConfig"  # pickled and printed as chartrl_colab.config.RunConfig
     RunConfig.aliases, RunConfig.conflicts = ALIASES, CONFLICTS  # read by cli.parser_for

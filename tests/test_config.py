@@ -236,3 +236,8 @@ def test_a_papermill_bool_that_is_no_bool_is_refused_naming_it(name):
     with pytest.raises(ConfigError) as err:
         settings({name: "maybe", "In": []}, RunConfig)
     assert str(err.value) == f"{name}='maybe' is not valid; choose true or false (yes/no, 1/0)"
+
+
+def test_a_config_rebuilds_from_its_run_json_record():
+    cfg = RunConfig(mode="nsr", epsilon_high=0.28, use_peft=False, subset_size=None)
+    assert RunConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg

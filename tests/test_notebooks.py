@@ -74,8 +74,9 @@ def test_notebook_shape(name):
 
 
 def test_train_and_poc_parameters_are_run_config_fields():
-    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it)."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it); the
+    original scripts' names of TRL's fields (RunConfig.aliases) are read as those fields."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)} | set(RunConfig.aliases)
     for name in ("01_poc.ipynb", "02_train.ipynb"):
         assert set(_parameters(_read(name))) - fields - NOTEBOOK_ONLY == set(), name
 

@@ -36,7 +36,8 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings read as flags are
     names = settings_names(parser)
     check_injected(namespace.get("In") or [], names)
-    given = {name: namespace[name] for name in names if name in namespace and name not in exclude}
+    known = set(names) - set(exclude)
+    given = {name: value for name, value in namespace.items() if name in known}  # in the parameters cell's order
     return settings_from(parser, given, keep=AUTO_KEYS)  # "auto" sizes: environment.resolve_auto decides
 
 
