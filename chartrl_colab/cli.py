@@ -30,7 +30,7 @@ from chartrl_colab.errors import ConfigError
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
-NONE_WORDS = ("none", "full", "all")  # an optional number left out: the whole set, the model's own bound
+NONE_WORDS = ("none", "full", "all", "")  # an optional number left out: the whole set, the model's own bound
 
 # A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
 _FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
