@@ -356,7 +356,10 @@ def run_cli(job) -> int:
     """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a
     missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
     :data:`OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is one line and 130.
-    Every ``main(argv)`` ends here."""
+    Every ``main(argv)`` ends here; the package's progress lines go to stdout (messages.configure_logging)."""
+    from chartrl_colab.messages import configure_logging
+
+    configure_logging()
     try:
         code = job()
     except (ConfigError, FileNotFoundError) as err:

@@ -153,7 +153,7 @@ class ResumePlan(NamedTuple):
         return checkpoint_step(self.checkpoint) if self.checkpoint else 0
 
 
-def resume_plan(cfg: RunConfig, local_dir: str, warn=log.warning) -> ResumePlan:
+def resume_plan(cfg: RunConfig, local_dir: str, warn=log.info) -> ResumePlan:
     """The :class:`ResumePlan` of ``cfg`` (the run's settings as asked: run.json's ``config``). Refuses
     (ConfigError) to continue a run recorded with other settings (see :mod:`chartrl_colab.runs.resume_rules`)."""
     from chartrl_colab.runs import resume_rules, storage
