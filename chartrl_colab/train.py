@@ -204,15 +204,12 @@ def train(cfg: RunConfig):
     each complete one is copied to Drive in the background (see :mod:`chartrl_colab.runs.storage`).
     """
     from transformers import set_seed
-    from transformers.integrations import TensorBoardCallback
 
     from chartrl_colab.data.loading import load_chart_dataset
     from chartrl_colab.models import device
     from chartrl_colab.rewards.presets import get_reward_funcs
     from chartrl_colab.runs import storage
     from chartrl_colab.runs.lock import RunLock
-    from chartrl_colab.training.callbacks import CheckpointMirror
-    from chartrl_colab.training.trainer import ModeTrainer
 
     # Settings: what was asked (run.json's config, compared on a resume), and what "auto" becomes on this card.
     requested = storage.with_output_root(cfg)
@@ -257,6 +254,11 @@ def train(cfg: RunConfig):
     # One writer per run directory, from here until the run ends, however it ends.
     with training_faults(local_dir, lambda: trainer.state.global_step if trainer else 0, resume_hint, out_of_memory,
                          cleanup, hold=RunLock(cfg.run_dir) if main_process else None):
+        from transformers.integrations import TensorBoardCallback
+
+        from chartrl_colab.training.callbacks import CheckpointMirror
+        from chartrl_colab.training.trainer import ModeTrainer
+
         plan = resume_plan(requested, local_dir, warn=lambda *a: None)  # again: another writer may have finished it
         if plan.finished is not None:
             log.info(f"Run {cfg.run_dir} is {plan.finished}")

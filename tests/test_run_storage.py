@@ -30,6 +30,7 @@ def test_a_drive_run_is_written_through_local_staging_and_resumes_from_drive(tmp
     mount = tmp_path / "drive"
     (mount / "MyDrive").mkdir(parents=True)
     monkeypatch.setattr(storage, "DRIVE_MOUNT", mount)
+    (tmp_path / "local-disk").mkdir()  # the system temp folder exists (libraries make their own temp dirs there)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "local-disk"))
     root = mount / "MyDrive" / "chartrl" / "runs"
     cfg = RunConfig(mode="nsr", max_steps=4, save_steps=1, save_total_limit=2, output_root=str(root),
