@@ -23,13 +23,20 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.rewards.package import REWARD_FUNCS
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
 
-MODES = ("grpo", "psr", "nsr", "w-reinforce")
+# Closed sets: the Literal is the field's type (the parser's choices in --help), its values the one list.
+Mode = Literal["grpo", "psr", "nsr", "w-reinforce"]
+ModelName = Literal["tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b"]
+DatasetName = Literal["synthetic", "chart-rvr", "chartqa", "evochart"]
+Init = Literal["pretrained", "random"]
+GrpoRewards = Literal["verifier", "all"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+MODES = get_args(Mode)
 # One line per mode, for banners and the notebook form.
 MODE_DESCRIPTIONS = {
     "grpo": "GRPO: group-normalised advantages of the verifier reward (grpo_rewards='all': the summed rewards)",
@@ -37,15 +44,15 @@ MODE_DESCRIPTIONS = {
     "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
     "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
 }
-MODEL_NAMES = ("tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
-DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
+MODEL_NAMES = get_args(ModelName)
+DATASET_NAMES = get_args(DatasetName)
 REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
-INITS = ("pretrained", "random")
+INITS = get_args(Init)
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")  # the normalisations the objectives' masking is written for
-GRPO_REWARDS = ("verifier", "all")
+GRPO_REWARDS = get_args(GrpoRewards)
 # The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
 LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS = get_args(Precision)
 TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.models.device)
 # 512 image tokens per chart (Qwen-VL: one token per 28x28 pixels): a chart's labels stay legible, and a T4 fits
 # 8 rollouts. The hub processor's own bound is 12.8 M pixels, which turns a large chart into thousands of tokens.
@@ -79,11 +86,11 @@ def with_default(name: str, value, owner=None):
 class SourceArguments:
     """The model and the questions: shared by training and :class:`chartrl_colab.generate.GenerateConfig`."""
 
-    vlm_name: str = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default); with "
+    vlm_name: ModelName = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default); with "
                           "generate --checkpoint, the run's own base model.", default="tiny")
-    init: Literal["pretrained", "random"] = _help(
+    init: Init = _help(
         "'pretrained' weights, or 'random' to build the architecture from its config.", default="pretrained")
-    dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
+    dataset_name: DatasetName = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
     data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     seed: int = _help("Seed for data order, sampling and the embedded model.", default=2025)
     subset_size: int | None = _help("Number of prompts taken from the split (none/full/all: the whole split).",
@@ -111,10 +118,10 @@ class RewardArguments:
 class ChartArguments(SourceArguments, RewardArguments):
     """The package's own training settings: what TRL's GRPOConfig and ModelConfig lack."""
 
-    mode: Literal["grpo", "psr", "nsr", "w-reinforce"] = _help(
+    mode: Mode = _help(
         f"Training objective: one of {', '.join(MODES)}.", default="grpo")
     lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
-    grpo_rewards: Literal["verifier", "all"] = _help(
+    grpo_rewards: GrpoRewards = _help(
         "What grpo's advantage is built from: 'verifier' (default) the verifier reward alone, like the paper's GRPO "
         "baseline and like psr/nsr/w-reinforce, which always learn from it; 'all' the sum of every reward "
         "(Chart-RVR's setting). Sets TRL's reward_weights (1 for the verifier, 0 for the rest) unless they are "
@@ -122,7 +129,7 @@ class ChartArguments(SourceArguments, RewardArguments):
     batch_size: int | None = _help(
         f"Prompts per device per step (default {DEFAULT_BATCH_SIZE}); each step trains on batch_size * "
         "num_generations completions, TRL's per_device_train_batch_size (give one of the two).", default=None)
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = _help(
+    precision: Precision = _help(
         "Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on a CPU), bf16, fp16 "
         "or fp32; sets TRL's bf16/fp16.", default="auto")
     load_in_4bit: bool | str = _help("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes); 'auto': "

@@ -36,7 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import (
@@ -55,7 +55,8 @@ from chartrl_colab.models import samplers
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
 log = logging.getLogger(__name__)
-BACKENDS = ("auto", "transformers", "vllm")
+Backend = Literal["auto", "transformers", "vllm"]
+BACKENDS = get_args(Backend)
 
 
 def _help(text: str, **kwargs):
@@ -78,7 +79,7 @@ class GenerateConfig(SourceArguments, RewardArguments):
                             "batch_size // n questions share a call; lower it when memory runs out.", default=16)
     output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
                         default="samples.jsonl")
-    backend: Literal["auto", "transformers", "vllm"] = _help(
+    backend: Backend = _help(
         f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).", default="auto")
     load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
                                "a run trained with it.", default=False)
