@@ -8,7 +8,8 @@ Flags, YAML recipes (``--config recipe.yaml``) and notebook parameters all go th
 ``--x-y``, ``--x``/``--x false``/``--no-x`` for booleans (``string_to_bool``: true/false, yes/no, 1/0, any case),
 several values for ``list`` fields, ``none``/``null`` for an optional number (TRL's vendored parser; transformers'
 calls ``int("none")``), ``metadata["aliases"]``, and the YAML file. What it cannot do, and :func:`parser_for`
-adds (each marked in the code): ``full``/``all`` for an optional number (``--subset-size full``), ``auto`` for a True/False/auto field (it keeps only the ``bool``), several values for a
+adds (each marked in the code): ``full``/``all`` for an optional number (``--subset-size full``), ``auto``
+for a True/False/auto field (it keeps only the ``bool``), several values for a
 ``tuple`` field (it knows ``list`` only), the package's one-line messages for a closed set (argparse's
 ``choices`` error is a usage block), a YAML key or flag under an original script's name
 (:data:`chartrl_colab.config.ALIASES`), and one setting given under two names.
@@ -166,7 +167,8 @@ def _parser_class():
                     from transformers.hf_argparser import string_to_bool
 
                     self.add_argument(f"--{alias.replace('_', '-')}", f"--{alias}", dest=dest, nargs="?", const=False,
-                                      type=lambda text: not string_to_bool(text), default=argparse.SUPPRESS, metavar="BOOL",
+                                      type=lambda text: not string_to_bool(text), default=argparse.SUPPRESS,
+                                      metavar="BOOL",
                                       help=f"The original scripts' flag: --{dest.replace('_', '-')} false.")
                     continue
                 for action in [a for a in self._actions if a.dest == dest]:
@@ -396,7 +398,8 @@ def training_faults(write_dir: str, step, resume_hint, out_of_memory, cleanup=la
             elif any(sign in str(err) for sign in WRITE_FAILED):
                 first = str(err).strip().splitlines()[0]
                 raise ConfigError(f"writing to {write_dir} failed ({first}); the disk is probably full: free space "
-                                  f"there (or choose another --output-root/--staging-dir) and {resume_hint()}") from None
+                                  f"there (or choose another --output-root/--staging-dir) and {resume_hint()}"
+                                  ) from None
             else:
                 raise
         finally:

@@ -187,7 +187,8 @@ def _run_config_class():
                               if r != "none"]
             if self.learning_rate is None:
                 self.learning_rate = LEARNING_RATE_LORA if self.use_peft else LEARNING_RATE_FULL
-            self.batch_size = prompts_per_device(self.batch_size, self.per_device_train_batch_size, self.num_generations)
+            self.batch_size = prompts_per_device(self.batch_size, self.per_device_train_batch_size,
+                                                 self.num_generations)
             self.per_device_train_batch_size = None  # derived on the trainer's args, so a copy may change either
             validate(self)
 

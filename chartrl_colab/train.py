@@ -56,7 +56,8 @@ def print_banner(cfg: RunConfig) -> None:
         f"  Reward threshold: {cfg.reward_threshold} (verifier: {cfg.verifier})",
         *([f"  Lambda PSR: {cfg.lambda_psr}"] if cfg.mode == "w-reinforce" else []),
         f"  Rewards: {', '.join(cfg.rewards)} (preset {cfg.reward_preset})",
-        *([f"  GRPO advantage from: {'the verifier alone' if cfg.grpo_rewards == 'verifier' else 'the sum of all rewards'}"
+        *([f"  GRPO advantage from: "
+           f"{'the verifier alone' if cfg.grpo_rewards == 'verifier' else 'the sum of all rewards'}"
            f" (grpo_rewards={cfg.grpo_rewards})"] if cfg.mode == "grpo" else []),
         f"  Updates per generation batch: {spg} micro-steps x {cfg.num_iterations} iteration(s), "
         f"{cfg.gradient_accumulation_steps} micro-step(s) per optimizer step",
@@ -291,7 +292,8 @@ def train(cfg: RunConfig):
 
         with warnings.catch_warnings():
             # TRL 1.16 still calls transformers' old gradient-checkpointing names; not the user's to fix.
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.* is deprecated")
+            warnings.filterwarnings("ignore", category=FutureWarning,
+                                    message=r".*gradient_checkpointing.* is deprecated")
             output = trainer.train(resume_from_checkpoint=str(plan.checkpoint) if plan.checkpoint else None)
         trainer.save_model(local_dir)
         trainer.save_state()  # the final trainer_state.json beside the adapter, for monitor and eval
