@@ -29,24 +29,24 @@ The samplers (and the model loading they share) live in :mod:`chartrl_colab.mode
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import logging
 import math
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import (
-    DATASET_NAMES,
     DEFAULT_MAX_PIXELS,
-    INITS,
-    MODEL_NAMES,
-    REWARD_NAMES,
-    RunConfig,
-    check_gpu_knobs,
+    RewardArguments,
+    SourceArguments,
+    check_gpu_share,
     check_rewards,
+    check_source,
     check_whole_numbers,
+    with_default,
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
@@ -54,8 +54,9 @@ from chartrl_colab.files import naming, read_json
 from chartrl_colab.models import samplers
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
-BACKENDS = ("auto", "transformers", "vllm")
-_TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+log = logging.getLogger(__name__)
+Backend = Literal["auto", "transformers", "vllm"]
+BACKENDS = get_args(Backend)
 
 
 def _help(text: str, **kwargs):
@@ -63,58 +64,41 @@ def _help(text: str, **kwargs):
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(SourceArguments, RewardArguments):
+    """What to sample: the model and questions (:class:`~chartrl_colab.config.SourceArguments`), the rewards
+    that score (:class:`~chartrl_colab.config.RewardArguments`, training's fields), and sampling's own."""
+
     checkpoint: str = _help("A run directory (its newest complete checkpoint) or a checkpoint-N folder; "
                             "empty: sample the base --vlm-name.", default="")
-    vlm_name: str = _help(f"Base model when no --checkpoint: one of {', '.join(MODEL_NAMES)}.", default="tiny")
-    init: str = _help("Base model weights when no --checkpoint: 'pretrained' or 'random'.", default="pretrained")
-    dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
-    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     split: str = _help("Split to sample questions from.", default="test")
-    subset_size: int | None = _help("Number of questions (None: the whole split).", default=200)
+    subset_size: int | None = with_default("subset_size", 200, SourceArguments)
     num_samples: int = _help("Completions sampled per question (n of pass@k).", default=64)
     temperature: float = _help("Sampling temperature.", default=1.0)
     max_new_tokens: int = _help("Longest completion, in tokens.", default=512)
     batch_size: int = _help("Completions per generate call: n is split into chunks of this size, or "
                             "batch_size // n questions share a call; lower it when memory runs out.", default=16)
-    seed: int = _help("Seed of the question subset and of sampling (and of the base 'tiny', 'tiny-warm' or random-init "
-                      "weights when no --checkpoint).", default=2025)
     output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
                         default="samples.jsonl")
-    rewards: tuple[str, ...] = _help(f"Reward functions to score with, of {', '.join(REWARD_NAMES)}.",
-                                     default=_TRAINING_DEFAULTS["rewards"])
-    verifier: str = _help("The reward that judges correctness.", default=_TRAINING_DEFAULTS["verifier"])
-    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.",
-                                    default=_TRAINING_DEFAULTS["reward_threshold"])
-    reward_preset: str = _help("Reward functions and system prompt (see chartrl_colab.rewards.presets); 'auto': the "
-                               "run's own for a --checkpoint, else what training picks for the data set.",
-                               default="auto")
-    backend: str = _help(f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).",
-                         default="auto")
+    backend: Backend = _help(
+        f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).", default="auto")
     load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
                                "a run trained with it.", default=False)
-    max_pixels: int | None = _help("Largest image, in pixels (28x28 per image token); a run's own setting from its "
-                                   "run.json wins. None: the model's own bound.", default=DEFAULT_MAX_PIXELS)
     vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take (the HF model is freed "
                                                 "before it starts).", default=0.85)
 
     def __post_init__(self) -> None:
-        self.rewards = tuple(self.rewards)
+        self.rewards = list(self.rewards) if isinstance(self.rewards, (list, tuple)) else self.rewards
         validate(self)
 
 
 def validate(cfg: GenerateConfig) -> None:
     """Raise ConfigError for the first bad setting."""
-    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
-    one_of("init", cfg.init, INITS)
-    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    check_source(cfg)
     one_of("backend", cfg.backend, BACKENDS)
     one_of("reward_preset", cfg.reward_preset, (AUTO, *PRESET_NAMES))
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, resolve_preset(cfg.reward_preset, cfg.dataset_name))
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
-    check_gpu_knobs(cfg)
-    if cfg.subset_size is not None:
-        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
+    check_gpu_share(cfg)
     at_least("temperature", cfg.temperature, 0)
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; pass@k needs sampling, so a temperature > 0 (e.g. 1.0)")
@@ -129,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_argv(argv: list[str] | None = None) -> GenerateConfig:
-    return GenerateConfig(**vars(build_parser().parse_args(argv)))
+    return build_parser().parse(argv)
 
 
 # ------------------------------------------------------------------------------------ which model
@@ -192,10 +176,10 @@ def newest_weights(run_dir: Path) -> Path | None:
         if isinstance(final, int) and final > step:
             best, step = run_dir, final
         elif problem is not None and found is None:
-            print(f"warning: the final model in {run_dir} is incomplete: {problem}")
+            log.warning(f"the final model in {run_dir} is incomplete: {problem}")
     if best == run_dir or (best is not None and newest is not None and step < newest):
         what = "the run's final model" if best == run_dir else best.name
-        print(f"Using {what} ({best}, step {step}): the newest complete weights of {run_dir}")
+        log.info(f"Using {what} ({best}, step {step}): the newest complete weights of {run_dir}")
     return best
 
 
@@ -359,7 +343,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     source = resolve_source(cfg)
     backend = pick_backend(cfg, source)
     wanted = settings(cfg, source, backend)
-    print(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
+    log.info(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
 
     data = load_chart_dataset(cfg.dataset_name, split=cfg.split, subset_size=cfg.subset_size, seed=cfg.seed,
                               data_dir=cfg.data_dir, preset=wanted["reward_preset"])
@@ -371,9 +355,9 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     ids = data["id"]
     todo = [i for i, qid in enumerate(ids) if qid not in done]
     if existing:
-        print(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
+        log.info(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
     if not todo:
-        print(f"✓ {output}: all {len(ids)} questions sampled")
+        log.info(f"✓ {output}: all {len(ids)} questions sampled")
         return output
 
     if backend == "vllm":  # loads and frees the HF model itself: no reference here may keep it alive
@@ -416,7 +400,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
                 bar.set_postfix(correct=f"{solved / sampled:.3f}")
     finally:
         bar.close()  # an error line starts on its own line, not after the bar
-    print(f"✓ {output}: {len(ids)} questions x {n} samples")
+    log.info(f"✓ {output}: {len(ids)} questions x {n} samples")
     return output
 
 

@@ -130,7 +130,7 @@ def test_vllm_training_is_trls_colocate_mode_with_a_memory_share(tmp_path, bnb_a
     cfg = RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path), vllm_gpu_memory_utilization=0.4)
     kwargs = grpo_kwargs(cfg, gpu=A100)
     assert (kwargs["use_vllm"], kwargs["vllm_mode"], kwargs["vllm_gpu_memory_utilization"]) == (True, "colocate", 0.4)
-    assert "use_vllm" not in grpo_kwargs(cfg, gpu=T4)  # T4: model.generate
+    assert grpo_kwargs(cfg, gpu=T4)["use_vllm"] is False  # T4: model.generate
 
 
 def test_generate_picks_vllm_by_the_same_rule(monkeypatch):
@@ -206,7 +206,7 @@ def test_memory_knobs_are_validated_and_parsed_from_flags():
 
 
 def test_the_oom_message_names_every_knob():
-    cfg = RunConfig(vlm_name="qwen2-5-3b", load_in_4bit=False, disable_gradient_checkpointing=True)
+    cfg = RunConfig(vlm_name="qwen2-5-3b", load_in_4bit=False, gradient_checkpointing=False)
     message = device.oom_message(cfg, T4)
     assert "\n" not in message and "Tesla T4 (15 GiB, compute capability 7.5)" in message
     for knob in ("batch_size (2)", "num_generations (8)", "max_completion_length (512)",

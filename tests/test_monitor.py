@@ -131,7 +131,7 @@ def real_runs(tmp_path_factory):
     for mode, save_steps in (("nsr", 1), ("psr", 2)):
         cfg = RunConfig(mode=mode, vlm_name="tiny", dataset_name="synthetic", subset_size=8, num_generations=2,
                         batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=save_steps,
-                        output_root=str(root), seed=0, disable_gradient_checkpointing=True)
+                        output_root=str(root), seed=0, gradient_checkpointing=False)
         quiet(train, cfg)
         runs[mode] = root / cfg.run_name
     return runs

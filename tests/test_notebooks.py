@@ -129,8 +129,9 @@ def test_notebook_text_is_written_for_a_colab_user(name):
 
 
 def test_train_and_poc_parameters_are_run_config_fields():
-    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it)."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it); the
+    original scripts' names of TRL's fields (RunConfig.aliases) are read as those fields."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)} | set(RunConfig.aliases)
     for name in ("01_poc.ipynb", "02_train.ipynb"):
         assert set(_parameters(_read(name))) - fields - NOTEBOOK_ONLY == set(), name
 
@@ -285,8 +286,8 @@ def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch)
 def test_accelerate_command_rebuilds_the_config():
     from chartrl_colab.train import config_from_argv
 
-    cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_lora=False,
-                    disable_gradient_checkpointing=True, rewards=("format", "accuracy"), report_to=("none",),
+    cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_peft=False,
+                    gradient_checkpointing=False, rewards=("format", "accuracy"), report_to=("none",),
                     output_root="somewhere", max_steps=7)
     cmd = pipelines.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
     assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "deepspeed_zero3.yaml",

@@ -77,7 +77,7 @@ def test_tensorboard_run_json_and_offline_wandb_hold_the_run_and_no_secret(tmp_p
     monkeypatch.setattr(wandb, "init", lambda **kw: inits.append(kw) or real_init(**kw))
 
     cfg = RunConfig(mode="w-reinforce", max_steps=2, save_steps=2, output_root=str(tmp_path), **SMALL)
-    assert cfg.report_to == ("tensorboard", "wandb")  # both by default
+    assert cfg.report_to == ["tensorboard", "wandb"]  # both by default
     trainer = train(cfg)
     out = capsys.readouterr()
     run_dir = Path(cfg.run_dir)

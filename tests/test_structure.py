@@ -8,10 +8,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "chartrl_colab"
 
-# Settings, rewards, pass@k, run files and the form: importable where torch is not (the CLI validates, the
-# notebook form renders, monitor and evaluate read files) without paying for torch.
+# Settings' names, rewards, pass@k and run files: importable where torch is not (monitor and evaluate read files)
+# without paying for torch. RunConfig itself is TRL's GRPOConfig (torch), built when first imported, so the
+# notebook form (colab.widgets), which validates with it, is not light.
 LIGHT = ("errors", "messages", "cli", "config", "restamp", "evaluate", "monitor", "rewards", "evaluation", "runs",
-         "models.device", "models.samplers", "data.hub", "colab.widgets", "colab.packages")
+         "models.device", "models.samplers", "data.hub", "colab.packages", "batch")
 
 
 def _modules() -> list[str]:

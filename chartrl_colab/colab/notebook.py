@@ -30,11 +30,21 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     >>> settings({"mode": "psr", "seed": 3, "modes": ["nsr"], "In": []}, RunConfig)
     {'mode': 'psr', 'seed': 3}
     """
-    import dataclasses
+    from chartrl_colab.cli import parser_for, settings_from
+    from chartrl_colab.colab.environment import AUTO_KEYS
 
-    names = [f.name for f in dataclasses.fields(config_class) if f.name not in exclude]
-    check_injected(namespace.get("In") or [], [f.name for f in dataclasses.fields(config_class)])
-    return {name: namespace[name] for name in names if name in namespace}
+    parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings read as flags are
+    names = settings_names(parser)
+    check_injected(namespace.get("In") or [], names)
+    known = set(names) - set(exclude)
+    given = {name: value for name, value in namespace.items() if name in known}  # in the parameters cell's order
+    return settings_from(parser, given, keep=AUTO_KEYS)  # "auto" sizes: environment.resolve_auto decides
+
+
+def settings_names(parser) -> list[str]:
+    """Every name a notebook parameter may have: the fields and the original scripts' spellings of them."""
+    return [flag[2:] for flag in parser._option_string_actions if flag.startswith("--") and "-" not in flag[2:]
+            and not flag.startswith("--no_") and flag != "--help"]
 
 
 def _assigned(source: str) -> list[str]:

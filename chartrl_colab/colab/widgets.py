@@ -27,15 +27,16 @@ chartrl_colab.errors.ConfigError: subset_size=0 is not valid; it must be a numbe
 
 from __future__ import annotations
 
+import argparse
 import html
 
+from chartrl_colab.cli import none_or
 from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import with_output_root
 
 # The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
-ALL_WORDS = ("all", "full", "none", "")  # subset_size text meaning "the whole set"
 NOT_CHOSEN = ("choose the settings in the form above and press Train, then run this cell and the ones below "
               "(Runtime > Run cell and below)")
 CHANGED = "the form changed after Train was pressed: press Train again, then run this cell and the ones below"
@@ -63,11 +64,9 @@ def _parse_subset(text) -> int | None:
     if text is None or isinstance(text, int):
         return text
     s = str(text).strip()
-    if s.lower() in ALL_WORDS:
-        return None
     try:
-        return int(s)
-    except ValueError:
+        return none_or(int)(s)  # the CLI's reading: all/full/none (or an empty box) is the whole set
+    except argparse.ArgumentTypeError:
         raise ConfigError(f"subset_size={s!r} is not valid; it must be a whole number >= 1, or 'all'") from None
 
 
