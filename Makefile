@@ -47,7 +47,7 @@ eval-demo: train-demo
 	$(PY) -m chartrl_colab.evaluate --samples runs/base.jsonl runs/nsr.jsonl --labels Base NSR --output-dir runs/eval
 
 test: setup
-	$(PY) -m ruff check chartrl_colab tests benchmarks
+	$(PY) -m ruff check chartrl_colab tests benchmarks conftest.py
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 

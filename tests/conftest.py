@@ -14,12 +14,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["WANDB_MODE"] = "disabled"
 
 
-@pytest.fixture(autouse=True)
-def package_logging():
-    """The package's log lines where a CLI or a notebook puts them (stdout, warnings on stderr): capsys sees them."""
-    from chartrl_colab.messages import configure_logging
-
-    configure_logging()
 
 
 @pytest.fixture(scope="session")

@@ -186,24 +186,25 @@ def test_every_notebook_mounts_drive_on_auto():
         assert re.search(r'^mount_drive = "auto"', params.source, re.M), path.name
 
 
-def test_auto_mounts_drive_in_colab_so_notebooks_share_runs(colab, tmp_path):
-    lines = []
-    root = environment.prepare_output_root("", "auto", echo=lines.append)
+def test_auto_mounts_drive_in_colab_so_notebooks_share_runs(colab, tmp_path, capsys):
+    root = environment.prepare_output_root("", "auto")
+    lines = capsys.readouterr().out.splitlines()
     assert colab == [str(tmp_path / "drive")]
     assert root == tmp_path / "drive" / storage.DRIVE_RUNS and root.is_dir()
     assert "on Google Drive" in lines[-1]
     # A second notebook (or 02_train reopened) lands in the same folder, where its run directory is.
     (root / "nsr-run" / "logs").mkdir(parents=True)
-    assert environment.prepare_output_root("", "auto", echo=lines.append) == root
+    assert environment.prepare_output_root("", "auto") == root
     assert pipelines.find_runs(root) == [root / "nsr-run"]
 
 
-def test_auto_does_not_mount_outside_colab_and_no_means_no(colab, tmp_path, monkeypatch):
+def test_auto_does_not_mount_outside_colab_and_no_means_no(colab, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(storage, "COLAB_MARKER", tmp_path / "missing")
-    assert environment.prepare_output_root(str(tmp_path / "r"), "auto", echo=lambda *a: None) == tmp_path / "r"
+    assert environment.prepare_output_root(str(tmp_path / "r"), "auto") == tmp_path / "r"
     monkeypatch.setattr(storage, "COLAB_MARKER", tmp_path / "colab-hostname")
-    lines = []
-    environment.prepare_output_root(str(tmp_path / "r"), "no", echo=lines.append)
+    capsys.readouterr()
+    environment.prepare_output_root(str(tmp_path / "r"), "no")
+    lines = capsys.readouterr().out.splitlines()
     assert colab == [] and "mount_drive='yes'" in lines[-1]
     assert environment.should_mount(True) is True and environment.should_mount("yes", colab=False) is True
     with pytest.raises(ConfigError, match="mount_drive='maybe'"):
@@ -213,10 +214,10 @@ def test_auto_does_not_mount_outside_colab_and_no_means_no(colab, tmp_path, monk
 def test_a_headless_kernel_in_colab_never_waits_for_a_mount_nobody_can_authorise(colab, tmp_path, monkeypatch):
     monkeypatch.setattr(environment, "interactive_front_end", lambda: False)  # papermill, batch
     assert not environment.should_mount("auto")
-    environment.prepare_output_root(str(tmp_path / "r"), "auto", echo=lambda *a: None)
+    environment.prepare_output_root(str(tmp_path / "r"), "auto")
     assert colab == []
     (tmp_path / "drive" / "MyDrive").mkdir(parents=True)  # the notebook that started it had mounted Drive
-    assert environment.prepare_output_root("", "auto", echo=lambda *a: None) == tmp_path / "drive" / storage.DRIVE_RUNS
+    assert environment.prepare_output_root("", "auto") == tmp_path / "drive" / storage.DRIVE_RUNS
 
 
 def test_mount_drive_yes_that_fails_stops_the_notebook(colab, tmp_path, monkeypatch, capsys):
@@ -265,11 +266,11 @@ def test_run_all_in_colab_trains_what_the_form_fields_show(colab, tmp_path, monk
     assert notebook.settings(namespace, type(cfg))["mode"] == "w-reinforce"
 
 
-def test_zero_runs_says_where_it_looked_and_about_drive(colab, tmp_path):
-    lines = []
-    assert pipelines.find_runs(tmp_path / "content-runs", required=False, echo=lines.append) == []
+def test_zero_runs_says_where_it_looked_and_about_drive(colab, tmp_path, capsys):
+    assert pipelines.find_runs(tmp_path / "content-runs", required=False) == []
+    lines = capsys.readouterr().out.splitlines()
     assert str(tmp_path / "content-runs") in lines[0] and "Google Drive is not mounted" in lines[0]
-    environment.prepare_output_root("", "yes", echo=lambda *a: None)
+    environment.prepare_output_root("", "yes")
     with pytest.raises(ConfigError, match="Google Drive is mounted at") as err:
         pipelines.find_runs(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(err.value)
@@ -286,30 +287,29 @@ def _run(root: Path, name: str, **config) -> Path:
     return run_dir
 
 
-def test_eval_defaults_on_a_gpu_without_runs_pick_a_split_that_exists():
+def test_eval_defaults_on_a_gpu_without_runs_pick_a_split_that_exists(capsys):
     from chartrl_colab.data.loading import SPLITS
     from chartrl_colab.generate import GenerateConfig
 
-    lines = []
-    settings = environment.resolve_eval(EVAL_DEFAULTS, [], gpu=True, echo=lines.append)
+    settings = environment.resolve_eval(EVAL_DEFAULTS, [], gpu=True)
+    lines = capsys.readouterr().out.splitlines()
     assert (settings["vlm_name"], settings["dataset_name"], settings["split"]) == ("qwen2-5-3b", "chartqa", "test")
     assert settings["split"] in SPLITS[settings["dataset_name"]]
     assert any("'chart-rvr' has no 'test' split" in line for line in lines)
     GenerateConfig(**settings)  # what 03_eval builds: valid
 
 
-def test_eval_auto_follows_the_runs_run_json(tmp_path):
+def test_eval_auto_follows_the_runs_run_json(tmp_path, capsys):
     trained = [_run(tmp_path, f"{m}-qwen", vlm_name="qwen2-vl-2b", dataset_name="chart-rvr", max_completion_length=300)
                for m in ("nsr", "psr")]
     other = _run(tmp_path, "grpo-tiny", vlm_name="tiny", dataset_name="synthetic", max_completion_length=8)
-    lines = []
-    settings = environment.resolve_eval(EVAL_DEFAULTS, [*trained, other / "checkpoint-2"], gpu=True, echo=lines.append)
+    settings = environment.resolve_eval(EVAL_DEFAULTS, [*trained, other / "checkpoint-2"], gpu=True)
+    lines = capsys.readouterr().out.splitlines()
     assert (settings["vlm_name"], settings["dataset_name"], settings["split"]) == ("qwen2-vl-2b", "chartqa", "test")
     assert settings["max_new_tokens"] == 300
     assert "2 of 3" in lines[0] and "tiny/synthetic" in lines[0]  # the odd run is named
     # On a CPU too: the runs say where they were trained; a named setting is kept.
-    cpu = environment.resolve_eval({**EVAL_DEFAULTS, "dataset_name": "chartqa"}, [other], gpu=False,
-                                   echo=lambda *a: None)
+    cpu = environment.resolve_eval({**EVAL_DEFAULTS, "dataset_name": "chartqa"}, [other], gpu=False)
     assert (cpu["vlm_name"], cpu["dataset_name"], cpu["split"], cpu["max_new_tokens"]) == ("tiny", "chartqa", "test", 8)
 
 

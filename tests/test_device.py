@@ -214,18 +214,18 @@ def test_the_oom_message_names_every_knob():
         assert knob in message
 
 
-def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm):
+def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm, capsys):
     from chartrl_colab.colab import environment
 
-    lines = []
     monkeypatch.setattr(device, "detect", lambda: T4)
-    report = environment.check(echo=lines.append)
+    report = environment.check()
+    lines = capsys.readouterr().out.splitlines()
     assert report["gpu"]["capability"] == "7.5" and report["gpu"]["bf16"] is False
     assert report["gpu"]["auto"] == {"precision": "fp16", "load_in_4bit": True, "use_vllm": False}
     assert any(line.startswith("Precision: fp16") for line in lines), lines
     monkeypatch.setattr(device, "detect", lambda: None)
-    lines.clear()
-    environment.check(echo=lines.append)
+    environment.check()
+    lines = capsys.readouterr().out.splitlines()
     assert "Precision: fp32 (CPU)" in lines
 
 

@@ -6,7 +6,6 @@ model on a GPU and the embedded default without one. The setup notebook also rep
 :func:`check`.
 
 >>> resolve_defaults("auto", "auto", gpu=False)
-No GPU: using the embedded default, model 'tiny-warm' and data set 'synthetic' (a CPU run in minutes; a toy model that has learned the answer format, not to read charts).
 ('tiny-warm', 'synthetic')
 >>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
 ('qwen2-vl-2b', 'chart-rvr')
@@ -51,7 +50,7 @@ def gpu_info() -> dict | None:
             "cuda": torch.version.cuda, "auto": auto}
 
 
-def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None, echo=print) -> tuple[str, str]:
+def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None) -> tuple[str, str]:
     """``"auto"`` names -> the original Chart-RVR model and data on a GPU, the embedded default without one (said so).
 
     Names other than ``"auto"`` are kept: a user who names a model gets it.
@@ -64,19 +63,19 @@ def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool |
     vlm = defaults[0] if vlm_name == AUTO else vlm_name
     data = defaults[1] if dataset_name == AUTO else dataset_name
     if not gpu:
-        echo(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
+        log.info(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
              "(a CPU run in minutes; a toy model that has learned the answer format, not to read charts).")
     return vlm, data
 
 
-def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
+def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
     """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
 
     ``vlm_name``/``dataset_name`` as :func:`resolve_defaults`; ``max_completion_length``/``max_new_tokens``
     become 512 tokens on a GPU and 64 on a CPU (the embedded models' completions are short; shorter ones
     keep a CPU run to minutes).
 
-    >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False, echo=lambda *a: None)
+    >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False)
     {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}
     """
     if AUTO not in [params.get(k) for k in AUTO_KEYS]:
@@ -85,7 +84,7 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
         gpu = gpu_info() is not None
     out = dict(params)
     if AUTO in (params.get("vlm_name"), params.get("dataset_name")):
-        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu, echo=echo)
+        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu)
         out.update({k: v for k, v in (("vlm_name", vlm), ("dataset_name", data)) if k in params})
     for key in ("max_completion_length", "max_new_tokens"):
         if params.get(key) == AUTO:
@@ -110,7 +109,7 @@ def trained_on(run_dir: str | Path) -> dict:
         return {}
 
 
-def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print) -> dict:
+def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
     """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
 
     ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json``
@@ -133,14 +132,14 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print)
         if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
             out["max_new_tokens"] = tokens
         others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
-        echo(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
+        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
              "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
                                   "evaluate those" if others else "."))
-    out = resolve_auto(out, gpu=gpu, echo=echo)
+    out = resolve_auto(out, gpu=gpu)
     data, split = out.get("dataset_name"), out.get("split")
     if split is not None and data in EVAL_SETS and split not in SPLITS.get(data, (split,)):
         out["dataset_name"], out["split"] = EVAL_SETS[data]
-        echo(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
+        log.info(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
              f"{out['dataset_name']!r} split {out['split']!r}.")
     return out
 
@@ -154,7 +153,7 @@ def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
 
 
 # ------------------------------------------------------------------------------------------ report
-def check(echo=print) -> dict:
+def check() -> dict:
     """What the setup notebook reports: Colab or not, the GPU, versions, and requirements not met."""
     from chartrl_colab.colab.packages import package_requirements, requirement_problems, requirements_file
     from chartrl_colab.runs.storage import in_colab
@@ -165,23 +164,23 @@ def check(echo=print) -> dict:
     if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
         reqs = requirements_file().read_text().splitlines()
     problems = requirement_problems(reqs)
-    echo(f"Colab: {'yes' if in_colab() else 'no'}")
+    log.info(f"Colab: {'yes' if in_colab() else 'no'}")
     if gpu:
         auto = gpu["auto"]
-        echo(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
+        log.info(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
              f"CUDA {gpu['cuda']}")
         why = "bf16 from compute capability 8.0" if gpu["bf16"] else "no bf16 tensor cores below compute capability 8.0"
-        echo(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
+        log.info(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
              f"use_vllm={auto['use_vllm']}")
     else:
-        echo("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
+        log.info("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
              "in Colab choose Runtime > Change runtime type > GPU for real models.")
-        echo("Precision: fp32 (CPU)")
-    echo("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
+        log.info("Precision: fp32 (CPU)")
+    log.info("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
     for problem in problems:
-        echo(f"warning: {problem}")
+        log.warning(problem)
     if not problems:
-        echo("✓ Installed versions are within the tested bounds.")
+        log.info("✓ Installed versions are within the tested bounds.")
     return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
 
 
@@ -233,7 +232,7 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
     return drive_mounted() or (interactive_front_end() if interactive is None else interactive)
 
 
-def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=None) -> Path:
+def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO) -> Path:
     """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
 
     Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
@@ -243,7 +242,6 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, e
     """
     from chartrl_colab.runs import storage
 
-    echo = echo or log.info
     if should_mount(mount_drive):
         explicit = mount_drive is True or str(mount_drive).strip().lower() in ("yes", "true")
         _mount_or_stop() if explicit else storage.mount_drive()
@@ -254,7 +252,7 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, e
              else "on this Colab runtime: lost when it disconnects, unseen by the other notebooks "
                   "(set mount_drive='yes' to keep them)"
              if storage.in_colab() else "on this machine")
-    echo(f"Runs will be stored in {root.absolute()} ({where}).")
+    log.info(f"Runs will be stored in {root.absolute()} ({where}).")
     return root
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import logging
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import jsonable
+
+log = logging.getLogger(__name__)
 
 INJECTED = "# Parameters"  # how papermill's injected-parameters cell begins
 
@@ -103,7 +106,7 @@ def _in_kernel() -> bool:
     return get_ipython() is not None
 
 
-def show_costs(costs: dict, echo=print) -> dict:
+def show_costs(costs: dict) -> dict:
     """One line of a run's time and memory figures (:func:`chartrl_colab.colab.pipelines.run_costs`); returns them.
 
     >>> _ = show_costs({"train_seconds": 90.0, "seconds_per_step": 4.5, "steps": 20, "peak_gpu_memory_gb": 11.2})
@@ -122,7 +125,7 @@ def show_costs(costs: dict, echo=print) -> dict:
         line += " " + "; ".join(f"{_label(k)}: {v:.3g}{_unit(k)}" for k, v in memory) + "."
     else:
         line += " Peak GPU memory: not recorded (no GPU, or not measured)."
-    echo(line)
+    print(line)  # what the cell shows, whatever the logging setup
     return costs
 
 
@@ -135,7 +138,7 @@ def _unit(key: str) -> str:
     return " GB" if key.endswith("_gb") else " MB" if key.endswith("_mb") else ""
 
 
-def show_answers(answers: list[dict], width: int = 192, echo=print) -> list[dict]:
+def show_answers(answers: list[dict], width: int = 192) -> list[dict]:
     """Each answer's chart (a thumbnail), question, completion and rewards; returns them without the images."""
     shown = []
     for i, answer in enumerate(answers, 1):
@@ -147,8 +150,8 @@ def show_answers(answers: list[dict], width: int = 192, echo=print) -> list[dict
             thumb.thumbnail((width, width))
             display(thumb)
         rewards = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in answer["rewards"].items())
-        echo(f"[{i}] Q: {answer['question']}\n    gold: {answer['answer']}\n    model: {answer['completion']}\n"
-             f"    rewards: {rewards} ({'correct' if answer['correct'] else 'not correct'})")
+        print(f"[{i}] Q: {answer['question']}\n    gold: {answer['answer']}\n    model: {answer['completion']}\n"
+              f"    rewards: {rewards} ({'correct' if answer['correct'] else 'not correct'})")
         shown.append({k: v for k, v in answer.items() if k != "image"})
     return shown
 
@@ -163,17 +166,16 @@ def under(root: str | Path, path: str | Path) -> Path:
     return path if path.is_absolute() else Path(root) / path
 
 
-def write_results(path: str | Path, results: dict, echo=print) -> Path:
+def write_results(path: str | Path, results: dict) -> Path:
     """Write a notebook's results as JSON (paths as strings, NaN as null) and say where.
 
     >>> import json, tempfile, pathlib
-    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"dir": pathlib.Path("runs"), "x": float("nan")},
-    ...                     echo=lambda *a: None)
+    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"dir": pathlib.Path("runs"), "x": float("nan")})
     >>> json.loads(out.read_text())
     {'dir': 'runs', 'x': None}
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(results), indent=2, ensure_ascii=False) + "\n")
-    echo(f"Results written to {path.absolute()}")
+    log.info(f"Results written to {path.absolute()}")
     return path
