@@ -12,6 +12,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # wandb is exercised by its own tests (offline); elsewhere it would only start its service process.
 os.environ["WANDB_MODE"] = "disabled"
+# One torch thread, here and in every process the tests start (training runs, papermill kernels): the embedded
+# models' matrices are too small to gain from a second one, which mostly spins and waits (the CPU time of the
+# trainer tests falls by about 3x). Set before any test module imports torch; an explicit setting is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
