@@ -1,5 +1,6 @@
 """Issue 12 with real training runs: a finished run rerun changes nothing, changed settings are refused, --resume
-never says what it deletes, Ctrl-C and a full disk are one line (subprocesses through tests/resume_worker.py)."""
+never says what it deletes, Ctrl-C and a full disk are one line. The first runs are processes of their own (through
+tests/resume_worker.py), the reruns of a finished run the same command in this process."""
 
 import hashlib
 import json
@@ -27,8 +28,14 @@ def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def go(root: Path, *extra: str, when: str = "none", step: int = 0) -> subprocess.CompletedProcess:
-    return finish(start(root, *extra, when=when, step=step))
+def rerun(capsys, root: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The command run again in this process (its imports are warm): its exit code and what it printed."""
+    from chartrl_colab.train import main
+
+    capsys.readouterr()
+    code = main([*T, "--output-root", str(root), *extra])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["chartrl_colab.train", *extra], code, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +66,7 @@ def one_line(stderr: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_finished_run_rerun_changes_nothing_and_other_settings_are_refused(first_runs):
+def test_a_finished_run_rerun_changes_nothing_and_other_settings_are_refused(first_runs, capsys):
     tmp_path, started = first_runs["finished"]  # --max-steps 2
     run = tmp_path / "nsr-tiny-synthetic-8-2025"
     proc = finish(started)
@@ -67,18 +74,18 @@ def test_a_finished_run_rerun_changes_nothing_and_other_settings_are_refused(fir
     before = snapshot(run)
 
     for extra in (["--max-steps", "2"], ["--max-steps", "2", "--logging-steps", "5", "--save-steps", "9"]):
-        proc = go(tmp_path, *extra)
+        proc = rerun(capsys, tmp_path, *extra)
         assert proc.returncode == 0 and f"Run {run} is finished at step 2" in proc.stdout, proc.stderr[-3000:]
         assert snapshot(run) == before
 
-    proc = go(tmp_path, "--max-steps", "2", "--learning-rate", "1e-3", "--reward-threshold", "0.9")
+    proc = rerun(capsys, tmp_path, "--max-steps", "2", "--learning-rate", "1e-3", "--reward-threshold", "0.9")
     assert proc.returncode == 2
     line = one_line(proc.stderr)
     for words in ("learning_rate 1e-05 -> 0.001", "reward_threshold 0.5 -> 0.9", "--resume never"):
         assert words in line, line
     assert snapshot(run) == before
 
-    proc = go(tmp_path, "--max-steps", "1", "--resume", "never", "--learning-rate", "1e-3")
+    proc = rerun(capsys, tmp_path, "--max-steps", "1", "--resume", "never", "--learning-rate", "1e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"--resume never: deleting the earlier run in {run}: checkpoint-1, checkpoint-2" in proc.stdout
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-1"]
