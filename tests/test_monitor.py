@@ -120,21 +120,19 @@ def assert_summary_matches(summary, expected):
 
 # -------------------------------------------------------------------------------- real trainer runs
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    """Two short runs of the trainer on the embedded default: nsr and psr, 2 steps each (nsr checkpoints
-    every step, psr at the end). Small settings: on 2 shared CPU cores each run takes ~10-20 s."""
+def real_runs(tmp_path_factory, finished_run):
+    """Two short runs of the trainer on the embedded default: nsr and psr, 2 steps each (nsr, the session's
+    finished run, checkpoints every step, psr at the end). Small settings: on 2 shared CPU cores each run takes
+    ~10-20 s."""
     from chartrl_colab.config import RunConfig
     from chartrl_colab.train import train
 
     root = tmp_path_factory.mktemp("runs")
-    runs = {}
-    for mode, save_steps in (("nsr", 1), ("psr", 2)):
-        cfg = RunConfig(mode=mode, vlm_name="tiny", dataset_name="synthetic", subset_size=8, num_generations=2,
-                        batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=save_steps,
-                        output_root=str(root), seed=0, gradient_checkpointing=False)
-        quiet(train, cfg)
-        runs[mode] = root / cfg.run_name
-    return runs
+    cfg = RunConfig(mode="psr", vlm_name="tiny", dataset_name="synthetic", subset_size=8, num_generations=2,
+                    batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=2,
+                    output_root=str(root), seed=0, gradient_checkpointing=False)
+    quiet(train, cfg)
+    return {"nsr": finished_run, "psr": root / cfg.run_name}
 
 
 @pytest.mark.slow

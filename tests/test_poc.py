@@ -20,7 +20,8 @@ def test_comparison_says_which_rewards_grpo_learned_from(grpo_rewards, said, tmp
                              errors=[])
     monkeypatch.setattr(chartrl_colab.monitor, "monitor", lambda *args, **kwargs: report)
     lines = []
+    # eval_samples=0: no sampling stage; the line is printed by the comparing stage, which runs either way.
     run_poc(modes=("grpo", "nsr"), output_dir=tmp_path, echo=lines.append, output_root=str(tmp_path),
-            grpo_rewards=grpo_rewards)
+            grpo_rewards=grpo_rewards, eval_samples=0)
     assert [cfg.grpo_rewards for cfg in trained] == [grpo_rewards] * 2  # in each run's config, so in run.json
     assert said in lines
