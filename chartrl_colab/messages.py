@@ -48,14 +48,19 @@ def configure_logging(level: int = logging.INFO) -> logging.Logger:
     Idempotent (a second call changes nothing but the level); returns the package's logger. Records do not
     propagate to the root logger, so a notebook with its own logging setup does not print them twice.
     """
-    logger = logging.getLogger(PACKAGE)
-    logger.setLevel(level)
-    if not any(isinstance(h, _CurrentStream) for h in logger.handlers):
-        out, err = _CurrentStream("stdout"), _CurrentStream("stderr")
-        out.addFilter(lambda record: record.levelno < logging.WARNING)
-        err.setLevel(logging.WARNING)
-        for handler in (out, err):
-            handler.setFormatter(_Prefix())
-            logger.addHandler(handler)
-    logger.propagate = False
-    return logger
+    names = [PACKAGE]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith(PACKAGE + "."):
+        names.append("__main__")  # `python -m chartrl_colab.train`: that module's logger is named __main__
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(h, _CurrentStream) for h in logger.handlers):
+            out, err = _CurrentStream("stdout"), _CurrentStream("stderr")
+            out.addFilter(lambda record: record.levelno < logging.WARNING)
+            err.setLevel(logging.WARNING)
+            for handler in (out, err):
+                handler.setFormatter(_Prefix())
+                logger.addHandler(handler)
+        logger.propagate = False
+    return logging.getLogger(PACKAGE)

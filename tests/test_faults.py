@@ -1,4 +1,4 @@
-"""A careless or unlucky user (issue 12): each mistake or machine fault is one line naming the value or path and
+"""A careless or unlucky user: each mistake or machine fault is one line naming the value or path and
 what to do, exit code 2 (130 for Ctrl-C), no traceback, and nothing written that misleads ``--resume auto``.
 Fast tests: nothing here trains (the training ones are in tests/test_run_faults.py)."""
 

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 
 from chartrl_colab import restamp
-from chartrl_colab.colab import environment, packages, pipelines
+from chartrl_colab.colab import environment, notebook, packages, pipelines
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,8 @@ def test_train_settings_are_colab_form_fields():
                  "output_root", "precision"):
         assert name in fields, name
     params = _parameters(_read("02_train.ipynb"))
-    RunConfig(**{k: v for k, v in params.items() if k not in NOTEBOOK_ONLY and v != "auto"})  # valid as they stand
+    given = {k: v for k, v in params.items() if k not in NOTEBOOK_ONLY and v != "auto"}
+    RunConfig(**notebook.settings(given, RunConfig))  # valid as they stand, read as the notebook reads them
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,4 +1,4 @@
-"""Issue 12 with real training runs: a finished run rerun changes nothing, changed settings are refused, --resume
+"""Faults with real training runs: a finished run rerun changes nothing, changed settings are refused, --resume
 never says what it deletes, Ctrl-C and a full disk are one line. The first runs are processes of their own (through
 tests/resume_worker.py), the reruns of a finished run the same command in this process."""
 

@@ -219,7 +219,7 @@ def test_bad_mode_is_refused_before_building(tmp_path, tiny_cache, charts):
         make_trainer(tmp_path, tiny_cache, charts, "ppo", [always(1.0)], verifier=0)
 
 
-# --------------------------------------------------------------------------- exact objectives (issue 11, part 3)
+# --------------------------------------------------------------------------- exact objectives
 @pytest.mark.parametrize("mode,verifier_rewards,loss_type", [
     ("psr", FIVE_OF_EIGHT, "grpo"),  # 5 of 8 kept: loss -1, TRL's own mean over all 8 rows gives -0.625
     ("psr", FIVE_OF_EIGHT, "dr_grpo"),
@@ -336,7 +336,7 @@ def test_mode_line_prints_the_verifier_reward_and_the_advantage_apart(tmp_path, 
     assert "NSR [Step 0]: 3/8 negative samples | Avg reward: 0.625 | Avg advantage: -0.375" in capsys.readouterr().out
 
 
-# ------------------------------------------------------- steps, rollouts and the kept rows' compute (issue 20)
+# ------------------------------------------------------- steps, rollouts and the kept rows' compute
 def identity_shuffle(monkeypatch):
     """TRL's shuffle of the generation batch fixed to the identity: slice k holds rows k*b .. (k+1)*b - 1."""
     monkeypatch.setattr(trl_grpo, "shuffle_sequence_dict", lambda batch: batch)

@@ -1,6 +1,6 @@
 """The warm base ``tiny-warm`` (chartrl_colab.models.warm): what it is taught, that it builds deterministically and
 is cached, that the package loads and samples it like any model, and that sampled at temperature 1 on held-out
-test charts it is sometimes right and sometimes wrong (the window issue 11 asks for)."""
+test charts it is sometimes right and sometimes wrong."""
 
 from __future__ import annotations
 
