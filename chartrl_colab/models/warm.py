@@ -119,7 +119,8 @@ def warm_target(spec: dict) -> str:
             f"{_HINTS[spec['kind']].format(*spec['args'])}</think><answer>{spec['answer']}</answer>")
 
 
-def build_warm_fresh(seed: int, *, steps: int = _STEPS, progress: bool = True):
+def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS, kinds=None, lr: float = _LR,
+                     progress: bool = True):
     """The warm base and processor built in memory (the disk cache is not touched)."""
     from tqdm.auto import tqdm
 
@@ -129,12 +130,12 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, progress: bool = True):
     torch.set_num_threads(1)
     try:
         model, processor = tiny.build_tiny_fresh(seed)
-        examples = _examples(processor, seed)
+        examples = _examples(processor, seed, n_charts, kinds)
         shared = _shared_length(examples, model.config.image_token_id)
         rng = random.Random(f"chartrl-warm-order:{seed}")
         with tiny.seeded(seed):
             model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=0.0)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
             schedule = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / steps))
             order: list[int] = []
@@ -159,7 +160,7 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, progress: bool = True):
     return model, processor
 
 
-def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
+def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None) -> list[dict]:
     """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
     from trl.data_utils import prepare_multimodal_messages
 
@@ -171,7 +172,7 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
     examples = []
     for chart in charts:
         image = synthetic.render_chart(chart)
-        for kind in synthetic.QUESTION_KINDS:
+        for kind in kinds or synthetic.QUESTION_KINDS:
             spec = synthetic.draw_question(chart, kind, rng)
             # The prompt exactly as the sampler and GRPOTrainer build it: chat template, image expanded.
             messages = prepare_multimodal_messages(make_prompt(spec["question"], PROMPT_PRESET), images=[image])
