@@ -24,6 +24,7 @@ from pathlib import Path
 
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.compare import difference_cell
 from chartrl_colab.runs.storage import with_output_root
 
 # In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
@@ -183,20 +184,48 @@ def results_table(models: dict[str, dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
-    """The table as markdown, its caption saying what each column means (``evaluation``: its settings)."""
+    """The table as markdown, its caption saying what each column means (``evaluation``: its settings, and its
+    ``metrics_json`` whose paired differences (:mod:`chartrl_colab.evaluation.compare`) fill the columns
+    "- base" and the lines between modes below the table)."""
     n = sorted({r["n"] for r in rows})
     generation = next(iter((evaluation or {}).get("models", {}).values()), {}).get("generation", {})
     where = (f" on {rows[0]['questions']} held-out questions ({generation.get('dataset_name', '?')} "
              f"{generation.get('split', '?')} split), temperature {generation.get('temperature', '?')}"
              if rows else "")
+    diffs = _differences(evaluation)
+    base = rows[0]["model"] if rows else None
+    to_base = {d["other"]: d for d in diffs if d["reference"] == base}
+    k_n = str(max((int(k) for k in diffs[0]["k"]), default=1)) if diffs else None
     lines = [f"POC results{where}: pass@1 and pass@n (n = {'/'.join(map(str, n))} samples per question; mean "
-             "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + ".", "",
-             "| model | pass@1 | pass@n | mean entropy |", "|---|---|---|---|"]
+             "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + "."
+             + (f" '- base': the model's pass@k minus the base's, paired over the same questions [95% paired "
+                f"bootstrap interval], * where the interval excludes 0." if diffs else ""), "",
+             "| model | pass@1 | pass@n | mean entropy |" + (" pass@1 - base | pass@n - base |" if diffs else ""),
+             "|---|---|---|---|" + ("---|---|" if diffs else "")]
     for r in rows:
         entropy = f"{r['mean_entropy']:.3f}" if r["mean_entropy"] is not None else "n/a"
-        lines.append(f"| {r['model']} | {_cell(r['pass_at_1'], r['pass_at_1_ci'])} | "
-                     f"{_cell(r['pass_at_n'], r['pass_at_n_ci'])} | {entropy} |")
+        line = (f"| {r['model']} | {_cell(r['pass_at_1'], r['pass_at_1_ci'])} | "
+                f"{_cell(r['pass_at_n'], r['pass_at_n_ci'])} | {entropy} |")
+        if diffs:
+            d = to_base.get(r["model"])
+            line += (f" {difference_cell(d['k']['1'])} | {difference_cell(d['k'][k_n])} |" if d else " | |")
+        lines.append(line)
+    between = [d for d in diffs if d["reference"] != base]
+    if between:
+        lines += ["", f"Between modes (second minus first, paired, pass@1 and pass@{k_n}):", ""]
+        lines += [f"- {d['other']} - {d['reference']}: pass@1 {difference_cell(d['k']['1'])}; "
+                  f"pass@{k_n} {difference_cell(d['k'][k_n])}" for d in between]
     return "\n".join(lines) + "\n"
+
+
+def _differences(evaluation: dict | None) -> list[dict]:
+    """The paired differences evaluate wrote to metrics.json ([] without an evaluation)."""
+    import json
+
+    path = (evaluation or {}).get("metrics_json")
+    if not path or not Path(path).is_file():
+        return []
+    return json.loads(Path(path).read_text()).get("differences") or []
 
 
 def _cell(mean: float, ci: list[float]) -> str:

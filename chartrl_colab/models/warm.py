@@ -119,8 +119,8 @@ def warm_target(spec: dict) -> str:
             f"{_HINTS[spec['kind']].format(*spec['args'])}</think><answer>{spec['answer']}</answer>")
 
 
-def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS, kinds=None, lr: float = _LR,
-                     progress: bool = True):
+def build_warm_fresh(seed: int, *, steps: int = _STEPS, short_steps: int = 0, n_charts: int = _CHARTS, kinds=None,
+                     lr: float = _LR, vision_lr: float | None = None, progress: bool = True):
     """The warm base and processor built in memory (the disk cache is not touched)."""
     from tqdm.auto import tqdm
 
@@ -130,29 +130,39 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS,
     torch.set_num_threads(1)
     try:
         model, processor = tiny.build_tiny_fresh(seed)
-        examples = _examples(processor, seed, n_charts, kinds)
-        shared = _shared_length(examples, model.config.image_token_id)
+        phases = []
+        for short, n_steps in ((True, short_steps), (False, steps)):
+            if n_steps:
+                examples = _examples(processor, seed, n_charts, kinds, short=short)
+                phases.append((examples, _shared_length(examples, model.config.image_token_id), n_steps))
         rng = random.Random(f"chartrl-warm-order:{seed}")
+        total = short_steps + steps
         with tiny.seeded(seed):
             model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+            vision = [p for name, p in model.named_parameters() if ".visual." in name or name.startswith("visual.")]
+            ids = {id(p) for p in vision}
+            rest = [p for p in model.parameters() if id(p) not in ids]
+            optimizer = torch.optim.AdamW([{"params": rest, "lr": lr},
+                                           {"params": vision, "lr": vision_lr or lr}], weight_decay=0.0)
             schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / steps))
-            order: list[int] = []
-            bar = tqdm(range(steps), desc="warming up tiny-warm", unit="step", disable=not progress)
-            for _ in bar:
-                if len(order) < _BATCH:
-                    perm = list(range(len(examples)))
-                    rng.shuffle(perm)
-                    order += perm
-                batch, order = [examples[i] for i in order[:_BATCH]], order[_BATCH:]
-                loss = _completion_loss(model, _collate(batch, processor.tokenizer.pad_token_id), shared)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / total))
+            bar = tqdm(total=total, desc="warming up tiny-warm", unit="step", disable=not progress)
+            for examples, shared, n_steps in phases:
+                order: list[int] = []
+                for _ in range(n_steps):
+                    if len(order) < _BATCH:
+                        perm = list(range(len(examples)))
+                        rng.shuffle(perm)
+                        order += perm
+                    batch, order = [examples[i] for i in order[:_BATCH]], order[_BATCH:]
+                    loss = _completion_loss(model, _collate(batch, processor.tokenizer.pad_token_id), shared)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.close()
         model.eval()
     finally:
@@ -160,7 +170,7 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS,
     return model, processor
 
 
-def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None) -> list[dict]:
+def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None, short: bool = False) -> list[dict]:
     """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
     from trl.data_utils import prepare_multimodal_messages
 
@@ -175,7 +185,10 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None) -> list
         for kind in kinds or synthetic.QUESTION_KINDS:
             spec = synthetic.draw_question(chart, kind, rng)
             # The prompt exactly as the sampler and GRPOTrainer build it: chat template, image expanded.
-            messages = prepare_multimodal_messages(make_prompt(spec["question"], PROMPT_PRESET), images=[image])
+            prompt_messages = make_prompt(spec["question"], PROMPT_PRESET)
+            if short:  # no system prompt: the chart is a third of the prompt, so learning to read it starts fast
+                prompt_messages = prompt_messages[1:]
+            messages = prepare_multimodal_messages(prompt_messages, images=[image])
             text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             prompt = processor(text=[text], images=[image], return_tensors="pt")
             completion = tokenizer(warm_target(spec) + tokenizer.eos_token, add_special_tokens=False).input_ids
