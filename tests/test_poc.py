@@ -24,3 +24,16 @@ def test_comparison_says_which_rewards_grpo_learned_from(grpo_rewards, said, tmp
             grpo_rewards=grpo_rewards)
     assert [cfg.grpo_rewards for cfg in trained] == [grpo_rewards] * 2  # in each run's config, so in run.json
     assert said in lines
+
+
+def test_training_plots_keep_runs_with_equal_values_visible():
+    """Two modes that logged the very same values (e.g. nsr and w-reinforce with nothing correct) both show:
+    the later one drawn thinner and dashed over the earlier, the legend beside the axes."""
+    from chartrl_colab.evaluation.monitor_plots import plot_metric
+
+    history = [{"step": s, "loss": 1.0 / s} for s in range(1, 9)]
+    ax = plot_metric({"NSR": history, "W-REINFORCE": list(history)}, "loss").axes[0]
+    nsr, wr = [line for line in ax.get_lines() if line.get_label() in ("NSR", "W-REINFORCE")]
+    assert list(nsr.get_ydata()) == list(wr.get_ydata())
+    assert wr.get_linewidth() < nsr.get_linewidth() and wr.get_linestyle() != nsr.get_linestyle()
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes
