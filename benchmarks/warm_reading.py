@@ -14,38 +14,6 @@ import time
 from collections import defaultdict
 
 import numpy as np
-import PIL.Image
-
-
-def measure(model, processor, questions: int, samples: int, data_seed: int, batch: int = 8) -> dict:
-    """Per question: kind, correct counts with the real and the blank image. Sampling as ``generate`` does."""
-    import torch
-
-    from chartrl_colab import generate as gen
-    from chartrl_colab.data import synthetic
-    from chartrl_colab.data.loading import make_prompt
-    from chartrl_colab.evaluation.metrics import relaxed_accuracy
-    from chartrl_colab.models.samplers import TransformersSampler
-    from chartrl_colab.models.warm import PROMPT_PRESET
-    from chartrl_colab.rewards.package import parse_answer
-
-    torch.set_num_threads(1)
-    specs = synthetic.synthetic_examples(questions, data_seed, "test")
-    cfg = gen.GenerateConfig(output="unused.jsonl", max_new_tokens=48)
-    sampler = TransformersSampler(model, processor, cfg)
-    tok = processor.tokenizer
-    blank = PIL.Image.new("RGB", (synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE), "white")
-    out = {"kind": [s["kind"] for s in specs], "real": [], "blank": []}
-    for start in range(0, len(specs), batch):
-        chunk = specs[start:start + batch]
-        for which in ("real", "blank"):
-            rows = [{"prompt": make_prompt(s["question"], PROMPT_PRESET),
-                     "image": synthetic.render_chart(s) if which == "real" else blank} for s in chunk]
-            got = sampler.sample(gen.build_prompts(rows), samples, seed=1000 + start)
-            for s, ids in zip(chunk, got):
-                texts = tok.batch_decode(ids, skip_special_tokens=True)
-                out[which].append(sum(relaxed_accuracy(parse_answer(t), s["answer"]) for t in texts))
-    return out
 
 
 def report(result: dict, samples: int) -> None:
@@ -69,6 +37,8 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=2025, help="the test questions' seed")
     parser.add_argument("--fresh", action="store_true", help="build in memory, timing the build")
     args = parser.parse_args()
+    import torch
+
     from chartrl_colab.models import warm
 
     t0, c0 = time.time(), time.process_time()
@@ -77,8 +47,9 @@ def main() -> None:
     else:
         model, processor = warm.build_warm(None, args.seed)
     print(f"base ready: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU")
+    torch.set_num_threads(1)
     t0 = time.time()
-    result = measure(model, processor, args.questions, args.samples, args.data_seed)
+    result = warm.reading(model, processor, args.questions, args.samples, args.data_seed)
     print(f"sampled {args.questions} questions x {args.samples} x 2 in {time.time() - t0:.0f} s")
     report(result, args.samples)
 

@@ -123,28 +123,36 @@ def test_tiny_warm_has_no_random_init():
         M.load_model_and_processor("tiny-warm", init="random")
 
 
-def test_generate_samples_tiny_warm_in_the_window(default_cache, tmp_path):
-    """Sampled at temperature 1 on held-out test charts, the warm base is sometimes right: pass@1 in [0.05, 0.6]
-    and pass@16 at least 0.15 above it (measured by ``python -m chartrl_colab.generate --vlm-name tiny-warm``,
-    the package's pass@k estimator and its accuracy reward)."""
-    out = tmp_path / "warm.jsonl"
+def test_the_warm_base_reads_the_chart_and_is_in_the_window(warm_cache):
+    """On held-out test charts at temperature 1 the warm base is sometimes right (pass@1 in [0.15, 0.5], pass@16
+    at least 0.25 above it), and more often with the chart than with a blank image (pass@1 at least 0.10 higher,
+    same questions, same sampling seeds): its accuracy depends on the image."""
+    model, processor = W.build_warm(warm_cache, 0)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-wide model: thread hand-offs cost more than they save
     try:
-        assert gen.main(["--vlm-name", "tiny-warm", "--seed", "0", "--split", "test", "--subset-size", str(QUESTIONS),
-                         "--num-samples", str(N), "--max-new-tokens", "64", "--batch-size", str(4 * N),
-                         "--rewards", "format", "accuracy", "--output", str(out)]) == 0
+        got = W.reading(model, processor, questions=QUESTIONS, samples=N, data_seed=2025)
     finally:
         torch.set_num_threads(torch_threads)
-    rows = read_rows(out)
-    assert len(rows) == QUESTIONS and rows[0]["generation"]["vlm_name"] == "tiny-warm"
-    correct = np.array([r["num_correct"] for r in rows])
-    pass1, pass16 = pass_at_k(N, correct, 1).mean(), pass_at_k(N, correct, N).mean()
+    real, blank = np.array(got["real"]), np.array(got["blank"])
+    pass1, pass16 = pass_at_k(N, real, 1).mean(), pass_at_k(N, real, N).mean()
     print(f"tiny-warm on {QUESTIONS} test questions x {N}: pass@1 {pass1:.3f}, pass@{N} {pass16:.3f}, "
-          f"format {np.mean([v for r in rows for v in r['rewards']['format']]) / 2:.2f}")
-    assert 0.05 <= pass1 <= 0.6
-    assert pass16 >= pass1 + 0.15
-    assert np.mean([r["rewards"]["format"].count(2.0) / N for r in rows]) > 0.5  # it has learned the format
+          f"blank image pass@1 {pass_at_k(N, blank, 1).mean():.3f}")
+    assert 0.15 <= pass1 <= 0.5
+    assert pass16 >= pass1 + 0.25
+    assert pass1 >= pass_at_k(N, blank, 1).mean() + 0.10
+
+
+def test_generate_samples_tiny_warm_in_the_answer_format(default_cache, tmp_path):
+    """``python -m chartrl_colab.generate --vlm-name tiny-warm`` samples the cached base: most samples score the
+    full format reward."""
+    out = tmp_path / "warm.jsonl"
+    assert gen.main(["--vlm-name", "tiny-warm", "--seed", "0", "--split", "test", "--subset-size", "8",
+                     "--num-samples", "8", "--max-new-tokens", "64", "--batch-size", "64",
+                     "--rewards", "format", "accuracy", "--output", str(out)]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 8 and rows[0]["generation"]["vlm_name"] == "tiny-warm"
+    assert np.mean([r["rewards"]["format"].count(2.0) / 8 for r in rows]) > 0.5  # it has learned the format
 
 
 @pytest.mark.slow

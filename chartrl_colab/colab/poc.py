@@ -198,8 +198,8 @@ def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
     k_n = str(max((int(k) for k in diffs[0]["k"]), default=1)) if diffs else None
     lines = [f"POC results{where}: pass@1 and pass@n (n = {'/'.join(map(str, n))} samples per question; mean "
              "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + "."
-             + (f" '- base': the model's pass@k minus the base's, paired over the same questions [95% paired "
-                f"bootstrap interval], * where the interval excludes 0." if diffs else ""), "",
+             + (" '- base': the model's pass@k minus the base's, paired over the same questions [95% paired "
+                "bootstrap interval], * where the interval excludes 0." if diffs else ""), "",
              "| model | pass@1 | pass@n | mean entropy |" + (" pass@1 - base | pass@n - base |" if diffs else ""),
              "|---|---|---|---|" + ("---|---|" if diffs else "")]
     for r in rows:

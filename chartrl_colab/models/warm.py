@@ -15,20 +15,17 @@ completion tokens only, the system prompt shared by the whole batch run once (sa
 third of the cost); AdamW with a short linear warm-up and decay; a fixed number of steps, stopped while the
 model is still unsure, so that sampled at temperature 1 it is sometimes right and sometimes wrong.
 
-Measured (2026-11-27, on this project's 2-core CPU machine, shared with other jobs), sampling with
-``python -m chartrl_colab.generate --vlm-name tiny-warm --split test --num-samples 16 --max-new-tokens 64``
-(temperature 1.0), pass@k by ``passk.pass_at_k`` on the ``accuracy`` reward:
+The images are normalised with white as zero (``_IMAGE_MEAN``, saved with the processor). With the usual CLIP
+mean and std the white background is a large constant in every patch; the tiny vision tower's features of any
+two charts, and of a blank image, then point the same way (cosine 0.8-0.98), and no warm-up measured taught
+the model to read anything off them (``benchmarks/README.md``: longer warm-ups, the chart type alone, short
+prompts first, a 10x learning rate for the vision tower all left the type at chance). With white as zero the marks are the input, and the same
+recipe learns the chart type and part of the counts.
 
-- seed 0, 200 test questions: pass@1 0.152, pass@4 0.324, pass@16 0.550; 55% of the groups of 16 hold both
-  right and wrong answers, 45% only wrong ones; 94% of the samples score the full format reward.
-- seed 2025, 200 test questions: pass@1 0.165, pass@16 0.530 (50% mixed groups).
-- per question kind (seed 0): type 0.33, count 0.24, min 0.24, max 0.17, compare 0.12, value 0.04, sum 0.04,
-  diff 0.02. So what it has learned is the format and, per kind, what an answer looks like (a label of the
-  vocabulary the question names, a count of 3 to 7, a chart type); at these numbers it neither reads the
-  chart type off the image (1/3 is chance) nor reliably copies one of the two labels a compare question
-  names. That is room for RL to move.
-- first build 96 s wall, 96 s CPU (one process, imports included; 87-90 s for the build alone), 1.5 GB peak
-  memory; loading the cached copy about 8 s with imports.
+What the base reads is measured by :func:`reading` (``benchmarks/warm_reading.py``; numbers in
+``benchmarks/README.md``): pass@1 with the chart against pass@1 with a blank image, same questions, same
+sampling seeds. Roughly: it reads the chart type (about 0.75 against 0.15 blank), some of the bar counts and
+the highest / lowest label priors of the chart at hand; values, sums and differences stay out of reach.
 
 The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
 count), seeded data order and weights; three builds of seed 0 in separate processes gave bit-identical
@@ -57,19 +54,22 @@ PROMPT_PRESET = resolve_preset(AUTO, "synthetic")
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from transformers import PreTrainedModel, ProcessorMixin
 
-__all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache", "warm_cache_path", "warm_target"]
+__all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache", "reading", "warm_cache_path",
+           "warm_target"]
 
 # Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
-WARM_VERSION = f"{tiny.TINY_VERSION}.1"
+WARM_VERSION = f"{tiny.TINY_VERSION}.2"
 
 # The recipe. Steps were chosen by measuring pass@1 / pass@16 on test charts (module docstring): fewer and
 # the format is not learned; many more and the model becomes sure of its guesses, so a group of samples
 # stops holding both right and wrong answers.
-_CHARTS = 64  # train charts; each is asked every question kind (more charts measured no better)
+_CHARTS = 128  # train charts; each is asked every question kind
 _STEPS = 1000
 _BATCH = 8  # measured better than 16 for the same cost (more updates)
 _LR = 1e-2
 _WARMUP_STEPS = 15
+_IMAGE_MEAN = (1.0, 1.0, 1.0)  # white -> 0 (pixels rescaled to 0..1 first)
+_IMAGE_STD = (0.5, 0.5, 0.5)  # black -> -2
 
 # One short, kind-specific line of reasoning: it names what the answer depends on, never a value.
 _HINTS = {
@@ -119,8 +119,7 @@ def warm_target(spec: dict) -> str:
             f"{_HINTS[spec['kind']].format(*spec['args'])}</think><answer>{spec['answer']}</answer>")
 
 
-def build_warm_fresh(seed: int, *, steps: int = _STEPS, short_steps: int = 0, n_charts: int = _CHARTS, kinds=None,
-                     lr: float = _LR, vision_lr: float | None = None, progress: bool = True):
+def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS, progress: bool = True):
     """The warm base and processor built in memory (the disk cache is not touched)."""
     from tqdm.auto import tqdm
 
@@ -130,39 +129,33 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, short_steps: int = 0, n_
     torch.set_num_threads(1)
     try:
         model, processor = tiny.build_tiny_fresh(seed)
-        phases = []
-        for short, n_steps in ((True, short_steps), (False, steps)):
-            if n_steps:
-                examples = _examples(processor, seed, n_charts, kinds, short=short)
-                phases.append((examples, _shared_length(examples, model.config.image_token_id), n_steps))
+        # White, a chart's background, is the zero input: the patches then carry the marks alone (module
+        # docstring). Saved with the processor, so training and sampling see the images the same way.
+        processor.image_processor.image_mean = list(_IMAGE_MEAN)
+        processor.image_processor.image_std = list(_IMAGE_STD)
+        examples = _examples(processor, seed, n_charts)
+        shared = _shared_length(examples, model.config.image_token_id)
         rng = random.Random(f"chartrl-warm-order:{seed}")
-        total = short_steps + steps
         with tiny.seeded(seed):
             model.train()
-            vision = [p for name, p in model.named_parameters() if ".visual." in name or name.startswith("visual.")]
-            ids = {id(p) for p in vision}
-            rest = [p for p in model.parameters() if id(p) not in ids]
-            optimizer = torch.optim.AdamW([{"params": rest, "lr": lr},
-                                           {"params": vision, "lr": vision_lr or lr}], weight_decay=0.0)
+            optimizer = torch.optim.AdamW(model.parameters(), lr=_LR, weight_decay=0.0)
             schedule = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / total))
-            bar = tqdm(total=total, desc="warming up tiny-warm", unit="step", disable=not progress)
-            for examples, shared, n_steps in phases:
-                order: list[int] = []
-                for _ in range(n_steps):
-                    if len(order) < _BATCH:
-                        perm = list(range(len(examples)))
-                        rng.shuffle(perm)
-                        order += perm
-                    batch, order = [examples[i] for i in order[:_BATCH]], order[_BATCH:]
-                    loss = _completion_loss(model, _collate(batch, processor.tokenizer.pad_token_id), shared)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    optimizer.step()
-                    schedule.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                optimizer, lambda s: min(1.0, (s + 1) / _WARMUP_STEPS) * max(0.0, 1.0 - s / steps))
+            order: list[int] = []
+            bar = tqdm(range(steps), desc="warming up tiny-warm", unit="step", disable=not progress)
+            for _ in bar:
+                if len(order) < _BATCH:
+                    perm = list(range(len(examples)))
+                    rng.shuffle(perm)
+                    order += perm
+                batch, order = [examples[i] for i in order[:_BATCH]], order[_BATCH:]
+                loss = _completion_loss(model, _collate(batch, processor.tokenizer.pad_token_id), shared)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.close()
         model.eval()
     finally:
@@ -170,7 +163,7 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, short_steps: int = 0, n_
     return model, processor
 
 
-def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None, short: bool = False) -> list[dict]:
+def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
     """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
     from trl.data_utils import prepare_multimodal_messages
 
@@ -182,13 +175,10 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS, kinds=None, short: 
     examples = []
     for chart in charts:
         image = synthetic.render_chart(chart)
-        for kind in kinds or synthetic.QUESTION_KINDS:
+        for kind in synthetic.QUESTION_KINDS:
             spec = synthetic.draw_question(chart, kind, rng)
             # The prompt exactly as the sampler and GRPOTrainer build it: chat template, image expanded.
-            prompt_messages = make_prompt(spec["question"], PROMPT_PRESET)
-            if short:  # no system prompt: the chart is a third of the prompt, so learning to read it starts fast
-                prompt_messages = prompt_messages[1:]
-            messages = prepare_multimodal_messages(prompt_messages, images=[image])
+            messages = prepare_multimodal_messages(make_prompt(spec["question"], PROMPT_PRESET), images=[image])
             text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             prompt = processor(text=[text], images=[image], return_tensors="pt")
             completion = tokenizer(warm_target(spec) + tokenizer.eos_token, add_special_tokens=False).input_ids
@@ -269,3 +259,37 @@ def _completion_loss(model, inputs: dict, shared: int = 0) -> torch.Tensor:
     keep = labels[:, 1:] != -100
     logits = model.lm_head(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
+
+
+def reading(model, processor, questions: int = 64, samples: int = 16, data_seed: int = 2025, batch: int = 8,
+            max_new_tokens: int = 48) -> dict:
+    """How much a model reads the chart: correct samples per held-out synthetic test question, sampled with the
+    chart and with a blank (white) image of the same size, the same questions and sampling seeds.
+
+    Returns ``{"kind": [question kind], "real": [correct of samples], "blank": [...]}``, one entry per question,
+    scored by ``relaxed_correctness`` of the ``<answer>`` as evaluation does; sampling as
+    ``chartrl_colab.generate`` samples (temperature 1, the model's own ``generate``).
+    """
+    from types import SimpleNamespace
+
+    import PIL.Image
+    from trl.data_utils import prepare_multimodal_messages
+
+    from chartrl_colab.evaluation.metrics import relaxed_accuracy
+    from chartrl_colab.models.samplers import TransformersSampler
+    from chartrl_colab.rewards.package import parse_answer
+
+    specs = synthetic.synthetic_examples(questions, data_seed, "test")
+    sampler = TransformersSampler(model, processor, SimpleNamespace(max_new_tokens=max_new_tokens, temperature=1.0))
+    blank = PIL.Image.new("RGB", (synthetic.IMAGE_SIZE, synthetic.IMAGE_SIZE), "white")
+    out: dict[str, list] = {"kind": [s["kind"] for s in specs], "real": [], "blank": []}
+    for start in range(0, len(specs), batch):
+        chunk = specs[start:start + batch]
+        for which in ("real", "blank"):
+            prompts = [prepare_multimodal_messages(make_prompt(s["question"], PROMPT_PRESET),
+                                                   images=[synthetic.render_chart(s) if which == "real" else blank])
+                       for s in chunk]
+            for s, ids in zip(chunk, sampler.sample(prompts, samples, seed=start)):
+                texts = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+                out[which].append(sum(relaxed_accuracy(parse_answer(t), s["answer"]) for t in texts))
+    return out
