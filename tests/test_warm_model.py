@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -114,6 +115,9 @@ def test_cache_round_trip_and_loading_by_name(warm_cache, capsys):
     text = "<think><type>bar</type><table>{}</table> ok</think><answer>3</answer>"
     assert processor.tokenizer(text).input_ids == tiny_processor.tokenizer(text).input_ids
     assert model.generation_config.eos_token_id == tiny.generation_config.eos_token_id
+    # White, the charts' background, is the zero input, in the processor saved with the base.
+    white = processor.image_processor(images=[PIL.Image.new("RGB", (112, 112), "white")], return_tensors="pt")
+    assert float(white["pixel_values"].abs().max()) == 0.0
     bf16, _ = M.load_model_and_processor("tiny-warm", cache_dir=warm_cache, dtype="bf16")
     assert bf16.dtype == torch.bfloat16
 

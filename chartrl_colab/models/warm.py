@@ -58,7 +58,7 @@ __all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache"
            "warm_target"]
 
 # Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
-WARM_VERSION = f"{tiny.TINY_VERSION}.2"
+WARM_VERSION = f"{tiny.TINY_VERSION}.3"
 
 # The recipe. Steps were chosen by measuring pass@1 / pass@16 on test charts (module docstring): fewer and
 # the format is not learned; many more and the model becomes sure of its guesses, so a group of samples
@@ -66,7 +66,7 @@ WARM_VERSION = f"{tiny.TINY_VERSION}.2"
 _CHARTS = 128  # train charts; each is asked every question kind
 _STEPS = 1000
 _BATCH = 8  # measured better than 16 for the same cost (more updates)
-_LR = 1e-2
+_LR = 3e-3  # measured: 1e-2 read the chart type for seed 0 (0.75) but hardly for seed 2025 (0.40)
 _WARMUP_STEPS = 15
 _IMAGE_MEAN = (1.0, 1.0, 1.0)  # white -> 0 (pixels rescaled to 0..1 first)
 _IMAGE_STD = (0.5, 0.5, 0.5)  # black -> -2
