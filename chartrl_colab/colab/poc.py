@@ -10,7 +10,8 @@ one-line header:
    set's ``test`` split) from the base and from each mode's newest checkpoint, scored with the training
    verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
 3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
-   (:func:`results_table`: pass@1, pass@n and mean entropy per model), and today's training comparison
+   (:func:`results_table`: pass@1, pass@n and mean entropy per model; :func:`format_table` adds each mode's
+   paired difference to the base and between modes, :mod:`chartrl_colab.evaluation.compare`), and the training comparison
    (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
 
 :func:`checks` turns the seed's success indicators into one line per run (steps trained, a checkpoint
