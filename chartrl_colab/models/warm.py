@@ -30,8 +30,8 @@ reach. The learning rate was set by that measure: at 1e-2 the base of seed 0 rea
 seed 2025 hardly (0.40); at 3e-3 both did (0.92, 0.93).
 
 The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
-count), seeded data order and weights; three builds of seed 0 in separate processes gave bit-identical
-weights. It is cached like the tiny model, under ``~/.cache/chartrl_colab/tiny-warm-<version>-<seed>``
+count), seeded data order and weights (``tests/test_warm_model.py`` builds twice, at one and two threads, and
+compares the bits). It is cached like the tiny model, under ``~/.cache/chartrl_colab/tiny-warm-<version>-<seed>``
 (saved atomically).
 """
 
