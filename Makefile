@@ -6,7 +6,7 @@ DEMO_FLAGS ?= --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 --
 	--num-generations 4 --batch-size 2 --max-steps 10 --max-completion-length 64 --logging-steps 1 \
 	--save-steps 5 --output-root runs
 
-.PHONY: setup demo train-demo eval-demo test restamp wheels gpu-check
+.PHONY: setup demo train-demo eval-demo test restamp wheels gpu-check colab-check
 setup: $(VENV)/.installed
 
 # torch/torchvision first and pinned: on this project's machines they come from the local disk; in Colab
@@ -48,7 +48,7 @@ eval-demo: train-demo
 	$(PY) -m chartrl_colab.evaluate --samples runs/base.jsonl runs/nsr.jsonl --labels Base NSR --output-dir runs/eval
 
 test: setup
-	$(PY) -m ruff check chartrl_colab tests benchmarks
+	$(PY) -m ruff check chartrl_colab tests benchmarks conftest.py
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
@@ -58,17 +58,18 @@ restamp:
 	@test -n "$(REPO)" || (echo "usage: make restamp REPO=OWNER/REPO" && exit 2)
 	$(if $(wildcard $(PY)),$(PY),python3) -m chartrl_colab.restamp $(REPO)
 
-# GPU figures (issue 13): on a GPU machine with no internet and only torch, transformers, peft and accelerate,
+# GPU figures: on a GPU machine with no internet and only torch, transformers, peft and accelerate,
 # `make gpu-check` installs wheels/ (beside its own packages) and measures Qwen2.5-VL-3B (random weights) in
 # bf16 LoRA, 4-bit QLoRA and fp16 LoRA. `make wheels` fills wheels/ here first, from the package index, with
 # what such a machine lacks or has in another version: the pinned trl, transformers, peft, datasets (and its
-# dill, multiprocess) and bitsandbytes, for CPython 3.12 on x86-64 Linux; about 57 MiB, under the 64 MiB a
-# carried tree may hold. This package itself runs from the tree. WHEEL_PY / WHEEL_PLATFORMS for another machine.
+# dill, multiprocess), bitsandbytes and filelock (the run lock's), for CPython 3.12 on x86-64 Linux; about
+# 57 MiB, under the 64 MiB a carried tree may hold. This package itself runs from the tree. WHEEL_PY /
+# WHEEL_PLATFORMS for another machine.
 WHEELS ?= wheels
 WHEEL_PY ?= 3.12
 WHEEL_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 any
 WHEEL_PINS ?= trl==1.16.0 transformers==5.24.0 peft==0.21.2 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 \
-	bitsandbytes==0.50.2
+	bitsandbytes==0.50.2 filelock==4.3.1
 wheels:
 	mkdir -p $(WHEELS)
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(WHEEL_PY) --implementation cp \
@@ -77,3 +78,13 @@ wheels:
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
+
+# What the notebooks' install changes in Colab, without Colab: requirements-colab.txt resolved as Colab's pip
+# would (its version, Python 3.13, torch held at Colab's build) against a venv of metadata stubs of Colab's
+# published package list; prints what changes and which declared requirements it would break. This machine's
+# pip configuration is ignored, so pip resolves against the package index it reaches by default (as Colab's
+# does). A new list: copy pip-freeze.gpu.txt from googlecolab/backend-info and point COLAB_FREEZE at it.
+COLAB_FREEZE ?= ../shared/colab/pip-freeze.gpu.txt
+colab-check:
+	$(if $(wildcard $(PY)),$(PY),python3) benchmarks/colab_check.py --freeze $(COLAB_FREEZE) \
+		$(if $(COLAB_PYTHON),--python $(COLAB_PYTHON))

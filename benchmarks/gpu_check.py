@@ -13,7 +13,7 @@ includes warm-up; with 3 steps it weighs a third. A configuration the card canno
 capability 8.0) is reported as skipped, with the reason.
 
 fp16 LoRA is the Colab T4 path (no bf16 there); on an Ampere or newer card it is forced with --precision fp16.
-Target (issue 13): QLoRA fp16 under 14 GB, so a 15 GB T4 fits it.
+Target: QLoRA fp16 under 14 GB, so a 15 GB T4 fits it.
 """
 
 from __future__ import annotations

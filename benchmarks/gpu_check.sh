@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures (issue 13) on a machine with a GPU, no internet and only torch, transformers, peft and accelerate:
+# GPU figures on a machine with a GPU, no internet and only torch, transformers, peft and accelerate:
 # installs the project's pinned wheels from wheels/ (filled by `make wheels` on a machine that reaches the
 # package index, then carried with the tree), then runs benchmarks/gpu_check.py. Arguments go to the script.
 #   bash benchmarks/gpu_check.sh [--steps 3] [--configs bf16-lora qlora fp16-lora] [--json out.json]
@@ -17,7 +17,9 @@ else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 # This package runs from the tree (first on PYTHONPATH), so the figures are those of the code checked out.
-"$PY" -c "import torch, transformers, trl, peft, accelerate, datasets; print('versions:', ', '.join(f'{m.__name__} {m.__version__}' for m in (torch, transformers, trl, peft, accelerate, datasets)))"
-"$PY" -c "import bitsandbytes" 2>/dev/null || echo "warning: bitsandbytes does not import: the 4-bit configuration will fail"
+"$PY" -c "import torch, transformers, trl, peft, accelerate, datasets as d
+print('versions:', ', '.join(f'{m.__name__} {m.__version__}' for m in (torch, transformers, trl, peft, accelerate, d)))"
+"$PY" -c "import bitsandbytes" 2>/dev/null ||
+    echo "warning: bitsandbytes does not import: the 4-bit configuration will fail"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 WANDB_MODE=disabled
 exec "$PY" benchmarks/gpu_check.py "$@"

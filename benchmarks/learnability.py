@@ -53,7 +53,7 @@ def main() -> None:
                         subset_size=args.subset_size, max_steps=args.steps, save_steps=args.every,
                         save_total_limit=args.steps // args.every + 1, batch_size=2, num_generations=4,
                         learning_rate=args.learning_rate, max_completion_length=args.max_completion_length,
-                        disable_gradient_checkpointing=True, logging_steps=1, report_to=("tensorboard",),
+                        gradient_checkpointing=False, logging_steps=1, report_to=["tensorboard"],
                         output_root=str(out / "runs"))
         train_run(cfg)
         print(f"{mode}: {args.steps} steps in {time.monotonic() - began:.0f} s")

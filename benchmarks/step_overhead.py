@@ -3,9 +3,9 @@
     python benchmarks/step_overhead.py [--rounds 3] [--steps 8] [--completion-length 64]
 
 Runs are interleaved (round 1: GRPOTrainer, grpo, psr, nsr, w-reinforce; round 2 the same order rotated by
-one; ...) in one process so drift of the machine hits all alike. Reported: median of TRL's per-step `step_time` (generation, scoring
-and the update; first step of each run dropped as warm-up) per 1,000 tokens of that step (the modes
-update differently, so they sample completions of different lengths, and a step's cost follows its
+one; ...) in one process so drift of the machine hits all alike. Reported: median of TRL's per-step `step_time`
+(generation, scoring and the update; first step of each run dropped as warm-up) per 1,000 tokens of that step
+(the modes update differently, so they sample completions of different lengths, and a step's cost follows its
 tokens), and its ratio to GRPOTrainer. Target <= 1.02.
 
 On a small CPU the run-to-run spread of that ratio is a few percent, so the script also measures the

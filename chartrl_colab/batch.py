@@ -25,6 +25,7 @@ import ast
 import base64
 import dataclasses
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -34,10 +35,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chartrl_colab.cli import parser_for, run_cli
-from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.cli import parser_for, run_cli, settings_from
+from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import default_output_root
+
+log = logging.getLogger(__name__)
 
 SUMMARY_MD = "batch-summary.md"
 SUMMARY_JSON = "batch-summary.json"
@@ -145,8 +148,10 @@ def notebook_parameters(notebook: str | Path) -> dict:
 
 
 def _run_name(params: dict) -> str:
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in params.items() if k in known}).run_name
+    from chartrl_colab.config import RunConfig  # TRL's GRPOConfig: torch, only once runs are planned
+
+    parser = parser_for(RunConfig, "notebook", "")  # notebook parameters read as the CLI reads them
+    return RunConfig(**settings_from(parser, params, known_only=True)).run_name
 
 
 def plan(cfg: BatchConfig) -> list[Run]:
@@ -279,7 +284,7 @@ def execute(run: Run, notebook: str | Path, kernel: str = "python3") -> RunResul
                      str(run.log), run.gpus, proc.returncode, cell, error, results)
 
 
-def run_batch(cfg: BatchConfig, echo=print) -> BatchReport:
+def run_batch(cfg: BatchConfig) -> BatchReport:
     """Plan and execute a batch; a failing run is reported and the others go on."""
     from tqdm.auto import tqdm
 
@@ -317,8 +322,8 @@ def run_batch(cfg: BatchConfig, echo=print) -> BatchReport:
     table = summary_table(ordered)
     md.write_text(table + "\n")
     js.write_text(json.dumps([dataclasses.asdict(r) for r in ordered], indent=2) + "\n")
-    echo(table)
-    echo(f"{sum(r.ok for r in ordered)}/{len(ordered)} runs succeeded; summary in {md}")
+    log.info(table)
+    log.info(f"{sum(r.ok for r in ordered)}/{len(ordered)} runs succeeded; summary in {md}")
     return BatchReport(ordered, md, js)
 
 

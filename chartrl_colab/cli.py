@@ -1,28 +1,38 @@
-"""What every ``python -m chartrl_colab.X`` shares: flags built from a dataclass, and the error convention.
+"""What every ``python -m chartrl_colab.X`` shares: flags from dataclasses on TRL's parser, and the error convention.
 
 A user's mistake (a :class:`~chartrl_colab.errors.ConfigError`, a missing file) is one ``error:`` line on
 stderr and exit code 2, never a traceback.
 
-Why not ``transformers.HfArgumentParser``: it would do most of this, but users of this package need three
-things it does not do: ``--subset-size full`` (``None`` for an optional integer), tuple fields taking several
-values (``--rewards accuracy format``), and ``--x/--no-x`` with dashes as the README and the seed project
-spell them (it writes ``--no_x``).
+Flags, YAML recipes (``--config recipe.yaml``) and notebook parameters all go through :func:`parser_for`:
+``trl.TrlParser`` (transformers' ``HfArgumentParser``), which already gives each field ``--x_y`` and
+``--x-y``, ``--x``/``--x false``/``--no-x`` for booleans (``string_to_bool``: true/false, yes/no, 1/0, any case),
+several values for ``list`` fields, ``none``/``null`` for an optional number (TRL's vendored parser; transformers'
+calls ``int("none")``), ``metadata["aliases"]``, and the YAML file. What it cannot do, and :func:`parser_for`
+adds (each marked in the code): ``full``/``all`` for an optional number (``--subset-size full``), ``auto``
+for a True/False/auto field (it keeps only the ``bool``), several values for a
+``tuple`` field (it knows ``list`` only), the package's one-line messages for a closed set (argparse's
+``choices`` error is a usage block), a YAML key or flag under an original script's name
+(:data:`chartrl_colab.config.ALIASES`), and one setting given under two names.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
+import json
 import os
 import sys
 import typing
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.messages import configure_logging
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+NONE_WORDS = ("none", "full", "all", "")  # an optional number left out: the whole set, the model's own bound
 
 # A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
 _FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
@@ -38,25 +48,51 @@ OS_FAULTS = {
     errno.ENOTCONN: "{path} is not reachable ({reason}); remount Google Drive (or the disk) and rerun",
     errno.EIO: "reading or writing {path} failed ({reason}); check the disk or remount Google Drive and rerun",
 }
+# What PyTorch and safetensors say when a write fails for want of space (torch.save: "[enforce fail at
+# inline_container.cc:...] ... unexpected pos"; safetensors: "No space left on device (os error 28)").
+WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "file write failed")
 
 
-def _parse_as(kind):
-    if kind in (int | None, typing.Optional[int]):
-        return lambda s: None if s.lower() in ("none", "full", "all") else int(s)
-    if kind in (float | None, typing.Optional[float]):
-        return lambda s: None if s.lower() == "none" else float(s)
-    if kind in (str | None, typing.Optional[str]):
-        return str
-    return kind
+def tri_state(text):
+    """``auto``/``true``/``false`` (and yes/no/1/0, any case) for a setting that is True, False or decided by the
+    machine; the package's one parser of them.
 
-
-def _tri_state(text: str):
-    """``auto``/``true``/``false`` (and yes/no/1/0) for a setting that is True, False or decided by the machine."""
+    >>> tri_state("AUTO"), tri_state("no"), tri_state(True)
+    ('auto', False, True)
+    """
+    if isinstance(text, bool):
+        return text
     value = {"auto": "auto", "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(
-        text.strip().lower())
+        str(text).strip().lower())
     if value is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not valid; choose auto, true or false")
     return value
+
+
+def none_or(kind):
+    """A parser of ``kind`` (int or float) that reads none/full/all (any case) as None; the package's one.
+
+    >>> none_or(int)("Full"), none_or(int)("100"), none_or(float)("none")
+    (None, 100, None)
+    """
+    def parse(text):
+        if text is None or str(text).strip().lower() in NONE_WORDS:
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one, or none") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _optional(kind):
+    """``int`` for ``int | None``, ``float`` for ``float | None``, else None."""
+    args = set(typing.get_args(kind))
+    if type(None) in args and len(args) == 2:
+        (other,) = args - {type(None)}
+        return other if other in (int, float) else None
+    return None
 
 
 def _element_type(kind):
@@ -67,64 +103,228 @@ def _element_type(kind):
     return None
 
 
-def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
-    """One flag per dataclass field (but ``skip``), same name with dashes, the field's help text and default.
+def _keeping(default: str, parse):
+    """``parse``, but the field's own str default read as itself: a parsed default equals the dataclass's."""
+    def keep(text):
+        return default if text == default else parse(text)
+    keep.__name__ = getattr(parse, "__name__", "value")
+    return keep
 
-    Booleans get ``--x/--no-x``; ``bool | str`` fields (True, False or ``"auto"``) also take a value
-    (``--x auto``); tuple fields take several values; ``None``/``full``/``all`` mean None
-    for optional integers (``--subset-size full``); a field without a default is a required flag; a field's
-    ``metadata["aliases"]`` are further spellings of its flag.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
-        kind, default, help_text = hints[f.name], f.default, f.metadata.get("help", "")
-        required = default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kwargs = {"required": True} if required else {"default": default}
-        if kind is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=help_text, **kwargs)
-        elif kind == bool | str:  # True, False or "auto": --x (True), --x auto|true|false, --no-x (False)
-            parser.add_argument(*flags, nargs="?", const=True, type=_tri_state, dest=f.name,
-                                help=help_text + f" (default: {default})", **kwargs)
-            parser.add_argument("--no-" + flags[0][2:], dest=f.name, action="store_const", const=False,
-                                help=argparse.SUPPRESS)
-        elif (element := _element_type(kind)) is not None:
-            if isinstance(default, tuple):
-                kwargs["default"] = list(default)
-            parser.add_argument(*flags, nargs="+", type=element, dest=f.name, help=help_text, **kwargs)
+
+def _dest_of(parser, flag: str):
+    action = parser._option_string_actions.get(flag.split("=", 1)[0])
+    return None if action is None else action.dest
+
+
+def _spelling(flag: str) -> str:
+    name = flag.split("=", 1)[0].lstrip("-").replace("-", "_")
+    return name[3:] if name.startswith("no_") else name
+
+
+def _parser_class():
+    from trl import TrlParser  # imported when a parser is built: the modules importing this one stay light
+
+    class ConfigParser(TrlParser):
+        """TrlParser with the additions the module docstring lists; errors are ConfigErrors (one line)."""
+
+        def __init__(self, config_class, prog, description, skip=()):
+            super().__init__([config_class], prog=prog, description=description)
+            self.config_class = config_class
+            hints = typing.get_type_hints(config_class)
+            fields = {f.name: f for f in dataclasses.fields(config_class)}
+            for action in list(self._actions):
+                if action.dest in skip:
+                    self._remove_action(action)
+                    for flag in action.option_strings:
+                        self._option_string_actions.pop(flag, None)
+                if action.dest not in fields or action.dest in skip or isinstance(action, argparse._StoreFalseAction):
+                    continue
+                kind = hints[action.dest]
+                if _optional(kind):  # TRL's parser reads none/null, not the original scripts' full/all
+                    action.type = none_or(_optional(kind))
+                elif kind == bool | str:  # HfArgumentParser keeps only the bool: "auto" would fail
+                    action.type = tri_state
+                    self.add_argument(f"--no-{action.dest.replace('_', '-')}", f"--no_{action.dest}",
+                                      dest=action.dest, action="store_const", const=False, default=argparse.SUPPRESS,
+                                      help=argparse.SUPPRESS)
+                elif (element := _element_type(kind)) is not None:  # HfArgumentParser knows list only
+                    action.nargs, action.type = "+", element
+                    if isinstance(action.default, tuple):
+                        action.default = list(action.default)
+                if action.choices is not None:  # argparse's choices error is a usage block; validate() says one line
+                    action.metavar, action.type, action.choices = "{" + ",".join(map(str, action.choices)) + "}", \
+                        str, None
+            for action in self._actions:  # argparse converts a str default: keep the dataclass's own ("no", "")
+                own = fields[action.dest].default if action.dest in fields else None
+                if action.default is None and own is not None and own is not dataclasses.MISSING:
+                    action.default = own  # HfArgumentParser gives a list field with a plain default none
+                if isinstance(action.default, str) and action.type not in (None, str):
+                    action.type = _keeping(action.default, action.type)
+            # The original scripts' flags (chartrl_colab.config.ALIASES, on RunConfig): further names of a field.
+            for alias, (dest, inverted) in getattr(config_class, "aliases", {}).items():
+                if dest not in fields or dest in skip:
+                    continue
+                if inverted:  # --disable-gradient-checkpointing [true|false]: gradient_checkpointing = not it
+                    from transformers.hf_argparser import string_to_bool
+
+                    self.add_argument(f"--{alias.replace('_', '-')}", f"--{alias}", dest=dest, nargs="?", const=False,
+                                      type=lambda text: not string_to_bool(text), default=argparse.SUPPRESS,
+                                      metavar="BOOL",
+                                      help=f"The original scripts' flag: --{dest.replace('_', '-')} false.")
+                    continue
+                for action in [a for a in self._actions if a.dest == dest]:
+                    negative = isinstance(action, argparse._StoreFalseAction)
+                    for flag in (f"--no-{alias.replace('_', '-')}", f"--no_{alias}") if negative else \
+                            (f"--{alias.replace('_', '-')}", f"--{alias}"):
+                        action.option_strings.append(flag)
+                        self._option_string_actions[flag] = action
+
+        def error(self, message):
+            raise ConfigError(message)
+
+        def set_defaults_with_config(self, **kwargs):
+            # A recipe's keys may use the original scripts' names too (num_epochs: 2); the same checks as flags.
+            check_given(self, [f"--{key}" for key in kwargs])
+            return super().set_defaults_with_config(**_canonical(self, kwargs))
+
+        def parse(self, argv=None):
+            """The config of ``argv`` (``sys.argv[1:]`` by default; ``--config FILE``: a YAML recipe whose values
+            the flags override)."""
+            argv = list(sys.argv[1:] if argv is None else argv)
+            if "--config" in argv:
+                path = (argv[argv.index("--config") + 1:] or [""])[0]
+                if not Path(path).is_file():
+                    raise ConfigError(f"--config {path!r} is not a file; give a YAML recipe (e.g. recipes/poc.yaml)")
+            check_given(self, [a for a in argv if a.startswith("--") and a != "--config"])
+            config, rest = self.parse_args_and_config(argv, return_remaining_strings=True)
+            if rest:
+                raise ConfigError(f"unknown setting {rest[0]!r}; see --help for the settings")
+            return config
+
+    return ConfigParser
+
+
+def _canonical(parser, kwargs: dict) -> dict:
+    """``kwargs`` keyed by each flag's field (an alias's value inverted where its flag is)."""
+    out = {}
+    for key, value in kwargs.items():
+        action = parser._option_string_actions.get(f"--{key}")
+        if action is None:
+            out[key] = value
+        elif action.dest != key and action.const is False and action.nargs == "?":  # an inverted alias
+            out[action.dest] = not tri_state(value)
         else:
-            shown = "" if required else f" (default: {default})"
-            parser.add_argument(*flags, type=_parse_as(kind), dest=f.name, help=help_text + shown, **kwargs)
-    return parser
+            out[action.dest] = value
+    return out
+
+
+def check_given(parser, argv) -> None:
+    """Refuse one setting given under two names (``--num-epochs 2 --num-train-epochs 3``), a pair of
+    :data:`chartrl_colab.config.CONFLICTS` (``config_class.conflicts``) given together, and a derived setting
+    (a property: ``run_name``)."""
+    names: dict[str, set] = {}
+    for flag in argv:
+        if (dest := _dest_of(parser, flag)) is not None:
+            names.setdefault(dest, set()).add(_spelling(flag))
+    for dest, spellings in names.items():
+        if len(spellings) > 1:
+            raise ConfigError(f"{' and '.join(sorted(spellings))} are one setting ({dest}); give it once")
+        if isinstance(getattr(parser.config_class, dest, None), property):
+            raise ConfigError(f"{dest} is derived from the other settings and cannot be set")
+    for a, b in getattr(parser.config_class, "conflicts", ()):
+        if a in names and b in names:
+            raise ConfigError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} both set the batch: give one "
+                              f"(--{a.replace('_', '-')} counts prompts, --{b.replace('_', '-')} completions)")
+
+
+def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
+    """TRL's parser over the dataclass ``cls`` (but its fields in ``skip``): every field a flag and a YAML key,
+    with the additions the module docstring lists. ``parser.parse(argv)`` returns the ``cls`` instance."""
+    return _parser_class()(cls, prog, description, skip)
+
+
+def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> dict:
+    """Notebook parameters (papermill hands them over as strings) as the CLI would read them: each value through
+    its flag's parser, keyed by field. A string for a list field is a one-element list; a boolean takes
+    true/false/yes/no/1/0 in any case; a value refused names the parameter. ``keep``: names whose value
+    ``"auto"`` is left for the notebook to decide; ``known_only``: names that are no setting are left out.
+
+    >>> from chartrl_colab.config import RunConfig
+    >>> settings_from(parser_for(RunConfig, "x", ""), {"use_lora": "False", "report_to": "tensorboard"})
+    {'use_peft': False, 'report_to': ['tensorboard']}
+    """
+    if known_only:
+        values = {k: v for k, v in values.items() if f"--{k}" in parser._option_string_actions}
+    check_given(parser, [f"--{name}" for name in values])
+    out = {}
+    for name, value in values.items():
+        action = parser._option_string_actions.get(f"--{name}")
+        if action is None:
+            raise ConfigError(f"parameter {name!r} is not a setting of {parser.config_class.__name__}")
+        if value == "auto" and name in keep:
+            out[action.dest] = value
+            continue
+        parse = action.type or str
+        booleanish = _booleanish(action)
+        try:
+            if action.nargs == "+":  # a string alone is a one-element list, not its letters
+                items = list(value) if isinstance(value, (list, tuple)) else [value]
+                out[action.dest] = [parse(v) if isinstance(v, str) else v for v in items]
+            elif isinstance(value, str) or booleanish:  # papermill's strings, and 1/0 for a boolean
+                out[action.dest] = parse(_tokens(value)[0])
+            else:
+                out[action.dest] = value  # already a Python value: the config validates it
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+            raise ConfigError(f"{name}={value!r} is not valid; {_why(action, err)}") from None
+    return out
+
+
+def _booleanish(action) -> bool:
+    """A True/False flag (TRL's string_to_bool, or an inverted alias) or a True/False/auto one."""
+    return getattr(action.type, "__name__", "") in ("string_to_bool", "tri_state") or \
+        (action.nargs == "?" and action.const is False)
+
+
+def _why(action, err) -> str:
+    if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
+        return "choose true or false (yes/no, 1/0)"
+    if getattr(action.type, "__name__", "") == "tri_state":
+        return "choose auto, true or false"
+    return str(err).rstrip(".")
+
+
+def _tokens(value) -> list[str]:
+    """A Python value as the command-line words that give it."""
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if value is None:
+        return ["none"]
+    if isinstance(value, (list, tuple)):
+        return [w for v in value for w in _tokens(v)] or ["none"]
+    if isinstance(value, dict):
+        return [json.dumps(value)]
+    return [str(value)]
 
 
 def argv_for(cfg) -> list[str]:
     """The flags that rebuild the dataclass ``cfg`` through :func:`parser_for` (fields at their default omitted).
 
     >>> from chartrl_colab.config import RunConfig
-    >>> argv_for(RunConfig(mode="psr", subset_size=None, use_lora=False, rewards=("format", "accuracy"),
+    >>> argv_for(RunConfig(mode="psr", subset_size=None, use_peft=False, rewards=["format", "accuracy"],
     ...                    output_root="runs"))  # doctest: +NORMALIZE_WHITESPACE
-    ['--mode', 'psr', '--subset-size', 'none', '--rewards', 'format', 'accuracy', '--reward-preset', 'package',
-     '--learning-rate', '1e-06', '--no-use-lora', '--output-root', 'runs']
+    ['--use-peft', 'false', '--learning-rate', '1e-06', '--rewards', 'format', 'accuracy', '--reward-preset',
+     'package', '--subset-size', 'none', '--mode', 'psr', '--batch-size', '2', '--output-root', 'runs']
     """
     argv = []
-    hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if value == f.default:
+        if not f.init or isinstance(getattr(type(cfg), f.name, None), property):
             continue
-        flag = "--" + f.name.replace("_", "-")
-        if hints[f.name] is bool:
-            argv.append(flag if value else "--no-" + flag[2:])  # argparse.BooleanOptionalAction
-        elif isinstance(value, (tuple, list)):
-            argv += [flag, *map(str, value)] if value else [flag, "none"]
-        elif value is None:
-            argv += [flag, "none"]
-        else:
-            argv += [flag, str(value)]
+        value = getattr(cfg, f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        empty = [v is None or (isinstance(v, (list, tuple, str)) and not v) for v in (value, default)]
+        if value == default or all(empty) or (isinstance(value, (list, tuple)) and list(value) == list(default or ())):
+            continue  # at its default ("" and None alike: the parser reads an empty default as None)
+        argv += ["--" + f.name.replace("_", "-"), *_tokens(value)]
     return argv
 
 
@@ -159,7 +359,9 @@ def run_cli(job) -> int:
     """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a
     missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
     :data:`OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is one line and 130.
-    Every ``main(argv)`` ends here."""
+    Every ``main(argv)`` ends here; the package's progress lines go to stdout (messages.configure_logging)."""
+
+    configure_logging()
     try:
         code = job()
     except (ConfigError, FileNotFoundError) as err:
@@ -172,3 +374,35 @@ def run_cli(job) -> int:
         print(str(err) or "interrupted; rerun to continue", file=sys.stderr)
         return INTERRUPTED
     return code if isinstance(code, int) else 0
+
+
+@contextlib.contextmanager
+def training_faults(write_dir: str, step, resume_hint, out_of_memory, cleanup=lambda: None, hold=None):
+    """Around ``trainer.train()``: each way a run can stop, as the one line :func:`run_cli` prints.
+
+    Ctrl-C: ``KeyboardInterrupt("interrupted at step N; <resume_hint()>")``; a write that failed for want of
+    space (torch's and safetensors' wording, :data:`WRITE_FAILED`): ConfigError naming ``write_dir``; CUDA out of
+    memory: ``out_of_memory()``'s exception, raised after the handler so its traceback does not pin the model's
+    memory. ``cleanup()`` runs however it ends; ``hold`` (the run's lock) is held for the whole block.
+    ``step``/``resume_hint`` are called when needed (the step reached, "rerun to resume from checkpoint-M").
+    """
+    oom = False
+    with hold if hold is not None else contextlib.nullcontext():
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted at step {step()}; {resume_hint()}") from None
+        except Exception as err:
+            if type(err).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+                oom = True
+            elif any(sign in str(err) for sign in WRITE_FAILED):
+                first = str(err).strip().splitlines()[0]
+                raise ConfigError(f"writing to {write_dir} failed ({first}); the disk is probably full: free space "
+                                  f"there (or choose another --output-root/--staging-dir) and {resume_hint()}"
+                                  ) from None
+            else:
+                raise
+        finally:
+            cleanup()
+        if oom:
+            raise out_of_memory()

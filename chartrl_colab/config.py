@@ -1,10 +1,20 @@
-"""Run settings: one dataclass, its defaults, validation and the run name.
+"""Run settings on TRL's own config stack: ``RunConfig`` is TRL's ``GRPOConfig`` and ``ModelConfig`` plus what
+TRL lacks (the objective, the chart model and data, the rewards, where runs live), as open-r1's
+``GRPOConfig(trl.GRPOConfig)`` is.
 
-Field names are the CLI flags with ``-`` for ``_`` (``--reward-threshold`` <-> ``reward_threshold``).
-Defaults follow the paper's recipe (8 rollouts, temperature 1.0, PPO clip 0.2, no KL, token-mean loss; lr
-1e-6 for full fine-tuning, 1e-5 with LoRA as in TRL's Qwen2.5-VL GRPO LoRA example) and the seed project's logging/checkpoint cadence (log every 10 steps and the first, checkpoint
-every 50, keep 3, safetensors). Pure: no I/O and nothing heavy, so the notebook form and the CLI can validate
-before loading torch.
+Every field is a flag (``--epsilon-high 0.28`` or ``--epsilon_high 0.28``), a key of a YAML recipe
+(``--config recipes/paper.yaml``, see ``recipes/``) and a notebook parameter; all three go through
+:func:`chartrl_colab.cli.parser_for`. The original Chart-RVR scripts' flags keep their meaning as aliases of
+TRL's names (:data:`ALIASES`): ``--num-epochs`` is ``num_train_epochs``, ``--use-lora`` is ``use_peft``,
+``--disable-gradient-checkpointing`` turns ``gradient_checkpointing`` off, and ``--batch-size`` counts prompts
+per device, TRL's ``per_device_train_batch_size`` (completions) being ``batch_size * num_generations``.
+
+A ``RunConfig`` is the user's request (``run.json`` records it, a resume compares it): TRL's own
+``__post_init__`` (devices, mixed precision, derived batch sizes) runs on the ``GRPOConfig`` the trainer gets,
+built by :func:`chartrl_colab.train.grpo_args` after the machine has decided the ``"auto"`` settings. Defaults
+that differ from TRL's are the paper's recipe (8 rollouts, temperature 1.0, clip 0.2, no KL, token-mean loss;
+lr 1e-6 for full fine-tuning, 1e-5 with LoRA as in TRL's Qwen2.5-VL GRPO LoRA example) and the original
+scripts' cadence (log every 10 steps and the first, checkpoint every 50, keep 3).
 """
 
 from __future__ import annotations
@@ -13,12 +23,20 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.rewards.package import REWARD_FUNCS
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
 
-MODES = ("grpo", "psr", "nsr", "w-reinforce")
+# Closed sets: the Literal is the field's type (the parser's choices in --help), its values the one list.
+Mode = Literal["grpo", "psr", "nsr", "w-reinforce"]
+ModelName = Literal["tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b"]
+DatasetName = Literal["synthetic", "chart-rvr", "chartqa", "evochart"]
+Init = Literal["pretrained", "random"]
+GrpoRewards = Literal["verifier", "all"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+MODES = get_args(Mode)
 # One line per mode, for banners and the notebook form.
 MODE_DESCRIPTIONS = {
     "grpo": "GRPO: group-normalised advantages of the verifier reward (grpo_rewards='all': the summed rewards)",
@@ -26,96 +44,98 @@ MODE_DESCRIPTIONS = {
     "nsr": "NSR: learn only from incorrect samples (advantage -1, the rest dropped); keeps pass@k high",
     "w-reinforce": "W-REINFORCE: correct samples +lambda_psr, incorrect -1; NSR with a little PSR",
 }
-MODEL_NAMES = ("tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b")
-DATASET_NAMES = ("synthetic", "chart-rvr", "chartqa", "evochart")
+MODEL_NAMES = get_args(ModelName)
+DATASET_NAMES = get_args(DatasetName)
 REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
-INITS = ("pretrained", "random")
-LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")
-GRPO_REWARDS = ("verifier", "all")
+INITS = get_args(Init)
+LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")  # the normalisations the objectives' masking is written for
+GRPO_REWARDS = get_args(GrpoRewards)
 # The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
 LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISIONS = get_args(Precision)
 TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.models.device)
 # 512 image tokens per chart (Qwen-VL: one token per 28x28 pixels): a chart's labels stay legible, and a T4 fits
 # 8 rollouts. The hub processor's own bound is 12.8 M pixels, which turns a large chart into thousands of tokens.
 DEFAULT_MAX_PIXELS = 512 * 28 * 28
 MIN_PIXELS = 56 * 56  # the processors' own lower bound
+DEFAULT_BATCH_SIZE = 2  # prompts per device per step
+# The original scripts' flags whose TRL name differs: flag -> (TRL field, the value the flag stores is inverted).
+ALIASES = {"num_epochs": ("num_train_epochs", False), "use_lora": ("use_peft", False),
+           "disable_gradient_checkpointing": ("gradient_checkpointing", True)}
+# Settings given under two names at once are one error (cli.parser_for): a setting and what it is derived from.
+CONFLICTS = (("batch_size", "per_device_train_batch_size"),)
 
 
 def _help(text: str, **kwargs):
     return field(metadata={"help": text}, **kwargs)
 
 
+def with_default(name: str, value, owner=None):
+    """``owner``'s field ``name`` (its help; default owner: TRL's GRPOConfig) with the package's default ``value``."""
+    if owner is None:
+        import trl
+
+        owner = trl.GRPOConfig
+    meta = owner.__dataclass_fields__[name].metadata
+    return field(default_factory=lambda: list(value), metadata=meta) if isinstance(value, list) else \
+        field(default=value, metadata=meta)
+
+
+# ------------------------------------------------------------------------ what TRL lacks, shared with generate
 @dataclass
-class RunConfig:
-    # What to train
-    mode: str = _help(f"Training objective: one of {', '.join(MODES)}.", default="grpo")
-    vlm_name: str = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default).", default="tiny")
-    dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
-    init: str = _help("'pretrained' weights, or 'random' to build the architecture from its config.", default="pretrained")
+class SourceArguments:
+    """The model and the questions: shared by training and :class:`chartrl_colab.generate.GenerateConfig`."""
+
+    vlm_name: ModelName = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default); with "
+                          "generate --checkpoint, the run's own base model.", default="tiny")
+    init: Init = _help(
+        "'pretrained' weights, or 'random' to build the architecture from its config.", default="pretrained")
+    dataset_name: DatasetName = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
     data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     seed: int = _help("Seed for data order, sampling and the embedded model.", default=2025)
-    subset_size: int | None = _help("Number of training prompts (None: the whole set).", default=100)
+    subset_size: int | None = _help("Number of prompts taken from the split (none/full/all: the whole split).",
+                                    default=100)
+    max_pixels: int | None = _help(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image "
+                                   f"token; default {DEFAULT_MAX_PIXELS} = 512 tokens; none: the model's own bound; "
+                                   "generate: a run's own setting wins).", default=DEFAULT_MAX_PIXELS)
 
-    # The objective
-    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.", default=0.5)
-    lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
-    rewards: tuple[str, ...] = _help(f"Reward functions, of {', '.join(REWARD_NAMES)}.", default=REWARD_NAMES)
+
+@dataclass
+class RewardArguments:
+    """The rewards and the verdict: shared by training and generation."""
+
+    rewards: list[str] = _help(f"Reward functions, of {', '.join(REWARD_NAMES)}.",
+                               default_factory=lambda: list(REWARD_NAMES))
     verifier: str = _help("The reward that judges correctness.", default="accuracy")
-    reward_preset: str = _help(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': the "
-                               "original Chart-RVR scales, layout and prompt; 'package': bounded rewards, a short "
-                               "prompt), or 'auto': package on the embedded synthetic charts, chart-rvr otherwise.",
-                               default=AUTO)
-    grpo_rewards: str = _help(
-        f"What grpo's advantage is built from, one of {', '.join(GRPO_REWARDS)}: 'verifier' (default) the verifier "
-        "reward alone, like the paper's GRPO baseline and like psr/nsr/w-reinforce, which always learn from it; "
-        "'all' the sum of every reward (Chart-RVR's setting). Sets TRL's reward_weights (1 for the verifier, 0 for "
-        "the rest), so it is also what the logged `reward` means in every mode; every reward is logged either way.",
-        default="verifier")
+    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.", default=0.5)
+    reward_preset: str = _help(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': "
+                               "the original Chart-RVR scales, layout and prompt; 'package': bounded rewards, a short "
+                               "prompt), or 'auto': package on the embedded synthetic charts, chart-rvr otherwise "
+                               "(generate: a checkpoint's own).", default=AUTO)
 
-    # Optimisation (the paper's recipe)
-    num_epochs: float = _help("Passes over the training prompts.", default=1.0)
-    max_steps: int = _help("Stop after this many optimizer steps (-1: run the epochs).", default=-1)
-    batch_size: int = _help("Prompts per device per step; each step trains on batch_size * num_generations completions.", default=2)
-    num_generations: int = _help("Completions sampled per prompt (the group).", default=8)
-    gradient_accumulation_steps: int = _help("Steps of generation batches accumulated per update.", default=1)
-    learning_rate: float | None = _help(
-        f"AdamW learning rate (None: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
-        f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
-    steps_per_generation: int | None = _help(
-        "Optimizer micro-steps each generation batch is split over (TRL's steps_per_generation; None: "
-        "gradient_accumulation_steps, i.e. one optimizer step per generation batch, where the PPO ratio is 1 and "
-        "the update is plain REINFORCE). Above gradient_accumulation_steps, one rollout makes several clipped "
-        "mini-batch updates, as in the paper.", default=None)
-    num_iterations: int = _help("Optimisation passes over each generation batch (TRL's num_iterations, the "
-                                "GRPO paper's mu); above 1 the later passes are clipped off-policy updates.", default=1)
-    temperature: float = _help("Sampling temperature of the rollouts.", default=1.0)
-    max_completion_length: int = _help("Longest completion sampled, in tokens.", default=512)
-    epsilon: float = _help("PPO clipping range.", default=0.2)
-    beta: float = _help("KL coefficient (0: no reference model).", default=0.0)
-    loss_type: str = _help(f"TRL loss normalisation, one of {', '.join(LOSS_TYPES)}.", default="dapo")
 
-    # Model adaptation
-    use_lora: bool = _help("Train a LoRA adapter instead of all weights.", default=True)
-    lora_r: int = _help("LoRA rank.", default=16)
-    lora_alpha: int = _help("LoRA alpha.", default=32)
-    lora_dropout: float = _help("LoRA dropout.", default=0.05)
+@dataclass
+class ChartArguments(SourceArguments, RewardArguments):
+    """The package's own training settings: what TRL's GRPOConfig and ModelConfig lack."""
+
+    mode: Mode = _help(
+        f"Training objective: one of {', '.join(MODES)}.", default="grpo")
+    lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
+    grpo_rewards: GrpoRewards = _help(
+        "What grpo's advantage is built from: 'verifier' (default) the verifier reward alone, like the paper's GRPO "
+        "baseline and like psr/nsr/w-reinforce, which always learn from it; 'all' the sum of every reward "
+        "(Chart-RVR's setting). Sets TRL's reward_weights (1 for the verifier, 0 for the rest) unless they are "
+        "given, so it is also what the logged `reward` means in every mode.", default="verifier")
+    batch_size: int | None = _help(
+        f"Prompts per device per step (default {DEFAULT_BATCH_SIZE}); each step trains on batch_size * "
+        "num_generations completions, TRL's per_device_train_batch_size (give one of the two).", default=None)
+    precision: Precision = _help(
+        "Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on a CPU), bf16, fp16 "
+        "or fp32; sets TRL's bf16/fp16.", default="auto")
     load_in_4bit: bool | str = _help("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes); 'auto': "
                                      "on a GPU under 24 GiB (a T4), for the hub models.", default="auto")
-    disable_gradient_checkpointing: bool = _help("Turn gradient checkpointing off (faster, more memory).", default=False)
-
-    # GPU: precision, memory, sampling (chartrl_colab.models.device decides the "auto"s from the card)
-    precision: str = _help("Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on "
-                           "a CPU), bf16, fp16 or fp32.", default="auto")
-    max_pixels: int | None = _help(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image token; "
-                                   f"default {DEFAULT_MAX_PIXELS} = 512 tokens; None: the model's own bound).",
-                                   default=DEFAULT_MAX_PIXELS)
-    use_vllm: bool | str = _help("Sample rollouts with vLLM (TRL's colocate mode); 'auto': when vllm is installed, the "
-                                 "GPU has compute capability >= 8.0 and the model is not 4-bit.", default="auto")
-    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM takes for its weights and KV cache "
-                                                "(colocate mode; the rest trains).", default=0.3)
-
-    # Where things go, how often
+    use_vllm: bool | str = _help("Sample rollouts with vLLM (TRL's colocate mode); 'auto': when vllm is installed, "
+                                 "the GPU has compute capability >= 8.0 and the model is not 4-bit.", default="auto")
     output_root: str = _help("Folder holding run directories (default: $CHARTRL_ROOT; in Colab with Drive mounted "
                              "/content/drive/MyDrive/chartrl/runs; else ./runs).", default="")
     resume: str = _help("'auto': continue from the run directory's newest complete checkpoint; 'never'; or a "
@@ -123,38 +143,111 @@ class RunConfig:
     staging_dir: str = _help("Local folder the Trainer writes checkpoints to, each complete one then copied to the "
                              "run dir in the background. Used when set, and always when output_root is on Google "
                              "Drive (default there: a folder under the system temp dir).", default="")
-    logging_steps: int = _help("Log metrics every N steps (the first step is always logged).", default=10)
-    save_steps: int = _help("Checkpoint every N steps.", default=50)
-    save_total_limit: int = _help("Checkpoints kept.", default=3)
-    report_to: tuple[str, ...] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
-                                       default=("tensorboard", "wandb"))
 
-    def __post_init__(self) -> None:
-        self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
-        self.rewards = tuple(self.rewards)
-        self.report_to = tuple(r for r in self.report_to if r != "none")
-        if self.learning_rate is None:
-            self.learning_rate = LEARNING_RATE_LORA if self.use_lora else LEARNING_RATE_FULL
-        validate(self)
 
-    @property
-    def run_name(self) -> str:
-        size = self.subset_size if self.subset_size is not None else "full"
-        return f"{self.mode}-{self.vlm_name}-{self.dataset_name}-{size}-{self.seed}"
+# ---------------------------------------------------------------------------------------------- the run
+def __getattr__(name: str):
+    """``RunConfig`` is built on first use: it subclasses TRL's GRPOConfig, which imports torch, and the names
+    above stay importable without it (the notebook form's lists, monitor, device)."""
+    if name != "RunConfig":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["RunConfig"] = _run_config_class()
+    return globals()["RunConfig"]
 
-    @property
-    def run_dir(self) -> str:
-        """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
-        :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
-        return os.path.join(self.output_root, self.run_name)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+def _run_config_class():
+    import trl
+
+    @dataclass
+    class RunConfig(ChartArguments, trl.GRPOConfig, trl.ModelConfig):
+        """One training run: TRL's GRPOConfig and ModelConfig fields plus :class:`ChartArguments`; the request as
+        given (validated, ``"auto"``s kept), see the module docstring."""
+
+        # TRL's fields with the paper's or the original scripts' defaults (TRL's help text).
+        learning_rate: float | None = _help(
+            f"AdamW learning rate (none: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
+            f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
+        num_train_epochs: float = with_default("num_train_epochs", 1.0)
+        per_device_train_batch_size: int | None = _help(
+            "Completions per device per step (TRL's count); default batch_size * num_generations.", default=None)
+        save_steps: float = with_default("save_steps", 50)
+        save_total_limit: int | None = with_default("save_total_limit", 3)
+        logging_first_step: bool = with_default("logging_first_step", True)
+        report_to: list[str] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
+                                     default_factory=lambda: ["tensorboard", "wandb"])
+        # The rewards read the gold columns.
+        remove_unused_columns: bool | None = with_default("remove_unused_columns", False)
+        use_peft: bool = with_default("use_peft", True, trl.ModelConfig)
+
+        def __post_init__(self) -> None:
+            # TRL's own __post_init__ runs on the trainer's GRPOConfig (train.grpo_args), not on the request.
+            self.reward_preset = resolve_preset(self.reward_preset, self.dataset_name)  # run.json records the real one
+            self.rewards = list(self.rewards) if isinstance(self.rewards, (list, tuple)) else self.rewards
+            self.report_to = [r for r in ([self.report_to] if isinstance(self.report_to, str) else self.report_to or [])
+                              if r != "none"]
+            if self.learning_rate is None:
+                self.learning_rate = LEARNING_RATE_LORA if self.use_peft else LEARNING_RATE_FULL
+            self.batch_size = prompts_per_device(self.batch_size, self.per_device_train_batch_size,
+                                                 self.num_generations)
+            self.per_device_train_batch_size = None  # derived on the trainer's args, so a copy may change either
+            validate(self)
+
+        # The original scripts' names of TRL's fields, read-only (the flags are aliases: cli.parser_for).
+        num_epochs = property(lambda self: self.num_train_epochs)
+        use_lora = property(lambda self: self.use_peft)
+        disable_gradient_checkpointing = property(lambda self: not self.gradient_checkpointing)
+
+        @property
+        def run_name(self) -> str:
+            """``{mode}-{model}-{dataset}-{size}-{seed}``: names the run directory, TensorBoard and wandb runs."""
+            size = self.subset_size if self.subset_size is not None else "full"
+            return f"{self.mode}-{self.vlm_name}-{self.dataset_name}-{size}-{self.seed}"
+
+        @run_name.setter
+        def run_name(self, value) -> None:
+            """TrainingArguments' ``run_name`` field: the run's name is derived, so a given one is not kept
+            (the parser refuses ``--run-name``)."""
+
+        @property
+        def run_dir(self) -> str:
+            """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
+            :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
+            return os.path.join(self.output_root, self.run_name)
+
+        def to_dict(self) -> dict:
+            """Every field as JSON can hold it (TrainingArguments' own: enums as values, a given token redacted;
+            one not given stays None, so ``RunConfig(**cfg.to_dict()) == cfg``)."""
+            return {k: None if k.endswith("_token") and getattr(self, k) is None else v
+                    for k, v in super().to_dict().items()}
+
+    RunConfig.__qualname__ = "RunConfig"  # pickled and printed as chartrl_colab.config.RunConfig
+    RunConfig.aliases, RunConfig.conflicts = ALIASES, CONFLICTS  # read by cli.parser_for
+    return RunConfig
+
+
+def prompts_per_device(batch_size, per_device_train_batch_size, num_generations) -> int:
+    """Prompts per device per step from either count (completions = prompts * num_generations).
+
+    >>> prompts_per_device(None, None, 8), prompts_per_device(None, 16, 8), prompts_per_device(2, 16, 8)
+    (2, 2, 2)
+    """
+    if per_device_train_batch_size is None:
+        return DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if not isinstance(num_generations, int) or num_generations < 1:
+        return batch_size if batch_size is not None else per_device_train_batch_size
+    prompts, rest = divmod(per_device_train_batch_size, num_generations)
+    if rest or prompts < 1 or batch_size not in (None, prompts):
+        raise ConfigError(f"per_device_train_batch_size={per_device_train_batch_size!r} is not valid with "
+                          f"num_generations={num_generations} and batch_size={batch_size!r}; give batch_size "
+                          "(prompts per device) alone, or a multiple of num_generations")
+    return prompts
 
 
 def check_rewards(rewards, verifier: str, reward_threshold, preset: str = "package") -> None:
     """The reward names, the verifier among them, a threshold inside the verifier's range under ``preset``:
     shared by training and generation."""
+    if isinstance(rewards, str):
+        raise ConfigError(f"rewards={rewards!r} is not valid; give a list of reward names (e.g. ['accuracy'])")
     for name in rewards:
         one_of("reward", name, REWARD_NAMES)
     if not rewards:
@@ -181,41 +274,46 @@ def check_whole_numbers(cfg, names) -> None:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; it must be a whole number >= 1")
 
 
-def check_gpu_knobs(cfg) -> None:
-    """``max_pixels`` a whole number of at least the processors' minimum (or None), ``vllm_gpu_memory_utilization``
-    a share of the card: shared by training and generation."""
+def check_source(cfg) -> None:
+    """:class:`SourceArguments`' values: shared by training and generation."""
+    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
+    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    one_of("init", cfg.init, INITS)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
+    if cfg.subset_size is not None:
+        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
     if cfg.max_pixels is not None:
         check_whole_numbers(cfg, ("max_pixels",))
         at_least("max_pixels", cfg.max_pixels, MIN_PIXELS, " (or None for the model's own bound)")
+
+
+def check_gpu_share(cfg) -> None:
+    """``vllm_gpu_memory_utilization`` is a share of the card."""
     share = cfg.vllm_gpu_memory_utilization
     if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.05 <= share <= 1:
         raise ConfigError(f"vllm_gpu_memory_utilization={share!r} is not valid; it is a share of GPU memory, "
                           "between 0.05 and 1 (e.g. 0.3)")
 
 
-def validate(cfg: RunConfig) -> None:
-    """Raise ConfigError for the first bad setting."""
+def validate(cfg) -> None:
+    """Raise ConfigError for the first bad setting (TRL checks its own fields again on the trainer's args)."""
     one_of("mode", cfg.mode, MODES)
-    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
-    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
-    one_of("init", cfg.init, INITS)
+    check_source(cfg)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     one_of("grpo_rewards", cfg.grpo_rewards, GRPO_REWARDS)
     one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, cfg.reward_preset)
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r} is not valid; it must be a whole number (e.g. 2025)")
     at_least("lambda_psr", cfg.lambda_psr, 0)
     # TRL groups each prompt's completions, so a group needs two samples to have a baseline at all.
     at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
     check_whole_numbers(cfg, ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
-                              "save_total_limit", "max_completion_length", "lora_r", "num_iterations"))
-    if cfg.steps_per_generation is not None:
-        check_whole_numbers(cfg, ("steps_per_generation",))
-    if cfg.subset_size is not None:
-        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole set)")
-    at_least("num_epochs", cfg.num_epochs, 0)
-    if cfg.num_epochs == 0:
+                              "max_completion_length", "lora_r", "lora_alpha", "num_iterations"))
+    for name in ("steps_per_generation", "save_total_limit"):
+        if getattr(cfg, name) is not None:
+            check_whole_numbers(cfg, (name,))
+    at_least("num_epochs", cfg.num_train_epochs, 0)
+    if cfg.num_train_epochs == 0:
         raise ConfigError("num_epochs=0 is not valid; it must be > 0 (e.g. 1), or train a fixed number of steps "
                           "with max_steps")
     if cfg.max_steps != -1:
@@ -225,15 +323,21 @@ def validate(cfg: RunConfig) -> None:
     if cfg.lora_dropout >= 1:
         raise ConfigError(f"lora_dropout={cfg.lora_dropout!r} is not valid; it is a probability: >= 0 and < 1 "
                           "(e.g. 0.05)")
-    check_whole_numbers(cfg, ("lora_alpha",))
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; sampling needs a temperature > 0 (the paper uses 1.0)")
     for logger in cfg.report_to:
         one_of("report_to", logger, ("tensorboard", "wandb", "none"))
     one_of("precision", cfg.precision, PRECISIONS)
+    if cfg.bf16 or cfg.fp16:
+        raise ConfigError("bf16/fp16 are set from precision; give precision='bf16' or 'fp16' instead")
     for name in ("load_in_4bit", "use_vllm"):
         if getattr(cfg, name) not in TRI_STATE or not isinstance(getattr(cfg, name), (bool, str)):
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; choose 'auto', True or False")
-    check_gpu_knobs(cfg)
+    check_gpu_share(cfg)
     if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint folder")
+
+
+def field_names(cls) -> list[str]:
+    """The init fields of a config dataclass (what a notebook parameter or a YAML key may name)."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]

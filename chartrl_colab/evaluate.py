@@ -20,7 +20,9 @@ all sampled tokens (each completion's recorded mean weighted by its length; None
 
 Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
 ``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
-requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``.
+requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``, each
+whole or not at all (written under a temporary name, then renamed: a full disk leaves no partial plot, and
+its one error line names the file).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from chartrl_colab.evaluation import compare
 from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
 from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
 from chartrl_colab.evaluation.samples import read_rows
+from chartrl_colab.files import atomic_path, naming
 
 CONFIDENCE = 0.95
 METRICS = ("relaxed_correctness", "verifier")
@@ -254,16 +257,18 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
                                                  n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
 
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with naming(out):
+        out.mkdir(parents=True, exist_ok=True)
     figures = [plot_curves(metrics, out / "passk_curves.png"), plot_bars(metrics, out / "passk_bars.png")]
     if len(files) > 1:
         figures.append(compare.plot_differences(metrics, out / "passk_differences.png"))
     table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
     per_question_csv = write_per_question(files, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
-    metrics_json.write_text(json.dumps(metrics, indent=2) + "\n")
+    with atomic_path(metrics_json) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
-    print(table_md.read_text(), end="")
+    print(table_md.read_text(encoding="utf-8"), end="")
     for note in notes:
         print(f"note: {note}")
     print(f"✓ wrote {', '.join(p.name for p in [*figures, table_md, table_csv, per_question_csv, metrics_json])} "
@@ -304,8 +309,7 @@ def plot_curves(metrics: dict, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never over a band
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return path
 
 
@@ -328,9 +332,17 @@ def plot_bars(metrics: dict, path: Path) -> Path:
     ax.set_title(f"pass@1 and pass@n\ncorrect: {metrics['metric']}", fontsize=10)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_figure(plt, fig, path)
     return path
+
+
+def _save_figure(plt, fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` whole or not at all (a full disk leaves no partial PNG), then close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
 
 
 def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Path]:
@@ -338,7 +350,7 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
     ks = metrics["ks"]
     head = ["model", "n", "questions", *[f"pass@{k}" for k in ks]]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    with csv_path.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high", "metric"])
         for label, m in metrics["models"].items():
@@ -361,14 +373,16 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
                      for g in ("human", "augmented", "overall")]
             lines.append("| " + " | ".join([label, *cells]) + " |")
     lines += compare.difference_lines(metrics)
-    md_path.write_text(f"pass@k ({metrics['metric']}), mean over questions "
-                       f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n")
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"pass@k ({metrics['metric']}), mean over questions "
+                       f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n",
+                       encoding="utf-8")
     return md_path, csv_path
 
 
 def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Path:
     """One row per file and question: n, correct, and pass@k at each requested k <= n."""
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "id", "n", "num_correct", *[f"pass@{k}" for k in ks]])
         for sf in files:

@@ -29,33 +29,34 @@ The samplers (and the model loading they share) live in :mod:`chartrl_colab.mode
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import logging
 import math
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.config import (
-    DATASET_NAMES,
     DEFAULT_MAX_PIXELS,
-    INITS,
-    MODEL_NAMES,
-    REWARD_NAMES,
-    RunConfig,
-    check_gpu_knobs,
+    RewardArguments,
+    SourceArguments,
+    check_gpu_share,
     check_rewards,
+    check_source,
     check_whole_numbers,
+    with_default,
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.evaluation.samples import append_row, check_resume, make_row, read_rows, sync
+from chartrl_colab.files import naming, read_json
 from chartrl_colab.models import samplers
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, resolve_preset
 
-BACKENDS = ("auto", "transformers", "vllm")
-_TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+log = logging.getLogger(__name__)
+Backend = Literal["auto", "transformers", "vllm"]
+BACKENDS = get_args(Backend)
 
 
 def _help(text: str, **kwargs):
@@ -63,58 +64,41 @@ def _help(text: str, **kwargs):
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(SourceArguments, RewardArguments):
+    """What to sample: the model and questions (:class:`~chartrl_colab.config.SourceArguments`), the rewards
+    that score (:class:`~chartrl_colab.config.RewardArguments`, training's fields), and sampling's own."""
+
     checkpoint: str = _help("A run directory (its newest complete checkpoint) or a checkpoint-N folder; "
                             "empty: sample the base --vlm-name.", default="")
-    vlm_name: str = _help(f"Base model when no --checkpoint: one of {', '.join(MODEL_NAMES)}.", default="tiny")
-    init: str = _help("Base model weights when no --checkpoint: 'pretrained' or 'random'.", default="pretrained")
-    dataset_name: str = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
-    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
     split: str = _help("Split to sample questions from.", default="test")
-    subset_size: int | None = _help("Number of questions (None: the whole split).", default=200)
+    subset_size: int | None = with_default("subset_size", 200, SourceArguments)
     num_samples: int = _help("Completions sampled per question (n of pass@k).", default=64)
     temperature: float = _help("Sampling temperature.", default=1.0)
     max_new_tokens: int = _help("Longest completion, in tokens.", default=512)
     batch_size: int = _help("Completions per generate call: n is split into chunks of this size, or "
                             "batch_size // n questions share a call; lower it when memory runs out.", default=16)
-    seed: int = _help("Seed of the question subset and of sampling (and of the base 'tiny', 'tiny-warm' or random-init "
-                      "weights when no --checkpoint).", default=2025)
     output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
                         default="samples.jsonl")
-    rewards: tuple[str, ...] = _help(f"Reward functions to score with, of {', '.join(REWARD_NAMES)}.",
-                                     default=_TRAINING_DEFAULTS["rewards"])
-    verifier: str = _help("The reward that judges correctness.", default=_TRAINING_DEFAULTS["verifier"])
-    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.",
-                                    default=_TRAINING_DEFAULTS["reward_threshold"])
-    reward_preset: str = _help("Reward functions and system prompt (see chartrl_colab.rewards.presets); 'auto': the "
-                               "run's own for a --checkpoint, else what training picks for the data set.",
-                               default="auto")
-    backend: str = _help(f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).",
-                         default="auto")
+    backend: Backend = _help(
+        f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).", default="auto")
     load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
                                "a run trained with it.", default=False)
-    max_pixels: int | None = _help("Largest image, in pixels (28x28 per image token); a run's own setting from its "
-                                   "run.json wins. None: the model's own bound.", default=DEFAULT_MAX_PIXELS)
     vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take (the HF model is freed "
                                                 "before it starts).", default=0.85)
 
     def __post_init__(self) -> None:
-        self.rewards = tuple(self.rewards)
+        self.rewards = list(self.rewards) if isinstance(self.rewards, (list, tuple)) else self.rewards
         validate(self)
 
 
 def validate(cfg: GenerateConfig) -> None:
     """Raise ConfigError for the first bad setting."""
-    one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
-    one_of("init", cfg.init, INITS)
-    one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
+    check_source(cfg)
     one_of("backend", cfg.backend, BACKENDS)
     one_of("reward_preset", cfg.reward_preset, (AUTO, *PRESET_NAMES))
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, resolve_preset(cfg.reward_preset, cfg.dataset_name))
     check_whole_numbers(cfg, ("num_samples", "max_new_tokens", "batch_size"))
-    check_gpu_knobs(cfg)
-    if cfg.subset_size is not None:
-        at_least("subset_size", cfg.subset_size, 1, " (or None for the whole split)")
+    check_gpu_share(cfg)
     at_least("temperature", cfg.temperature, 0)
     if cfg.temperature == 0:
         raise ConfigError("temperature=0 is not valid; pass@k needs sampling, so a temperature > 0 (e.g. 1.0)")
@@ -129,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_argv(argv: list[str] | None = None) -> GenerateConfig:
-    return GenerateConfig(**vars(build_parser().parse_args(argv)))
+    return build_parser().parse(argv)
 
 
 # ------------------------------------------------------------------------------------ which model
@@ -158,7 +142,7 @@ _TINY_DIR_RE = re.compile(r"^(?P<name>tiny-warm|tiny)-(?P<version>[^-]+)-(?P<see
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """``(checkpoint dir, run dir)`` for a run directory (newest complete checkpoint) or a checkpoint-N folder."""
-    from chartrl_colab.runs.storage import checkpoint_problem, checkpoint_step, latest_checkpoint
+    from chartrl_colab.runs.storage import checkpoint_problem, checkpoint_step
 
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -169,11 +153,34 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
             raise ConfigError(f"checkpoint {p} is incomplete ({problem}); pass its run directory to use the "
                               "newest complete checkpoint")
         return p.resolve(), p.parent.resolve()
-    ckpt = latest_checkpoint(p, warn=print)
+    ckpt = newest_weights(p)
     if ckpt is None:
-        raise ConfigError(f"{p} holds no complete checkpoint-N folder; pass a run directory of chartrl_colab.train "
-                          "or a checkpoint folder")
+        raise ConfigError(f"{p} holds no complete checkpoint-N folder and no complete final model; pass a run "
+                          "directory of chartrl_colab.train or a checkpoint folder")
     return ckpt.resolve(), p.resolve()
+
+
+def newest_weights(run_dir: Path) -> Path | None:
+    """The newest complete weights of a run directory: its newest complete ``checkpoint-N``, or the final model
+    at the run root (``trainer_state.json`` beside the adapter or model, written when training ends) when that
+    is complete and of a later step (a tie keeps the checkpoint). Says which, and why newer ones were passed."""
+    from chartrl_colab.runs.storage import checkpoint_step, inspect_checkpoint, latest_checkpoint_state
+
+    found = latest_checkpoint_state(run_dir, warn=True)
+    best, step = (found[0], checkpoint_step(found[0])) if found else (None, -1)
+    newest = max((checkpoint_step(c) for c in run_dir.glob("checkpoint-*") if checkpoint_step(c) is not None),
+                 default=None)
+    if (run_dir / "trainer_state.json").exists():
+        problem, state = inspect_checkpoint(run_dir)
+        final = state.get("global_step") if problem is None else None
+        if isinstance(final, int) and final > step:
+            best, step = run_dir, final
+        elif problem is not None and found is None:
+            log.warning(f"the final model in {run_dir} is incomplete: {problem}")
+    if best == run_dir or (best is not None and newest is not None and step < newest):
+        what = "the run's final model" if best == run_dir else best.name
+        log.info(f"Using {what} ({best}, step {step}): the newest complete weights of {run_dir}")
+    return best
 
 
 def resolve_source(cfg: GenerateConfig) -> ModelSource:
@@ -185,7 +192,7 @@ def resolve_source(cfg: GenerateConfig) -> ModelSource:
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"
-    base_path = json.loads(adapter_file.read_text()).get("base_model_name_or_path") if adapter_file.exists() else None
+    base_path = read_json(adapter_file).get("base_model_name_or_path") if adapter_file.exists() else None
     tiny = _TINY_DIR_RE.match(Path(base_path).name) if base_path else None
     cache_dir = str(Path(base_path).parent) if tiny else None
     try:
@@ -214,6 +221,20 @@ def _call_seed(seed: int, index: int, chunk: int) -> int:
     import numpy as np
 
     return int(np.random.SeedSequence([seed, index, chunk]).generate_state(1)[0])
+
+
+def _call_groups(ids: list[str], done: set[str], per_call: int) -> dict[int, list[int]]:
+    """Question positions per generate call, for the calls that still have a question to sample.
+
+    Calls group questions by absolute position and are seeded from their first question's position, so a
+    call draws the same samples whatever was sampled before; a call whose rows were cut off part-way (a kill
+    between two rows) is made whole again and only its missing rows are written, so a resumed file equals an
+    uninterrupted one.
+    """
+    groups: dict[int, list[int]] = {}
+    for i in range(len(ids)):
+        groups.setdefault(i // per_call, []).append(i)
+    return {g: members for g, members in groups.items() if any(ids[i] not in done for i in members)}
 
 
 def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: bool = True) -> str:
@@ -322,20 +343,21 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     source = resolve_source(cfg)
     backend = pick_backend(cfg, source)
     wanted = settings(cfg, source, backend)
-    print(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
+    log.info(f"Sampling {cfg.num_samples} completions per question from {source.describe()} ({backend})")
 
     data = load_chart_dataset(cfg.dataset_name, split=cfg.split, subset_size=cfg.subset_size, seed=cfg.seed,
                               data_dir=cfg.data_dir, preset=wanted["reward_preset"])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    existing = read_rows(output, repair=True)
+    with naming(output):  # a full disk says which file
+        output.parent.mkdir(parents=True, exist_ok=True)
+        existing = read_rows(output, repair=True)
     check_resume(output, existing, wanted)
     done = {row["id"] for row in existing}
     ids = data["id"]
     todo = [i for i, qid in enumerate(ids) if qid not in done]
     if existing:
-        print(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
+        log.info(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
     if not todo:
-        print(f"✓ {output}: all {len(ids)} questions sampled")
+        log.info(f"✓ {output}: all {len(ids)} questions sampled")
         return output
 
     if backend == "vllm":  # loads and frees the HF model itself: no reference here may keep it alive
@@ -346,37 +368,39 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     n = cfg.num_samples
     # Questions per generate call; a question's n is split into chunks when n alone exceeds batch_size.
     per_call = max(1, cfg.batch_size // n)
-    groups: dict[int, list[int]] = {}
-    for i in todo:  # grouped by absolute position, so a resumed run makes the same calls
-        groups.setdefault(i // per_call, []).append(i)
+    groups = _call_groups(ids, done, per_call)
     chunks = [min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)] if per_call == 1 else [n]
 
     solved = sampled = 0
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
-    with output.open("a", encoding="utf-8") as f:
-        for members in groups.values():
-            rows = [data[i] for i in members]
-            prompts = build_prompts(rows)
-            per_question: list[list[list[int]]] = [[] for _ in rows]
-            entropy: list[list] = [[] for _ in rows]
-            for c, size in enumerate(chunks):
-                for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
-                    per_question[q].extend(got)
-                    entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
-            for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
-                completions = decode(processor, completion_ids)
-                rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
-                                         cfg.reward_threshold, wanted["reward_preset"])
-                record = make_row(row, [completion_text(c) for c in completions], completion_ids,
-                                  sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
-                append_row(f, record)
-                solved += record["num_correct"]
-                sampled += record["n"]
-            sync(f)  # a dead runtime loses at most the group in flight
-            bar.update(len(rows))
-            bar.set_postfix(correct=f"{solved / sampled:.3f}")
-    bar.close()
-    print(f"✓ {output}: {len(ids)} questions x {n} samples")
+    try:
+        with naming(output), output.open("a", encoding="utf-8") as f:
+            for members in groups.values():
+                rows = [data[i] for i in members]
+                prompts = build_prompts(rows)
+                per_question: list[list[list[int]]] = [[] for _ in rows]
+                entropy: list[list] = [[] for _ in rows]
+                for c, size in enumerate(chunks):
+                    for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
+                        per_question[q].extend(got)
+                        entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
+                for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
+                    if row["id"] in done:  # redone only to give its call-mates the same samples as before
+                        continue
+                    completions = decode(processor, completion_ids)
+                    rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
+                                             cfg.reward_threshold, wanted["reward_preset"])
+                    record = make_row(row, [completion_text(c) for c in completions], completion_ids,
+                                      sampler.eos_token_ids, rewards, correct, wanted, entropy=ent)
+                    append_row(f, record)
+                    solved += record["num_correct"]
+                    sampled += record["n"]
+                sync(f)  # a dead runtime loses at most the group in flight
+                bar.update(sum(row["id"] not in done for row in rows))
+                bar.set_postfix(correct=f"{solved / sampled:.3f}")
+    finally:
+        bar.close()  # an error line starts on its own line, not after the bar
+    log.info(f"✓ {output}: {len(ids)} questions x {n} samples")
     return output
 
 

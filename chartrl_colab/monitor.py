@@ -5,7 +5,9 @@
 
 Notebooks call :func:`monitor` with the same settings. The log history comes from the newest complete
 checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.runs.storage.latest_checkpoint`), or from the
-TensorBoard events under ``logs/`` while no checkpoint has been written yet. Written to ``output_dir``:
+TensorBoard events under ``logs/`` while no checkpoint has been written yet (an events file cut by an
+interrupted write is said to be cut, with what could be read). "Total steps" is the trainer state's
+``global_step`` (a run logs every ``logging_steps``, so its last logged step may be earlier). Written to ``output_dir``:
 one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
 smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
 layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
@@ -26,9 +28,11 @@ import numpy as np
 from chartrl_colab.cli import USER_ERROR, parser_for, run_cli
 from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.events import LOGS_DIR, cut_note, events_files, history_from_events
 from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
 from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
+from chartrl_colab.files import atomic_path, read_json
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
@@ -40,45 +44,18 @@ from chartrl_colab.runs.storage import (
     state_problem,
 )
 
-LOGS_DIR = "logs"
 RULE = "=" * 40
 SUB_RULE = "-" * 40
 
 
 # --------------------------------------------------------------------------------------------- loading
-def _events_files(run_dir: Path) -> list[Path]:
-    logs = run_dir / LOGS_DIR
-    return sorted(logs.rglob("events.out.tfevents.*")) if logs.is_dir() else []
-
-
-def _history_from_events(run_dir: Path) -> list[dict]:
-    """The log history from TensorBoard events, shaped like ``trainer_state.json``'s ``log_history``.
-
-    transformers writes ``train/<key>`` scalars; a step logged twice (a resumed run repeats the steps
-    after its last checkpoint) keeps the value written last.
-    """
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    latest: dict[tuple[int, str], tuple[float, float]] = {}  # (step, key) -> (wall time, value)
-    for folder in sorted({f.parent for f in _events_files(run_dir)}):
-        # size_guidance 0: keep every scalar (the default samples 10,000 per tag).
-        events = EventAccumulator(str(folder), size_guidance={"scalars": 0}).Reload()
-        for tag in events.Tags()["scalars"]:
-            key = tag[len("train/"):] if tag.startswith("train/") else tag.replace("eval/", "eval_", 1)
-            for e in events.Scalars(tag):
-                if (e.step, key) not in latest or e.wall_time >= latest[(e.step, key)][0]:
-                    latest[(e.step, key)] = (e.wall_time, float(e.value))
-    by_step: dict[int, dict] = {}
-    for (step, key), (_, value) in latest.items():
-        by_step.setdefault(step, {"step": step})[key] = value
-    return [by_step[s] for s in sorted(by_step)]
-
-
 def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dict]:
     """The log history of ``checkpoint``'s trainer_state.json (``state``: that file, already parsed)."""
     try:
         if state is None:
-            state = json.loads((checkpoint / TRAINER_STATE).read_text())
+            state = read_json(checkpoint / TRAINER_STATE)
+        elif not isinstance(state, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
         state, problem = None, f"cannot be read ({err})"
     else:
@@ -91,27 +68,59 @@ def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dic
 
 def _read(path: str | Path, warn=print) -> tuple[list[dict], str]:
     """(log history, where it came from) for a run or checkpoint directory; ConfigError if there is none."""
+    history, source, _ = _read_run(path, warn)
+    return history, source
+
+
+def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
+    """(log history, where it came from, facts) for a run or checkpoint directory; ConfigError if there is none.
+
+    ``facts``: ``total_steps`` (the trainer state's ``global_step``, else the run.json's, else None) and
+    ``cut`` (a line saying the TensorBoard events were cut and what was read, else None)."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{str(path)!r} is not a directory; give a run directory "
                           "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
+    facts: dict = {"total_steps": None, "cut": None}
     if (path / TRAINER_STATE).exists() and not list_checkpoints(path):
-        history, source = _read_trainer_state(path), str(path / TRAINER_STATE)
+        state = _read_state_file(path)
+        history, source = _read_trainer_state(path, state), str(path / TRAINER_STATE)
+        facts["total_steps"] = state.get("global_step")
     else:
         found = latest_checkpoint_state(path, warn=warn)  # parses trainer_state.json once, checks and all
         if found is not None:
             checkpoint, state = found
             history, source = _read_trainer_state(checkpoint, state), str(checkpoint / TRAINER_STATE)
-        elif _events_files(path):
-            history, source = _history_from_events(path), str(path / LOGS_DIR)
+            facts["total_steps"] = state.get("global_step")
+        elif events_files(path):
+            history, source = history_from_events(path), str(path / LOGS_DIR)
+            facts["cut"] = cut_note(path, history)
+            try:
+                facts["total_steps"] = (read_run_json(path) or {}).get("global_step")
+            except (OSError, ValueError):
+                pass
         else:
             found = "only incomplete checkpoints" if list_checkpoints(path) else "no checkpoint-N folder"
             raise ConfigError(f"{str(path)!r} holds no run: {found} and no TensorBoard events under {LOGS_DIR}/; "
                               "give a run directory or one of its checkpoint-N folders")
     if not (set().union(*history) - {"step", "epoch"}):
+        if facts["cut"]:
+            raise ConfigError(f"{str(path)!r}: {facts['cut']}")
         raise ConfigError(f"{str(path)!r} has an empty log ({source} holds no logged step yet); "
                           "monitor it after the first logging step")
-    return history, source
+    if facts["cut"]:
+        warn(f"warning: {facts['cut']}")
+    if not isinstance(facts["total_steps"], int) or isinstance(facts["total_steps"], bool):
+        facts["total_steps"] = None
+    return history, source, facts
+
+
+def _read_state_file(checkpoint: Path) -> dict | None:
+    try:
+        state = read_json(checkpoint / TRAINER_STATE)
+    except (OSError, ValueError):
+        return None  # _read_trainer_state says why
+    return state if isinstance(state, dict) else None
 
 
 def load_history(path: str | Path, warn=print) -> list[dict]:
@@ -160,7 +169,8 @@ def training_seconds(history) -> tuple[float | None, str | None]:
     return None, None
 
 
-def summarize(history, window: int | None = None, mode: str | None = None, verifier: str | None = None) -> dict:
+def summarize(history, window: int | None = None, mode: str | None = None, verifier: str | None = None,
+              total_steps: int | None = None) -> dict:
     """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
 
     ``window``: how many of the last logged values the verdict looks at (default: the last 10%, at least
@@ -170,7 +180,8 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
     psr, nsr and w-reinforce (:func:`chartrl_colab.evaluation.verdict.judge`). ``accuracy`` and ``entropy`` are their
     trends (the mean of the first and of the last window, :func:`chartrl_colab.evaluation.verdict.trend`); ``verifier``
     names the verifier reward (default ``accuracy``). Loss reduction and reward change compare the first
-    and the last logged values.
+    and the last logged values. ``total_steps``: the run's step count from its trainer state (a run logs
+    every ``logging_steps``, so its last logged step may be earlier); default: the last logged step.
 
     >>> s = summarize([{"loss": 2.0, "learning_rate": 1e-6, "reward": 0.5, "step": 1},
     ...                {"loss": 1.0, "learning_rate": 5e-7, "reward": 1.5, "step": 2}])
@@ -191,7 +202,8 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
     seconds, time_source = training_seconds(cols)
     steps = cols.all_steps[np.isfinite(cols.all_steps)]
     out = {
-        "total_steps": int(steps.max()) if len(steps) else len(cols.history),
+        "total_steps": (total_steps if total_steps is not None
+                        else int(steps.max()) if len(steps) else len(cols.history)),
         "logged_steps": len(losses),
         "first_loss": first_loss,
         "final_loss": final_loss,
@@ -226,6 +238,8 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
     lines = [RULE, "TRAINING SUMMARY", RULE]
     for label, s in summaries.items():
         lines += ["", f"{label}:", SUB_RULE, f"  Total steps: {s['total_steps']}"]
+        if s.get("cut"):
+            lines.append(f"  Log cut: {s['cut']}")
         if s["final_loss"] is not None:
             lines.append(f"  Final loss: {s['final_loss']:.3f}")
         if s["final_learning_rate"] is not None:
@@ -329,14 +343,16 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     histories: dict[str, Columns] = {}
     for label, path in zip(labels, paths):
         try:
-            history, source = _read(path, warn)
+            history, source, facts = _read_run(path, warn)
         except ConfigError as err:
             report.errors.append(f"{label}: {err}")
             continue
         histories[label] = Columns(history)
         mode, verifier = _mode_of(_run_dir_of(path.resolve()))
         report.summaries[label] = {"label": label, "path": str(path), "mode": mode, "source": source,
-                                   **summarize(histories[label], window, mode=mode, verifier=verifier)}
+                                   "cut": facts["cut"],
+                                   **summarize(histories[label], window, mode=mode, verifier=verifier,
+                                               total_steps=facts["total_steps"])}
     if not histories:
         raise ConfigError("no run could be read: " + " | ".join(report.errors))
 
@@ -350,10 +366,12 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     text = format_summary(report.summaries, report.errors)
     print(text, end="")
     report.summary_txt = output_dir / "summary.txt"
-    report.summary_txt.write_text(text)
+    with atomic_path(report.summary_txt) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     report.summary_json = output_dir / "summary.json"
-    report.summary_json.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
-                                              ensure_ascii=False) + "\n")
+    with atomic_path(report.summary_json) as tmp:
+        tmp.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
     return report
 
 

@@ -18,11 +18,15 @@ they agree.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.messages import configure_logging
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]  # the clone this package runs from
 BRANCH = "main"  # the branch the badges open
@@ -61,7 +65,7 @@ def clone_line(url: str) -> str:
     return f'REPO = "{normalize(url)}"'
 
 
-def restamp(repo: str, root: str | Path = ROOT, branch: str = BRANCH, echo=print) -> list[Path]:
+def restamp(repo: str, root: str | Path = ROOT, branch: str = BRANCH) -> list[Path]:
     """Point pyproject's URL and every notebook's badge and clone line at ``repo``; returns the files changed."""
     import nbformat
 
@@ -87,7 +91,7 @@ def restamp(repo: str, root: str | Path = ROOT, branch: str = BRANCH, echo=print
         if [cell.source for cell in nb.cells] != before:
             nbformat.write(nb, str(path))
             changed.append(path)
-    echo(f"Repository {url}: {len(changed)} file(s) restamped" + "".join(f"\n  {p}" for p in changed))
+    log.info("Repository %s: %d file(s) restamped%s", url, len(changed), "".join(f"\n  {p}" for p in changed))
     return changed
 
 
@@ -97,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=str(ROOT), help="the clone to rewrite (default: this package's)")
     parser.add_argument("--branch", default=BRANCH, help="the branch the Colab badges open")
     args = parser.parse_args(argv)
+    configure_logging()
     try:
         restamp(args.repo, args.root, args.branch)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error("%s", err)
         return 2
     return 0
 

@@ -2,6 +2,7 @@
 a drawn chart image with the processor inputs for it."""
 
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
@@ -12,14 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # wandb is exercised by its own tests (offline); elsewhere it would only start its service process.
 os.environ["WANDB_MODE"] = "disabled"
+# One torch thread, here and in every process the tests start (training runs, papermill kernels): the embedded
+# models' matrices are too small to gain from a second one, which mostly spins and waits (the CPU time of the
+# trainer tests falls by about 3x). Set before any test module imports torch; an explicit setting is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(autouse=True)
-def package_logging():
-    """The package's log lines where a CLI or a notebook puts them (stdout, warnings on stderr): capsys sees them."""
-    from chartrl_colab.messages import configure_logging
-
-    configure_logging()
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +40,27 @@ def warm_cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("warm-cache")
     build_warm(cache_dir=str(root), seed=0)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One finished nsr run on the embedded default, trained once per session for the tests that read a run:
+    2 steps of 2 prompts x 2 completions, checkpoint-1 and checkpoint-2, TensorBoard logs, run.json; seed 3 (not
+    a default, so a test can tell the run's seed from its own); learning rate 1e-2 (the LoRA weights really move).
+    Shared: a test that changes it works on a copy."""
+    import contextlib
+    import io
+
+    from chartrl_colab.config import RunConfig
+    from chartrl_colab.train import train
+
+    cfg = RunConfig(mode="nsr", vlm_name="tiny", dataset_name="synthetic", subset_size=4, num_generations=2,
+                    batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=1,
+                    learning_rate=1e-2, seed=3, report_to=["tensorboard"], gradient_checkpointing=False,
+                    output_root=str(tmp_path_factory.mktemp("finished-run")))
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(cfg)
+    return Path(cfg.run_dir)
 
 
 @pytest.fixture(scope="session")

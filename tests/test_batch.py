@@ -85,7 +85,7 @@ def test_accelerate_config_runs_one_at_a_time_on_all_gpus(tmp_path, monkeypatch)
     monkeypatch.setattr(batch, "deepspeed_importable", lambda: True)
     report = batch.run_batch(batch.config_from_argv(
         ["--notebook", str(nb), "--modes", "grpo", "nsr", "--seeds", "1", "2", "--output-root", str(tmp_path / "r"),
-         "--gpus", "0,1,2,3", "--accelerate-config", str(cfg_file)]), echo=lambda *a: None)
+         "--gpus", "0,1,2,3", "--accelerate-config", str(cfg_file)]))
     assert report.ok and len(seen) == 4
     assert {gpus for _, gpus, _ in seen} == {"0,1,2,3"}
     assert {acc for _, _, acc in seen} == {str(cfg_file.absolute())}

@@ -119,7 +119,7 @@ def test_modes_of_a_batch_compare_as_one_line_each(tmp_path):
         (run / "run.json").write_text(json.dumps({"config": {"mode": mode, "seed": seed}}))
         runs.append(run)
         samples[run.name] = write_samples(tmp_path / f"{run.name}.jsonl", ids, counts)
-    out = seeds.compare_modes(samples, runs, tmp_path / "eval", n_bootstrap=500, echo=lambda *a: None)
+    out = seeds.compare_modes(samples, runs, tmp_path / "eval", n_bootstrap=500)
     assert list(out["modes"]) == ["Base", "PSR", "NSR"]
     assert out["modes"]["PSR"]["seeds"] == [1, 2] and out["modes"]["PSR"]["mean"][0] == pytest.approx(9 / 20)
     diff = {d["other"]: d["k"]["1"] for d in out["differences"]}

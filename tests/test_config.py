@@ -1,8 +1,10 @@
 """Run settings: defaults, validation messages, flags, run names."""
 
 import dataclasses
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +26,7 @@ def test_defaults_are_the_papers_recipe_and_the_seeds_cadence(tmp_path):
 def test_learning_rate_defaults_to_1e5_with_lora_and_the_papers_1e6_without(tmp_path):
     lora = RunConfig(output_root=str(tmp_path))
     assert lora.use_lora and lora.learning_rate == 1e-5 and grpo_args(lora).learning_rate == 1e-5
-    full = RunConfig(output_root=str(tmp_path), use_lora=False)
+    full = RunConfig(output_root=str(tmp_path), use_peft=False)
     assert full.learning_rate == 1e-6 and grpo_args(full).learning_rate == 1e-6
     assert RunConfig(output_root=str(tmp_path), learning_rate=3e-4).learning_rate == 3e-4  # overridable
     assert config_from_argv(["--no-use-lora", "--output-root", str(tmp_path)]).learning_rate == 1e-6
@@ -120,7 +122,7 @@ def test_seed_flags_parse(tmp_path):
                             "--output-root", str(tmp_path), "--disable-gradient-checkpointing",
                             "--rewards", "format", "accuracy", "--report-to", "none"])
     assert (cfg.mode, cfg.num_generations, cfg.batch_size, cfg.max_steps) == ("nsr", 4, 2, 3)
-    assert cfg.disable_gradient_checkpointing and cfg.rewards == ("format", "accuracy") and cfg.report_to == ()
+    assert cfg.disable_gradient_checkpointing and cfg.rewards == ["format", "accuracy"] and cfg.report_to == []
     assert not grpo_args(cfg).activation_checkpointing
 
 
@@ -156,3 +158,86 @@ def test_loader_errors_reach_the_cli_as_one_line(argv, message, tmp_path, capsys
     assert main(argv + ["--output-root", str(tmp_path), "--subset-size", "2", "--report-to", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_parses(recipe):
+    cfg = config_from_argv(["--config", str(recipe)])
+    assert cfg.mode in MODES and cfg.learning_rate > 0
+
+
+def test_a_recipes_trl_knob_reaches_the_trainers_args_and_run_json(tmp_path):
+    from chartrl_colab.train import ResumePlan, start_record
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epsilon_high: 0.28\nnum_epochs: 2\nsubset_size: full\nmask_truncated_completions: true\n")
+    cfg = config_from_argv(["--config", str(recipe), "--output-root", str(tmp_path), "--mode", "psr"])
+    assert (cfg.epsilon_high, cfg.num_train_epochs, cfg.subset_size, cfg.mode) == (0.28, 2, None, "psr")
+    args = grpo_args(cfg)
+    assert (args.epsilon_high, args.mask_truncated_completions, args.num_train_epochs) == (0.28, True, 2)
+    start_record(cfg, cfg, ResumePlan(None, None, None), str(tmp_path / "local"))
+    recorded = json.loads((Path(cfg.run_dir) / "run.json").read_text())["config"]
+    assert (recorded["epsilon_high"], recorded["mask_truncated_completions"]) == (0.28, True)
+
+
+@pytest.mark.parametrize("word", ["full", "none", "all", "FULL"])
+def test_subset_size_words_mean_the_whole_set(word):
+    assert config_from_argv(["--subset-size", word]).subset_size is None
+
+
+def test_batch_size_counts_prompts_whichever_flag_gives_it():
+    assert grpo_args(config_from_argv(["--batch-size", "3", "--num-generations", "4"])).per_device_train_batch_size == 12
+    assert config_from_argv(["--per-device-train-batch-size", "12", "--num-generations", "4"]).batch_size == 3
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--batch-size", "2", "--per-device-train-batch-size", "16"], ["--batch-size", "--per-device-train-batch-size"]),
+    (["--num-epochs", "2", "--num-train-epochs", "3"], ["num_epochs", "num_train_epochs"]),
+    (["--use-lora", "false", "--use-peft", "true"], ["use_lora", "use_peft"]),
+    (["--per-device-train-batch-size", "5", "--num-generations", "4"], ["per_device_train_batch_size=5"]),
+])
+def test_a_conflict_is_one_error_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and all(w in err for w in words)
+
+
+def test_help_lists_trls_knobs(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for flag in ("--epsilon_high", "--top_entropy_quantile", "--scale_rewards", "--delta", "--lora_target_modules",
+                 "--num-epochs", "--batch_size", "--disable-gradient-checkpointing"):
+        assert flag in out, flag
+
+
+def test_papermill_strings_read_as_flags():
+    """papermill -p hands over 'false', 'tensorboard', '1e-3' as strings: read them as the CLI would."""
+    from chartrl_colab.colab.notebook import settings
+
+    got = settings({"use_lora": "false", "report_to": "tensorboard", "learning_rate": "1e-3", "subset_size": "full",
+                    "disable_gradient_checkpointing": "True", "load_in_4bit": "No", "seed": "7",
+                    "max_completion_length": "auto", "In": []}, RunConfig)
+    assert got == {"use_peft": False, "report_to": ["tensorboard"], "learning_rate": 1e-3, "subset_size": None,
+                   "gradient_checkpointing": False, "load_in_4bit": False, "seed": 7, "max_completion_length": "auto"}
+    cfg = RunConfig(**{**got, "max_completion_length": 64})
+    assert cfg.use_lora is False and cfg.to_dict()["use_peft"] is False  # run.json: a bool, not "false"
+    for spelling, value in (("YES", True), ("0", False), ("False", False), ("true", True)):
+        assert settings({"use_lora": spelling, "In": []}, RunConfig) == {"use_peft": value}
+
+
+@pytest.mark.parametrize("name", ["use_lora", "logging_first_step", "mask_truncated_completions", "use_dora"])
+def test_a_papermill_bool_that_is_no_bool_is_refused_naming_it(name):
+    from chartrl_colab.colab.notebook import settings
+
+    with pytest.raises(ConfigError) as err:
+        settings({name: "maybe", "In": []}, RunConfig)
+    assert str(err.value) == f"{name}='maybe' is not valid; choose true or false (yes/no, 1/0)"
+
+
+def test_a_config_rebuilds_from_its_run_json_record():
+    cfg = RunConfig(mode="nsr", epsilon_high=0.28, use_peft=False, subset_size=None)
+    assert RunConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -78,7 +78,7 @@ def test_the_4bit_compute_dtype_is_the_cards_precision(monkeypatch):
 
 def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
     cfg = RunConfig(vlm_name="qwen2-5-3b", dataset_name="chart-rvr", output_root=str(tmp_path))
-    quiet = dict(echo=lambda *a: None)
+    quiet = dict(quiet=True)
     on_t4 = device.resolve_run(cfg, T4, **quiet)
     assert (on_t4.precision, on_t4.load_in_4bit, on_t4.use_vllm) == ("fp16", True, False)  # QLoRA on 15 GB
     assert not on_t4.disable_gradient_checkpointing
@@ -97,11 +97,20 @@ def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
                               **quiet).load_in_4bit is False
 
 
-def test_auto_4bit_without_bitsandbytes_says_so_and_loads_16_bits(tmp_path, monkeypatch):
+def test_embedded_models_are_never_4bit_nor_vllm_on_a_small_gpu(tmp_path, bnb_and_vllm):
+    """tiny-warm, like tiny, is built in code: a 16 GB Ampere card neither quantises it nor hands it to vLLM."""
+    small_ampere = device.Gpu("NVIDIA A16", (8, 6), 16.0)
+    for name in ("tiny", "tiny-warm"):
+        cfg = device.resolve_run(RunConfig(vlm_name=name, output_root=str(tmp_path)), small_ampere, quiet=True)
+        assert (cfg.load_in_4bit, cfg.use_vllm) == (False, False), name
+    hub = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), small_ampere, quiet=True)
+    assert hub.load_in_4bit is True
+
+
+def test_auto_4bit_without_bitsandbytes_says_so_and_loads_16_bits(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(device, "bitsandbytes_importable", lambda: False)
-    said = []
-    cfg = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), T4, echo=said.append)
-    assert cfg.load_in_4bit is False and "pip install bitsandbytes" in said[0]
+    cfg = device.resolve_run(RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path)), T4)
+    assert cfg.load_in_4bit is False and "pip install bitsandbytes" in capsys.readouterr().out
 
 
 def test_vllm_auto_needs_the_package_an_ampere_card_and_16_bit_weights(tmp_path, monkeypatch):
@@ -121,7 +130,7 @@ def test_vllm_training_is_trls_colocate_mode_with_a_memory_share(tmp_path, bnb_a
     cfg = RunConfig(vlm_name="qwen2-5-3b", output_root=str(tmp_path), vllm_gpu_memory_utilization=0.4)
     kwargs = grpo_kwargs(cfg, gpu=A100)
     assert (kwargs["use_vllm"], kwargs["vllm_mode"], kwargs["vllm_gpu_memory_utilization"]) == (True, "colocate", 0.4)
-    assert "use_vllm" not in grpo_kwargs(cfg, gpu=T4)  # T4: model.generate
+    assert grpo_kwargs(cfg, gpu=T4)["use_vllm"] is False  # T4: model.generate
 
 
 def test_generate_picks_vllm_by_the_same_rule(monkeypatch):
@@ -197,7 +206,7 @@ def test_memory_knobs_are_validated_and_parsed_from_flags():
 
 
 def test_the_oom_message_names_every_knob():
-    cfg = RunConfig(vlm_name="qwen2-5-3b", load_in_4bit=False, disable_gradient_checkpointing=True)
+    cfg = RunConfig(vlm_name="qwen2-5-3b", load_in_4bit=False, gradient_checkpointing=False)
     message = device.oom_message(cfg, T4)
     assert "\n" not in message and "Tesla T4 (15 GiB, compute capability 7.5)" in message
     for knob in ("batch_size (2)", "num_generations (8)", "max_completion_length (512)",
@@ -205,18 +214,18 @@ def test_the_oom_message_names_every_knob():
         assert knob in message
 
 
-def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm):
+def test_machine_check_shows_the_precision(monkeypatch, bnb_and_vllm, capsys):
     from chartrl_colab.colab import environment
 
-    lines = []
     monkeypatch.setattr(device, "detect", lambda: T4)
-    report = environment.check(echo=lines.append)
+    report = environment.check()
+    lines = capsys.readouterr().out.splitlines()
     assert report["gpu"]["capability"] == "7.5" and report["gpu"]["bf16"] is False
     assert report["gpu"]["auto"] == {"precision": "fp16", "load_in_4bit": True, "use_vllm": False}
     assert any(line.startswith("Precision: fp16") for line in lines), lines
     monkeypatch.setattr(device, "detect", lambda: None)
-    lines.clear()
-    environment.check(echo=lines.append)
+    environment.check()
+    lines = capsys.readouterr().out.splitlines()
     assert "Precision: fp32 (CPU)" in lines
 
 

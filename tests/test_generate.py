@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -218,31 +219,24 @@ def test_cli_writes_samples_and_reports_bad_flags(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------- trained checkpoints
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from chartrl_colab.config import RunConfig
-    from chartrl_colab.train import train
-
-    root = tmp_path_factory.mktemp("runs")
-    cfg = RunConfig(mode="nsr", subset_size=4, num_generations=2, batch_size=2, max_steps=4, max_completion_length=8,
-                    logging_steps=1, save_steps=2, learning_rate=1e-2, output_root=str(root), seed=3,
-                    report_to=("none",))
-    train(cfg)
-    return root / cfg.run_name
+@pytest.fixture
+def run_dir(finished_run, tmp_path):
+    """The session's finished nsr run (checkpoint-1 and checkpoint-2, seed 3), copied: a test here changes it."""
+    return shutil.copytree(finished_run, tmp_path / finished_run.name)
 
 
 @pytest.mark.slow
 def test_checkpoint_sources(run_dir, tmp_path, capsys):
-    (run_dir / "checkpoint-6").mkdir()  # a newer checkpoint cut short: no trainer_state.json
+    (run_dir / "checkpoint-3").mkdir()  # a newer checkpoint cut short: no trainer_state.json
     source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
-    assert source.checkpoint == (run_dir / "checkpoint-4").resolve()
-    assert "skipping incomplete checkpoint" in capsys.readouterr().out
+    assert source.checkpoint == (run_dir / "checkpoint-2").resolve()
+    assert "skipping incomplete checkpoint" in capsys.readouterr().err
     assert (source.vlm_name, source.init, source.seed) == ("tiny", "pretrained", 3)  # the run's, not --seed 7
 
-    one = gen.resolve_source(config(tmp_path / "b.jsonl", checkpoint=str(run_dir / "checkpoint-2")))
-    assert one.checkpoint == (run_dir / "checkpoint-2").resolve() and one.seed == 3
-    with pytest.raises(ConfigError, match="checkpoint-6 is incomplete"):
-        gen.resolve_source(config(tmp_path / "c.jsonl", checkpoint=str(run_dir / "checkpoint-6")))
+    one = gen.resolve_source(config(tmp_path / "b.jsonl", checkpoint=str(run_dir / "checkpoint-1")))
+    assert one.checkpoint == (run_dir / "checkpoint-1").resolve() and one.seed == 3
+    with pytest.raises(ConfigError, match="checkpoint-3 is incomplete"):
+        gen.resolve_source(config(tmp_path / "c.jsonl", checkpoint=str(run_dir / "checkpoint-3")))
 
     # run.json, when there, names the base model; without it, the adapter's base path does.
     run_json = run_dir / "run.json"

@@ -1,5 +1,5 @@
-"""Tests for chartrl_colab.models.loading: the model table, LoRA, the shipped real configs, error messages, a GRPO smoke test
-(the tiny model itself: test_tiny_model.py)."""
+"""Tests for chartrl_colab.models.loading: the model table, LoRA, the shipped real configs, error messages
+(the tiny model itself: test_tiny_model.py; training it: test_trainer.py)."""
 
 from __future__ import annotations
 
@@ -191,46 +191,3 @@ def test_pretrained_offline_suggests_random_init(tmp_path, monkeypatch):
         M.load_model_and_processor("qwen2-vl-2b", cache_dir=str(tmp_path))
     message = _one_line(excinfo)
     assert "offline" in message and "--init random" in message and "Qwen/Qwen2-VL-2B-Instruct" in message
-
-
-# --------------------------------------------------------------------------------------------------------------
-# TRL smoke test
-# --------------------------------------------------------------------------------------------------------------
-
-
-def test_grpo_trains_two_steps_on_tiny(cache_root, tmp_path, chart_image):
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-
-    model, processor = M.load_model_and_processor("tiny", cache_dir=str(cache_root))
-    model = M.add_lora(model, r=4, alpha=8)
-    rows = [
-        {
-            "prompt": [{"role": "user", "content": f"What is the value of bar {i}?"}],
-            "image": chart_image((200 + 8 * i, 160)),
-        }
-        for i in range(8)
-    ]
-    args = GRPOConfig(
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=16,
-        max_steps=2,
-        report_to=[],
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
-    trainer = GRPOTrainer(
-        model=model,
-        processing_class=processor,
-        reward_funcs=[lambda completions, **kw: [float(i % 2) for i in range(len(completions))]],
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-    )
-    result = trainer.train()
-    assert result.global_step == 2
-    logged = [entry for entry in trainer.state.log_history if "reward" in entry]
-    assert len(logged) == 2 and all(entry["completions/mean_length"] > 0 for entry in logged)

@@ -120,21 +120,19 @@ def assert_summary_matches(summary, expected):
 
 # -------------------------------------------------------------------------------- real trainer runs
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    """Two short runs of the trainer on the embedded default: nsr and psr, 2 steps each (nsr checkpoints
-    every step, psr at the end). Small settings: on 2 shared CPU cores each run takes ~10-20 s."""
+def real_runs(tmp_path_factory, finished_run):
+    """Two short runs of the trainer on the embedded default: nsr and psr, 2 steps each (nsr, the session's
+    finished run, checkpoints every step, psr at the end). Small settings: on 2 shared CPU cores each run takes
+    ~10-20 s."""
     from chartrl_colab.config import RunConfig
     from chartrl_colab.train import train
 
     root = tmp_path_factory.mktemp("runs")
-    runs = {}
-    for mode, save_steps in (("nsr", 1), ("psr", 2)):
-        cfg = RunConfig(mode=mode, vlm_name="tiny", dataset_name="synthetic", subset_size=8, num_generations=2,
-                        batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=save_steps,
-                        output_root=str(root), seed=0, disable_gradient_checkpointing=True)
-        quiet(train, cfg)
-        runs[mode] = root / cfg.run_name
-    return runs
+    cfg = RunConfig(mode="psr", vlm_name="tiny", dataset_name="synthetic", subset_size=8, num_generations=2,
+                    batch_size=2, max_steps=2, max_completion_length=8, logging_steps=1, save_steps=2,
+                    output_root=str(root), seed=0, gradient_checkpointing=False)
+    quiet(train, cfg)
+    return {"nsr": finished_run, "psr": root / cfg.run_name}
 
 
 @pytest.mark.slow
@@ -179,7 +177,7 @@ def test_real_run_plots_and_summary_match_trainer_state(real_runs, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_run_dir_reads_newest_complete_checkpoint(real_runs, tmp_path):
+def test_run_dir_reads_newest_complete_checkpoint(real_runs, tmp_path, capsys):
     run = real_runs["nsr"]
     assert load_history(run) == state_of(run / "checkpoint-2")["log_history"]
     assert load_history(run / "checkpoint-1") == state_of(run / "checkpoint-1")["log_history"]
@@ -188,8 +186,9 @@ def test_run_dir_reads_newest_complete_checkpoint(real_runs, tmp_path):
     broken = shutil.copytree(run, tmp_path / run.name)
     weights = broken / "checkpoint-2" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])  # cut short, as by a dead kernel
-    warnings = []
-    assert load_history(broken, warn=warnings.append) == state_of(run / "checkpoint-1")["log_history"]
+    capsys.readouterr()
+    assert load_history(broken) == state_of(run / "checkpoint-1")["log_history"]
+    warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 1 and "checkpoint-2" in warnings[0]
 
 

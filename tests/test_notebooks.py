@@ -5,6 +5,7 @@ import ast
 import dataclasses
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import nbformat
 import pytest
 
 from chartrl_colab import restamp
-from chartrl_colab.colab import environment, pipelines
+from chartrl_colab.colab import environment, packages, pipelines
 from chartrl_colab.config import MODES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,9 @@ def test_notebook_shape(name):
         assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
         ast.literal_eval(node.value)
 
+    setup = _code(nb)[1]  # the one setup cell, right after the parameters: collapsed in Colab
+    assert setup.source.startswith("# @title ") and 'display-mode: "form"' in setup.source.splitlines()[0]
+    assert len(setup.source.splitlines()) <= 14 and "packages.setup(" in setup.source
     for cell in _code(nb):
         assert cell.outputs == [] and cell.execution_count is None
         tree = ast.parse(cell.source)  # every code cell parses as plain Python (no magics)
@@ -67,15 +71,67 @@ def test_notebook_shape(name):
                                                                       ast.While, ast.With, ast.Try, ast.Lambda))]
         assert not loops_or_defs, f"logic in a cell of {name}: {cell.source[:80]}"
         if any(isinstance(n, ast.If) for n in ast.walk(tree)):
-            assert "git" in cell.source and "clone" in cell.source  # only the Colab bootstrap branches
-        if cell is not tagged[0]:
-            assert len(cell.source.splitlines()) <= 10, f"a long cell in {name}: {cell.source[:80]}"
+            assert cell is setup  # only the setup cell branches (in Colab or not, cloned or not)
+        if cell not in (tagged[0], setup):
+            assert len(cell.source.splitlines()) <= 6, f"a long cell in {name}: {cell.source[:80]}"
+    for before, cell in zip(nb.cells, nb.cells[1:]):  # a short word before each step
+        if cell.cell_type == "code" and cell is not tagged[0]:
+            assert before.cell_type == "markdown" and len(before.source) < 700, cell.source[:80]
     assert "notebook.write_results(" in _code(nb)[-1].source  # the last cell writes the results JSON
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_papermill_sees_every_parameter(name):
+    """papermill's own inspection (``batch -p`` checks names with it) skips a line with a second ``=``, in a
+    comment too (``# compute capability >= 8``): every assignment of the parameters cell must reach it."""
+    import papermill
+
+    assert list(papermill.inspect_notebook(str(NOTEBOOKS / name))) == list(_parameters(_read(name)))
+
+
+def _choices(nb) -> dict[str, str]:
+    """``name -> the text after # @param`` for each Colab form field of the parameters cell."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return dict(re.findall(r"^(\w+) = .*#\s*@param\s*(.*)$", cell.source, re.M))
+
+
+def test_model_and_data_choices_are_every_name_the_package_knows():
+    from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES
+
+    assert "tiny-warm" in MODEL_NAMES
+    for name in ("01_poc.ipynb", "02_train.ipynb", "03_eval.ipynb"):
+        fields = _choices(_read(name))
+        assert ast.literal_eval(fields["vlm_name"]) == ["auto", *MODEL_NAMES], name
+        assert ast.literal_eval(fields["dataset_name"]) == ["auto", *DATASET_NAMES], name
+
+
+def test_train_settings_are_colab_form_fields():
+    """In Colab the parameters cell is the form: Run all trains what its fields show."""
+    from chartrl_colab.config import PRECISIONS
+
+    fields = _choices(_read("02_train.ipynb"))
+    assert ast.literal_eval(fields["mode"]) == list(MODES)
+    assert ast.literal_eval(fields["precision"]) == list(PRECISIONS)
+    for slider in ("reward_threshold", "lambda_psr"):
+        assert fields[slider].startswith('{type:"slider"'), slider
+    for name in ("subset_size", "seed", "max_steps", "num_generations", "batch_size", "num_epochs", "mount_drive",
+                 "output_root", "precision"):
+        assert name in fields, name
+    params = _parameters(_read("02_train.ipynb"))
+    RunConfig(**{k: v for k, v in params.items() if k not in NOTEBOOK_ONLY and v != "auto"})  # valid as they stand
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_text_is_written_for_a_colab_user(name):
+    text = "\n".join(c.source for c in _read(name).cells)
+    for word in (r"\bthe seed\b", r"\bseed's\b", r"\bissue \d", r"\bTODO\b"):
+        assert not re.search(word, text, re.I), (name, word)
+
+
 def test_train_and_poc_parameters_are_run_config_fields():
-    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it)."""
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    """A renamed RunConfig field must not leave a notebook parameter behind (papermill would ignore it); the
+    original scripts' names of TRL's fields (RunConfig.aliases) are read as those fields."""
+    fields = {f.name for f in dataclasses.fields(RunConfig)} | set(RunConfig.aliases)
     for name in ("01_poc.ipynb", "02_train.ipynb"):
         assert set(_parameters(_read(name))) - fields - NOTEBOOK_ONLY == set(), name
 
@@ -107,8 +163,8 @@ def test_auto_falls_back_to_the_embedded_default_without_a_gpu(capsys):
 
 
 def test_install_does_nothing_outside_colab(monkeypatch):
-    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
-    assert environment.install_requirements(echo=lambda *a: None) is False
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
+    assert packages.install_requirements() is False
 
 
 def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
@@ -122,8 +178,8 @@ def test_colab_install_never_touches_torch(tmp_path, monkeypatch):
         calls.append((cmd, constraints, requirements))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(environment.subprocess, "run", fake_run)
-    assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is True
+    monkeypatch.setattr(packages.subprocess, "run", fake_run)
+    assert packages.install_requirements(reqs, force=True, cuda=False) is True
     (cmd, constraints, requirements), = calls
     assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
     assert f"torch=={importlib.metadata.version('torch')}" in constraints  # pinned to the runtime's own build
@@ -137,47 +193,101 @@ def _requirements(tmp_path):
     return reqs
 
 
-def test_a_failed_pip_install_shows_pips_last_lines_and_one_error(tmp_path, monkeypatch):
+def test_a_failed_pip_install_shows_pips_last_lines_and_one_error(tmp_path, monkeypatch, capsys):
     output = "\n".join(f"line {i}" for i in range(50))
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
         cmd, 1, output, "ERROR: Could not find a version that satisfies the requirement no-such-package-chartrl>=1"))
-    shown = []
     with pytest.raises(RuntimeError, match="pip install -r requirements-colab.txt failed \\(exit 1\\)"):
-        environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
-    tail = shown[-1].splitlines()
-    assert len(tail) == environment.PIP_TAIL and tail[-1].startswith("ERROR: Could not find a version")
-    assert "line 49" in tail and "line 10" not in tail  # the tail, not the whole log
+        packages.install_requirements(_requirements(tmp_path), force=True, cuda=False)
+    tail = capsys.readouterr().out.splitlines()[-packages.PIP_TAIL:]
+    assert tail[-1].startswith("ERROR: Could not find a version")
+    assert "line 49" in tail and "line 31" in tail and "line 30" not in tail  # the tail, not the whole log
 
 
-def test_the_restart_notice_names_only_packages_whose_version_changed(tmp_path, monkeypatch):
-    states = iter([{"trl": "1.15.0", "peft": "0.21.0", "numpy": "2.0"},
-                   {"trl": "1.16.0", "peft": "0.21.0", "numpy": "2.0", "no-such-package-chartrl": "1"}])
-    monkeypatch.setattr(environment, "installed_versions", lambda: next(states))
-    monkeypatch.setattr(environment.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
-    shown = []
-    assert environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append) is True
-    restart = [line for line in shown if line.startswith("Restart the runtime")]
-    assert restart == ["Restart the runtime (Runtime > Restart session), then run all again: trl 1.15.0 -> 1.16.0 "
-                       "changed."]
+CONFLICT = ["ERROR: pip's dependency resolver does not currently take into account all the packages that are "
+            "installed. This behaviour is the source of the following dependency conflicts.",
+            "gradio 6.24.0 requires huggingface-hub<2.0,>=0.33.5, but you have huggingface-hub 2.4.0 which is "
+            "incompatible.",
+            "diffusers 0.39.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 which is incompatible."]
 
-    states = iter([{"trl": "1.16.0"}, {"trl": "1.16.0", "no-such-package-chartrl": "1"}])  # only a new package
-    shown.clear()
-    environment.install_requirements(_requirements(tmp_path), force=True, echo=shown.append)
-    assert not any(line.startswith("Restart") for line in shown)
+
+def test_pips_conflict_report_is_shown_though_pip_exits_0(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(
+        cmd, 0, "", "\n".join(CONFLICT) + "\n"))
+    assert packages.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
+    out, err = capsys.readouterr()
+    assert "warning: pip: pip's dependency resolver does not currently take into account" in err
+    assert f"warning: {CONFLICT[1]}" in err and f"warning: {CONFLICT[2]}" in err
+    assert "✓ Installed, but pip reports the conflicts above" in out and "✓ Installed." not in out
+
+
+def test_a_restart_is_asked_only_for_imported_distributions_and_stops_run_all(tmp_path, monkeypatch, capsys):
+    """Only a distribution whose modules this kernel imported is stale; the notice stops the notebook in one line."""
+    assert "pytest" in sys.modules and "no_such_package_chartrl" not in sys.modules
+    states = iter([{"pytest": "8.0.0", "no-such-package-chartrl": "1", "numpy": "2.0"},
+                   {"pytest": "8.1.0", "no-such-package-chartrl": "2", "numpy": "2.0", "new-one": "1"}])
+    monkeypatch.setattr(packages, "installed_versions", lambda: next(states))
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 0, "", ""))
+    with pytest.raises(packages.RestartRequired) as err:
+        packages.install_requirements(_requirements(tmp_path), force=True, cuda=False)
+    assert err.value._render_traceback_() == [
+        "error: restart the runtime (Runtime > Restart session), then Run all again: this kernel had already imported "
+        "pytest 8.0.0 (now 8.1.0)"]
+
+    # Changed but never imported (the normal path once Colab's widgets are kept): no restart, the notebook goes on.
+    states = iter([{"no-such-package-chartrl": "1"}, {"no-such-package-chartrl": "2", "new-one": "1"}])
+    assert packages.install_requirements(_requirements(tmp_path), force=True, cuda=False) is True
+    assert "✓ Installed." in capsys.readouterr().out
+
+
+def test_bitsandbytes_is_installed_on_cuda_runtimes_only(tmp_path, monkeypatch):
+    reqs = tmp_path / "requirements-colab.txt"
+    reqs.write_text("bitsandbytes>=0.50  # CUDA only\nno-such-package-chartrl>=1\n")
+    assert packages.requirement_lines(reqs, cuda=True) == ["bitsandbytes>=0.50", "no-such-package-chartrl>=1"]
+    assert packages.requirement_lines(reqs, cuda=False) == ["no-such-package-chartrl>=1"]
+    sent = []
+    monkeypatch.setattr(packages.subprocess, "run", lambda cmd, **k: sent.append(
+        Path(cmd[cmd.index("-r") + 1]).read_text()) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(packages, "cuda_runtime", lambda: False)  # a CPU runtime
+    packages.install_requirements(reqs, force=True)
+    assert sent == ["no-such-package-chartrl>=1\n"]
+    assert packages.requirements_file() == ROOT / "requirements-colab.txt"  # the clone's, which the cell installs
+    assert "bitsandbytes" in packages.requirements_file().read_text()  # still there for a GPU runtime
+
+
+def test_the_colab_requirements_keep_colabs_widgets_kernel_and_torch():
+    from packaging.requirements import Requirement
+
+    lines = packages.requirement_lines(ROOT / "requirements-colab.txt", cuda=True)
+    names = {Requirement(line).name.lower().replace("_", "-") for line in lines}
+    assert names.isdisjoint({"torch", "torchvision", "torchaudio", "ipywidgets", "ipykernel"})
+    hub = next(Requirement(line) for line in lines if line.startswith("huggingface_hub"))
+    assert "1.33.0" in hub.specifier and "2.0.0" not in hub.specifier  # Colab's gradio, diffusers: <2
+    wandb = next(Requirement(line) for line in lines if line.startswith("wandb"))
+    assert "0.28.1" in wandb.specifier  # Colab's own stays
+    declared = {Requirement(r).name: Requirement(r) for r in _pyproject_dependencies()}
+    assert "7.7.1" in declared["ipywidgets"].specifier and "6.17.1" in declared["ipykernel"].specifier
+    assert "0.28.1" in declared["wandb"].specifier
+
+
+def _pyproject_dependencies() -> list[str]:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 
 def test_colab_install_skips_pip_when_everything_is_there(tmp_path, monkeypatch):
     reqs = tmp_path / "requirements-colab.txt"
     reqs.write_text("pip\nnbformat>=5\n")
-    monkeypatch.setattr(environment.subprocess, "run", lambda *a, **k: pytest.fail("pip ran for nothing"))
-    assert environment.install_requirements(reqs, force=True, echo=lambda *a: None) is False
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("pip ran for nothing"))
+    assert packages.install_requirements(reqs, force=True, cuda=False) is False
 
 
 def test_accelerate_command_rebuilds_the_config():
     from chartrl_colab.train import config_from_argv
 
-    cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_lora=False,
-                    disable_gradient_checkpointing=True, rewards=("format", "accuracy"), report_to=("none",),
+    cfg = RunConfig(mode="w-reinforce", subset_size=None, lambda_psr=0.3, seed=5, use_peft=False,
+                    gradient_checkpointing=False, rewards=("format", "accuracy"), report_to=("none",),
                     output_root="somewhere", max_steps=7)
     cmd = pipelines.accelerate_command(cfg, "deepspeed_zero3.yaml", num_processes=4)
     assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "deepspeed_zero3.yaml",
@@ -218,12 +328,12 @@ TINY_TRAIN = dict(vlm_name="tiny", dataset_name="synthetic", subset_size=4, num_
                   max_steps=2, save_steps=2, logging_steps=1, max_completion_length=8)
 
 
-def _execute(name, tmp_path, **parameters) -> dict:
-    """Run a notebook headless; return its result JSON (written under output_root)."""
+def _execute(name, tmp_path, source=None, **parameters) -> dict:
+    """Run a notebook (``source``: an edited copy) headless; return its result JSON (written under output_root)."""
     import papermill
 
     out = tmp_path / f"executed-{name}"
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(tmp_path),
+    papermill.execute_notebook(str(source or NOTEBOOKS / name), str(out), parameters=parameters, cwd=str(tmp_path),
                                kernel_name="python3", progress_bar=False)
     executed = nbformat.read(str(out), as_version=4)
     assert not any(o.output_type == "error" for c in _code(executed) for o in c.outputs)
@@ -291,10 +401,19 @@ def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
     assert {"epsilon", "lora_r"}.isdisjoint(_parameters(_read("02_train.ipynb")))
     params = dict(TINY_TRAIN, mode="w-reinforce", lambda_psr=0.3, seed=4, output_root=str(tmp_path), epsilon=0.3,
                   lora_r=4)
-    first = _execute("02_train.ipynb", tmp_path, **params)
+    # Run all on the form as a Colab user left it: mode, lambda_psr and seed set in its fields (the parameters
+    # cell itself), the rest given as papermill parameters.
+    nb = _read("02_train.ipynb")
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for name, value in (("mode", '"w-reinforce"'), ("lambda_psr", "0.3"), ("seed", "4")):
+        cell.source, count = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value}  ", cell.source, flags=re.M)
+        assert count == 1 and "@param" in next(line for line in cell.source.splitlines() if line.startswith(name))
+    nbformat.write(nb, str(tmp_path / "form.ipynb"))
+    injected = {k: v for k, v in params.items() if k not in ("mode", "lambda_psr", "seed")}
+    first = _execute("02_train.ipynb", tmp_path, source=tmp_path / "form.ipynb", **injected)
     run_dir = tmp_path / "w-reinforce-tiny-synthetic-4-4"
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
-    assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # straight through
+    assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # the form's values
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
     from chartrl_colab.runs.storage import read_run_json
 

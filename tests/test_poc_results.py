@@ -102,10 +102,10 @@ def fake_stages(monkeypatch, tmp_path):
     return seen
 
 
-def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(fake_stages, tmp_path):
-    lines = []
-    result = poc.run_poc(output_dir=tmp_path / "cmp", echo=lines.append, eval_samples=4, eval_questions=3,
+def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(fake_stages, tmp_path, capsys):
+    result = poc.run_poc(output_dir=tmp_path / "cmp", eval_samples=4, eval_questions=3,
                          output_root=str(tmp_path), max_steps=2, seed=7, max_completion_length=12, temperature=0.9)
+    lines = capsys.readouterr().out.splitlines()
     assert [cfg.mode for cfg in fake_stages["trained"]] == list(MODES)
     (checkpoints, labels, kwargs), = fake_stages["evaluated"]
     assert labels == ["GRPO", "NSR", "W-REINFORCE"]  # psr saved no checkpoint: left out, and said so
@@ -127,7 +127,7 @@ def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(
 
 
 def test_run_poc_without_sampling(fake_stages, tmp_path):
-    result = poc.run_poc(modes=("nsr",), output_dir=tmp_path, echo=lambda *a: None, eval_samples=0,
+    result = poc.run_poc(modes=("nsr",), output_dir=tmp_path, eval_samples=0,
                          output_root=str(tmp_path), max_steps=1)
     assert fake_stages["evaluated"] == [] and result["table"] == [] and result["table_md"] is None
     assert set(result["seconds"]) == {"train", "compare"}

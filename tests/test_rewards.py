@@ -3,7 +3,6 @@ sentence-similarity model)."""
 
 from __future__ import annotations
 
-import doctest
 import json
 
 import pytest
@@ -40,12 +39,6 @@ def conv(text: str) -> list[dict[str, str]]:
 
 def acc(pred: str, gold) -> float | None:
     return accuracy_reward([f"<answer>{pred}</answer>"], answer=[gold])[0]
-
-
-def test_doctests_pass():
-    result = doctest.testmod(rewards)
-    assert result.attempted > 20
-    assert result.failed == 0
 
 
 def test_answer_format_mentions_every_tag():
@@ -341,14 +334,14 @@ def fake_loaders(monkeypatch, tmp_path):
 def test_similarity_model_comes_from_the_hub_when_it_answers(fake_loaders, monkeypatch):
     fake, _ = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: True)
     assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID
     assert fake.calls == [(similarity.SIMILARITY_HUB_ID, False)]  # may download
 
 
 def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: pytest.fail("probed the hub with HF_HUB_OFFLINE set"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert similarity.load_similarity_model().name == similarity.SIMILARITY_HUB_ID  # already in the HF cache
     assert fake.calls == [(similarity.SIMILARITY_HUB_ID, True)]
@@ -362,7 +355,7 @@ def test_similarity_model_offline_uses_the_cache_then_the_bundled_copy(fake_load
 def test_similarity_model_unreachable_hub_never_waits_for_a_download(fake_loaders, monkeypatch):
     fake, bundled = fake_loaders
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(similarity, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(similarity, "hub_reachable", lambda: False)
     fake.hub = False
     assert similarity.load_similarity_model().name == str(bundled)
     assert fake.calls[0] == (similarity.SIMILARITY_HUB_ID, True)  # the cache only: no minute of retries

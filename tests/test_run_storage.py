@@ -30,6 +30,7 @@ def test_a_drive_run_is_written_through_local_staging_and_resumes_from_drive(tmp
     mount = tmp_path / "drive"
     (mount / "MyDrive").mkdir(parents=True)
     monkeypatch.setattr(storage, "DRIVE_MOUNT", mount)
+    (tmp_path / "local-disk").mkdir()  # a library imported first in this test (wandb) makes its temp dir there
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "local-disk"))
     root = mount / "MyDrive" / "chartrl" / "runs"
     cfg = RunConfig(mode="nsr", max_steps=4, save_steps=1, save_total_limit=2, output_root=str(root),
@@ -76,7 +77,7 @@ def test_tensorboard_run_json_and_offline_wandb_hold_the_run_and_no_secret(tmp_p
     monkeypatch.setattr(wandb, "init", lambda **kw: inits.append(kw) or real_init(**kw))
 
     cfg = RunConfig(mode="w-reinforce", max_steps=2, save_steps=2, output_root=str(tmp_path), **SMALL)
-    assert cfg.report_to == ("tensorboard", "wandb")  # both by default
+    assert cfg.report_to == ["tensorboard", "wandb"]  # both by default
     trainer = train(cfg)
     out = capsys.readouterr()
     run_dir = Path(cfg.run_dir)
@@ -123,7 +124,7 @@ def test_a_wandb_failure_never_stops_training(tmp_path, monkeypatch, capsys):
     cfg = RunConfig(mode="nsr", max_steps=2, save_steps=2, output_root=str(tmp_path), **SMALL)
     trainer = train(cfg)
     assert trainer.state.global_step == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "warning: wandb init failed (RuntimeError: wandb servers unreachable); continuing without wandb" in out
     assert (Path(cfg.run_dir) / "adapter_model.safetensors").exists()
 

@@ -53,20 +53,20 @@ def test_a_damaged_checkpoint_says_what_is_wrong(tmp_path, damage, words):
     assert words in storage.checkpoint_problem(ckpt)
 
 
-def test_resume_skips_a_partial_newest_checkpoint_and_warns(tmp_path):
+def test_resume_skips_a_partial_newest_checkpoint_and_warns(tmp_path, capsys):
     for step in (10, 20, 30):
         make_checkpoint(tmp_path, step)
     (tmp_path / "checkpoint-30" / "trainer_state.json").unlink()   # killed before the state was written
     make_checkpoint(tmp_path, 40)
     truncate(tmp_path / "checkpoint-40" / "adapter_model.safetensors")  # killed mid-weights
-    warnings = []
-    found = storage.find_resume_checkpoint("auto", [tmp_path], warn=warnings.append)
+    found = storage.find_resume_checkpoint("auto", [tmp_path])
     assert found == tmp_path / "checkpoint-20"
+    warnings = capsys.readouterr().err.splitlines()
     assert len(warnings) == 2
     assert "checkpoint-40" in warnings[0] and "truncated" in warnings[0]
     assert "checkpoint-30" in warnings[1] and "no trainer_state.json" in warnings[1]
     # Removing what the resumed run will write again leaves the complete ones alone.
-    storage.remove_incomplete(tmp_path, newer_than=20, warn=warnings.append)
+    storage.remove_incomplete(tmp_path, newer_than=20)
     assert [p.name for p in storage.list_checkpoints(tmp_path)] == ["checkpoint-10", "checkpoint-20"]
 
 
@@ -141,13 +141,14 @@ def failing_copy(fail_on: int, times: int, seen: list):
     return copy
 
 
-def test_a_copy_that_fails_midway_is_never_taken_for_complete(tmp_path, fake_colab):
+def test_a_copy_that_fails_midway_is_never_taken_for_complete(tmp_path, fake_colab, capsys):
     _, mount = fake_colab
     local, drive_run = tmp_path / "local", mount / "MyDrive" / "chartrl" / "runs" / "run"
     storage.copy_checkpoint(make_checkpoint(local, 2), drive_run, keep=3)
-    seen, warnings = [], []
-    copied = storage.copy_checkpoint(make_checkpoint(local, 4), drive_run, keep=3,
-                                     copy=failing_copy(3, 1, seen), wait=0, warn=warnings.append)
+    seen = []
+    copied = storage.copy_checkpoint(make_checkpoint(local, 4), drive_run, keep=3, copy=failing_copy(3, 1, seen),
+                                     wait=0)
+    warnings = capsys.readouterr().err.splitlines()
     assert seen == [drive_run / "checkpoint-2"]           # mid-copy, the newest complete one was still 2
     assert "Transport endpoint is not connected" in warnings[0] and "attempt 1/3" in warnings[0]
     assert copied == drive_run / "checkpoint-4"
@@ -157,14 +158,14 @@ def test_a_copy_that_fails_midway_is_never_taken_for_complete(tmp_path, fake_col
     assert not list(drive_run.glob(".partial-*"))
 
 
-def test_a_copy_that_keeps_failing_leaves_only_a_partial_folder(tmp_path, fake_colab):
+def test_a_copy_that_keeps_failing_leaves_only_a_partial_folder(tmp_path, fake_colab, capsys):
     _, mount = fake_colab
     local, drive_run = tmp_path / "local", mount / "MyDrive" / "runs" / "run"
     storage.copy_checkpoint(make_checkpoint(local, 2), drive_run, keep=3)
-    seen, warnings = [], []
+    seen = []
     assert storage.copy_checkpoint(make_checkpoint(local, 4), drive_run, keep=3,
-                                   copy=failing_copy(2, 99, seen), retries=3, wait=0, warn=warnings.append) is None
-    assert len(warnings) == 3
+                                   copy=failing_copy(2, 99, seen), retries=3, wait=0) is None
+    assert len(capsys.readouterr().err.splitlines()) == 3
     assert [p.name for p in storage.list_checkpoints(drive_run)] == ["checkpoint-2"]
     assert storage.find_resume_checkpoint("auto", [drive_run]) == drive_run / "checkpoint-2"
     # The next checkpoint reuses the leftover partial folder and lands whole.

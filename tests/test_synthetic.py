@@ -178,7 +178,7 @@ def test_rendering_does_not_import_pyplot():
     # pyplot would pick (and could switch) the process-wide backend; Figure + Agg canvas does not.
     code = (
         "import sys, random\n"
-        "from chartrl_colab import synthetic as S\n"
+        "from chartrl_colab.data import synthetic as S\n"
         "S.render_chart(S.make_synthetic_example(random.Random(0)))\n"
         "print('matplotlib.pyplot' in sys.modules)\n"
     )

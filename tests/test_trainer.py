@@ -4,8 +4,10 @@ import math
 
 import pytest
 import torch
+import trl.trainer.grpo_trainer as trl_grpo
 from trl import GRPOConfig
 
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.models.loading import add_lora, load_model_and_processor
 from chartrl_colab.rewards.package import accuracy_reward, format_reward, table_reward
 from chartrl_colab.training.objectives import compute_advantages, grpo_advantages
@@ -51,7 +53,9 @@ class RecordingTrainer(ModeTrainer):
         self.num_items = []  # num_items_in_batch of each generation batch
         self.generated = []  # per generation batch: {(prompt ids, completion ids): (advantage, kept)}
         self.micro = []  # per micro-batch: what TRL's _compute_loss was given and what it logged
+        self.forwards = []  # per forward through the model: (with entropy, i.e. the loss's; rows)
         self._logps = None
+        self._index = None
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
@@ -67,24 +71,37 @@ class RecordingTrainer(ModeTrainer):
         self.generated.append(rows)
         return out
 
-    def _get_per_token_logps_and_entropies(self, *args, compute_entropy=False, **kwargs):
-        logps, entropies, aux = super()._get_per_token_logps_and_entropies(*args, compute_entropy=compute_entropy,
-                                                                          **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, compute_entropy=False, **kwargs):
+        # ModeTrainer defers this one (no forward)
+        stand_in = getattr(self, "_defer_old_logps", False) and not compute_entropy
+        logps, entropies, aux = super()._get_per_token_logps_and_entropies(model, input_ids, *args,
+                                                                          compute_entropy=compute_entropy, **kwargs)
+        if not stand_in:
+            self.forwards.append((compute_entropy, input_ids.shape[0]))
         if compute_entropy:  # the loss's forward pass (generation's old log-probs need no entropy)
             self._logps = logps.detach().clone()
         return logps, entropies, aux
 
+    def _rows_to_run(self, mask):
+        self._index = super()._rows_to_run(mask)
+        return self._index
+
     def _compute_loss(self, model, inputs):
+        self._index = None
         loss = super()._compute_loss(model, inputs)
         metrics = self._metrics["train"]
         mask = loss_mask(inputs)
         old = inputs.get("old_per_token_logps")
         rows = [(tuple(p[pm.bool()].tolist()), tuple(c[cm.bool()].tolist())) for p, pm, c, cm in
                 zip(inputs["prompt_ids"], inputs["prompt_mask"], inputs["completion_ids"], inputs["completion_mask"])]
+        ran = torch.arange(mask.shape[0]) if self._index is None else self._index  # the loss's forward ran these
+        ratio = torch.ones_like(mask, dtype=torch.float32)
+        if old is not None:
+            ratio[ran] = torch.exp(self._logps - old[ran])
         self.micro.append({"rows": rows, "advantages": inputs["advantages"].clone(), "mask": mask.clone(),
-                           "ratio": torch.exp(self._logps - old) if old is not None else torch.ones_like(self._logps),
-                           "loss": float(loss), "entropy": metrics["entropy"][-1],
-                           "clip": metrics["clip_ratio/region_mean"][-1]})
+                           "ratio": ratio, "loss": float(loss), "entropy": metrics["entropy"][-1],
+                           "clip": metrics["clip_ratio/region_mean"][-1], "ran": len(ran),
+                           "inputs": {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}})
         return loss
 
     def training_step(self, model, inputs, num_items_in_batch):
@@ -317,3 +334,97 @@ def test_mode_line_prints_the_verifier_reward_and_the_advantage_apart(tmp_path, 
                            verifier=1, steps=1, print_mode_lines=True)
     trainer.train()
     assert "NSR [Step 0]: 3/8 negative samples | Avg reward: 0.625 | Avg advantage: -0.375" in capsys.readouterr().out
+
+
+# ------------------------------------------------------- steps, rollouts and the kept rows' compute (issue 20)
+def identity_shuffle(monkeypatch):
+    """TRL's shuffle of the generation batch fixed to the identity: slice k holds rows k*b .. (k+1)*b - 1."""
+    monkeypatch.setattr(trl_grpo, "shuffle_sequence_dict", lambda batch: batch)
+
+
+MODEL_INPUTS = ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids", "token_type_ids")
+
+
+def kept_only_gradient(trainer, start, micros):
+    """The gradient of -sum(ratio * advantage) / (kept tokens) over the micro-batches' kept tokens, on-policy, at
+    the LoRA weights ``start``: the step's loss if the dropped rows had never been there."""
+    model = trainer.model
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in start:
+                p.copy_(start[n])
+    model.train()
+    model.zero_grad()
+    total = sum(float(m["mask"].sum()) for m in micros)
+    loss = 0.0
+    for m in micros:
+        inp = m["inputs"]
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            model, torch.cat([inp["prompt_ids"], inp["completion_ids"]], 1),
+            torch.cat([inp["prompt_mask"], inp["completion_mask"]], 1), inp["completion_ids"].shape[1],
+            **{k: inp[k] for k in MODEL_INPUTS if k in inp})
+        ratio = torch.exp(logps - logps.detach())
+        loss = loss - (ratio * inp["advantages"].unsqueeze(1) * m["mask"]).sum() / total
+    loss.backward()
+    return float(loss), [p.grad.detach().clone() for n, p in model.named_parameters() if "lora_" in n]
+
+
+def test_bnpo_with_accumulation_normalises_over_the_steps_kept_tokens(monkeypatch, tmp_path, tiny_cache, charts):
+    # psr, 8 completions, 4 correct, all in the first of two micro-batches: TRL's bnpo divides that one by its own
+    # tokens and counts the empty one as a full micro-batch (loss -0.5, half the gradient).
+    identity_shuffle(monkeypatch)
+    trainer = make_trainer(tmp_path, tiny_cache, charts, "psr", [by_position([1.0] * 4 + [0.0] * 4)], verifier=0,
+                           steps=1, settings={"loss_type": "bnpo", "per_device_train_batch_size": 4,
+                                              "gradient_accumulation_steps": 2})
+    start = lora_state(trainer)
+    trainer.train()
+    first, second = trainer.micro
+    assert bool((first["mask"].sum(1) > 0).all()) and float(second["mask"].sum()) == 0
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(-1.0, abs=1e-6)
+    assert (first["ran"], second["ran"]) == (4, 1)  # the empty micro-batch runs one row, with an empty mask
+    by_hand, expected = kept_only_gradient(trainer, start, trainer.micro)
+    assert by_hand == pytest.approx(-1.0, abs=1e-6)
+    got = trainer.grads[-1]  # accumulated over both micro-batches, before clipping
+    assert max(float((g - e).abs().max()) for g, e in zip(got, expected)) < 1e-6
+    assert max(float(e.abs().max()) for e in expected) > 1e-4  # a gradient that is there to compare
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "bnpo", "grpo"])
+def test_several_steps_per_rollout_are_normalised_as_the_readme_says(loss_type, monkeypatch, tmp_path, tiny_cache,
+                                                                     charts):
+    # steps_per_generation S = 2, accumulation G = 1: one rollout of 8 makes two steps of 4 rows. psr keeps rows
+    # 0, 1, 2 (first step) and 4 (second step): K = 4 kept completions, T kept tokens. Each step's loss is
+    # (S / G) * sum over its kept tokens of l / T (dapo, bnpo), or (S / G) * sum over its kept rows of mean_t l / K
+    # (grpo), with l = -min(r * A, clip(r, 0.8, 1.2) * A), A = 1.
+    identity_shuffle(monkeypatch)
+    trainer = make_trainer(tmp_path, tiny_cache, charts, "psr", [by_position([1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0])],
+                           verifier=0, steps=2, settings={"loss_type": loss_type, "steps_per_generation": 2,
+                                                          "per_device_train_batch_size": 4, "learning_rate": 0.05})
+    trainer.train()
+    assert len(trainer.generated) == 1 and len(trainer.micro) == 2
+    kept_rows = [int((m["mask"].sum(1) > 0).sum()) for m in trainer.micro]
+    assert kept_rows == [3, 1] and [m["ran"] for m in trainer.micro] == [3, 1]
+    assert (False, 4) in trainer.forwards and (False, 8) not in trainer.forwards  # old log-probs: kept rows only
+    tokens = trainer.num_items[0]
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    for h, m in zip(history, trainer.micro):
+        ratio, mask = m["ratio"], m["mask"]
+        per_token = -torch.min(ratio, ratio.clamp(0.8, 1.2))
+        if loss_type == "grpo":
+            rows = mask.sum(1) > 0
+            by_hand = 2 * float(((per_token * mask).sum(1)[rows] / mask.sum(1)[rows]).sum()) / 4
+        else:
+            by_hand = 2 * float((per_token * mask).sum()) / tokens
+        assert h["loss"] == pytest.approx(by_hand, abs=1e-5)
+    first_tokens = float(trainer.micro[0]["mask"].sum())
+    assert history[0]["loss"] == pytest.approx(-1.5 if loss_type == "grpo" else -2 * first_tokens / tokens, abs=1e-5)
+    assert (trainer.micro[1]["ratio"][trainer.micro[1]["mask"].bool()] - 1).abs().max() > 1e-3  # off-policy
+
+
+@pytest.mark.parametrize("spg,gas", [(1, 2), (3, 2)])
+def test_optimizer_steps_that_span_rollouts_are_refused(spg, gas, tmp_path):
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4, use_cpu=True,
+                      steps_per_generation=spg, gradient_accumulation_steps=gas, report_to=[])
+    with pytest.raises(ConfigError, match=f"^steps_per_generation={spg} is not valid with gradient_accumulation_steps="
+                                          f"{gas}; it must be a multiple of it"):
+        ModeTrainer(model=None, reward_funcs=[always(1.0)], args=args, mode="psr")

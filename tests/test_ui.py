@@ -182,3 +182,87 @@ def test_a_front_end_is_told_from_a_headless_client_by_allow_stdin(monkeypatch, 
             form.config()
     else:
         assert form.config() == RunConfig(**PARAMS)
+
+
+# ------------------------------------------------------------------------------------ ipywidgets 7 (Colab's) and 8
+FORM_SCRIPT = r'''
+import json, sys
+import ipywidgets
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from chartrl_colab.colab.widgets import RunForm
+
+params = json.loads(sys.argv[1])
+form = RunForm(interactive=True, colab=False, **params)
+form.widgets["mode"].value = "w-reinforce"
+form.widgets["lambda_psr"].value = 0.35
+form.widgets["subset_size"].value = "24"
+try:
+    form.config()
+    refused = False
+except Exception as err:
+    refused = "press Train" in str(err)
+form.train_button.click()
+chosen = form.status.value
+cfg = form.config()
+shell = InteractiveShell.instance()
+shell.user_ns["form"] = form
+with capture_output() as shown:
+    shell.run_cell("form").raise_error()
+print(json.dumps({"version": ipywidgets.__version__, "refused_before_train": refused, "mode": cfg.mode,
+                  "lambda_psr": cfg.lambda_psr, "subset_size": cfg.subset_size, "lambda_shown": form.lambda_visible(),
+                  "status": chosen, "displayed": len(shown.outputs)}))
+'''
+
+
+@pytest.fixture(scope="session")
+def ipywidgets7():
+    """Colab's ipywidgets 7.7.1 in a folder of its own (installed once by pip, then reused)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = Path.home() / ".cache" / "chartrl_colab" / "ipywidgets-7.7.1"
+    if not (target / "ipywidgets" / "__init__.py").is_file():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                        "ipywidgets==7.7.1", "ipython_genutils==0.2.0"], check=True)
+    return target
+
+
+@pytest.mark.parametrize("version", ["7.7.1", "8"])
+def test_the_form_builds_and_its_button_works_with_ipywidgets_7_and_8(version, ipywidgets7):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    paths = ([str(ipywidgets7)] if version == "7.7.1" else []) + [str(root)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    out = subprocess.run([sys.executable, "-c", FORM_SCRIPT, json.dumps(PARAMS)], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["version"].startswith(version)
+    assert result["refused_before_train"] and result["displayed"] == 1
+    assert (result["mode"], result["lambda_psr"], result["subset_size"], result["lambda_shown"]) == (
+        "w-reinforce", 0.35, 24, True)
+    assert "chosen: run w-reinforce-tiny-synthetic-24-7" in result["status"]
+
+
+def test_in_colab_the_form_passes_colabs_fields_through_and_shows_them_as_text():
+    """Colab's own form (the parameters cell) chose the values: no Train button to wait for under Run all."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    form = RunForm(interactive=True, colab=True, **PARAMS)
+    assert form.config() == RunConfig(**PARAMS)
+    shell = InteractiveShell.instance()
+    try:
+        shell.user_ns["form"] = form
+        with capture_output() as captured:
+            shell.run_cell("form").raise_error()
+    finally:
+        InteractiveShell.clear_instance()
+    (shown,) = captured.outputs
+    assert set(shown.data) == {"text/plain"} and shown.data["text/plain"].startswith("RunForm(mode='nsr'")

@@ -1,11 +1,11 @@
 """The machine a notebook runs on: its GPU, package versions, the Colab install, and the defaults that fit.
 
-The setup notebook calls :func:`check` and :func:`prepare_output_root`; every notebook calls
-:func:`install_requirements` (does something in Colab only) and :func:`resolve_defaults`, which turns the
-parameters' ``"auto"`` model and data set into a real model on a GPU and the embedded default without one.
+After the setup cell (:mod:`chartrl_colab.colab.packages`), every notebook calls :func:`prepare_output_root`
+(Drive in Colab) and :func:`resolve_auto`, which turns the parameters' ``"auto"`` model and data set into a real
+model on a GPU and the embedded default without one. The setup notebook also reports the machine with
+:func:`check`.
 
 >>> resolve_defaults("auto", "auto", gpu=False)
-No GPU: using the embedded default, model 'tiny-warm' and data set 'synthetic' (a CPU run in minutes; a toy model that has learned the answer format, not to read charts).
 ('tiny-warm', 'synthetic')
 >>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
 ('qwen2-vl-2b', 'chart-rvr')
@@ -13,25 +13,18 @@ No GPU: using the embedded default, model 'tiny-warm' and data set 'synthetic' (
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import subprocess
-import sys
-import tempfile
+import logging
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 AUTO = "auto"
-GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the seed's model; the Chart-RVR training set from the hub
+GPU_DEFAULTS = ("qwen2-5-3b", "chart-rvr")  # the original Chart-RVR scripts' model and training set (hub)
 CPU_DEFAULTS = ("tiny-warm", "synthetic")  # the embedded default: nothing to download, a base that sometimes answers
 GPU_TOKENS, CPU_TOKENS = 512, 64  # "auto" completion lengths
 AUTO_KEYS = ("vlm_name", "dataset_name", "max_completion_length", "max_new_tokens")
-REQUIREMENTS_FILE = "requirements-colab.txt"
-PACKAGE = "chartrl-colab"
-# Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
-NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
-PIP_TAIL = 20  # lines of pip's output shown when it fails
 KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                 "bitsandbytes", "ipywidgets", "papermill", "wandb")
 
@@ -57,8 +50,8 @@ def gpu_info() -> dict | None:
             "cuda": torch.version.cuda, "auto": auto}
 
 
-def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None, echo=print) -> tuple[str, str]:
-    """``"auto"`` names -> the seed's model and data on a GPU, the embedded default without one (said so).
+def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None) -> tuple[str, str]:
+    """``"auto"`` names -> the original Chart-RVR model and data on a GPU, the embedded default without one (said so).
 
     Names other than ``"auto"`` are kept: a user who names a model gets it.
     """
@@ -70,19 +63,19 @@ def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool |
     vlm = defaults[0] if vlm_name == AUTO else vlm_name
     data = defaults[1] if dataset_name == AUTO else dataset_name
     if not gpu:
-        echo(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
+        log.info(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
              "(a CPU run in minutes; a toy model that has learned the answer format, not to read charts).")
     return vlm, data
 
 
-def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
+def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
     """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
 
     ``vlm_name``/``dataset_name`` as :func:`resolve_defaults`; ``max_completion_length``/``max_new_tokens``
     become 512 tokens on a GPU and 64 on a CPU (the embedded models' completions are short; shorter ones
     keep a CPU run to minutes).
 
-    >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False, echo=lambda *a: None)
+    >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False)
     {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}
     """
     if AUTO not in [params.get(k) for k in AUTO_KEYS]:
@@ -91,7 +84,7 @@ def resolve_auto(params: dict, gpu: bool | None = None, echo=print) -> dict:
         gpu = gpu_info() is not None
     out = dict(params)
     if AUTO in (params.get("vlm_name"), params.get("dataset_name")):
-        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu, echo=echo)
+        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu)
         out.update({k: v for k, v in (("vlm_name", vlm), ("dataset_name", data)) if k in params})
     for key in ("max_completion_length", "max_new_tokens"):
         if params.get(key) == AUTO:
@@ -116,7 +109,7 @@ def trained_on(run_dir: str | Path) -> dict:
         return {}
 
 
-def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print) -> dict:
+def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
     """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
 
     ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json``
@@ -139,14 +132,14 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None, echo=print)
         if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
             out["max_new_tokens"] = tokens
         others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
-        echo(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
+        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
              "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
                                   "evaluate those" if others else "."))
-    out = resolve_auto(out, gpu=gpu, echo=echo)
+    out = resolve_auto(out, gpu=gpu)
     data, split = out.get("dataset_name"), out.get("split")
     if split is not None and data in EVAL_SETS and split not in SPLITS.get(data, (split,)):
         out["dataset_name"], out["split"] = EVAL_SETS[data]
-        echo(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
+        log.info(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
              f"{out['dataset_name']!r} split {out['split']!r}.")
     return out
 
@@ -159,126 +152,10 @@ def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
     return library_versions(packages)
 
 
-def requirement_problems(requirements) -> list[str]:
-    """One line per requirement the installed packages miss (absent, or outside the tested bounds).
-
-    >>> requirement_problems(["# comment", "", "no-such-package-xyz>=1", "pip>=1"])
-    ['no-such-package-xyz is not installed (needs >=1)']
-    """
-    from packaging.requirements import Requirement
-
-    problems = []
-    for line in requirements:
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        req = Requirement(line)
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        try:
-            installed = importlib.metadata.version(req.name)
-        except importlib.metadata.PackageNotFoundError:
-            problems.append(f"{req.name} is not installed (needs {req.specifier or 'any version'})")
-            continue
-        if req.specifier and not req.specifier.contains(installed, prereleases=True):
-            problems.append(f"{req.name} {installed} is installed; the tested versions are {req.specifier}")
-    return problems
-
-
-def package_requirements() -> list[str]:
-    """The package's declared dependencies (pyproject's tested bounds), extras left out."""
-    try:
-        return list(importlib.metadata.requires(PACKAGE) or [])
-    except importlib.metadata.PackageNotFoundError:
-        return []
-
-
-def requirements_file() -> Path | None:
-    """``requirements-colab.txt`` of the repository this package runs from, if it is there."""
-    path = Path(__file__).resolve().parents[1] / REQUIREMENTS_FILE
-    return path if path.is_file() else None
-
-
-# ------------------------------------------------------------------------------------------ install
-def install_requirements(path: str | Path | None = None, force: bool = False, enabled: bool = True,
-                         echo=print) -> bool:
-    """In Colab, pip-install ``requirements-colab.txt`` around Colab's own torch; True when pip ran.
-
-    Outside Colab (or when everything is already there) nothing is installed. torch, torchvision and
-    torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
-    pull a CPU wheel over Colab's CUDA build.
-    """
-    from chartrl_colab.runs.storage import in_colab
-
-    if not enabled:
-        echo("install=False: nothing installed.")
-        return False
-    if not (force or in_colab()):
-        echo("Not in Colab: using the installed packages (pip install -e . installs them).")
-        return False
-    path = Path(path) if path else requirements_file()
-    if path is None or not Path(path).is_file():
-        raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
-                          "and run from it")
-    lines = [line for line in Path(path).read_text().splitlines()
-             if line.split("#", 1)[0].strip() and _name(line) not in NEVER_INSTALL]
-    if not requirement_problems(lines):
-        echo(f"✓ Everything in {Path(path).name} is installed.")
-        return False
-    pins = [f"{name}=={version}" for name, version in versions(NEVER_INSTALL).items()
-            if name != "python" and version is not None]
-    before = installed_versions()
-    with tempfile.TemporaryDirectory() as tmp:
-        reqs, constraints = Path(tmp) / "requirements.txt", Path(tmp) / "constraints.txt"
-        reqs.write_text("\n".join(lines) + "\n")
-        constraints.write_text("\n".join(pins) + "\n")
-        echo(f"Installing {Path(path).name} (keeping {', '.join(pins) or 'no torch'}) ...")
-        # Captured, not streamed: pip's progress would fill the cell, but on failure its reason is shown.
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", str(reqs), "-c", str(constraints)],
-                              capture_output=True, text=True)
-    if proc.returncode != 0:
-        output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()  # pip's reason: stderr
-        tail = "\n".join([line for line in output if line.strip()][-PIP_TAIL:])
-        echo(tail)
-        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
-                           "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
-    changed = changed_versions(before, installed_versions())
-    if changed:
-        # Only a package already installed in another version can be stale in this kernel.
-        echo("Restart the runtime (Runtime > Restart session), then run all again: " +
-             ", ".join(f"{name} {old} -> {new}" for name, (old, new) in changed.items()) + " changed.")
-    echo("✓ Installed.")
-    return True
-
-
-def installed_versions() -> dict[str, str]:
-    """Every installed distribution's version, by normalised name."""
-    importlib.invalidate_caches()
-    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
-
-
-def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """Packages installed before in another version than now (new installs are not stale, so not listed).
-
-    >>> changed_versions({"trl": "1.0", "peft": "0.2", "x": "1"}, {"trl": "1.16", "peft": "0.2", "x": "1", "new": "3"})
-    {'trl': ('1.0', '1.16')}
-    """
-    return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def _name(requirement_line: str) -> str:
-    from packaging.requirements import Requirement
-
-    return Requirement(requirement_line.split("#", 1)[0].strip()).name.lower()
-
-
 # ------------------------------------------------------------------------------------------ report
-def check(echo=print) -> dict:
+def check() -> dict:
     """What the setup notebook reports: Colab or not, the GPU, versions, and requirements not met."""
+    from chartrl_colab.colab.packages import package_requirements, requirement_problems, requirements_file
     from chartrl_colab.runs.storage import in_colab
 
     gpu = gpu_info()
@@ -287,23 +164,23 @@ def check(echo=print) -> dict:
     if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
         reqs = requirements_file().read_text().splitlines()
     problems = requirement_problems(reqs)
-    echo(f"Colab: {'yes' if in_colab() else 'no'}")
+    log.info(f"Colab: {'yes' if in_colab() else 'no'}")
     if gpu:
         auto = gpu["auto"]
-        echo(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
+        log.info(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
              f"CUDA {gpu['cuda']}")
         why = "bf16 from compute capability 8.0" if gpu["bf16"] else "no bf16 tensor cores below compute capability 8.0"
-        echo(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
+        log.info(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
              f"use_vllm={auto['use_vllm']}")
     else:
-        echo("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
+        log.info("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
              "in Colab choose Runtime > Change runtime type > GPU for real models.")
-        echo("Precision: fp32 (CPU)")
-    echo("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
+        log.info("Precision: fp32 (CPU)")
+    log.info("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
     for problem in problems:
-        echo(f"warning: {problem}")
+        log.warning(problem)
     if not problems:
-        echo("✓ Installed versions are within the tested bounds.")
+        log.info("✓ Installed versions are within the tested bounds.")
     return {"in_colab": in_colab(), "gpu": gpu, "versions": found, "problems": problems}
 
 
@@ -355,16 +232,19 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
     return drive_mounted() or (interactive_front_end() if interactive is None else interactive)
 
 
-def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, echo=print) -> Path:
+def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO) -> Path:
     """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
 
     Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
-    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over.
+    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over. An
+    explicit ``mount_drive="yes"`` that cannot mount (outside Colab, a refused or timed-out mount) is a
+    ConfigError that stops the notebook: runs never silently land where they would be lost.
     """
     from chartrl_colab.runs import storage
 
     if should_mount(mount_drive):
-        storage.mount_drive()
+        explicit = mount_drive is True or str(mount_drive).strip().lower() in ("yes", "true")
+        _mount_or_stop() if explicit else storage.mount_drive()
     root = Path(output_root) if output_root else storage.default_output_root()
     root.mkdir(parents=True, exist_ok=True)
     on_drive = storage.drive_mounted() and storage.on_drive(root)
@@ -372,5 +252,26 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO, e
              else "on this Colab runtime: lost when it disconnects, unseen by the other notebooks "
                   "(set mount_drive='yes' to keep them)"
              if storage.in_colab() else "on this machine")
-    echo(f"Runs will be stored in {root.absolute()} ({where}).")
+    log.info(f"Runs will be stored in {root.absolute()} ({where}).")
     return root
+
+
+def _mount_or_stop() -> None:
+    from chartrl_colab.runs import storage
+
+    if storage.drive_mounted():
+        return
+    if not storage.in_colab():
+        raise ConfigError("mount_drive='yes' but this is not Google Colab, where Drive mounts; set mount_drive='no' "
+                          "or 'auto' (and output_root to a folder here)")
+    try:
+        from google.colab import drive  # type: ignore[import-not-found]
+
+        drive.mount(str(storage.DRIVE_MOUNT))
+    except Exception as err:  # noqa: BLE001 - a refused authorisation, a timeout (Colab raises ValueError/TimeoutError)
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"mount_drive='yes' but Google Drive did not mount ({reason}); run this cell again, or set "
+                          "mount_drive='no' to keep runs on this runtime (lost when it disconnects)") from None
+    if not storage.drive_mounted():
+        raise ConfigError(f"mount_drive='yes' but Google Drive is not at {storage.DRIVE_MOUNT} after mounting; run "
+                          "this cell again, or set mount_drive='no'")

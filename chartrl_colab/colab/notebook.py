@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import logging
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import jsonable
+
+log = logging.getLogger(__name__)
 
 INJECTED = "# Parameters"  # how papermill's injected-parameters cell begins
 
@@ -30,11 +33,21 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     >>> settings({"mode": "psr", "seed": 3, "modes": ["nsr"], "In": []}, RunConfig)
     {'mode': 'psr', 'seed': 3}
     """
-    import dataclasses
+    from chartrl_colab.cli import parser_for, settings_from
+    from chartrl_colab.colab.environment import AUTO_KEYS
 
-    names = [f.name for f in dataclasses.fields(config_class) if f.name not in exclude]
-    check_injected(namespace.get("In") or [], [f.name for f in dataclasses.fields(config_class)])
-    return {name: namespace[name] for name in names if name in namespace}
+    parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings read as flags are
+    names = settings_names(parser)
+    check_injected(namespace.get("In") or [], names)
+    known = set(names) - set(exclude)
+    given = {name: value for name, value in namespace.items() if name in known}  # in the parameters cell's order
+    return settings_from(parser, given, keep=AUTO_KEYS)  # "auto" sizes: environment.resolve_auto decides
+
+
+def settings_names(parser) -> list[str]:
+    """Every name a notebook parameter may have: the fields and the original scripts' spellings of them."""
+    return [flag[2:] for flag in parser._option_string_actions if flag.startswith("--") and "-" not in flag[2:]
+            and not flag.startswith("--no_") and flag != "--help"]
 
 
 def _assigned(source: str) -> list[str]:
@@ -93,7 +106,7 @@ def _in_kernel() -> bool:
     return get_ipython() is not None
 
 
-def show_costs(costs: dict, echo=print) -> dict:
+def show_costs(costs: dict) -> dict:
     """One line of a run's time and memory figures (:func:`chartrl_colab.colab.pipelines.run_costs`); returns them.
 
     >>> _ = show_costs({"train_seconds": 90.0, "seconds_per_step": 4.5, "steps": 20, "peak_gpu_memory_gb": 11.2})
@@ -112,7 +125,7 @@ def show_costs(costs: dict, echo=print) -> dict:
         line += " " + "; ".join(f"{_label(k)}: {v:.3g}{_unit(k)}" for k, v in memory) + "."
     else:
         line += " Peak GPU memory: not recorded (no GPU, or not measured)."
-    echo(line)
+    print(line)  # what the cell shows, whatever the logging setup
     return costs
 
 
@@ -125,7 +138,7 @@ def _unit(key: str) -> str:
     return " GB" if key.endswith("_gb") else " MB" if key.endswith("_mb") else ""
 
 
-def show_answers(answers: list[dict], width: int = 192, echo=print) -> list[dict]:
+def show_answers(answers: list[dict], width: int = 192) -> list[dict]:
     """Each answer's chart (a thumbnail), question, completion and rewards; returns them without the images."""
     shown = []
     for i, answer in enumerate(answers, 1):
@@ -137,8 +150,8 @@ def show_answers(answers: list[dict], width: int = 192, echo=print) -> list[dict
             thumb.thumbnail((width, width))
             display(thumb)
         rewards = ", ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in answer["rewards"].items())
-        echo(f"[{i}] Q: {answer['question']}\n    gold: {answer['answer']}\n    model: {answer['completion']}\n"
-             f"    rewards: {rewards} ({'correct' if answer['correct'] else 'not correct'})")
+        print(f"[{i}] Q: {answer['question']}\n    gold: {answer['answer']}\n    model: {answer['completion']}\n"
+              f"    rewards: {rewards} ({'correct' if answer['correct'] else 'not correct'})")
         shown.append({k: v for k, v in answer.items() if k != "image"})
     return shown
 
@@ -153,17 +166,16 @@ def under(root: str | Path, path: str | Path) -> Path:
     return path if path.is_absolute() else Path(root) / path
 
 
-def write_results(path: str | Path, results: dict, echo=print) -> Path:
+def write_results(path: str | Path, results: dict) -> Path:
     """Write a notebook's results as JSON (paths as strings, NaN as null) and say where.
 
     >>> import json, tempfile, pathlib
-    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"dir": pathlib.Path("runs"), "x": float("nan")},
-    ...                     echo=lambda *a: None)
+    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"dir": pathlib.Path("runs"), "x": float("nan")})
     >>> json.loads(out.read_text())
     {'dir': 'runs', 'x': None}
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(results), indent=2, ensure_ascii=False) + "\n")
-    echo(f"Results written to {path.absolute()}")
+    log.info(f"Results written to {path.absolute()}")
     return path

@@ -6,6 +6,7 @@ four-mode comparison on top of :func:`train_run`. Nothing here displays: :mod:`c
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -23,13 +24,15 @@ from chartrl_colab.runs.storage import (
     with_output_root,
 )
 
+log = logging.getLogger(__name__)
+
 # Numbers of the last logged training step worth a line in a results file.
 KEY_METRICS = ("loss", "reward", "reward_std", "mode/num_positive", "mode/num_negative", "mode/positive_fraction",
                "entropy", "grad_norm", "learning_rate")
 
 
 # ------------------------------------------------------------------------------------------ training
-def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
+def train_run(cfg: RunConfig, accelerate_config: str = "") -> dict:
     """Train one run (resuming automatically) and return its summary (:func:`run_summary`).
 
     With ``accelerate_config`` (e.g. ``deepspeed_zero3.yaml``) the run goes through ``accelerate launch``
@@ -44,11 +47,11 @@ def train_run(cfg: RunConfig, accelerate_config: str = "", echo=print) -> dict:
         free_memory(trainer)  # the next run of a POC or batch starts with an empty GPU
         return summary
     cmd = accelerate_command(cfg, accelerate_config)
-    echo("$ " + " ".join(cmd))
+    log.info("$ " + " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
     for line in proc.stdout:
-        echo(line, end="")
+        log.info(line.rstrip("\n"))
         lines = (lines + [line])[-20:]
     if proc.wait() != 0:
         raise RuntimeError(f"accelerate launch exited with {proc.returncode}; last output:\n{''.join(lines)}")
@@ -203,7 +206,7 @@ def _free_gpu() -> None:
         torch.cuda.empty_cache()
 
 
-def find_runs(output_root: str | Path, run_dirs=(), required: bool = True, echo=print) -> list[Path]:
+def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
     """``run_dirs`` if any are given, else the run directories under ``output_root`` (by name).
 
     A run directory holds checkpoints or ``logs/``. When there is none, the message says where it looked
@@ -219,7 +222,7 @@ def find_runs(output_root: str | Path, run_dirs=(), required: bool = True, echo=
         message = f"no run directories under {str(root.absolute())!r} ({drive_note()})"
         if required:
             raise ConfigError(f"{message}; train one first (02_train) or list them in run_dirs")
-        echo(f"Note: {message}.")
+        log.info(f"Note: {message}.")
     return found
 
 

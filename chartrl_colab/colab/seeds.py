@@ -47,7 +47,7 @@ def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple
 
 
 def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Path, base: str = BASE,
-                  n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0, echo=print) -> dict:
+                  n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Per mode: mean pass@k (k = 1..n) over its seeds and the questions, and its difference to ``base``.
 
     ``samples``: label -> samples file, as :func:`chartrl_colab.colab.pipelines.evaluate_runs` returns it (the base
@@ -102,7 +102,7 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
     path = out / "modes.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     result["json"] = str(path)
-    echo(markdown)
+    print(markdown)  # what the cell shows
     return result
 
 

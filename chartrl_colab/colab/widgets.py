@@ -1,18 +1,18 @@
-"""The notebook form: the parameters cell's values in, a validated :class:`RunConfig` out.
+"""The notebook form for Jupyter and VS Code: the parameters cell's values in, a validated :class:`RunConfig` out.
 
-The form shows the settings a user most often changes (mode, reward threshold, lambda_psr for
-w-reinforce, model, data set, subset size, seed) with a line saying what the chosen mode does; every
-other setting passes through from the parameters cell untouched.
+Colab shows the parameters cell itself as a form (its ``# @param`` fields: dropdowns, sliders), and Run all
+trains what that form shows; there, and headless (papermill, ``chartrl_colab.batch``), this form's values pass
+straight through and it shows them as one line. Front ends without Colab's forms get widgets for the settings
+a user most often changes (mode, reward threshold, lambda_psr for w-reinforce, model, data set, subset size,
+seed) with a line saying what the chosen mode does; every other setting passes through untouched. The widgets
+work with ipywidgets 7 (Colab's) and 8.
 
 Under Run all the cell after the form runs at once, before anyone could touch the widgets, and a cell cannot
-wait for a click (the kernel handles widget events only between cells). So in a front end with a person at
-it (Colab, Jupyter: :func:`interactive_front_end`) ``config()`` refuses, with one line saying what to do,
-until the form's **Train** button was pressed, and again when a widget moved after the press: training
-never starts with values nobody chose, and what trains is what the form shows. The button only records the
-choice; training stays in the cell, whose output, errors and results the cells below need. Headless
-(papermill, ``chartrl_colab.batch``: no person, no button) the parameters pass straight through. The
-notebook's parameters cell carries no ``@param`` field for the form's settings, so the form is the one place
-to choose them in Colab.
+wait for a click (the kernel handles widget events only between cells). So in such a front end with a person
+at it (:func:`interactive_front_end`) ``config()`` refuses, with one line saying what to do, until the form's
+**Train** button was pressed, and again when a widget moved after the press: training never starts with values
+nobody chose, and what trains is what the form shows. The button only records the choice; training stays in
+the cell, whose output, errors and results the cells below need.
 
 >>> form = RunForm(mode="nsr", subset_size=16, seed=3, max_steps=4)  # headless here: no button needed
 >>> form.set(mode="w-reinforce", lambda_psr=0.3)
@@ -27,15 +27,16 @@ chartrl_colab.errors.ConfigError: subset_size=0 is not valid; it must be a numbe
 
 from __future__ import annotations
 
+import argparse
 import html
 
+from chartrl_colab.cli import none_or
 from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import with_output_root
 
 # The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
-ALL_WORDS = ("all", "full", "none", "")  # subset_size text meaning "the whole set"
 NOT_CHOSEN = ("choose the settings in the form above and press Train, then run this cell and the ones below "
               "(Runtime > Run cell and below)")
 CHANGED = "the form changed after Train was pressed: press Train again, then run this cell and the ones below"
@@ -63,11 +64,9 @@ def _parse_subset(text) -> int | None:
     if text is None or isinstance(text, int):
         return text
     s = str(text).strip()
-    if s.lower() in ALL_WORDS:
-        return None
     try:
-        return int(s)
-    except ValueError:
+        return none_or(int)(s)  # the CLI's reading: all/full/none (or an empty box) is the whole set
+    except argparse.ArgumentTypeError:
         raise ConfigError(f"subset_size={s!r} is not valid; it must be a whole number >= 1, or 'all'") from None
 
 
@@ -79,13 +78,17 @@ class RunForm:
     validated RunConfig (ConfigError, also shown on the form, when a value is refused, or, in an interactive
     front end, when Train was not pressed for these values). ``set(**values)`` changes settings from code
     with the same checks; ``confirm()`` is what the Train button does. ``interactive`` (None: detect at
-    ``config()``) says whether a person is at the notebook.
+    ``config()``) says whether a person is at the notebook, ``colab`` (None: detect) whether Colab's form chose
+    the values.
     """
 
-    def __init__(self, interactive: bool | None = None, **params):
+    def __init__(self, interactive: bool | None = None, colab: bool | None = None, **params):
         import ipywidgets as w
 
+        from chartrl_colab.runs.storage import in_colab
+
         self.interactive = interactive
+        self.colab = in_colab() if colab is None else colab  # Colab's own form chose the values
         self._chosen: dict | None = None  # the values when Train was pressed
         self._params = dict(params)
         cfg = RunConfig(**self._params)  # a bad parameters cell fails here, with its one-line message
@@ -130,7 +133,7 @@ class RunForm:
         In an interactive front end the values must be the ones Train was pressed for (see the module).
         """
         interactive = interactive_front_end() if self.interactive is None else self.interactive
-        if interactive and self._chosen != self.values():
+        if interactive and not self.colab and self._chosen != self.values():
             message = NOT_CHOSEN if self._chosen is None else CHANGED
             self._show_status(message, ok=False)
             raise ConfigError(message)
@@ -196,13 +199,15 @@ class RunForm:
         self.status.value = f'<span style="color:{color}">{mark} {html.escape(text, quote=False)}</span>'
 
     def _ipython_display_(self) -> None:
-        # The widgets for a front end, and for the reader of a headless (papermill) notebook the values as
-        # text instead of the widgets' repr.
+        # The widgets for a front end; for Colab (whose form is the parameters cell) and for the reader of a
+        # headless notebook the values as text.
         from IPython.display import display
 
-        _enable_colab_widgets()
+        if self.colab:
+            display({"text/plain": repr(self)}, raw=True)
+            return
         bundle = getattr(self.box, "_repr_mimebundle_", None)
-        if bundle is None:  # ipywidgets 7 (Colab's own) displays itself
+        if bundle is None:  # ipywidgets 7 displays itself
             display(self.box)
             return
         data = dict(bundle() or {})
@@ -218,15 +223,3 @@ class RunForm:
             where = f" -> refused: {err}"
         return f"RunForm({shown}){where}"
 
-
-def _enable_colab_widgets() -> None:
-    """Colab renders ipywidgets 8 only through its custom widget manager; elsewhere nothing to do."""
-    from chartrl_colab.runs.storage import in_colab
-
-    if in_colab():
-        try:
-            from google.colab import output  # type: ignore[import-not-found]
-
-            output.enable_custom_widget_manager()
-        except Exception:  # noqa: BLE001 - an older Colab renders the core widgets without it
-            pass

@@ -45,7 +45,9 @@ import datasets
 import PIL.Image
 from tqdm.auto import tqdm
 
+from chartrl_colab.data.images import processor_problem, rgb_png_bytes, to_rgb
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
 
 HUB_IDS = {
     "chart-rvr": "sanchit97/chart-rvr-grpo-train",
@@ -169,33 +171,36 @@ def _load_hub_dataset(name: str, split: str, data_dir: str | None) -> tuple[data
         ) from err
 
 
-def _read_image(value: Any, base: Path | None) -> bytes | None:
-    """Bytes of a readable image, or None.  Decodes fully to catch truncated files."""
+def _read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]:
+    """``(bytes, None)`` of a usable image, converted to RGB as a viewer shows it
+    (:func:`chartrl_colab.data.images.to_rgb`), or ``(None, why not)``: unreadable, or refused by
+    Qwen-VL's image processor (:func:`chartrl_colab.data.images.processor_problem`). Decodes fully to catch
+    truncated files."""
     try:
         if value is None:
-            return None
+            return None, "unreadable images"
         if isinstance(value, PIL.Image.Image):
-            return _png_bytes(value.convert("RGB"))
-        if isinstance(value, dict):
-            data, p = value.get("bytes"), value.get("path")
-        elif isinstance(value, (bytes, bytearray)):
-            data, p = bytes(value), None
+            rgb = to_rgb(value)
+            data, size = _png_bytes(rgb), rgb.size
         else:
-            data, p = None, str(value)
-        if data is None:
-            if not p:
-                return None
-            fp = Path(p)
-            if not fp.is_absolute() and base is not None and not fp.exists():
-                fp = base / fp
-            data = fp.read_bytes()
-        with PIL.Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return None
-        return bytes(data)
+            if isinstance(value, dict):
+                data, p = value.get("bytes"), value.get("path")
+            elif isinstance(value, (bytes, bytearray)):
+                data, p = bytes(value), None
+            else:
+                data, p = None, str(value)
+            if data is None:
+                if not p:
+                    return None, "unreadable images"
+                fp = Path(p)
+                if not fp.is_absolute() and base is not None and not fp.exists():
+                    fp = base / fp
+                data = fp.read_bytes()
+            data, size = rgb_png_bytes(data)
     except Exception:  # any decoder error means the row has no usable image
-        return None
+        return None, "unreadable images"
+    problem = processor_problem(*size)
+    return (None, f"images the Qwen-VL processor refuses ({problem})") if problem else (data, None)
 
 
 def _text(value: Any) -> str | None:
@@ -286,9 +291,9 @@ def _collect(
         if question is None:
             skipped["without a question"] += 1
             continue
-        image = _read_image(raw.get("image"), base)
+        image, why = _read_image(raw.get("image"), base)
         if image is None:
-            skipped["unreadable images"] += 1
+            skipped[why] += 1
             continue
         table, bad = _normalize_table(raw.get("table"))
         bad_tables += bad
@@ -420,7 +425,7 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
             )
         json_file, base = candidates[0], path
     try:
-        records = json.loads(json_file.read_text(encoding="utf-8"))
+        records = read_json(json_file)
     except ValueError as err:
         raise ConfigError(f"evochart: {json_file} does not parse as JSON ({_one_line(err)}); download it again or "
                           "point data_dir at a good copy") from None

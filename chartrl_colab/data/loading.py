@@ -9,8 +9,9 @@
     inserts the image placeholder into the first user turn itself because the
     row has an ``image`` column.
 ``image``
-    The chart, a ``datasets.Image(mode="RGB")`` feature, so it decodes to an RGB
-    ``PIL.Image``.
+    The chart, a ``datasets.Image(mode="RGB")`` feature holding the image as
+    :func:`chartrl_colab.data.images.to_rgb` converts it (as a viewer shows it), so
+    it decodes to an RGB ``PIL.Image``.
 ``answer``
     Gold answer, a string.
 ``chart_type``
@@ -62,8 +63,9 @@ Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in
 ``$CHARTRL_DATA_DIR/<name>``, in the layouts ``chartrl_colab.data.hub`` (the
 readers of local files and the hub) describes; the hub data sets are
 downloaded with ``datasets.load_dataset`` when no local folder is found.
-Rows without a readable image, a question or an answer are skipped and
-counted in one warning.
+Rows without a readable image, a question or an answer, and rows whose image
+Qwen-VL's processor would refuse (an aspect ratio above 200), are skipped and
+counted in one warning; no usable row at all is a ConfigError.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from tqdm.auto import tqdm
 
 from chartrl_colab.data import synthetic
 from chartrl_colab.data.hub import _CHUNK, _PROGRESS_MIN, SOURCE_SPLITS, _load_evochart, _load_hub_rows, _png_bytes
+from chartrl_colab.data.images import to_rgb
 from chartrl_colab.errors import ConfigError, check_split
 from chartrl_colab.rewards.presets import AUTO, get_preset, resolve_preset
 
@@ -93,7 +96,8 @@ SPLITS = {"synthetic": synthetic.SPLITS, **SOURCE_SPLITS}
 FEATURES = datasets.Features(
     {
         "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
-        # mode="RGB" makes every decoded image RGB, whatever the file's own mode.
+        # Stored already converted by chartrl_colab.data.images.to_rgb (transparency on white, 16-bit scaled);
+        # mode="RGB" only guards against a row built elsewhere.
         "image": datasets.Image(mode="RGB"),
         "answer": datasets.Value("string"),
         "chart_type": datasets.Value("string"),
@@ -127,7 +131,7 @@ def _load_synthetic(split: str, subset_size: int | None, seed: int, preset: str)
         rows.append(
             {
                 "prompt": make_prompt(spec["question"], preset),
-                "image": {"bytes": _png_bytes(synthetic.render_chart(spec)), "path": None},
+                "image": {"bytes": _png_bytes(to_rgb(synthetic.render_chart(spec))), "path": None},
                 "answer": spec["answer"],
                 "chart_type": spec["chart_type"],
                 "table": spec["table"],

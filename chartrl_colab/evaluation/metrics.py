@@ -9,7 +9,7 @@ readings of a percent); published ChartQA numbers (Chart-RVR's 84.56 among them)
 - otherwise (text, or a gold of 0) the two strings must be equal after lower-casing, nothing else.
 
 EvoChart-QA's README scores questions marked ``is_clear`` by exact string match and the rest with the 5%
-tolerance. Pure: stdlib only.
+tolerance.
 """
 
 from __future__ import annotations
@@ -17,20 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["METRIC_NAME", "evochart_correct", "relaxed_accuracy", "relaxed_correctness"]
+from chartrl_colab.rewards.completions import to_float
 
 METRIC_NAME = "relaxed_correctness (pix2struct)"
 """How tables and plots name the reference metric."""
-
-
-def _to_float(text: str) -> float | None:
-    """pix2struct's parse: ``float()``, with a trailing ``%`` meaning a share of 100."""
-    try:
-        if text.endswith("%"):
-            return float(text.rstrip("%")) / 100.0
-        return float(text)
-    except ValueError:
-        return None
 
 
 def relaxed_correctness(target: str, prediction: str, max_relative_change: float = 0.05) -> bool:
@@ -43,8 +33,8 @@ def relaxed_correctness(target: str, prediction: str, max_relative_change: float
     >>> relaxed_correctness("100", "105"), relaxed_correctness("Yes", "yes"), relaxed_correctness("0", "0.0")
     (True, True, False)
     """
-    prediction_float = _to_float(prediction)
-    target_float = _to_float(target)
+    prediction_float = to_float(prediction, percent=True)
+    target_float = to_float(target, percent=True)
     # `target_float` as a truth value, as in the reference: a gold 0 falls through to the string comparison.
     if prediction_float is not None and target_float:
         return abs(prediction_float - target_float) / abs(target_float) <= max_relative_change

@@ -8,11 +8,16 @@ histories arrive as :class:`Columns`, the by-key view of a log history the summa
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
 
 import numpy as np
+
+from chartrl_colab.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 # Smoothing: a centred moving average over this fraction of a series (1 point, i.e. none, for short runs).
 SMOOTH_FRACTION = 0.02
@@ -207,9 +212,10 @@ def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
     for stem, *_ in tqdm(FIGURES, desc="plots", leave=False, disable=None):
         fig = plot_metric(histories, stem)
         if fig is None:
-            print(f"note: no run logged {stem}; no {stem}.png")
+            log.info("no run logged %s; no %s.png", stem, stem)
             continue
         path = output_dir / f"{stem}.png"
-        fig.savefig(path, dpi=100)
+        with atomic_path(path) as tmp:  # whole or not at all: a full disk leaves no partial PNG
+            fig.savefig(tmp, dpi=100)
         written.append(path)
     return written

@@ -24,8 +24,9 @@ import os
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import json_line
 
-__all__ = ["append_row", "check_resume", "make_row", "read_rows", "sync"]
+__all__ = ["append_row", "check_resume", "make_row", "read_rows", "row_problem", "sync"]
 
 # Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
 _NOT_COMPARED_ON_RESUME = ("backend",)
@@ -46,10 +47,10 @@ def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
             good_end = offset
             continue
         try:
-            row = json.loads(line)
+            row = json_line(line)
             if not isinstance(row, dict) or "id" not in row:
                 raise ValueError("not a row with an id")
-        except ValueError as err:
+        except ValueError as err:  # not JSON (or not a row): torn when it is the last line
             if number == len(lines):  # the last line: a write cut short
                 if warn is not None:
                     warn(f"warning: {path}: ignoring the unfinished last line {number} (an interrupted generation)")
@@ -58,12 +59,79 @@ def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
                         f.truncate(good_end)
                 break
             raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
+        if (problem := row_problem(row)) is not None:
+            raise ConfigError(f"{path}: line {number} (question {row.get('id')!r}): {problem}; the file was not "
+                              "written by chartrl_colab.generate, or was edited") from None
         if not line.endswith(b"\n") and repair:  # whole JSON but no newline: finish the line before appending
             with path.open("ab") as f:
                 f.write(b"\n")
         rows.append(row)
         good_end = offset
     return rows
+
+
+_TEXT = (str, type(None))
+_NUMBER = (int, float)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, _NUMBER) and not isinstance(x, bool)
+
+
+# field -> (what it must be, check of one value); lists: check of each item.
+_SCALARS = {
+    "id": ("a string or an integer", lambda x: isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool))),
+    "question": ("a string or null", lambda x: isinstance(x, _TEXT)),
+    "answer": ("a string, a number or null", lambda x: isinstance(x, _TEXT) or _is_number(x)),
+    "chart_type": ("a string or null", lambda x: isinstance(x, _TEXT)),
+    "table": ("a string or null", lambda x: isinstance(x, _TEXT)),
+    "reasoning": ("a string or null", lambda x: isinstance(x, _TEXT)),
+    "is_clear": ("true, false or null", lambda x: isinstance(x, (bool, type(None)))),
+    "human_or_machine": ("a string or null", lambda x: isinstance(x, _TEXT)),
+    "n": ("a whole number", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0),
+    "num_correct": ("a whole number", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0),
+    "generation": ("an object", lambda x: isinstance(x, dict)),
+}
+_LISTS = {
+    "completions": ("strings", lambda x: isinstance(x, str)),
+    "num_tokens": ("whole numbers", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0),
+    "truncated": ("true/false values", lambda x: isinstance(x, bool)),
+    "entropy": ("numbers or nulls", lambda x: x is None or _is_number(x)),
+    "correct": ("true/false values", lambda x: isinstance(x, bool)),
+}
+
+
+def row_problem(row: dict) -> str | None:
+    """What is wrong with the types of a samples row (one field named), or None. Fields a row lacks are not
+    checked here (evaluate says which it needs); present ones must have the types generate writes, and its
+    per-sample lists one length."""
+    for name, (what, ok) in _SCALARS.items():
+        if name in row and not ok(row[name]):
+            return f"field {name!r} holds {row[name]!r}, not {what}"
+    lists = {name: row[name] for name in _LISTS if name in row}
+    rewards = row.get("rewards")
+    if "rewards" in row:
+        if not isinstance(rewards, dict):
+            return f"field 'rewards' holds {rewards!r}, not an object of reward name -> list of numbers or nulls"
+        lists.update({f"rewards.{k}": v for k, v in rewards.items()})
+    for name, value in lists.items():
+        what, ok = _LISTS.get(name, ("numbers or nulls", _LISTS["entropy"][1]))
+        if not isinstance(value, list):
+            return f"field {name!r} holds {value!r}, not a list of {what}"
+        bad = next((x for x in value if not ok(x)), _MISSING)
+        if bad is not _MISSING:
+            return f"field {name!r} holds {bad!r} in its list, not one of {what}"
+    lengths = {name: len(value) for name, value in lists.items()}
+    if "n" in row and _SCALARS["n"][1](row["n"]):
+        lengths = {"n": row["n"], **lengths}
+    if len(set(lengths.values())) > 1:
+        first = next(iter(lengths))
+        other = next(name for name, size in lengths.items() if size != lengths[first])
+        return f"field {other!r} has {lengths[other]} values where {first!r} has {lengths[first]}"
+    return None
+
+
+_MISSING = object()
 
 
 def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:

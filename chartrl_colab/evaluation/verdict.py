@@ -1,15 +1,10 @@
 """Whether a run has settled, judged by what its objective can move (the training summary's verdict).
 
-The seed project's verdict reads the loss: converged when its std/|mean| over the last logged steps is
-below ``CONVERGENCE_THRESHOLD``. That suits grpo, and is kept for it. It does not suit psr, nsr and
-w-reinforce: on-policy (one optimizer step per rollout, where TRL's ratio is 1) their loss is set by which
-samples each step kept, not by learning: nsr's is 1 at every step, psr's -1 (0 when nothing is correct),
-w-reinforce's 1 - (1 + lambda_psr) x the correct tokens' share. Those modes are judged instead by the two
-signals they do move: the verifier accuracy (the verifier reward's mean over a step's completions, which
-TRL logs as ``rewards/<reward function>/mean``) and the token entropy of the completions. They have settled
-when neither moves beyond its noise over the last window (:func:`still_moving`).
-
-Pure: numpy, the package's settings and reward names only.
+grpo keeps the original scripts' verdict: converged when the loss's std/|mean| over the last logged steps is
+below ``CONVERGENCE_THRESHOLD``. psr, nsr and w-reinforce cannot: on-policy their loss is set by which samples
+a step kept, not by learning (``_WHY``). They are judged by the two signals they move, the verifier accuracy
+(TRL's ``rewards/<reward function>/mean``) and the completions' token entropy: settled when neither moves
+beyond its noise over the last window (:func:`still_moving`).
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import numpy as np
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.rewards.package import REWARD_FUNCS
 
-# Loss std/|mean| over the last window below this reads as converged (the seed's verdict).
+# Loss std/|mean| over the last window below this reads as converged (the original scripts' verdict).
 CONVERGENCE_THRESHOLD = 0.01
 # The default window: the last 10% of the logged values, at least this many.
 MIN_WINDOW = 10
@@ -34,7 +29,8 @@ NOISE_SIGMAS = 2.0
 _WHY = {
     "psr": "on-policy, psr's loss is -1 at every step that keeps a correct sample (0 otherwise), whatever it learns",
     "nsr": "on-policy, nsr's loss is 1 at every step, whatever it learns",
-    "w-reinforce": "on-policy, w-reinforce's loss is 1 - (1 + lambda_psr) x the correct tokens' share, whatever it learns",
+    "w-reinforce": "on-policy, w-reinforce's loss is 1 - (1 + lambda_psr) x the correct tokens' share, "
+                   "whatever it learns",
 }
 
 
@@ -50,7 +46,7 @@ def window_size(n: int, window: int | None) -> int:
 
 
 def convergence(losses: np.ndarray, window: int | None) -> dict:
-    """The seed's verdict on the loss: std/|mean| over the last window below ``CONVERGENCE_THRESHOLD``."""
+    """The original scripts' verdict on the loss: std/|mean| over the last window below ``CONVERGENCE_THRESHOLD``."""
     w = window_size(len(losses), window)
     tail = losses[-w:] if w else losses
     mean = float(np.mean(tail)) if w >= 2 else 0.0
@@ -116,7 +112,8 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
         elif c["converged"]:
             text = f"✓ Converged (loss std/mean = {c['loss_cv']:.4f} {over})"
         else:
-            text = f"⚠ Not converged yet (loss std/mean = {c['loss_cv']:.4f} {over}; converged below {c['threshold']})"
+            text = (f"⚠ Not converged yet (loss std/mean = {c['loss_cv']:.4f} {over}; "
+                    f"converged below {c['threshold']})")
         return {"signal": "loss", "converged": c["converged"] if c["loss_cv"] is not None else None,
                 "window": c["window"], "text": text}
 
@@ -146,4 +143,5 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
         what = ", ".join(f"{k} {v}" for k, v in moving.items())
         return {**out, "converged": False,
                 "text": f"⚠ Not converged yet ({over}, second half against first: {what})"}
-    return {**out, "converged": True, "text": f"✓ Converged (verifier accuracy and entropy flat within their noise {over})"}
+    return {**out, "converged": True,
+            "text": f"✓ Converged (verifier accuracy and entropy flat within their noise {over})"}

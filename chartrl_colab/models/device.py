@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 from dataclasses import dataclass
 
 from chartrl_colab.config import PRECISIONS
 from chartrl_colab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 AUTO = "auto"
 RESOLVED = ("precision", "load_in_4bit", "use_vllm")  # the RunConfig fields resolve_run decides; run.json keeps them
@@ -36,7 +39,9 @@ VLLM_CAPABILITY = (8, 0)
 # Under this much GPU memory (a T4's 15 GB, an L4's 22 GB) a 3B model with 8 rollouts of 512 tokens does not fit
 # in 16 bits, so "auto" loads it in 4 bits (QLoRA). An A100 40 GB trains it in bf16 with LoRA.
 SMALL_GPU_GB = 24.0
-_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Every spelling of a dtype the package accepts (the precisions first) -> torch's name for it.
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "bfloat16": "bfloat16", "float16": "float16",
+               "half": "float16", "float32": "float32", "float": "float32"}
 
 
 @dataclass(frozen=True)
@@ -65,9 +70,9 @@ def detect() -> Gpu | None:
 def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     """``"bf16"`` at compute capability >= 8.0, ``"fp16"`` below, ``"fp32"`` on a CPU; a requested one is checked.
 
-    >>> precision_for(Gpu("T4", (7, 5), 15.0), "bf16")
+    >>> precision_for(Gpu("T4", (7, 5), 15.0), "bf16")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: precision='bf16' needs a GPU of compute capability >= 8.0 (this one: T4 (15 GiB, compute capability 7.5)); use precision='fp16' or 'auto'
+    chartrl_colab.errors.ConfigError: precision='bf16' needs a GPU of compute capability >= 8.0 (this one: T4 ...)...
     """
     if requested not in PRECISIONS:
         raise ConfigError(f"precision={requested!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
@@ -83,15 +88,11 @@ def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     return requested
 
 
-def dtype_name(precision: str) -> str:
-    """The torch dtype name of a precision: ``"bf16"`` -> ``"bfloat16"``."""
-    return _DTYPES[precision]
-
-
-def torch_dtype(precision: str):
+def torch_dtype(name: str):
+    """The torch dtype of a precision or dtype name (:data:`DTYPE_NAMES`): ``"bf16"`` -> ``torch.bfloat16``."""
     import torch
 
-    return getattr(torch, dtype_name(precision))
+    return getattr(torch, DTYPE_NAMES[name])
 
 
 def trainer_flags(precision: str) -> dict:
@@ -115,14 +116,21 @@ def model_precision(precision: str, use_lora: bool, load_in_4bit: bool) -> str:
 
 
 # ------------------------------------------------------------------------------------------ memory
+def embedded(vlm_name: str) -> bool:
+    """True for the models built in code (``models.loading.EMBEDDED_MODELS``): never 4-bit, never vLLM."""
+    from chartrl_colab.models.loading import EMBEDDED_MODELS  # here: loading imports this module
+
+    return vlm_name in EMBEDDED_MODELS
+
+
 def auto_load_in_4bit(gpu: Gpu | None, vlm_name: str) -> bool:
-    """4-bit (QLoRA) on a GPU under :data:`SMALL_GPU_GB`, for the hub models; never on a CPU or for ``tiny``."""
-    return gpu is not None and gpu.memory_gb < SMALL_GPU_GB and vlm_name != "tiny"
+    """4-bit (QLoRA) on a GPU under :data:`SMALL_GPU_GB`, for the hub models; never on a CPU or for embedded ones."""
+    return gpu is not None and gpu.memory_gb < SMALL_GPU_GB and not embedded(vlm_name)
 
 
 def auto_use_vllm(gpu: Gpu | None, vllm_importable: bool, load_in_4bit: bool, hub_model: bool) -> bool:
     """vLLM sampling when it is installed, the GPU is Ampere or newer, the weights are not 4-bit (vLLM would
-    have to re-quantise them each step) and vLLM can load the model by its hub name (not ``tiny``, not
+    have to re-quantise them each step) and vLLM can load the model by its hub name (not an embedded model, not
     ``init='random'``)."""
     return bool(gpu is not None and vllm_importable and tuple(gpu.capability) >= VLLM_CAPABILITY
                 and not load_in_4bit and hub_model)
@@ -142,11 +150,12 @@ def _tri_state(name: str, value) -> bool | str:
     raise ConfigError(f"{name}={value!r} is not valid; choose 'auto', True or False")
 
 
-def resolve_run(cfg, gpu: Gpu | None, echo=print):
+def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
     """A RunConfig with every machine-dependent ``"auto"`` (precision, load_in_4bit, use_vllm) decided for ``gpu``.
 
     The resolved values are what ``run.json`` records, so generation and evaluation later load the model
     the way it was trained. An explicit True that this machine cannot honour is a ConfigError naming why.
+    What "auto" chose is logged unless ``quiet``.
     """
     load_in_4bit, use_vllm = _tri_state("load_in_4bit", cfg.load_in_4bit), _tri_state("use_vllm", cfg.use_vllm)
     precision = precision_for(gpu, cfg.precision)
@@ -158,22 +167,24 @@ def resolve_run(cfg, gpu: Gpu | None, echo=print):
             notes.append(f"bitsandbytes is not installed, so the model loads in {precision} (4-bit on this "
                          f"{gpu.memory_gb:g} GiB GPU needs: pip install bitsandbytes)")
         elif load_in_4bit:
-            notes.append(f"load_in_4bit=auto: 4-bit QLoRA on this {gpu.memory_gb:g} GiB GPU (under {SMALL_GPU_GB:g} GiB)")
+            notes.append(f"load_in_4bit=auto: 4-bit QLoRA on this {gpu.memory_gb:g} GiB GPU "
+                         f"(under {SMALL_GPU_GB:g} GiB)")
     if load_in_4bit is True and gpu is None:  # said before the data set and model load, not after
         raise ConfigError("load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
                           "use load_in_4bit='auto' or False, or run on a GPU")
-    hub_model = cfg.vlm_name != "tiny" and cfg.init == "pretrained"
+    hub_model = not embedded(cfg.vlm_name) and cfg.init == "pretrained"
     if use_vllm == AUTO:
         use_vllm = auto_use_vllm(gpu, vllm_importable(), load_in_4bit, hub_model)
     elif use_vllm:
         problem = ("no CUDA GPU" if gpu is None else "the GPU's compute capability is below 8.0"
                    if tuple(gpu.capability) < VLLM_CAPABILITY else "the vllm package is not installed"
                    if not vllm_importable() else "the model is loaded in 4 bits" if load_in_4bit
-                   else "vLLM loads the model by its hub name (not 'tiny' or init='random')" if not hub_model else None)
+                   else "vLLM loads the model by its hub name (not an embedded model or init='random')"
+                   if not hub_model else None)
         if problem:
             raise ConfigError(f"use_vllm=True cannot run here: {problem}; use use_vllm='auto' or False")
-    for note in notes:
-        echo(note)
+    for note in [] if quiet else notes:
+        log.info(note)
     return dataclasses.replace(cfg, precision=precision, load_in_4bit=load_in_4bit, use_vllm=use_vllm)
 
 

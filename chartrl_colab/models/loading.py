@@ -1,39 +1,15 @@
-"""Model names -> (model, processor) pairs for chart-QA RL fine-tuning.
+"""Model names (``MODELS``) -> ``(model, processor)`` pairs for chart-QA RL fine-tuning.
 
-Names (``MODELS``):
+``tiny`` is the embedded random Qwen2.5-VL of :mod:`.tiny` (no download; its answers are noise), ``tiny-warm``
+the same after a short supervised warm-up on synthetic charts (:mod:`.warm`: sometimes right at temperature 1);
+both are built in code and cached on disk. The others are Qwen vision-language models from the hub.
 
-* ``tiny`` -- the embedded, randomly initialised Qwen2.5-VL of
-  ``chartrl_colab.models.tiny``: no network, no download, cached on disk
-  (``~/.cache/chartrl_colab/tiny-<version>-<seed>``); its answers are noise.
-* ``tiny-warm`` -- the same tiny model after a short supervised warm-up on
-  synthetic train charts (``chartrl_colab.models.warm``): it has learned the
-  answer format and part of the task, so sampled at temperature 1 it is
-  sometimes right. Built once (a minute or two on a CPU) and cached beside the
-  tiny model (``tiny-warm-<version>-<seed>``).
-* ``qwen2-5-3b``, ``qwen2-5-7b``, ``qwen2-vl-2b`` -- the real Qwen
-  vision-language models from the Hugging Face hub.
-
-``init="pretrained"`` downloads / loads the hub weights.  ``init="random"``
-builds the *real architecture* of a hub model (from the config.json copies
-shipped in ``chartrl_colab/model_configs/``) with random weights and pairs it
-with the embedded tiny tokenizer.  Its answers are noise too, but its memory
-use and step time are those of the real model, so the GPU budget of a run
-(batch size, LoRA rank, 4-bit or not, image resolution) can be measured
-without downloadable weights.  The config's special-token ids are remapped to
-the embedded tokenizer's ids; the vocabulary (embedding matrix) keeps its real
-size, and the image processor keeps the hub's pixel bounds so an image costs
-as many tokens as with the real model.
-
-``load_in_4bit=True`` gives QLoRA-style NF4 weights through bitsandbytes and
-needs CUDA.  bitsandbytes quantises while *loading* a checkpoint, so with
-``init="random"`` the random weights are first streamed, tensor by tensor, into
-a temporary bf16 safetensors checkpoint under the cache directory, which is
-loaded with the NF4 config and deleted (the unquantised model is never held in
-memory, only one tensor of it at a time).
-
-``add_lora`` wraps any of these models with a LoRA adapter on the language
-model's attention and MLP projections (the vision tower stays frozen and
-adapter-free).
+``init="random"`` builds a hub model's real architecture (the config.json copies in ``model_configs/``) with
+random weights and the embedded tokenizer (special-token ids remapped, real vocabulary size, the hub's pixel
+bounds): its answers are noise, but its memory and step time are the real model's, so a run's GPU budget can be
+measured without the weights. ``load_in_4bit=True`` gives NF4 weights (bitsandbytes, CUDA); since bitsandbytes
+quantises while loading, random weights are first streamed tensor by tensor into a temporary checkpoint.
+:func:`add_lora` puts a LoRA adapter on the language model's attention and MLP projections (not the vision tower).
 """
 
 from __future__ import annotations
@@ -51,20 +27,11 @@ import torch
 from chartrl_colab.config import INITS
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.models import device, tiny
+from chartrl_colab.rewards.similarity import hub_reachable
 
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from peft import PeftModel
     from transformers import PretrainedConfig, PreTrainedModel, ProcessorMixin
-
-__all__ = [
-    "MODELS",
-    "LORA_TARGET_MODULES",
-    "WeightsNotAvailableError",
-    "add_lora",
-    "count_parameters",
-    "load_model_and_processor",
-    "load_shipped_config",
-]
 
 MODELS: dict[str, str | None] = {
     "tiny": None,  # embedded: built in code, never downloaded
@@ -73,6 +40,7 @@ MODELS: dict[str, str | None] = {
     "qwen2-5-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
 }
+EMBEDDED_MODELS = frozenset(name for name, hub_id in MODELS.items() if hub_id is None)
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 # LoRA goes on the language model only. A plain name list ("q_proj", "gate_proj", ...) would also hit the
@@ -88,30 +56,10 @@ class WeightsNotAvailableError(ConfigError, OSError):
     """The hub weights of a model could not be loaded (offline, no cache, or the download failed)."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Argument checking
-# --------------------------------------------------------------------------------------------------------------
-
-_DTYPE_ALIASES = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
-
 
 def _check_name(name: str) -> None:
     if name not in MODELS:
         raise ConfigError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
-
-
-def _check_init(init: str) -> None:
-    if init not in INITS:
-        raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
@@ -122,9 +70,9 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
         key = dtype.strip().lower().removeprefix("torch.")
         if key == "auto":
             return "auto"
-        if key in _DTYPE_ALIASES:
-            return _DTYPE_ALIASES[key]
-    valid = ", ".join(["auto", *_DTYPE_ALIASES])
+        if key in device.DTYPE_NAMES:
+            return device.torch_dtype(key)
+    valid = ", ".join(["auto", *device.DTYPE_NAMES])
     raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
 
 
@@ -160,9 +108,6 @@ def _gpu_device_map() -> dict[str, int] | None:
     return {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Public API
-# --------------------------------------------------------------------------------------------------------------
 
 
 def load_model_and_processor(
@@ -175,24 +120,18 @@ def load_model_and_processor(
     seed: int = 0,
     max_pixels: int | None = None,
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Return ``(model, processor)`` for one of ``MODELS``.
+    """``(model, processor)`` for one of ``MODELS``, on the current GPU when there is one.
 
-    * ``tiny``: always built offline. ``init="pretrained"`` loads it from the disk cache under ``cache_dir``
-      (default ``~/.cache/chartrl_colab``), building it there first if absent; ``init="random"`` builds it fresh
-      without touching the disk. Default dtype float32.
-    * ``tiny-warm``: like ``tiny``, from its own cache entry (built there first, with a progress bar, if absent).
-      ``init="random"`` is refused: the warm base *is* its trained weights (use ``tiny`` for random ones).
-    * hub names, ``init="pretrained"``: ``AutoModelForImageTextToText`` / ``AutoProcessor.from_pretrained``
-      (``cache_dir`` is the Hugging Face cache); raises ``WeightsNotAvailableError`` if they cannot be loaded.
-      Default dtype: the checkpoint's (bf16).
-    * hub names, ``init="random"``: the real architecture with seeded random weights plus the embedded tokenizer
-      (see the module docstring). Default dtype: this GPU's precision (bf16 or fp16), float32 on CPU.
+    * ``tiny``: ``init="pretrained"`` loads it from the disk cache under ``cache_dir`` (default
+      ``~/.cache/chartrl_colab``), building it first if absent; ``init="random"`` builds it in memory. float32.
+    * ``tiny-warm``: likewise from its own cache entry; ``init="random"`` is a ConfigError (use ``tiny``).
+    * hub names, ``init="pretrained"``: ``from_pretrained`` (``cache_dir``: the HF cache), the checkpoint's dtype;
+      ``WeightsNotAvailableError`` when they cannot be loaded.
+    * hub names, ``init="random"``: see the module docstring; this GPU's precision, float32 on a CPU.
 
-    ``load_in_4bit`` quantises the weights to NF4 (needs CUDA and bitsandbytes); its compute dtype is ``dtype``
-    (default: this GPU's precision, see :mod:`chartrl_colab.models.device`). On CUDA, weights are placed on the current
-    GPU. ``seed`` only affects randomly initialised weights and the embedded models (built per
-    seed). ``max_pixels`` caps the processor's image size
-    (:func:`chartrl_colab.models.tiny.cap_image_pixels`).
+    ``load_in_4bit``: NF4 weights (CUDA and bitsandbytes), compute dtype ``dtype`` or this GPU's precision.
+    ``seed`` shapes random weights and the embedded models; ``max_pixels`` caps the image size
+    (:func:`.tiny.cap_image_pixels`).
     """
     model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
     return model, tiny.cap_image_pixels(processor, max_pixels)
@@ -200,7 +139,8 @@ def load_model_and_processor(
 
 def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     _check_name(name)
-    _check_init(init)
+    if init not in INITS:
+        raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
     torch_dtype = _resolve_dtype(dtype)
     if load_in_4bit:
         _check_4bit()
@@ -218,8 +158,8 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
         if init == "random":
             model, processor = tiny.build_tiny_fresh(seed)
             if load_in_4bit:
-                # bitsandbytes quantises while loading, so go through a (temporary) saved copy.
-                return _reload_quantized(model, cache_dir, torch_dtype), processor
+                save = model.to(torch.bfloat16).save_pretrained
+                return _load_quantized(type(model), save, cache_dir, torch_dtype), processor
             if torch_dtype not in (None, "auto"):
                 model = model.to(torch_dtype)
             return model, processor
@@ -321,9 +261,6 @@ def load_shipped_config(name: str) -> PretrainedConfig:
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Hub models
-# --------------------------------------------------------------------------------------------------------------
 
 
 def _hub_names() -> str:
@@ -348,7 +285,7 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
             model = AutoModelForImageTextToText.from_pretrained(hub_id, local_files_only=True, **kwargs)
         except OSError:
             # huggingface_hub retries a dead connection for minutes per file; fail fast when the hub is unreachable.
-            if not _hub_reachable():
+            if not hub_reachable():
                 raise OSError("the Hugging Face hub is not reachable") from None
             # The processor first: it is small, so a broken download fails before the weights.
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir)
@@ -360,23 +297,6 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
             "use --init random to build the same architecture with random weights"
         ) from exc
     return model, processor
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Cheap check (TCP connect to the hub endpoint) before a download that would otherwise retry for minutes."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _build_random_arch(config, *, name: str, dtype, seed: int):
@@ -418,27 +338,26 @@ def _processor_class_for(config):
     return Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor
 
 
-def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
-    """Random real architecture in NF4 without ever holding it unquantised in memory.
+def _load_quantized(model_class, write, cache_dir, dtype):
+    """bitsandbytes quantises while loading only: ``write(folder)`` saves a checkpoint into a temporary folder on
+    the cache disk (not /tmp, which may be a small RAM-backed tmpfs), loaded from there in NF4, then deleted."""
+    root = tiny.cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
+        write(Path(tmp))
+        return model_class.from_pretrained(tmp, quantization_config=_bnb_config(dtype), device_map=_gpu_device_map(),
+                                           dtype=dtype if dtype not in (None, "auto") else _gpu_dtype())
 
-    bitsandbytes quantises while loading a checkpoint, and a 7B model in bf16 (16.6 GB) fits neither a T4 nor a
-    Colab VM's RAM, so random tensors are streamed into a temporary safetensors checkpoint (one tensor in memory
-    at a time) that is then loaded with the NF4 config and deleted.
-    """
+
+def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
+    """Random real architecture in NF4, never held unquantised in memory: a 7B model in bf16 fits neither a T4
+    nor a Colab VM's RAM, so the random tensors are streamed into the temporary checkpoint one at a time."""
     from transformers import AutoModelForImageTextToText
 
     tokenizer = tiny.build_tokenizer()
     tiny.set_token_ids(config, tiny.special_ids(tokenizer))
-    root = tiny.cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".random-{name}-") as tmp:
-        _write_random_checkpoint(config, Path(tmp), seed=seed)
-        model = AutoModelForImageTextToText.from_pretrained(
-            tmp,
-            quantization_config=_bnb_config(dtype),
-            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
-            device_map=_gpu_device_map(),
-        )
+    model = _load_quantized(AutoModelForImageTextToText,
+                            lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
     return model, _random_arch_processor(tokenizer, config, name)
 
 
@@ -489,22 +408,3 @@ def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int 
     config.save_pretrained(path)
     ids = {"endoftext": config.get_text_config().bos_token_id, "im_end": config.get_text_config().eos_token_id}
     GenerationConfig(**tiny.generation_defaults(ids)).save_pretrained(path)
-
-
-def _reload_quantized(model, cache_dir, dtype):
-    """bitsandbytes quantises at load time only: save the model, reload it with the NF4 config, delete the copy."""
-    root = tiny.cache_root(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    cls = type(model)
-    # On the cache disk rather than /tmp, which may be a small RAM-backed tmpfs.
-    with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
-        model.to(torch.bfloat16).save_pretrained(tmp)
-        del model
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return cls.from_pretrained(
-            tmp,
-            quantization_config=_bnb_config(dtype),
-            dtype=dtype if dtype not in (None, "auto") else _gpu_dtype(),
-            device_map=_gpu_device_map(),
-        )

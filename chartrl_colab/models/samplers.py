@@ -1,10 +1,9 @@
 """The samplers of :mod:`chartrl_colab.generate`: n completions per prompt with TRL's generation settings.
 
-:func:`load_for_generation` loads a model source (base model, LoRA adapter merged in, or full weights) in
-eval mode. :class:`TransformersSampler` samples with the model's own ``generate`` (top-p 1, no top-k, the
-image token suppressed, cut after the first EOS) and records each completion's mean token entropy;
-:class:`VllmSampler` saves the merged model to a temporary folder, frees it and samples with vLLM's
-``LLM.generate`` (untested on a GPU here; the CPU tests run it against a stand-in ``LLM``).
+:func:`load_for_generation` loads a base model, a LoRA adapter merged in, or full weights, in eval mode.
+:class:`TransformersSampler` samples with ``generate`` (the image token suppressed, cut after the first EOS) and
+records each completion's mean token entropy; :class:`VllmSampler` saves the merged model to a temporary folder,
+frees it and samples with vLLM (tested on a CPU against a stand-in ``LLM`` only).
 """
 
 from __future__ import annotations

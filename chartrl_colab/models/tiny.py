@@ -6,70 +6,36 @@ of seconds and is cached on disk (``~/.cache/chartrl_colab/tiny-<version>-<seed>
 the whole pipeline (data -> processor -> GRPO -> rewards -> eval) can be run and tested on a CPU; its
 answers are noise.
 
-The embedded tokenizer and its processor also serve ``chartrl_colab.models.loading`` for ``init="random"`` real
-architectures (``build_tokenizer``, ``special_ids``, ``set_token_ids``, ``generation_defaults``,
-``build_processor``); names -> model loading lives there. ``chartrl_colab.models.warm`` builds the warm base
-``tiny-warm`` from this model and shares its cache helpers (``is_complete``, ``save_atomically``).
+The embedded tokenizer and processor also serve ``init="random"`` real architectures (``models.loading``);
+``models.warm`` builds ``tiny-warm`` from this model and shares its cache helpers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-__all__ = [
-    "DEFAULT_CACHE_ROOT",
-    "QWEN_SPECIAL_TOKENS",
-    "QWEN_VL_CHAT_TEMPLATE",
-    "TINY_VERSION",
-    "build_processor",
-    "cap_image_pixels",
-    "build_tiny",
-    "build_tiny_fresh",
-    "build_tokenizer",
-    "cache_root",
-    "ensure_tiny_cache",
-    "generation_defaults",
-    "is_complete",
-    "load_tiny",
-    "save_atomically",
-    "seeded",
-    "set_token_ids",
-    "special_ids",
-]
-
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from transformers import PreTrainedModel, ProcessorMixin
+
+log = logging.getLogger(__name__)
 
 # Bump when anything that shapes the tiny model or its tokenizer changes, so old caches are not reused.
 TINY_VERSION = "v1"
 DEFAULT_CACHE_ROOT = "~/.cache/chartrl_colab"
 
 # Qwen2/2.5-VL special tokens, in the hub tokenizer's order (there they are ids 151643..151656).
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                       "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                       "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 # The chat template shipped with Qwen2-VL / Qwen2.5-VL (tokenizer_config.json / chat_template.json on the hub).
 QWEN_VL_CHAT_TEMPLATE = (
@@ -193,7 +159,7 @@ def build_tiny(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedM
         try:
             return load_tiny(path, None)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
-            warnings.warn(f"rebuilding unreadable tiny-model cache {path}: {exc}", stacklevel=2)
+            log.warning("rebuilding unreadable tiny-model cache %s: %s", path, exc)
             shutil.rmtree(path, ignore_errors=True)
     model, processor = build_tiny_fresh(seed)
     save_atomically(model, processor, path)
@@ -221,12 +187,10 @@ def build_tokenizer():
 
     # Same pipeline as Qwen2's tokenizer: regex split, byte-level BPE, byte-level decoding.
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_QWEN_SPLIT_PATTERN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_QWEN_SPLIT_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=_TINY_VOCAB,
@@ -238,29 +202,18 @@ def build_tokenizer():
     lines = [line for line in _TINY_CORPUS.splitlines() if line.strip()]
     backend.train_from_iterator(lines * 2, trainer=trainer)
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        model_max_length=32768,
-        clean_up_tokenization_spaces=False,
-        split_special_tokens=False,
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        model_max_length=32768, clean_up_tokenization_spaces=False,
+                                        split_special_tokens=False)
     tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
     return tokenizer
 
 
 def special_ids(tokenizer) -> dict[str, int]:
     """The tokenizer's ids of the special tokens a model config names, by role."""
-    ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in QWEN_SPECIAL_TOKENS}
-    return {
-        "endoftext": ids["<|endoftext|>"],
-        "im_end": ids["<|im_end|>"],
-        "image": ids["<|image_pad|>"],
-        "video": ids["<|video_pad|>"],
-        "vision_start": ids["<|vision_start|>"],
-        "vision_end": ids["<|vision_end|>"],
-    }
+    roles = {"endoftext": "<|endoftext|>", "im_end": "<|im_end|>", "image": "<|image_pad|>", "video": "<|video_pad|>",
+             "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>"}
+    return {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
 
 
 def set_token_ids(config, ids: dict[str, int]) -> None:
@@ -280,12 +233,8 @@ def set_token_ids(config, ids: dict[str, int]) -> None:
 
 def generation_defaults(ids: dict[str, int]) -> dict:
     """``GenerationConfig`` keyword arguments for a model using the embedded tokenizer."""
-    return {
-        "do_sample": True,
-        "bos_token_id": ids["endoftext"],
-        "eos_token_id": [ids["im_end"], ids["endoftext"]],
-        "pad_token_id": ids["endoftext"],
-    }
+    return {"do_sample": True, "bos_token_id": ids["endoftext"], "eos_token_id": [ids["im_end"], ids["endoftext"]],
+            "pad_token_id": ids["endoftext"]}
 
 
 def build_processor(tokenizer, *, min_pixels: int, max_pixels: int, processor_class=None):
@@ -328,23 +277,9 @@ def cap_image_pixels(processor, max_pixels: int | None):
 def _tiny_config(ids: dict[str, int]):
     from transformers import Qwen2_5_VLConfig
 
-    text = dict(
-        _TINY_TEXT,
-        vocab_size=_TINY_VOCAB,
-        tie_word_embeddings=True,
-        bos_token_id=ids["endoftext"],
-        eos_token_id=ids["im_end"],
-        pad_token_id=ids["endoftext"],
-    )
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=dict(_TINY_VISION),
-        tie_word_embeddings=True,  # lm_head shares the embedding: fewer parameters
-        image_token_id=ids["image"],
-        video_token_id=ids["video"],
-        vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"],
-    )
+    # lm_head shares the embedding: fewer parameters. set_token_ids points the special-token ids at the tokenizer's.
+    config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
+                              vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
     set_token_ids(config, ids)
     return config
 

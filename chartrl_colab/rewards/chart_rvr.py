@@ -40,21 +40,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from chartrl_colab.rewards.package import _golds, completion_text, parse_answer, parse_tag
-
-__all__ = [
-    "CHART_RVR_EXAMPLE",
-    "CHART_RVR_PROMPT",
-    "CHART_TYPES",
-    "REWARD_FUNCS",
-    "accuracy_reward",
-    "chart_type_reward",
-    "format_reward",
-    "length_reward",
-    "reasoning_reward",
-    "table_reward",
-    "tag_count_reward",
-]
+from chartrl_colab.rewards.completions import completion_text, gold_list, parse_answer, parse_tag, score_golds, to_float
+from chartrl_colab.rewards.package import REWARD_FUNCS as PACKAGE_REWARDS
 
 CHART_TYPES = ("line", "bar", "stacked bar", "pie", "histogram", "scatterplot", "area", "stacked area", "bubble",
                "treemap")
@@ -118,7 +105,8 @@ _COUNT_PATTERNS = ("<type>", "</type>", "<think>", "</think>", "<answer>", "</an
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
-    """2.0 when the completion is exactly ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>``.
+    """2.0 when the completion is exactly
+    ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>``.
 
     Only blanks may follow ``</answer>``; no block may hold a second ``</think>`` or ``</answer>``.
 
@@ -145,16 +133,9 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
     ]
 
 
-def _to_float(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _correct(pred: str, gold: str) -> bool:
     """Numbers within 5% of the gold (an exact 0 for a gold 0); anything else equal after lower-casing."""
-    p, g = _to_float(pred), _to_float(gold)
+    p, g = to_float(pred), to_float(gold)
     if p is not None and g is not None:
         return p == 0 if g == 0 else abs(p - g) / abs(g) <= 0.05
     return pred.lower() == gold.lower()
@@ -170,18 +151,11 @@ def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any
     ...                 answer=["0", "-3", "0", ["red", "blue"]])
     [1.0, 0.0, 0.0, 1.0]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(answer, len(completions)), strict=True):
-        golds = [str(g).strip() for g in (gold if isinstance(gold, (list, tuple)) else [gold]) if g is not None]
-        golds = [g for g in golds if g]
-        if not golds:
-            rewards.append(None)
-            continue
-        text = completion_text(completion)
-        pred = parse_answer(text) if "<think>" in text else None
-        pred = pred.rstrip(".") if pred else pred
-        rewards.append(1.0 if pred and any(_correct(pred, g) for g in golds) else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = (parse_answer(text) or "").rstrip(".") if "<think>" in text else ""
+        return float(bool(pred) and any(_correct(pred, g.strip()) for g in gold_list(gold)))
+
+    return score_golds(completions, answer, score)
 
 
 def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -203,23 +177,19 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     return rewards
 
 
-def chart_type_reward(
-    completions: list[Any], chart_type: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
+                      **kwargs: Any) -> list[float | None]:
     """1.0 when the ``<type>`` text equals the gold type, ignoring case, else 0.0.
 
     >>> chart_type_reward(["<type>Bar</type>", "<type>bar chart</type>", "bar", "<type>pie</type>"],
     ...                   chart_type=["bar", "bar", "bar", None])
     [1.0, 0.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(chart_type, len(completions)), strict=True):
-        if gold is None or not str(gold).strip():
-            rewards.append(None)
-            continue
-        pred = parse_tag(completion_text(completion), "type")
-        rewards.append(1.0 if pred is not None and pred.lower() == str(gold).strip().lower() else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = parse_tag(text, "type")
+        return float(pred is not None and pred.lower() == str(gold).strip().lower())
+
+    return score_golds(completions, chart_type, score)
 
 
 def _strings(value: Any) -> list[str]:
@@ -267,16 +237,13 @@ def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **k
     ...               '<table>{"columns": </table>', "no table"], table=[gold] * 4)
     [2.25, 1.75, 0.0, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion, gold_raw in zip(completions, _golds(table, len(completions)), strict=True):
-        gold = _read_table(gold_raw) if gold_raw is not None else None
+    def score(text: str, gold_raw: Any) -> float | None:
+        gold = _read_table(gold_raw)
         if gold is None:
-            rewards.append(None)
-            continue
-        content = parse_tag(completion_text(completion), "table")
+            return None
+        content = parse_tag(text, "table")
         if content is None:
-            rewards.append(0.0)
-            continue
+            return 0.0
         if "```json" in content:
             block = content.split("```json")[-1].split("```")[0].strip()
         else:
@@ -285,18 +252,16 @@ def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **k
         if pred is None:  # unparseable, or JSON that is not an object: nothing to compare
             try:
                 json.loads(block)
-                rewards.append(0.5)
+                return 0.5
             except (ValueError, RecursionError):
-                rewards.append(0.0)
-            continue
-        keys = 0.25 if set(pred) == {"columns", "rows"} else 0.0
-        rewards.append(0.5 + keys + _compare_tables(pred, gold))
-    return rewards
+                return 0.0
+        return 0.5 + (0.25 if set(pred) == {"columns", "rows"} else 0.0) + _compare_tables(pred, gold)
+
+    return score_golds(completions, table, score)
 
 
-def reasoning_reward(
-    completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | None = None,
+                     **kwargs: Any) -> list[float | None]:
     """Raw cosine similarity (-1..1, all-MiniLM-L6-v2) of the ``<think>`` text after ``</table>`` to the gold
     rationale. No ``<think>`` block, no ``</table>`` in it or nothing after it: 0.0 (and nothing embedded).
 
@@ -311,17 +276,11 @@ def reasoning_reward(
     for completion in completions:
         think = parse_tag(completion_text(completion), "think")
         texts.append(think.split("</table>")[-1].strip() if think is not None and "</table>" in think else "")
-    return gold_similarity(texts, _golds(reasoning, len(completions)))  # unclipped, as the original
+    return gold_similarity(texts, reasoning)  # unclipped, as the original
 
 
+# The package preset's reward names and function names, each bound to this module's function of that name
+# (TRL logs ``rewards/<function name>/mean``, so runs of either preset plot side by side).
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {
-    "format": format_reward,
-    "accuracy": accuracy_reward,
-    "length": length_reward,
-    "tags": tag_count_reward,
-    "chart_type": chart_type_reward,
-    "table": table_reward,
-    "reasoning": reasoning_reward,
+    name: globals()[func.__name__] for name, func in PACKAGE_REWARDS.items()
 }
-"""The preset's functions under the package's reward names, and function names (TRL logs
-``rewards/<function name>/mean``, so runs of either preset plot side by side)."""

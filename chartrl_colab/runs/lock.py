@@ -1,33 +1,34 @@
 """One writer per run directory: a lock that a dead process does not hold.
 
-``{run_dir}/.lock`` holds who writes the run (process id, machine, start time) and is ``flock``-ed by that
-process while it runs. The kernel drops an ``flock`` when its process dies, SIGKILL included, so a killed run
-leaves no lock behind on its machine. A writer on another machine (Drive seen from a second Colab runtime)
-cannot be asked whether it is alive: while it runs it refreshes the file every :data:`HEARTBEAT` seconds,
-and its lock counts as abandoned once the file is older than :data:`STALE_AFTER` seconds (a disconnected
-runtime). A released lock is an empty file.
+``{run_dir}/.lock`` is ``flock``-ed through filelock's ``UnixFileLock``: the kernel drops it when its process dies,
+SIGKILL included. The file also holds who writes the run (process id, machine, start time), for the one-line
+refusal. A writer on another machine (Drive seen from a second Colab runtime) holds no ``flock`` we can see: it
+refreshes the file every :data:`HEARTBEAT` seconds, and its lock lapses once the file is older than
+:data:`STALE_AFTER` seconds. That part stays ours: filelock's ``SoftFileLease`` lets a contender take a lease only
+after watching it unchanged for the whole lease itself, so a fresh runtime would be refused forever (or wait),
+breaking the README's "lapses two minutes after that machine's last heartbeat". A released lock is an empty file.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
 
+import filelock
+
 from chartrl_colab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
 HEARTBEAT = 30.0
 STALE_AFTER = 120.0
-
-try:
-    import fcntl
-except ImportError:  # not on POSIX: the file's contents alone decide
-    fcntl = None
 
 
 def _alive(pid: int) -> bool:
@@ -59,48 +60,54 @@ class RunLock:
     def __init__(self, run_dir: str | Path, stale_after: float = STALE_AFTER, heartbeat: float = HEARTBEAT):
         self.run_dir, self.path = Path(run_dir), Path(run_dir) / LOCK_NAME
         self.stale_after, self.heartbeat = stale_after, heartbeat
+        self._flock: filelock.UnixFileLock | None = None
         self._fd: int | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _busy(self, holder: dict, why: str = "") -> ConfigError:
         return ConfigError(f"run directory {self.run_dir} is in use by {_describe(holder)}{why}; wait for it to "
                            "finish or stop it, or write this run elsewhere (another --output-root)")
 
+    def _lock_file(self) -> bool:
+        """Take the ``flock``; False on a file system without one (some FUSE mounts): the contents decide."""
+        lock = filelock.UnixFileLock(self.path, timeout=0, preserve_lock_file=True, fallback_to_soft=False,
+                                     on_acquired=lambda fd: setattr(self, "_fd", fd))
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise self._busy(_holder(self.path)) from None
+        except OSError as err:
+            if err.errno != errno.ENOSYS:
+                raise
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            return False
+        self._flock = lock
+        return True
+
     def acquire(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        flocked = False
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                flocked = True
-            except OSError as err:
-                if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                    os.close(fd)
-                    raise self._busy(_holder(self.path)) from None
-                # a file system without flock (some FUSE mounts): the contents decide
+        flocked = self._lock_file()
         holder = _holder(self.path)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         if holder.get("pid") and {k: holder.get(k) for k in me} != me:
-            if holder.get("host") == me["host"]:
-                if not flocked and _alive(int(holder["pid"])):
-                    os.close(fd)
-                    raise self._busy(holder)
-            else:
+            busy = None
+            if holder.get("host") != me["host"]:
                 age = time.time() - os.stat(self.path).st_mtime
                 if age < self.stale_after:
-                    os.close(fd)
-                    raise self._busy(holder, f", another machine, last seen {age:.0f} s ago (if that machine is "
-                                             f"gone, its lock lapses {self.stale_after - age:.0f} s from now)")
-            print(f"note: {_describe(holder)} no longer runs; taking over {self.path}")
+                    busy = self._busy(holder, f", another machine, last seen {age:.0f} s ago (if that machine is "
+                                              f"gone, its lock lapses {self.stale_after - age:.0f} s from now)")
+            elif not flocked and _alive(int(holder["pid"])):
+                busy = self._busy(holder)
+            if busy is not None:
+                self._close()
+                raise busy
+            log.info("%s no longer runs; taking over %s", _describe(holder), self.path)
         record = {**me, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        os.fsync(fd)
-        self._fd = fd
-        self._thread = threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True)
-        self._thread.start()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (json.dumps(record) + "\n").encode(), 0)
+        os.fsync(self._fd)
+        self._stop.clear()
+        threading.Thread(target=self._beat, name="run-lock-heartbeat", daemon=True).start()
         return self
 
     def _beat(self) -> None:
@@ -109,6 +116,13 @@ class RunLock:
                 os.utime(self.path)
             except OSError:
                 pass  # Drive hiccup: the next beat tries again
+
+    def _close(self) -> None:
+        if self._flock is not None:
+            self._flock.release()  # closes the descriptor, which drops the flock
+        elif self._fd is not None:
+            os.close(self._fd)
+        self._flock = self._fd = None
 
     def release(self) -> None:
         """Empty the file (a released lock) and drop the ``flock``; the file stays, so no second inode exists."""
@@ -119,8 +133,7 @@ class RunLock:
             os.ftruncate(self._fd, 0)
         except OSError:
             pass
-        os.close(self._fd)  # drops the flock
-        self._fd = None
+        self._close()
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -6,12 +6,16 @@ Written atomically (temp file, then rename); a failed write warns and never stop
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
+
+log = logging.getLogger(__name__)
 
 RUN_JSON = "run.json"
 
@@ -22,7 +26,7 @@ def read_run_json(run_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except ValueError as err:
         raise ConfigError(f"{path} does not parse ({err}); restore it, or delete it to resume without the settings "
                           "check") from None
@@ -61,7 +65,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def write_run_json(run_dir: str | Path, record: dict, warn=print) -> None:
+def write_run_json(run_dir: str | Path, record: dict) -> None:
     """Write ``run.json`` atomically (temp file, then rename); a failure warns and never stops training."""
     path = Path(run_dir) / RUN_JSON
     try:
@@ -70,11 +74,10 @@ def write_run_json(run_dir: str | Path, record: dict, warn=print) -> None:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
         os.replace(tmp, path)
     except OSError as err:
-        warn(f"warning: could not write {path}: {err}")
+        log.warning("could not write %s: %s", path, err)
 
 
-def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0,
-                     warn=print) -> dict:
+def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0) -> dict:
     """Create or update ``run.json`` at the start of a (re)started run; returns the record.
 
     It holds the config, library versions, the git commit, the first start time, the end time (null while
@@ -84,11 +87,11 @@ def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path
     record.update(config=config, versions=library_versions(), git_commit=git_commit(), ended=None)
     record["resumes"].append({"at": _now(), "from_checkpoint": str(resumed_from) if resumed_from else None,
                               "step": step})
-    write_run_json(run_dir, record, warn=warn)
+    write_run_json(run_dir, record)
     return record
 
 
-def finish_run_record(run_dir: str | Path, record: dict, global_step: int, warn=print) -> None:
+def finish_run_record(run_dir: str | Path, record: dict, global_step: int) -> None:
     """Stamp the end time and final step into ``run.json``."""
     record.update(ended=_now(), global_step=global_step)
-    write_run_json(run_dir, record, warn=warn)
+    write_run_json(run_dir, record)

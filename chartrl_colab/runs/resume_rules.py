@@ -14,9 +14,10 @@ from chartrl_colab.errors import ConfigError
 
 # Settings that do not change what a run is: where it is stored, how often it logs and saves, how it resumes.
 FREE = ("output_root", "staging_dir", "data_dir", "logging_steps", "save_steps", "save_total_limit", "report_to",
-        "resume")
-# How far a run goes: may be raised.
-EXTENT = ("max_steps", "num_epochs")
+        "resume", "output_dir", "logging_dir", "logging_first_step", "logging_strategy", "save_strategy",
+        "log_completions", "num_completions_to_print", "disable_tqdm", "dataloader_num_workers", "push_to_hub")
+# How far a run goes: may be raised (num_epochs: the name older run.json files use).
+EXTENT = ("max_steps", "num_train_epochs", "num_epochs")
 
 
 def _raised(name: str, old, new) -> bool:
@@ -60,7 +61,8 @@ def extends(recorded: dict, current: dict, step: int) -> bool:
         return max_steps > step
     if recorded.get("max_steps", -1) != -1:
         return True  # was cut at a step count, now runs its epochs
-    return current.get("num_epochs", 0) > recorded.get("num_epochs", current.get("num_epochs", 0))
+    epochs = current.get("num_train_epochs", current.get("num_epochs", 0))
+    return epochs > recorded.get("num_train_epochs", recorded.get("num_epochs", epochs))
 
 
 def finished(record: dict | None, current: dict) -> str | None:

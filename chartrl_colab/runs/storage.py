@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
+import logging
 import math
 import os
 import re
@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.files import read_json
 from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
     RUN_JSON,
     finish_run_record,
@@ -30,6 +31,8 @@ from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_re
     start_run_record,
     write_run_json,
 )
+
+log = logging.getLogger(__name__)
 
 ROOT_ENV = "CHARTRL_ROOT"
 COLAB_MARKER = Path("/var/colab/hostname")
@@ -51,11 +54,8 @@ FINAL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safete
 
 # --------------------------------------------------------------------------------------- where runs live
 def in_colab(marker: str | Path | None = None) -> bool:
-    """True inside a Google Colab runtime.
-
-    Both the ``google.colab`` module and Colab's hostname file must be there: Kaggle and other hosted
-    notebooks set look-alike environment variables, and ``google.colab`` alone can be pip-installed.
-    """
+    """True inside a Google Colab runtime: the ``google.colab`` module *and* Colab's hostname file (Kaggle sets
+    look-alike variables, and ``google.colab`` alone can be pip-installed)."""
     marker = COLAB_MARKER if marker is None else marker
     has_module = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
     return has_module and Path(marker).exists()
@@ -68,33 +68,27 @@ def drive_mounted(mount: str | Path | None = None) -> bool:
 
 
 def mount_drive(mount: str | Path | None = None, marker: str | Path | None = None) -> bool:
-    """Mount Google Drive in Colab; True when it is mounted afterwards.
-
-    Outside Colab, or in a kernel with no front end to authorise the mount (papermill's), this says so
-    and returns False: runs then go wherever ``output_root`` points.
-    """
+    """Mount Google Drive in Colab; True when it is mounted afterwards. Outside Colab, or in a kernel with no
+    front end to authorise the mount (papermill's), it says so and returns False."""
     mount = DRIVE_MOUNT if mount is None else mount
     if drive_mounted(mount):
         return True
     if not in_colab(marker):
-        print("Not in Colab: Google Drive is not mounted; runs stay on this machine.")
+        log.info("Not in Colab: Google Drive is not mounted; runs stay on this machine.")
         return False
     try:
         from google.colab import drive  # type: ignore[import-not-found]
 
         drive.mount(str(mount))
     except Exception as err:  # noqa: BLE001 - any failure means "no Drive", which the caller handles
-        print(f"Could not mount Google Drive ({err}); runs stay on this machine.")
+        log.warning("could not mount Google Drive (%s); runs stay on this machine", err)
         return False
     return drive_mounted(mount)
 
 
 def default_output_root(env=None, mount: str | Path | None = None, marker: str | Path | None = None) -> Path:
-    """Where run directories go when ``--output-root`` is not given.
-
-    ``$CHARTRL_ROOT`` if set; in Colab with Drive mounted, ``{mount}/MyDrive/chartrl/runs`` (survives a
-    disconnect); in Colab without Drive, ``/content/runs`` (lost at disconnect); elsewhere ``./runs``.
-    """
+    """Where run directories go without ``--output-root``: ``$CHARTRL_ROOT``; in Colab with Drive mounted
+    ``{mount}/MyDrive/chartrl/runs``, without it ``/content/runs`` (lost at disconnect); elsewhere ``./runs``."""
     env = os.environ if env is None else env
     mount = DRIVE_MOUNT if mount is None else mount
     if env.get(ROOT_ENV):
@@ -105,11 +99,8 @@ def default_output_root(env=None, mount: str | Path | None = None, marker: str |
 
 
 def with_output_root(cfg):
-    """``cfg`` with an empty ``output_root`` replaced by :func:`default_output_root` (a copy; else ``cfg``).
-
-    Settings stay pure; where runs live depends on the machine (Colab, Drive), so it is decided here, when a
-    run is about to be located.
-    """
+    """``cfg`` with an empty ``output_root`` replaced by :func:`default_output_root` (a copy; else ``cfg``): where
+    runs live depends on the machine, so it is decided when a run is about to be located, not in the settings."""
     if cfg.output_root:
         return cfg
     return dataclasses.replace(cfg, output_root=str(default_output_root()))
@@ -127,8 +118,7 @@ def checkpoint_step(path: str | Path) -> int | None:
 
 
 def _safetensors_ok(path: Path) -> str | None:
-    """None when safetensors itself can open the file (its header parses and covers exactly the file's
-    bytes, so a truncated or padded file is refused); else why not."""
+    """None when safetensors opens the file (its header covers exactly the file's bytes); else why not."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -169,18 +159,14 @@ def checkpoint_problem(path: str | Path) -> str | None:
 
 
 def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
-    """``(problem, trainer state)``: why a checkpoint folder is incomplete (None if it is complete), and its
-    parsed ``trainer_state.json`` when it is, so a reader need not parse a long run's state twice.
-
-    Complete means: ``trainer_state.json`` parses (transformers writes it last), every weight file's
-    safetensors header is whole and matches its size, and the optimizer/scheduler/RNG files present are
-    whole zip archives (a truncated one has no end-of-archive record).
-    """
+    """``(problem, trainer state)``: why a checkpoint folder is incomplete (None if complete), and its parsed
+    ``trainer_state.json`` when complete. Complete: the state parses (transformers writes it last) and passes
+    :func:`state_problem`, every weight file is whole safetensors, the optimizer/scheduler/RNG files whole zips."""
     path = Path(path)
     if not path.is_dir():
         return "not a directory", None
     try:
-        state = json.loads((path / TRAINER_STATE).read_text())
+        state = read_json(path / TRAINER_STATE)
     except FileNotFoundError:
         return f"no {TRAINER_STATE}", None
     except (OSError, ValueError) as e:
@@ -189,7 +175,7 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
         return problem, None
     if (path / ADAPTER_CONFIG).exists():
         try:
-            if not isinstance(json.loads((path / ADAPTER_CONFIG).read_text()), dict):
+            if not isinstance(read_json(path / ADAPTER_CONFIG), dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             return f"{ADAPTER_CONFIG} does not parse ({e})", None
@@ -197,7 +183,7 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
     index = path / WEIGHT_INDEX
     if index.exists():
         try:
-            shards = set(json.loads(index.read_text())["weight_map"].values())
+            shards = set(read_json(index)["weight_map"].values())
         except (OSError, ValueError, KeyError) as e:
             return f"{WEIGHT_INDEX} does not parse ({e})", None
         weights += [path / s for s in sorted(shards)]
@@ -228,43 +214,36 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def latest_checkpoint(run_dir: str | Path, warn=None) -> Path | None:
-    """The newest complete checkpoint in a run directory, or None.
-
-    Newer checkpoints that are incomplete are skipped; ``warn`` (e.g. ``print``) is called once for each,
-    naming it and saying why.
-    """
+def latest_checkpoint(run_dir: str | Path, warn: bool = False) -> Path | None:
+    """The newest complete checkpoint in a run directory, or None; with ``warn``, one warning per newer
+    incomplete one skipped, naming it and saying why."""
     found = latest_checkpoint_state(run_dir, warn)
     return found[0] if found else None
 
 
-def latest_checkpoint_state(run_dir: str | Path, warn=None) -> tuple[Path, dict] | None:
+def latest_checkpoint_state(run_dir: str | Path, warn: bool = False) -> tuple[Path, dict] | None:
     """Like :func:`latest_checkpoint`, with that checkpoint's parsed ``trainer_state.json``."""
     for ckpt in reversed(list_checkpoints(run_dir)):
         problem, state = inspect_checkpoint(ckpt)
         if problem is None:
             return ckpt, state
-        if warn is not None:
-            warn(f"warning: skipping incomplete checkpoint {ckpt}: {problem}")
+        if warn:
+            log.warning("skipping incomplete checkpoint %s: %s", ckpt, problem)
     return None
 
 
-def remove_incomplete(run_dir: str | Path, newer_than: int, warn=print) -> None:
-    """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (left by a run killed mid-save).
-
-    The resumed run will save those steps again; left in place, transformers' rotation would count them.
-    """
+def remove_incomplete(run_dir: str | Path, newer_than: int) -> None:
+    """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (left by a run killed mid-save): the
+    resumed run saves those steps again, and transformers' rotation would count them."""
     for ckpt in list_checkpoints(run_dir):
         if checkpoint_step(ckpt) > newer_than and (problem := checkpoint_problem(ckpt)) is not None:
-            warn(f"warning: removing incomplete checkpoint {ckpt} ({problem})")
+            log.warning("removing incomplete checkpoint %s (%s)", ckpt, problem)
             shutil.rmtree(ckpt, ignore_errors=True)
 
 
-def clear_run(run_dir: str | Path, *more_dirs, warn=print) -> None:
-    """Start a run directory over (``--resume never``): delete its checkpoints, final model and logs, saying so.
-
-    Left in place, an older run's checkpoints would be taken by the next ``--resume auto`` for this run's.
-    """
+def clear_run(run_dir: str | Path, *more_dirs) -> None:
+    """Start a run directory over (``--resume never``): delete its checkpoints, final model and logs, saying so
+    (left there, the next ``--resume auto`` would take them for this run's)."""
     for d in dict.fromkeys(Path(p) for p in (run_dir, *more_dirs)):
         if not d.is_dir():
             continue
@@ -272,18 +251,15 @@ def clear_run(run_dir: str | Path, *more_dirs, warn=print) -> None:
                d / "logs"]
         old = [p for p in old if p.exists()]
         if old:
-            warn(f"--resume never: deleting the earlier run in {d}: {', '.join(p.name for p in old)}")
+            log.info("--resume never: deleting the earlier run in %s: %s", d, ", ".join(p.name for p in old))
         for p in old:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-def find_resume_checkpoint(resume: str, run_dirs, warn=print) -> Path | None:
-    """The checkpoint a run continues from.
-
-    ``resume`` is ``"auto"`` (the newest complete checkpoint among ``run_dirs``, e.g. the Drive run dir and
-    its local staging folder; None if there is none), ``"never"`` (None), or the path of a checkpoint, which
-    must be complete.
-    """
+def find_resume_checkpoint(resume: str, run_dirs, warn: bool = True) -> Path | None:
+    """The checkpoint a run continues from: for ``"auto"`` the newest complete one among ``run_dirs`` (the
+    Drive run dir and its local staging folder; ``warn``: say which incomplete ones are skipped), None for
+    ``"never"`` or none found, else ``resume`` as a path, which must be complete (else ConfigError)."""
     if resume == "never":
         return None
     if resume != "auto":
@@ -312,10 +288,8 @@ PARTIAL_PREFIX = ".partial-"  # a copy in progress; never matches checkpoint-N, 
 
 
 def _copy_files(src: Path, dest: Path, copy) -> None:
-    """Copy ``src``'s files into ``dest`` over files already there, then drop files ``src`` lacks.
-
-    Overwriting keeps Drive's file ids, so recycling an old checkpoint folder sends nothing to the Trash.
-    """
+    """Copy ``src``'s files into ``dest`` over files already there (Drive keeps their ids, nothing goes to its
+    Trash), then drop the files ``src`` lacks."""
     wanted = set()
     for f in sorted(src.rglob("*")):
         rel = f.relative_to(src)
@@ -332,7 +306,7 @@ def _copy_files(src: Path, dest: Path, copy) -> None:
 
 
 def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
-                    retries: int = 3, wait: float = 2.0, warn=print) -> Path | None:
+                    retries: int = 3, wait: float = 2.0) -> Path | None:
     """Copy a complete local checkpoint into ``dest_run_dir``, safely; returns the copy, or None on failure.
 
     The files go into ``.partial-checkpoint-N`` and the folder is renamed to ``checkpoint-N`` only once
@@ -362,7 +336,7 @@ def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None,
             partial.rename(final)
             break
         except OSError as err:
-            warn(f"warning: copying {src} to {dest_run_dir} failed (attempt {attempt}/{retries}): {err}")
+            log.warning("copying %s to %s failed (attempt %d/%d): %s", src, dest_run_dir, attempt, retries, err)
             if attempt == retries:
                 return None
             time.sleep(wait * attempt)
@@ -372,11 +346,9 @@ def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None,
     return final
 
 
-def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile, warn=print) -> None:
-    """Copy the files (and listed folders) of ``src`` into ``dest``, skipping unchanged ones; never raises.
-
-    For what is not a checkpoint: TensorBoard events, the final adapter, wandb's offline files.
-    """
+def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile) -> None:
+    """Copy the files (and the folders in ``names``) of ``src`` into ``dest``, skipping unchanged ones and
+    checkpoints; never raises. For TensorBoard events, the final adapter, wandb's offline files."""
     src, dest = Path(src), Path(dest)
     try:
         for f in sorted(src.rglob("*")):
@@ -392,13 +364,12 @@ def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copy
             target.parent.mkdir(parents=True, exist_ok=True)
             copy(f, target)
     except OSError as err:
-        warn(f"warning: copying {src} to {dest} failed: {err}; will try again at the next checkpoint")
+        log.warning("copying %s to %s failed: %s; will try again at the next checkpoint", src, dest, err)
 
 
 # ------------------------------------------------------------------------------------------- helpers
 def safe_name(label: str) -> str:
     """A label as a file or folder name.
-
     >>> safe_name("W-REINFORCE λ=0.1"), safe_name("runs/psr@4"), safe_name("///")
     ('W-REINFORCE_0.1', 'runs_psr@4', 'run')
     """
@@ -406,8 +377,8 @@ def safe_name(label: str) -> str:
 
 
 def jsonable(obj):
-    """``obj`` ready for ``json.dumps``: non-finite floats as None (JSON has no NaN), numpy/torch scalars as
-    numbers, paths and other objects as strings, dataclasses as dicts.
+    """``obj`` for ``json.dumps``: non-finite floats as None, numpy/torch scalars as numbers, dataclasses as dicts,
+    paths and other objects as strings.
 
     >>> jsonable({"x": float("nan"), "p": Path("runs"), "t": (1, 2)})
     {'x': None, 'p': 'runs', 't': [1, 2]}

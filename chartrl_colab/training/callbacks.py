@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -13,18 +14,15 @@ from transformers.integrations import WandbCallback
 
 from chartrl_colab.runs import storage
 
+log = logging.getLogger(__name__)
+
 WANDB_PROJECT = "chartrl-nsr"
 
 
 class CheckpointMirror(TrainerCallback):
-    """Copy each checkpoint from local disk (``local_dir``) to the run directory (on Drive), in the background.
-
-    The Trainer writes to fast local disk; once a checkpoint is complete (``on_save`` runs after transformers
-    has written ``trainer_state.json``) a worker thread copies it with :func:`storage.copy_checkpoint`
-    (temporary name, then rename; rotation to ``keep`` by recycling). One copy runs at a time; training goes
-    on meanwhile. Local checkpoints older than the newest copied one are deleted (local disk is small).
-    Logs and wandb's offline files are mirrored with each checkpoint and at the end.
-    """
+    """Copy each complete checkpoint (``on_save`` runs after ``trainer_state.json`` is written) from local disk
+    to the run directory on Drive with :func:`storage.copy_checkpoint`, one at a time in a worker thread while
+    training goes on; then delete older local ones. Logs and wandb's offline files follow each checkpoint."""
 
     def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
                  retries: int = 3, wait: float = 2.0):
@@ -74,9 +72,8 @@ def wandb_logged_in() -> bool:
     """True when a wandb API key is configured (env or ~/.netrc); otherwise runs log offline."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return "api.wandb.ai" in netrc.read_text()
+        return "api.wandb.ai" in Path(os.environ.get("NETRC", Path.home() / ".netrc")).read_text()
     except OSError:
         return False
 
@@ -84,9 +81,12 @@ def wandb_logged_in() -> bool:
 class SafeWandbCallback(WandbCallback):
     """transformers' ``WandbCallback`` that starts the run our way and never stops training.
 
-    The run is initialised here (project ``chartrl-nsr``, name = run dir name, the full run config, tags
-    mode/model/dataset/seed, a stable id so a resume continues it, offline unless logged in); after any
-    wandb error it warns once and switches itself off.
+    The run starts here because the stock ``setup`` passes only project and name: we add the full run config,
+    tags mode/model/dataset/seed, the stable id kept in run.json (``resume="allow"``, so a resume continues it)
+    and offline unless logged in. wandb's own variables win where set (``WANDB_PROJECT``, ``WANDB_MODE``,
+    ``WANDB_RESUME``); they are read, never written, so a notebook's next run does not inherit this one's id.
+    Every hook is guarded: after any wandb error it warns once and switches itself off (the README's "a wandb
+    error prints a warning and training goes on"; the stock callback would raise into the Trainer).
     """
 
     def __init__(self, run_name: str, config: dict, tags: list[str], run_id: str, local_dir: str | Path):
@@ -102,34 +102,32 @@ class SafeWandbCallback(WandbCallback):
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - wandb must never be the reason a run dies
             self.disabled = True
-            print(f"warning: wandb {what} failed ({type(err).__name__}: {err}); continuing without wandb")
+            log.warning("wandb %s failed (%s: %s); continuing without wandb", what, type(err).__name__, err)
             return None
 
-    def _init(self):
-        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
-        self.local_dir.mkdir(parents=True, exist_ok=True)
-        self._wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=self.run_name,
-                         id=self.run_id, resume="allow", config=self.run_config, tags=self.tags,
-                         dir=str(self.local_dir), mode=mode)
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
+    def setup(self, args, state, model, **kwargs):
         if state.is_world_process_zero and self._wandb.run is None:
-            self._guard("init", self._init)
-        self._guard("setup", super().on_train_begin, args, state, control, model=model, **kwargs)
-
-    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-        self._guard("log", super().on_log, args, state, control, model=model, logs=logs, **kwargs)
-
-    def on_save(self, args, state, control, **kwargs):
-        self._guard("save", super().on_save, args, state, control, **kwargs)
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        self._guard("evaluate", super().on_evaluate, args, state, control, **kwargs)
-
-    def on_predict(self, args, state, control, metrics=None, **kwargs):
-        self._guard("predict", super().on_predict, args, state, control, metrics=metrics, **kwargs)
+            self.local_dir.mkdir(parents=True, exist_ok=True)
+            mode = os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+            self._guard("init", self._wandb.init, project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+                        name=self.run_name, id=self.run_id, resume=os.environ.get("WANDB_RESUME", "allow"),
+                        config=self.run_config, tags=self.tags, dir=str(self.local_dir), mode=mode)
+        self._guard("setup", super().setup, args, state, model, **kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._guard("end", super().on_train_end, args, state, control, **kwargs)
         if state.is_world_process_zero and self._wandb.run is not None:
             self._guard("finish", self._wandb.finish)
+
+
+def _guarded(what: str, hook: str):
+    def call(self, *args, **kwargs):
+        return self._guard(what, getattr(WandbCallback, hook), self, *args, **kwargs)
+
+    call.__name__ = hook
+    return call
+
+
+for _what, _hook in (("setup", "on_train_begin"), ("log", "on_log"), ("save", "on_save"),
+                     ("evaluate", "on_evaluate"), ("predict", "on_predict")):
+    setattr(SafeWandbCallback, _hook, _guarded(_what, _hook))

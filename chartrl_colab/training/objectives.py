@@ -26,9 +26,10 @@ w-reinforce    lambda_psr * r_i  if correct,  r_i - 1 otherwise     all scored s
 psr, nsr and w-reinforce use no group baseline and no std scaling: an all-correct or all-wrong group
 still carries signal (GRPO's advantages are zero there). The batch is cut down to the samples in the
 loss (``keep`` below) before the update, so the others' tokens are neither in the loss nor in its
-normalisation, whatever TRL's ``loss_type``; the trainer does this through TRL's loss mask. A sample the
-verifier could not score (reward None) is in no mode's loss; in grpo, one that no reward with a non-zero
-weight scored (:func:`unscorable`).
+normalisation, whatever TRL's ``loss_type``; the trainer does this through TRL's loss mask, and cuts the
+dropped rows out of the model's forward (the per-step formula is in :mod:`chartrl_colab.training.trainer`).
+A sample the verifier could not score (reward None) is in no mode's loss; in grpo, one that no reward with a
+non-zero weight scored (:func:`unscorable`).
 
 The rest of the paper's recipe is the default of :class:`chartrl_colab.config.RunConfig` and is what
 TRL's GRPO loss computes with it: a PPO-clipped surrogate (epsilon 0.2), averaged over the response

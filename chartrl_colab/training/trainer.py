@@ -13,8 +13,27 @@ Three hooks, no copy of TRL's loop:
 3. After TRL's ``_compute_loss``: for the loss types that average per completion (``grpo``, ``dr_grpo``,
    and TRL's ``sapo``, ``luspo``) the loss is rescaled from TRL's count of rows to the kept ones, so the
    dropped samples are out of the normalisation for every loss type (``dapo`` reads the recounted
-   ``num_items_in_batch``, ``bnpo`` the mask); and a micro-batch whose own mask is empty logs no entropy
+   ``num_items_in_batch``; ``bnpo``, which TRL divides by each micro-batch's own tokens, is computed as
+   ``dapo`` whenever a sample is dropped); and a micro-batch whose own mask is empty logs no entropy
    or clip ratio (a mean over no tokens), instead of TRL's 0.
+
+The loss of one optimizer step. A rollout (generation batch) holds K kept completions with T kept tokens
+over all processes; TRL splits it into ``steps_per_generation`` (S) slices, ``gradient_accumulation_steps``
+(G) of which make one optimizer step, so a rollout makes S / G steps (S must be a multiple of G:
+:func:`check_step_layout`). With l_it the clipped surrogate of token t of completion i, the step's loss is::
+
+    token losses (dapo, bnpo):      L = (S / G) * sum_{i kept in the step} sum_t l_it / T
+    per completion (grpo, dr_grpo): L = (S / G) * sum_{i kept in the step} mean_t l_it / K   (dr_grpo: sum_t / L_max)
+
+i.e. each step is normalised as if the rollout's kept samples were spread evenly over its S / G steps
+(K G / S completions each): the step's gradient is an unbiased estimate, over TRL's shuffle, of the
+rollout's kept-only mean gradient. With S = G (the default) it is exactly the kept-only mean of the step.
+
+Only kept rows are paid for: before the policy's forward each micro-batch is cut down to its rows with
+tokens in the loss mask (pixel values and image grids with them), and the extra no-grad forward for old
+log-probs (``steps_per_generation`` > G or ``num_iterations`` > 1) runs on the kept rows only. Every process
+runs the same number of rows (the most any process keeps, at least one, padded with dropped rows whose mask
+is empty), so collectives (ZeRO-3's parameter gathers, TRL's metric gathers) match up.
 
 With every sample kept and ``grpo`` mode, TRL's loss is unchanged. Works with any model, reward functions
 and data set that ``GRPOTrainer`` accepts, text-only included.
@@ -27,9 +46,11 @@ import math
 import torch
 from tqdm.auto import tqdm
 from trl import GRPOTrainer
-from trl.trainer.utils import RepeatSampler
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import RepeatSampler, split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
 from chartrl_colab.config import MODES
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.training.objectives import Advantages, compute_advantages
 
 # Metrics TRL computes in `_compute_loss` as means over the loss mask: meaningless when it is empty.
@@ -37,6 +58,46 @@ _MASKED_METRICS = ("entropy", "kl", "clip_ratio/low_mean", "clip_ratio/high_mean
 # TRL loss types that divide by the number of completions in the micro-batch (times max_completion_length for
 # dr_grpo) rather than by the tokens in the loss mask: dropped completions would stay in that count.
 _PER_COMPLETION_LOSSES = ("grpo", "dr_grpo", "sapo", "luspo")
+
+
+def check_step_layout(args) -> None:
+    """Refuse a ``GRPOConfig`` whose optimizer steps straddle rollouts: ConfigError, one line.
+
+    The kept samples' normalisation is per rollout (see the module docstring); a step spanning several
+    rollouts (``steps_per_generation`` below ``gradient_accumulation_steps``, or not a multiple of it) would
+    weigh each rollout by its own kept count, so a lone kept sample in a sparse rollout would count several
+    times its share.
+
+    >>> from types import SimpleNamespace as NS
+    >>> check_step_layout(NS(steps_per_generation=4, gradient_accumulation_steps=2))
+    >>> check_step_layout(NS(steps_per_generation=1, gradient_accumulation_steps=2))
+    Traceback (most recent call last):
+    chartrl_colab.errors.ConfigError: steps_per_generation=1 is not valid with gradient_accumulation_steps=2; it must \
+be a multiple of it (2, 4, ...), so that no optimizer step spans two rollouts
+    """
+    spg, gas = getattr(args, "steps_per_generation", None), getattr(args, "gradient_accumulation_steps", 1)
+    if spg is not None and spg % gas != 0:
+        raise ConfigError(f"steps_per_generation={spg} is not valid with gradient_accumulation_steps={gas}; it must "
+                          f"be a multiple of it ({gas}, {2 * gas}, ...), so that no optimizer step spans two rollouts")
+
+
+def select_rows(batch: dict, index: torch.Tensor, rows: int) -> dict:
+    """The rows ``index`` (sorted, 1-D) of a batch of ``rows`` samples, as TRL lays one out.
+
+    Per-sample tensors and lists (first dimension ``rows``) are indexed; pixel values and image grids are
+    split per sample by TRL's ``split_pixel_values_by_grid`` first and merged back after; scalars pass.
+    """
+    split = split_pixel_values_by_grid(batch)
+    picked = index.tolist()
+    out = {}
+    for key, value in split.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
+            out[key] = value[index.to(value.device)]
+        elif isinstance(value, list) and len(value) == rows:
+            out[key] = [value[i] for i in picked]
+        else:
+            out[key] = value
+    return unsplit_pixel_values_by_grid(out)
 
 
 def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -> int:
@@ -121,7 +182,8 @@ class ModeTrainer(GRPOTrainer):
     """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
 
     ``verifier`` is the index or name of the reward function that judges correctness (a sample is correct
-    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function. ``print_mode_lines`` prints one line per generation step.
+    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function.
+    ``print_mode_lines`` prints one line per generation step.
     """
 
     def __init__(
@@ -140,6 +202,7 @@ class ModeTrainer(GRPOTrainer):
             raise ValueError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number")
         if not lambda_psr >= 0:
             raise ValueError(f"lambda_psr={lambda_psr!r} is not valid; it must be >= 0")
+        check_step_layout(kwargs["args"] if "args" in kwargs else args[2] if len(args) > 2 else None)
         super().__init__(*args, **kwargs)
         if self.loss_type in _PER_COMPLETION_LOSSES and (getattr(self, "_entropy_bonus_enabled", False)
                                                          or getattr(self, "aux_loss_enabled", False)):
@@ -153,6 +216,8 @@ class ModeTrainer(GRPOTrainer):
         self.verifier_index = resolve_verifier(verifier, self.reward_func_names)
         self.print_mode_lines = print_mode_lines
         self._gathered_rewards: torch.Tensor | None = None
+        self._defer_old_logps = False  # set while TRL's generation runs: its old log-probs wait for the objective
+        self._deferred_forward: tuple | None = None
 
     def _get_train_sampler(self, dataset=None):
         s = super()._get_train_sampler(dataset)
@@ -163,8 +228,61 @@ class ModeTrainer(GRPOTrainer):
         self._gathered_rewards = rewards  # all processes' rewards: the objective needs whole groups
         return rewards
 
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, **kwargs):
+        if self._defer_old_logps and not compute_entropy:
+            # TRL's no-grad forward for old log-probs, called before the rewards are known: remember it and run it
+            # on the kept rows once the objective has chosen them (_deferred_old_logps).
+            self._defer_old_logps = False
+            self._deferred_forward = (model, input_ids, attention_mask, logits_to_keep, batch_size, kwargs)
+            return torch.zeros(input_ids.shape[0], logits_to_keep, device=input_ids.device), None, None
+        return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                          batch_size=batch_size, compute_entropy=compute_entropy,
+                                                          **kwargs)
+
+    def _rows_to_run(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """Rows of a batch to run the model on: those with tokens in ``mask`` (B, T), padded with empty ones to
+        the most any process has (at least one), so every process runs a forward of the same size. ``None``:
+        all of them. A collective: every process calls it at the same point."""
+        has = mask.sum(1) > 0
+        count = int(has.sum())
+        most = max(int(self.accelerator.gather(torch.tensor([count], device=mask.device)).max()), 1)
+        if most >= mask.shape[0]:
+            return None
+        padding = (~has).nonzero().flatten()[: most - count]
+        return torch.cat([has.nonzero().flatten(), padding]).sort().values
+
+    def _deferred_old_logps(self, mask: torch.Tensor) -> torch.Tensor:
+        """The old log-probs TRL asked for during generation, computed on the rows kept by ``mask`` only (B, T);
+        the other rows get 0 (they are out of the loss mask, and cut from the loss's forward)."""
+        model, input_ids, attention_mask, logits_to_keep, batch_size, kwargs = self._deferred_forward
+        self._deferred_forward = None
+        rows = input_ids.shape[0]
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 **{k: v for k, v in kwargs.items() if v is not None}}
+        index = self._rows_to_run(mask)
+        if index is not None:
+            batch = select_rows(batch, index, rows)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model, batch.pop("input_ids"), batch.pop("attention_mask"), logits_to_keep, batch_size=batch_size,
+                **batch)
+        if index is None:
+            return logps
+        old = logps.new_zeros(rows, logits_to_keep)
+        old[index.to(old.device)] = logps
+        return old
+
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        # TRL computes old log-probs when a rollout serves several optimizer steps; they can wait for the objective
+        # when nothing at generation time reads them (vLLM's importance sampling and the KL's reference forward do).
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        self._defer_old_logps = (self.args.gradient_accumulation_steps % generate_every != 0 and self.beta == 0.0
+                                 and not (self.use_vllm and self.vllm_importance_sampling_correction))
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._defer_old_logps = False
         split = "train" if self.model.training else "eval"
         rewards = self._gathered_rewards
         objective = compute_advantages(
@@ -194,6 +312,9 @@ class ModeTrainer(GRPOTrainer):
             output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
             # A scalar: TRL's shuffle and split hand it unchanged to every slice of the generation batch.
             output["num_kept_completions"] = objective.keep.sum().to(output["advantages"])
+        if self._deferred_forward is not None:
+            mask = output["completion_mask"] * output.get("tool_mask", 1)
+            output["old_per_token_logps"] = self._deferred_old_logps(mask)
         self._record(split, objective, rewards)
         return output
 
@@ -212,10 +333,11 @@ class ModeTrainer(GRPOTrainer):
         """Factor taking TRL's per-completion loss from its count of rows to the kept completions.
 
         TRL divides a micro-batch's sum of per-completion terms by ``rows * gradient_accumulation_steps``
-        (times ``max_completion_length`` for dr_grpo). Cut down to the kept completions, the generation batch
-        would spread them evenly over its ``steps_per_generation`` slices, as TRL's ``dapo`` spreads its
-        tokens: the divisor becomes ``kept / num_processes * gradient_accumulation_steps /
-        steps_per_generation``. The ratio of the two is 1 when every completion is kept.
+        (times ``max_completion_length`` for dr_grpo; ``rows`` as given to the loss, after the cut to kept
+        rows). Cut down to the kept completions, the generation batch would spread them evenly over its
+        ``steps_per_generation`` slices, as TRL's ``dapo`` spreads its tokens: the divisor becomes ``kept /
+        num_processes * gradient_accumulation_steps / steps_per_generation``. The ratio of the two is 1 when
+        every completion is kept.
         """
         kept = inputs.get("num_kept_completions")
         if kept is None or self.loss_type not in _PER_COMPLETION_LOSSES:
@@ -230,8 +352,18 @@ class ModeTrainer(GRPOTrainer):
         metrics = self._metrics[split]
         # .get: indexing the defaultdict would create keys TRL never fills (kl with beta=0) and log them as None.
         before = {key: len(metrics.get(key, ())) for key in _MASKED_METRICS}
-        loss = super()._compute_loss(model, inputs) * self._kept_rescale(inputs, split)
         mask = inputs["completion_mask"] * inputs["tool_mask"] if "tool_mask" in inputs else inputs["completion_mask"]
+        loss_type = self.loss_type
+        if "num_kept_completions" in inputs:  # some sample is dropped: pay only for the kept ones
+            index = self._rows_to_run(mask)
+            if index is not None:
+                inputs = select_rows(inputs, index, mask.shape[0])
+            if loss_type == "bnpo":  # TRL's bnpo counts a micro-batch (or process) with no kept token as a full one
+                self.loss_type = "dapo"
+        try:
+            loss = super()._compute_loss(model, inputs) * self._kept_rescale(inputs, split)
+        finally:
+            self.loss_type = loss_type
         # TRL's token means are over this micro-batch's mask on every process together (a collective, as TRL's).
         if float(self.accelerator.reduce(mask.sum().float(), reduction="sum")) == 0:
             # No completion of this micro-batch in the loss (psr with no correct one, say): the loss is an exact

@@ -1,0 +1,282 @@
+"""The packages a notebook needs: what its setup cell installs in Colab, and checks everywhere.
+
+:func:`setup` is what every notebook's setup cell calls. In Colab it installs what ``requirements-colab.txt``
+lists and the runtime lacks (:func:`install_requirements`), keeping Colab's own torch, torchvision and
+torchaudio (pinned) and its ipywidgets and ipykernel (not listed: Colab's front end renders ipywidgets 7), with
+bitsandbytes on a CUDA runtime only; pip's conflict report is shown, and a restart is asked, stopping the
+notebook, only when the install replaced a distribution this kernel had already imported. Everywhere it makes
+child processes import the package from where this kernel does (:func:`share_with_children`) and stops with
+one line naming the fix when a needed package is missing (:func:`require_installed`). ``make colab-check``
+resolves the same install command against Colab's published package list (``benchmarks/colab_check.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from chartrl_colab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+REQUIREMENTS_FILE = "requirements-colab.txt"
+PACKAGE = "chartrl-colab"
+# Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
+NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
+CUDA_ONLY = ("bitsandbytes",)  # 4-bit loading on a CUDA GPU; on some CPUs its import only warns
+PIP_TAIL = 20  # lines of pip's output shown when it fails
+
+
+def requirement_problems(requirements) -> list[str]:
+    """One line per requirement the installed packages miss (absent, or outside the tested bounds).
+
+    >>> requirement_problems(["# comment", "", "no-such-package-xyz>=1", "pip>=1"])
+    ['no-such-package-xyz is not installed (needs >=1)']
+    """
+    from packaging.requirements import Requirement
+
+    problems = []
+    for line in requirements:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        req = Requirement(line)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            installed = importlib.metadata.version(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{req.name} is not installed (needs {req.specifier or 'any version'})")
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            problems.append(f"{req.name} {installed} is installed; the tested versions are {req.specifier}")
+    return problems
+
+
+def package_requirements() -> list[str]:
+    """The package's declared dependencies (pyproject's tested bounds), extras left out."""
+    try:
+        return list(importlib.metadata.requires(PACKAGE) or [])
+    except importlib.metadata.PackageNotFoundError:
+        return []
+
+
+def requirements_file() -> Path | None:
+    """``requirements-colab.txt`` of the repository this package runs from, if it is there."""
+    path = package_root() / REQUIREMENTS_FILE
+    return path if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ install
+def cuda_runtime() -> bool:
+    """True on a machine whose torch sees a CUDA GPU (where bitsandbytes' 4-bit loading is used)."""
+    try:
+        import torch
+    except ImportError:  # no torch at all: require_installed names it
+        return False
+
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
+    """The requirements ``path`` holds that pip may install here: never torch, torchvision or torchaudio (the
+    runtime's CUDA build stays), and the CUDA-only ones (:data:`CUDA_ONLY`) only when ``cuda``."""
+    skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
+    return [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()
+            if line.split("#", 1)[0].strip() and _name(line) not in skip]
+
+
+def pip_install_command(requirements: list[str], pins: list[str], folder: str | Path,
+                        python: str = sys.executable) -> list[str]:
+    """``python -m pip install -r REQS -c CONSTRAINTS`` for ``requirements`` with ``pins`` (``name==version``) held,
+    the two files written into ``folder``. The notebooks install with it and ``make colab-check`` resolves with it."""
+    reqs, constraints = Path(folder) / "requirements.txt", Path(folder) / "constraints.txt"
+    reqs.write_text("\n".join(requirements) + "\n")
+    constraints.write_text("\n".join(pins) + "\n")
+    return [python, "-m", "pip", "install", "-r", str(reqs), "-c", str(constraints)]
+
+
+def install_requirements(path: str | Path | None = None, force: bool = False, enabled: bool = True,
+                         cuda: bool | None = None) -> bool:
+    """In Colab, pip-install what ``requirements-colab.txt`` lists and this runtime lacks; True when pip ran.
+
+    Outside Colab (or when everything is already there) nothing is installed. torch, torchvision and
+    torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
+    pull a CPU wheel over Colab's CUDA build; bitsandbytes is installed on a CUDA runtime only. pip's report of
+    installed packages whose declared requirements the install broke is shown as warnings. When the install
+    changed a distribution whose modules this kernel has already imported, :class:`RestartRequired` stops the
+    notebook naming those (the kernel would go on with the old code).
+    """
+    from chartrl_colab.runs.storage import in_colab
+
+    if not enabled:
+        log.info("install=False: nothing installed.")
+        return False
+    if not (force or in_colab()):
+        log.info("Not in Colab: using the installed packages (pip install -e . installs them).")
+        return False
+    path = Path(path) if path else requirements_file()
+    if path is None or not Path(path).is_file():
+        raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
+                          "and run from it")
+    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda)
+    missing = requirement_problems(lines)
+    if not missing:
+        log.info(f"✓ Everything in {Path(path).name} is installed.")
+        return False
+    from chartrl_colab.runs.storage import library_versions
+
+    pins = [f"{name}=={version}" for name, version in library_versions(NEVER_INSTALL).items()
+            if name != "python" and version is not None]
+    before = installed_versions()
+    log.info(f"Installing what {Path(path).name} lists and this runtime lacks ({len(missing)}), keeping "
+             f"{', '.join(pins) or 'no torch'} ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Captured, not streamed: pip's progress would fill the cell; its reasons and conflicts are shown.
+        proc = subprocess.run(pip_install_command(lines, pins, tmp) + ["-q"], capture_output=True, text=True)
+    output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
+    if proc.returncode != 0:
+        print("\n".join([line for line in output if line.strip()][-PIP_TAIL:]))
+        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
+                           "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
+    conflicts = pip_conflicts(output)
+    for line in conflicts:
+        log.warning(line)
+    changed = changed_versions(before, installed_versions())
+    stale = imported_distributions(changed)
+    if stale:
+        raise RestartRequired("restart the runtime (Runtime > Restart session), then Run all again: this kernel had "
+                              "already imported " + ", ".join(f"{name} {changed[name][0]} (now {changed[name][1]})"
+                                                              for name in stale))
+    log.info("✓ Installed" + (", but pip reports the conflicts above with packages this runtime had."
+                               if conflicts else "."))
+    return True
+
+
+class RestartRequired(ConfigError):
+    """The install replaced code this kernel has already imported: restart, then Run all again (one line)."""
+
+
+def pip_conflicts(output: list[str]) -> list[str]:
+    """pip's report of installed packages whose declared requirements an install broke (pip exits 0 with it).
+
+    >>> pip_conflicts(["ok", "ERROR: pip's dependency resolver does not currently take into account all the "
+    ...                "packages that are installed. This behaviour is the source of the following dependency "
+    ...                "conflicts.", "gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 "
+    ...                "which is incompatible.", "Successfully installed x"])[1:]
+    ['gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 which is incompatible.']
+    """
+    start = next((i for i, line in enumerate(output) if "pip's dependency resolver" in line), None)
+    if start is None:
+        return []
+    rest = [line for line in output[start + 1:] if " requires " in line or "has requirement" in line]
+    return ["pip: " + output[start].removeprefix("ERROR: ").split(". ")[0] + ":", *rest]
+
+
+def imported_distributions(changed) -> list[str]:
+    """The distributions among ``changed`` (normalised names) of which this process has imported a module.
+
+    >>> imported_distributions({"pip": ("1", "2"), "no-such-dist": ("1", "2")}) == (["pip"] if "pip" in sys.modules
+    ...                                                                               else [])
+    True
+    """
+    if not changed:
+        return []
+    modules = importlib.metadata.packages_distributions()  # top-level module -> distributions providing it
+    imported = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    return [name for name in changed if _canonical(name) in imported]
+
+
+def require_installed(path: str | Path | None = None, cuda: bool | None = None) -> None:
+    """Stop with one line naming the fix when a package the notebooks import is not installed (an install that was
+    skipped, or a kernel from another environment): better than ``ModuleNotFoundError: trl`` cells later."""
+    path = Path(path) if path else requirements_file()
+    from packaging.requirements import Requirement
+
+    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
+    reqs = [Requirement(line) for line in lines]
+    needed = [*NEVER_INSTALL[:2], *(r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""}))]
+    missing = [name for name in dict.fromkeys(needed) if not _installed(name)]  # torch: the runtime's own
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} not installed in this kernel's Python ({sys.executable}): in Colab "
+                          "set install = True (00_setup) and run the setup cell again; elsewhere pip install -e . "
+                          "from the clone with that Python")
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def package_root() -> Path:
+    """The folder the package is imported from (a clone's root when run from one)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def share_with_children() -> None:
+    """Make processes this kernel starts (``accelerate launch``, ``python -m chartrl_colab.train``) import the
+    package from where this kernel does: a clone only put on ``sys.path`` is added to ``PYTHONPATH``."""
+    root = str(package_root())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if (package_root() / "pyproject.toml").is_file() and root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+
+
+def repo_file(path: str | Path) -> str:
+    """A file named relative to the repository (``deepspeed_zero3.yaml``) as an absolute path: from the current
+    folder when it is there, else from the clone the package runs from; ``""`` stays ``""``.
+
+    >>> repo_file("deepspeed_zero3.yaml") == str(package_root() / "deepspeed_zero3.yaml"), repo_file("")
+    (True, '')
+    """
+    if not path:
+        return ""
+    for candidate in (Path(path), package_root() / path):
+        if candidate.is_file():
+            return str(candidate.resolve())
+    raise ConfigError(f"{str(path)!r} not found in {Path.cwd()} nor in {package_root()}")
+
+
+def setup(install: bool = True) -> None:
+    """What every notebook's setup cell does: log lines in the cell, children that import the package, in Colab
+    the install of what is missing, then one line naming the fix if a needed package is still missing."""
+    from chartrl_colab.messages import configure_logging
+
+    configure_logging()
+    share_with_children()
+    install_requirements(enabled=install)
+    require_installed()
+
+
+def installed_versions() -> dict[str, str]:
+    """Every installed distribution's version, by normalised name."""
+    importlib.invalidate_caches()
+    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+
+
+def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Packages installed before in another version than now (new installs are not stale, so not listed).
+
+    >>> changed_versions({"trl": "1.0", "peft": "0.2", "x": "1"}, {"trl": "1.16", "peft": "0.2", "x": "1", "new": "3"})
+    {'trl': ('1.0', '1.16')}
+    """
+    return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _name(requirement_line: str) -> str:
+    from packaging.requirements import Requirement
+
+    return Requirement(requirement_line.split("#", 1)[0].strip()).name.lower()
