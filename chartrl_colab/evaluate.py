@@ -38,6 +38,7 @@ import numpy as np
 
 from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError, one_of
+from chartrl_colab.evaluation import compare
 from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
 from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
 from chartrl_colab.evaluation.samples import read_rows
@@ -250,11 +251,17 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     metrics = {"metric": metric_label(metric, files[0].settings), "ks": ks, "confidence": confidence,
                "n_bootstrap": n_bootstrap, "seed": seed,
                "num_questions": len(files[0].ids), "labels": names, "models": models, "notes": notes}
+    # Paired differences (every pair, k = 1..the smallest n): the same questions sampled by both models.
+    common = np.arange(1, min(n_of.values()) + 1)
+    metrics["differences"] = compare.differences({f.label: pass_at_k_curve(f.n, f.c, common) for f in files}, common,
+                                                 n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
 
     out = Path(output_dir)
     with naming(out):
         out.mkdir(parents=True, exist_ok=True)
     figures = [plot_curves(metrics, out / "passk_curves.png"), plot_bars(metrics, out / "passk_bars.png")]
+    if len(files) > 1:
+        figures.append(compare.plot_differences(metrics, out / "passk_differences.png"))
     table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
     per_question_csv = write_per_question(files, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
@@ -282,7 +289,7 @@ def _pyplot():
 def plot_curves(metrics: dict, path: Path) -> Path:
     """pass@k against k (log2 axis) for every file, with bootstrap bands and markers at the requested k."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for label, m in metrics["models"].items():
         k = np.array(m["curve"]["k"])
         (line,) = ax.plot(k, m["curve"]["mean"], label=f"{label} (n={m['n']})", linewidth=1.8)
@@ -300,7 +307,7 @@ def plot_curves(metrics: dict, path: Path) -> Path:
     ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)\n"
                  f"correct: {metrics['metric']}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never over a band
     fig.tight_layout()
     _save_figure(plt, fig, path)
     return path
@@ -365,6 +372,7 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
             cells = ["" if o[g]["accuracy"] is None else f"{o[g]['accuracy']:.4f} ({o[g]['num_questions']})"
                      for g in ("human", "augmented", "overall")]
             lines.append("| " + " | ".join([label, *cells]) + " |")
+    lines += compare.difference_lines(metrics)
     with atomic_path(md_path) as tmp:
         tmp.write_text(f"pass@k ({metrics['metric']}), mean over questions "
                        f"[{metrics['confidence']:.0%} bootstrap interval]\n\n" + "\n".join(lines) + "\n",

@@ -207,8 +207,11 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
         "logged_steps": len(losses),
         "first_loss": first_loss,
         "final_loss": final_loss,
-        "loss_reduction_pct": (100.0 * (first_loss - final_loss) / abs(first_loss)
-                               if first_loss not in (None, 0.0) and final_loss is not None else None),
+        # A relative reduction means something for a loss that stays positive; GRPO's on-policy loss sits at 0 and
+        # changes sign (0.005 -> -0.002 is no "140% reduction"), so it has none.
+        "loss_reduction_pct": (100.0 * (first_loss - final_loss) / first_loss
+                               if first_loss is not None and final_loss is not None and first_loss > 0
+                               and final_loss >= 0 else None),
         "final_learning_rate": _first_last(cols, "learning_rate")[1],
         "first_reward": first_reward,
         "final_reward": final_reward,
@@ -251,8 +254,9 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
         elif s["loss_reduction_pct"] is not None:
             lines.append(f"  Loss reduction: {s['loss_reduction_pct']:.1f}% "
                          f"({s['first_loss']:.3f} → {s['final_loss']:.3f})")
-        elif s["first_loss"] is not None:  # a zero first loss has no relative change
-            lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f})")
+        elif s["first_loss"] is not None:  # a loss at or crossing 0 has no relative change: the absolute one
+            lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f}, change "
+                         f"{s['final_loss'] - s['first_loss']:+.3f})")
         for key, name, unit in (("accuracy", "Verifier accuracy", ""), ("entropy", "Entropy", " nats")):
             t = s.get(key)
             if t:

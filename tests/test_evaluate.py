@@ -114,7 +114,7 @@ def test_evaluate_command_writes_figures_tables_and_metrics_that_match_recomputa
 def test_the_report_object(two_files, tmp_path):
     base, nsr = two_files
     report = ev.evaluate([base, nsr], ks=[1, 4], output_dir=tmp_path / "o", n_bootstrap=50)
-    assert [p.name for p in report.figures] == ["passk_curves.png", "passk_bars.png"]
+    assert [p.name for p in report.figures] == ["passk_curves.png", "passk_bars.png", "passk_differences.png"]
     assert all(p.exists() for p in [*report.figures, report.table_md, report.table_csv, report.metrics_json])
     assert list(report.metrics["models"]) == ["base", "nsr"]  # labels default to the file names
     assert json.loads(report.metrics_json.read_text()) == report.metrics

@@ -98,8 +98,9 @@ def expected_summary(history, window=None):
            "final_learning_rate": [e["learning_rate"] for e in history if "learning_rate" in e][-1],
            "first_reward": rewards[0], "final_reward": rewards[-1], "reward_change": rewards[-1] - rewards[0],
            "training_seconds": seconds, "training_hours": seconds / 3600}
-    # A zero first loss (psr with no correct sample trains on nothing) has no relative reduction / ratio.
-    out["loss_reduction_pct"] = 100 * (losses[0] - losses[-1]) / abs(losses[0]) if losses[0] != 0 else None
+    # Only a loss that stays positive has a relative reduction (psr with nothing correct logs 0; grpo's crosses 0).
+    out["loss_reduction_pct"] = (100 * (losses[0] - losses[-1]) / losses[0] if losses[0] > 0 and losses[-1] >= 0
+                                 else None)
     cv = tail.std() / abs(tail.mean()) if tail.mean() != 0 else None
     out["convergence"] = {"window": w, "loss_cv": cv, "converged": cv is not None and bool(cv < CONVERGENCE_THRESHOLD)}
     for key in ("num_positive", "num_negative", "positive_fraction"):
@@ -381,7 +382,10 @@ def test_convergence_verdict():
     zero = summarize([{"loss": 0.0, "step": 1}, {"loss": 0.0, "step": 2}])  # psr with nothing correct
     assert zero["loss_reduction_pct"] is None and zero["convergence"]["loss_cv"] is None
     text = format_summary({"psr": zero})
-    assert "  Loss reduction: n/a (0.000 → 0.000)" in text
+    assert "  Loss reduction: n/a (0.000 → 0.000, change +0.000)" in text
+    crossing = summarize([{"loss": 0.005, "step": 1}, {"loss": -0.002, "step": 2}])  # grpo's on-policy loss
+    assert crossing["loss_reduction_pct"] is None
+    assert "n/a (0.005 → -0.002, change -0.007)" in format_summary({"grpo": crossing})
     assert "  ? Convergence unknown (the mean loss over the last 2 logged steps is 0)" in text
 
 

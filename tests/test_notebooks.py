@@ -453,8 +453,10 @@ def test_eval_notebook_compares_the_base_and_every_run(poc):
     metrics = json.loads(Path(result["metrics_json"]).read_text())
     for label, value in result["pass_at_1"].items():
         assert metrics["models"][label]["pass_at_1"]["mean"] == value
-    assert {Path(p).name for p in result["figures"]} == {"passk_curves.png", "passk_bars.png"}
+    assert {Path(p).name for p in result["figures"]} == {"passk_curves.png", "passk_bars.png", "passk_differences.png"}
     assert all(Path(p).is_file() for p in result["figures"])
+    modes = json.loads((root / "eval" / "modes.json").read_text())  # the runs pooled per mode, beside the base
+    assert set(modes["modes"]) == {"Base", *(mode.upper() for mode in trained["runs"])}
 
 
 @pytest.mark.slow

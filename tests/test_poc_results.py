@@ -36,6 +36,27 @@ def test_table_has_one_row_per_model_with_the_paper_columns():
                          "| NSR | 0.300 [0.150, 0.600] | 0.600 [0.300, 1.000] | n/a |"]
 
 
+def test_table_shows_paired_differences_to_the_base_and_between_modes(tmp_path):
+    models = {"Base": model_entry("Base", 0.25, 0.5, 1.0), "PSR": model_entry("PSR", 0.5, 0.75, 0.9),
+              "NSR": model_entry("NSR", 0.25, 0.5, 1.1)}
+
+    def cell(diff, low, high):
+        return {"diff": diff, "ci_low": low, "ci_high": high, "significant": low > 0 or high < 0}
+
+    diffs = [{"reference": "Base", "other": "PSR", "k": {"1": cell(0.25, 0.1, 0.4), "4": cell(0.25, -0.1, 0.5)}},
+             {"reference": "Base", "other": "NSR", "k": {"1": cell(0.0, -0.1, 0.1), "4": cell(0.0, 0.0, 0.0)}},
+             {"reference": "PSR", "other": "NSR", "k": {"1": cell(-0.25, -0.4, -0.1), "4": cell(-0.25, -0.5, 0.1)}}]
+    (tmp_path / "metrics.json").write_text(json.dumps({"differences": diffs}))
+    text = poc.format_table(poc.results_table(models), {"models": models, "metrics_json": str(tmp_path / "metrics.json")})
+    lines = text.splitlines()
+    assert "paired bootstrap interval], * where the interval excludes 0" in lines[0]
+    assert lines[2] == "| model | pass@1 | pass@n | mean entropy | pass@1 - base | pass@n - base |"
+    assert lines[4].endswith("| 1.000 | | |")  # the base itself
+    assert lines[5].endswith("| +0.250 [+0.100, +0.400] * | +0.250 [-0.100, +0.500] |")
+    assert lines[6].endswith("| +0.000 [-0.100, +0.100] | +0.000 [+0.000, +0.000] |")
+    assert lines[-1] == "- NSR - PSR: pass@1 -0.250 [-0.400, -0.100] *; pass@4 -0.250 [-0.500, +0.100]"
+
+
 # ----------------------------------------------------------------------------------------------- checks
 RUN = {"global_step": 4, "checkpoint": "r/checkpoint-4", "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}
 
@@ -81,10 +102,10 @@ def fake_stages(monkeypatch, tmp_path):
     return seen
 
 
-def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(fake_stages, tmp_path):
-    lines = []
-    result = poc.run_poc(output_dir=tmp_path / "cmp", echo=lines.append, eval_samples=4, eval_questions=3,
+def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(fake_stages, tmp_path, capsys):
+    result = poc.run_poc(output_dir=tmp_path / "cmp", eval_samples=4, eval_questions=3,
                          output_root=str(tmp_path), max_steps=2, seed=7, max_completion_length=12, temperature=0.9)
+    lines = capsys.readouterr().out.splitlines()
     assert [cfg.mode for cfg in fake_stages["trained"]] == list(MODES)
     (checkpoints, labels, kwargs), = fake_stages["evaluated"]
     assert labels == ["GRPO", "NSR", "W-REINFORCE"]  # psr saved no checkpoint: left out, and said so
@@ -106,7 +127,7 @@ def test_run_poc_samples_the_base_and_every_checkpointed_mode_on_the_test_split(
 
 
 def test_run_poc_without_sampling(fake_stages, tmp_path):
-    result = poc.run_poc(modes=("nsr",), output_dir=tmp_path, echo=lambda *a: None, eval_samples=0,
+    result = poc.run_poc(modes=("nsr",), output_dir=tmp_path, eval_samples=0,
                          output_root=str(tmp_path), max_steps=1)
     assert fake_stages["evaluated"] == [] and result["table"] == [] and result["table_md"] is None
     assert set(result["seconds"]) == {"train", "compare"}

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,line", [
-    ("psr", r"PSR \[Step 0\]: \d+/8 positive samples \| Avg reward: \d\.\d{3} \| Avg advantage: \d\.\d{3}"),
+    ("psr", r"PSR \[Step 1\]: \d+/8 positive samples \| Avg reward: \d\.\d{3} \| Avg advantage: \d\.\d{3}"),
     ("w-reinforce", r"W-REINFORCE \[Step 1\]: \d+ pos \(λ=0\.2\) \+ \d+ neg \(λ=1\.0\) \| Avg reward: \d\.\d{3} "
                     r"\| Avg advantage: -?\d\.\d{3}"),
 ])

@@ -9,6 +9,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -117,6 +118,9 @@ def test_cache_round_trip_and_loading_by_name(warm_cache, capsys):
     text = "<think><type>bar</type><table>{}</table> ok</think><answer>3</answer>"
     assert processor.tokenizer(text).input_ids == tiny_processor.tokenizer(text).input_ids
     assert model.generation_config.eos_token_id == tiny.generation_config.eos_token_id
+    # White, the charts' background, is the zero input, in the processor saved with the base.
+    white = processor.image_processor(images=[PIL.Image.new("RGB", (112, 112), "white")], return_tensors="pt")
+    assert float(white["pixel_values"].abs().max()) == 0.0
     bf16, _ = M.load_model_and_processor("tiny-warm", cache_dir=warm_cache, dtype="bf16")
     assert bf16.dtype == torch.bfloat16
 
@@ -126,28 +130,40 @@ def test_tiny_warm_has_no_random_init():
         M.load_model_and_processor("tiny-warm", init="random")
 
 
-def test_generate_samples_tiny_warm_in_the_window(default_cache, tmp_path):
-    """Sampled at temperature 1 on held-out test charts, the warm base is sometimes right: pass@1 in [0.05, 0.6]
-    and pass@16 at least 0.15 above it (measured by ``python -m chartrl_colab.generate --vlm-name tiny-warm``,
-    the package's pass@k estimator and its accuracy reward)."""
-    out = tmp_path / "warm.jsonl"
+def test_the_warm_base_reads_the_chart_and_is_in_the_window(warm_cache):
+    """On held-out test charts at temperature 1 the warm base is sometimes right (pass@1 in [0.15, 0.5], pass@16
+    well above it), and more often with the chart than with a blank image (pass@1 at least 0.10 higher, same
+    questions, same sampling seeds): its accuracy depends on the image.
+
+    This is the base of seed 0 (the session's cache); it measured pass@1 0.258, pass@16 0.500, blank 0.065 on
+    this sample. The demo's base (seed 2025) measured 0.274 / 0.625 / 0.053 on 64 questions
+    (benchmarks/README.md): the margin of 0.25 the demo needs holds there, 0.2 is asserted here."""
+    model, processor = W.build_warm(warm_cache, 0)
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-wide model: thread hand-offs cost more than they save
     try:
-        assert gen.main(["--vlm-name", "tiny-warm", "--seed", "0", "--split", "test", "--subset-size", str(QUESTIONS),
-                         "--num-samples", str(N), "--max-new-tokens", "64", "--batch-size", str(4 * N),
-                         "--rewards", "format", "accuracy", "--output", str(out)]) == 0
+        got = W.reading(model, processor, questions=QUESTIONS, samples=N, data_seed=2025)
     finally:
         torch.set_num_threads(torch_threads)
-    rows = read_rows(out)
-    assert len(rows) == QUESTIONS and rows[0]["generation"]["vlm_name"] == "tiny-warm"
-    correct = np.array([r["num_correct"] for r in rows])
-    pass1, pass16 = pass_at_k(N, correct, 1).mean(), pass_at_k(N, correct, N).mean()
+    real, blank = np.array(got["real"]), np.array(got["blank"])
+    pass1, pass16 = pass_at_k(N, real, 1).mean(), pass_at_k(N, real, N).mean()
     print(f"tiny-warm on {QUESTIONS} test questions x {N}: pass@1 {pass1:.3f}, pass@{N} {pass16:.3f}, "
-          f"format {np.mean([v for r in rows for v in r['rewards']['format']]) / 2:.2f}")
-    assert 0.05 <= pass1 <= 0.6
-    assert pass16 >= pass1 + 0.15
-    assert np.mean([r["rewards"]["format"].count(2.0) / N for r in rows]) > 0.5  # it has learned the format
+          f"blank image pass@1 {pass_at_k(N, blank, 1).mean():.3f}")
+    assert 0.15 <= pass1 <= 0.5
+    assert pass16 >= pass1 + 0.2
+    assert pass1 >= pass_at_k(N, blank, 1).mean() + 0.10
+
+
+def test_generate_samples_tiny_warm_in_the_answer_format(default_cache, tmp_path):
+    """``python -m chartrl_colab.generate --vlm-name tiny-warm`` samples the cached base: most samples score the
+    full format reward."""
+    out = tmp_path / "warm.jsonl"
+    assert gen.main(["--vlm-name", "tiny-warm", "--seed", "0", "--split", "test", "--subset-size", "8",
+                     "--num-samples", "8", "--max-new-tokens", "64", "--batch-size", "64",
+                     "--rewards", "format", "accuracy", "--output", str(out)]) == 0
+    rows = read_rows(out)
+    assert len(rows) == 8 and rows[0]["generation"]["vlm_name"] == "tiny-warm"
+    assert np.mean([r["rewards"]["format"].count(2.0) / 8 for r in rows]) > 0.5  # it has learned the format
 
 
 @pytest.mark.slow

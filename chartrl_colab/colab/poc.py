@@ -10,7 +10,8 @@ one-line header:
    set's ``test`` split) from the base and from each mode's newest checkpoint, scored with the training
    verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
 3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
-   (:func:`results_table`: pass@1, pass@n and mean entropy per model), and today's training comparison
+   (:func:`results_table`: pass@1, pass@n and mean entropy per model; :func:`format_table` adds each mode's
+   paired difference to the base and between modes, :mod:`chartrl_colab.evaluation.compare`), and the training comparison
    (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
 
 :func:`checks` turns the seed's success indicators into one line per run (steps trained, a checkpoint
@@ -19,11 +20,13 @@ saved, and whether each mode saw the samples it learns from).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.compare import difference_cell
 from chartrl_colab.runs.storage import with_output_root
 
 # In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
@@ -35,8 +38,10 @@ ENTROPY_DEFINITION = ("mean entropy: the mean per-token entropy (nats) of the sa
                       "sampled token, of the distribution each token was drawn from (softmax of logits / temperature); "
                       "computed the same way for the base and each mode")
 
+log = logging.getLogger(__name__)
 
-def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, eval_samples: int = 16,
+
+def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples: int = 16,
             eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, **params) -> dict:
     """Train every mode with the same settings, sample the base and each mode, compare; returns paths and numbers.
 
@@ -64,34 +69,34 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
     stages = 3 if eval_samples else 2
     seconds, errors = {}, []
 
-    started = _stage(echo, 1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from "
+    started = _stage(1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from "
                      f"{first.vlm_name} on {first.dataset_name}: {_budget(first)}, seed {first.seed}")
     runs = {}
     for i, (mode, cfg) in enumerate(configs.items(), 1):
-        echo(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
+        log.info(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
         began = time.monotonic()
         runs[mode] = train_run(cfg)
-        echo(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {_clock(time.monotonic() - began)}")
-    seconds["train"] = _done(echo, started)
+        log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {_clock(time.monotonic() - began)}")
+    seconds["train"] = _done(started)
 
     evaluation, table, passk = None, [], {}
     if eval_samples:
-        started = _stage(echo, 2, stages, f"sampling {eval_samples} completions for each of {eval_questions} "
+        started = _stage(2, stages, f"sampling {eval_samples} completions for each of {eval_questions} "
                          f"held-out questions ({first.dataset_name} {eval_split} split) from the base and "
                          f"{len(configs)} mode(s)")
-        evaluation, skipped = _sample(configs, runs, output_dir, echo, num_samples=eval_samples,
+        evaluation, skipped = _sample(configs, runs, output_dir, num_samples=eval_samples,
                                       subset_size=eval_questions, split=eval_split, batch_size=eval_batch_size)
         errors += skipped
         table = results_table(evaluation["models"])
         passk = {label: m["curve"] for label, m in evaluation["models"].items()}
-        seconds["sample"] = _done(echo, started)
+        seconds["sample"] = _done(started)
 
-    started = _stage(echo, stages, stages, "comparing: " + ("pass@k curves, the table, " if eval_samples else "")
+    started = _stage(stages, stages, "comparing: " + ("pass@k curves, the table, " if eval_samples else "")
                      + "training plots and summary")
     report = monitor([cfg.run_dir for cfg in configs.values()], labels=[m.upper() for m in configs],
                      output_dir=str(output_dir), compare=True)
     if "grpo" in configs:  # what the comparison is like for like on (run.json holds it as the config's grpo_rewards)
-        echo(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from "
+        log.info(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from "
              f"{'the verifier alone, as psr/nsr/w-reinforce' if configs['grpo'].grpo_rewards == 'verifier' else 'the sum of all rewards'})")
     table_md, markdown = None, ""
     if table:
@@ -99,12 +104,12 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", echo=print, 
         table_md = output_dir / TABLE_MD
         output_dir.mkdir(parents=True, exist_ok=True)
         table_md.write_text(markdown)
-        echo(f"The table: {table_md}")
+        log.info(f"The table: {table_md}")
     lines = checks(runs, base=first.vlm_name)
-    echo("\nPOC CHECKS")
+    log.info("\nPOC CHECKS")
     for line in lines:
-        echo(line)
-    seconds["compare"] = _done(echo, started)
+        log.info(line)
+    seconds["compare"] = _done(started)
     figures = [str(p) for p in (evaluation["figures"] if evaluation else [])] + [str(p) for p in report.figures]
     return {"runs": runs, "figures": figures, "table": table, "table_md": str(table_md) if table_md else None,
             "table_markdown": markdown, "passk": passk, "evaluation": evaluation,
@@ -118,8 +123,8 @@ def _budget(cfg: RunConfig) -> str:
             f"completions, lr {cfg.learning_rate:g}")
 
 
-def _stage(echo, i: int, total: int, text: str) -> float:
-    echo(f"\n{'=' * 8} STAGE {i}/{total}: {text}")
+def _stage(i: int, total: int, text: str) -> float:
+    log.info(f"\n{'=' * 8} STAGE {i}/{total}: {text}")
     return time.monotonic()
 
 
@@ -127,13 +132,13 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def _done(echo, started: float) -> float:
+def _done(started: float) -> float:
     took = time.monotonic() - started
-    echo(f"{'=' * 8} done in {_clock(took)}")
+    log.info(f"{'=' * 8} done in {_clock(took)}")
     return round(took, 1)
 
 
-def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **settings) -> tuple[dict, list[str]]:
+def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **settings) -> tuple[dict, list[str]]:
     """The base and every mode's newest checkpoint sampled on the same held-out questions; (evaluation, notes)."""
     from chartrl_colab.colab.pipelines import evaluate_runs
     from chartrl_colab.models import device
@@ -147,12 +152,12 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, echo, **s
             continue
         step = int(Path(run["checkpoint"]).name.rsplit("-", 1)[-1])
         if step < run.get("global_step", 0):
-            echo(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
+            log.info(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
                  f"was not checkpointed (save_steps={configs[mode].save_steps})")
         checkpoints.append(run["checkpoint"])
         labels.append(mode.upper())
     for line in skipped:
-        echo(f"note: {line}")
+        log.info(f"note: {line}")
     evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, vlm_name=cfg.vlm_name,
                                init=cfg.init, dataset_name=cfg.dataset_name, data_dir=cfg.data_dir, seed=cfg.seed,
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
@@ -183,20 +188,48 @@ def results_table(models: dict[str, dict]) -> list[dict]:
 
 
 def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
-    """The table as markdown, its caption saying what each column means (``evaluation``: its settings)."""
+    """The table as markdown, its caption saying what each column means (``evaluation``: its settings, and its
+    ``metrics_json`` whose paired differences (:mod:`chartrl_colab.evaluation.compare`) fill the columns
+    "- base" and the lines between modes below the table)."""
     n = sorted({r["n"] for r in rows})
     generation = next(iter((evaluation or {}).get("models", {}).values()), {}).get("generation", {})
     where = (f" on {rows[0]['questions']} held-out questions ({generation.get('dataset_name', '?')} "
              f"{generation.get('split', '?')} split), temperature {generation.get('temperature', '?')}"
              if rows else "")
+    diffs = _differences(evaluation)
+    base = rows[0]["model"] if rows else None
+    to_base = {d["other"]: d for d in diffs if d["reference"] == base}
+    k_n = str(max((int(k) for k in diffs[0]["k"]), default=1)) if diffs else None
     lines = [f"POC results{where}: pass@1 and pass@n (n = {'/'.join(map(str, n))} samples per question; mean "
-             "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + ".", "",
-             "| model | pass@1 | pass@n | mean entropy |", "|---|---|---|---|"]
+             "over questions [95% bootstrap interval]); " + ENTROPY_DEFINITION + "."
+             + (" '- base': the model's pass@k minus the base's, paired over the same questions [95% paired "
+                "bootstrap interval], * where the interval excludes 0." if diffs else ""), "",
+             "| model | pass@1 | pass@n | mean entropy |" + (" pass@1 - base | pass@n - base |" if diffs else ""),
+             "|---|---|---|---|" + ("---|---|" if diffs else "")]
     for r in rows:
         entropy = f"{r['mean_entropy']:.3f}" if r["mean_entropy"] is not None else "n/a"
-        lines.append(f"| {r['model']} | {_cell(r['pass_at_1'], r['pass_at_1_ci'])} | "
-                     f"{_cell(r['pass_at_n'], r['pass_at_n_ci'])} | {entropy} |")
+        line = (f"| {r['model']} | {_cell(r['pass_at_1'], r['pass_at_1_ci'])} | "
+                f"{_cell(r['pass_at_n'], r['pass_at_n_ci'])} | {entropy} |")
+        if diffs:
+            d = to_base.get(r["model"])
+            line += (f" {difference_cell(d['k']['1'])} | {difference_cell(d['k'][k_n])} |" if d else " | |")
+        lines.append(line)
+    between = [d for d in diffs if d["reference"] != base]
+    if between:
+        lines += ["", f"Between modes (second minus first, paired, pass@1 and pass@{k_n}):", ""]
+        lines += [f"- {d['other']} - {d['reference']}: pass@1 {difference_cell(d['k']['1'])}; "
+                  f"pass@{k_n} {difference_cell(d['k'][k_n])}" for d in between]
     return "\n".join(lines) + "\n"
+
+
+def _differences(evaluation: dict | None) -> list[dict]:
+    """The paired differences evaluate wrote to metrics.json ([] without an evaluation)."""
+    import json
+
+    path = (evaluation or {}).get("metrics_json")
+    if not path or not Path(path).is_file():
+        return []
+    return json.loads(Path(path).read_text()).get("differences") or []
 
 
 def _cell(mean: float, ci: list[float]) -> str:

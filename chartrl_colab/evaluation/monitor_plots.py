@@ -146,6 +146,10 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -
     return x[keep], y[keep]
 
 
+_STYLES = ("-", "--", "-.", ":", (0, (5, 1)))
+_MARKERS = ("o", "s", "^", "v", "D", "x")
+
+
 def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: str | None = None,
                 keys: tuple[str, ...] | None = None):
     """One matplotlib Figure of a metric for every run in ``histories`` (label -> log history or its
@@ -175,14 +179,19 @@ def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: st
                 continue  # a metric this run did not log: the others still draw
             color = f"C{i % 10}"
             ax.plot(*decimate(steps, values), color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(*decimate(steps, smooth(values)), color=color, linewidth=1.8, label=label)
+            # Runs with equal values stay visible: each later run is drawn thinner, dashed and marked on top
+            # of the earlier ones, so a run under another shows as a rim around it.
+            xs, ys = decimate(steps, smooth(values))
+            ax.plot(xs, ys, color=color, linewidth=max(0.8, 3.2 - 0.6 * i), linestyle=_STYLES[i % len(_STYLES)],
+                    marker=_MARKERS[i % len(_MARKERS)], markersize=max(2.5, 6 - i), markevery=max(1, len(xs) // 12),
+                    label=label)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if len(panels) > 1:
             ax.set_title(_panel_title(key))
         ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the data, not on it
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"{title}: {next(iter(runs))}" if len(runs) == 1 else title)

@@ -219,6 +219,15 @@ class ModeTrainer(GRPOTrainer):
         self._defer_old_logps = False  # set while TRL's generation runs: its old log-probs wait for the objective
         self._deferred_forward: tuple | None = None
 
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        # A metric with no value this time (entropy or clip ratio over no kept token: psr on a step with nothing
+        # correct) is left out of the step's log, rather than handed on by TRL as None, which every logger warns
+        # about and the plots would have to skip.
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        for key in [k for k, values in metrics.items() if all(math.isnan(v) for v in values)]:
+            del metrics[key]
+        super().log(logs, start_time)
+
     def _get_train_sampler(self, dataset=None):
         s = super()._get_train_sampler(dataset)
         return EpochRepeatSampler(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
@@ -327,7 +336,8 @@ class ModeTrainer(GRPOTrainer):
         metrics["mode/positive_fraction"].append(pos / n)
         if self.print_mode_lines and split == "train" and self.accelerator.is_main_process:
             avg = float(torch.nanmean(rewards[:, self.verifier_index]))  # unscored samples have no reward
-            tqdm.write(mode_line(self.mode, self.state.global_step, objective, avg, self.lambda_psr))
+            # the optimizer step this rollout feeds (global_step counts those done), as the plots number it
+            tqdm.write(mode_line(self.mode, self.state.global_step + 1, objective, avg, self.lambda_psr))
 
     def _kept_rescale(self, inputs, split: str) -> float:
         """Factor taking TRL's per-completion loss from its count of rows to the kept completions.

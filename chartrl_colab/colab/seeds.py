@@ -1,0 +1,121 @@
+"""Runs of one mode with several seeds compared as one line per mode: a ``batch`` of modes x seeds, evaluated.
+
+After :func:`chartrl_colab.colab.pipelines.evaluate_runs` sampled every run of a batch's output root (and the
+base) on the same questions, :func:`compare_modes` groups the runs by mode (their ``run.json``), and gives
+per mode the mean pass@k over seeds and questions with an interval resampling both, and the difference to
+the base with the paired interval (:mod:`chartrl_colab.evaluation.compare`). It writes ``modes_table.md``,
+``modes_passk.png`` (one line per mode), ``modes_differences.png`` (each mode minus the base) and
+``modes.json`` to the evaluation folder. ``03_eval`` calls it when the runs it evaluates hold a mode more
+than once::
+
+    result = pipelines.evaluate_runs(run_dirs, labels, include_base, eval_dir, ks, **settings)
+    modes = seeds.compare_modes(result["samples"], run_dirs, eval_dir)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluate import align, load_samples
+from chartrl_colab.evaluation import compare
+from chartrl_colab.evaluation.passk import pass_at_k_curve
+from chartrl_colab.runs.record import read_run_json
+
+__all__ = ["compare_modes", "group_by_mode"]
+
+BASE = "Base"
+
+
+def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple[str, int | None]]]:
+    """Sample labels grouped by their run's mode (``run.json``'s config): mode -> [(label, seed)], in order.
+
+    ``labels_to_runs``: sample label -> run directory (or a checkpoint folder in it).
+    """
+    groups: dict[str, list[tuple[str, int | None]]] = {}
+    for label, run in labels_to_runs.items():
+        run = Path(run)
+        record = read_run_json(run) or read_run_json(run.parent) or {}
+        config = record.get("config") or {}
+        if "mode" not in config:
+            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this package")
+        groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
+    return groups
+
+
+def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Path, base: str = BASE,
+                  n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Per mode: mean pass@k (k = 1..n) over its seeds and the questions, and its difference to ``base``.
+
+    ``samples``: label -> samples file, as :func:`chartrl_colab.colab.pipelines.evaluate_runs` returns it (the base
+    under ``base``, each run under its own label, in the order of ``run_dirs``). Every file must hold the same
+    questions. Returns ``{"modes": {mode: {"seeds", "labels", "k", "mean", "ci_low", "ci_high"}},
+    "differences": [{"other", "k": {k: {diff, ci_low, ci_high, significant}}}], "table_md", "table_markdown",
+    "figures", "json"}``.
+    """
+    runs = [label for label in samples if label != base]
+    if len(runs) != len(run_dirs):
+        raise ConfigError(f"got {len(runs)} sampled runs for {len(run_dirs)} run directories; pass evaluate_runs' "
+                          "samples and the run directories it sampled, in the same order")
+    groups = group_by_mode(dict(zip(runs, run_dirs)))
+    files = [load_samples(path, label) for label, path in samples.items()]
+    align(files)
+    n = int(min(f.n.min() for f in files))
+    ks = np.arange(1, n + 1)
+    curves = {f.label: pass_at_k_curve(f.n, f.c, ks) for f in files}  # questions x k, same question order
+    stacked = {mode: np.stack([curves[label] for label, _ in members]) for mode, members in groups.items()}
+    if base in curves:
+        stacked = {base: curves[base][None], **stacked}
+    settings = dict(n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    modes = {}
+    for mode, values in stacked.items():
+        s = compare.seed_mean(values, **settings)
+        members = groups.get(mode, [(base, None)])
+        modes[mode] = {"seeds": [sd for _, sd in members], "labels": [lb for lb, _ in members], "k": ks.tolist(),
+                       "mean": s["mean"].tolist(), "ci_low": s["ci_low"].tolist(), "ci_high": s["ci_high"].tolist()}
+    diffs = []
+    if base in stacked:
+        for mode in groups:
+            d = compare.difference(stacked[base], stacked[mode], **settings)
+            diffs.append({"reference": base, "other": mode, "k": {str(k): {
+                "diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]), "ci_high": float(d["ci_high"][j]),
+                "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    questions = len(files[0].ids)
+    markdown = _table(modes, diffs, n, questions, confidence)
+    table_md = out / "modes_table.md"
+    table_md.write_text(markdown)
+    figures = [compare.plot_seed_means(
+        {mode: {**m, "seeds": len(m["seeds"])} for mode, m in modes.items()}, out / "modes_passk.png",
+        f"pass@k per mode, mean over seeds and {questions} questions ({confidence:.0%} bootstrap bands over both)")]
+    if diffs:
+        figures.append(compare.plot_differences({"labels": [base], "differences": diffs, "num_questions": questions,
+                                                 "confidence": confidence, "metric": "relaxed_correctness"},
+                                                out / "modes_differences.png"))
+    result = {"modes": modes, "differences": diffs, "table_md": str(table_md), "table_markdown": markdown,
+              "figures": [str(p) for p in figures]}
+    path = out / "modes.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    result["json"] = str(path)
+    print(markdown)  # what the cell shows
+    return result
+
+
+def _table(modes: dict, diffs: list, n: int, questions: int, confidence: float) -> str:
+    by_mode = {d["other"]: d for d in diffs}
+    ks = [1] if n == 1 else [1, n]
+    head = ["mode", "seeds", *[f"pass@{k}" for k in ks], *[f"pass@{k} - base" for k in ks]]
+    lines = [f"pass@k per mode: mean over seeds and {questions} questions [{confidence:.0%} bootstrap interval over "
+             "seeds and questions]; difference to the base paired over questions (* where its interval excludes 0)",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for mode, m in modes.items():
+        cells = [f"{m['mean'][k - 1]:.3f} [{m['ci_low'][k - 1]:.3f}, {m['ci_high'][k - 1]:.3f}]" for k in ks]
+        d = by_mode.get(mode)
+        cells += [compare.difference_cell(d["k"][str(k)]) if d else "" for k in ks]
+        lines.append(f"| {mode} | {len(m['seeds'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,218 @@
+"""Whether a difference in pass@k is real: paired bootstrap intervals over questions, and means over seeds.
+
+Every model is sampled on the same questions, so two models are compared question by question: the difference
+of their mean pass@k is the mean of the per-question differences, and its interval comes from resampling the
+questions (one resample for both models). A question that is hard for one model is usually hard for the other,
+so the paired interval is much narrower than the two unpaired intervals side by side.
+
+Runs of one mode with several seeds (a ``batch`` of modes x seeds) count as one model: its pass@k is the mean
+over seeds and questions, and its interval resamples both, the seeds of each mode with replacement and the
+questions (shared by every model) with replacement. With one seed per model this is the paired bootstrap
+over questions above. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
+
+Values are per-question pass@k arrays, e.g. rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`:
+shaped ``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
+
+Numpy and the package's ``ConfigError``; matplotlib only inside :func:`plot_differences` and
+:func:`plot_seed_means`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from chartrl_colab.errors import ConfigError
+
+__all__ = ["difference", "difference_cell", "difference_lines", "differences", "plot_differences", "plot_seed_means",
+           "seed_mean"]
+
+
+def _runs(values, name: str) -> np.ndarray:
+    """``values`` as (seeds, questions, K) floats: one run given as (questions[, K]) gets a seed axis of 1."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :, None]
+    elif arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise ConfigError(f"{name} must be per-question values shaped (questions[, K]) or (seeds, questions, K) with "
+                          f"at least one seed and one question, got shape {np.shape(values)}")
+    return arr
+
+
+def _check_settings(n_bootstrap, confidence) -> None:
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence={confidence!r} is not valid; it must be between 0 and 1 (e.g. 0.95)")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ConfigError(f"n_bootstrap={n_bootstrap!r} is not valid; it must be a whole number >= 1")
+
+
+def _replicates(groups: list[np.ndarray], n_bootstrap: int, seed: int) -> list[np.ndarray]:
+    """Bootstrap means (n_bootstrap, K) of each group (seeds, questions, K): one question resample per replicate,
+    shared by all groups (the pairing), and each group's seeds resampled on their own."""
+    q = groups[0].shape[1]
+    rng = np.random.default_rng(seed)
+    question_w = rng.multinomial(q, np.full(q, 1.0 / q), size=n_bootstrap) / q  # (B, Q), rows sum to 1
+    out = []
+    for values in groups:
+        s = values.shape[0]
+        seed_w = rng.multinomial(s, np.full(s, 1.0 / s), size=n_bootstrap) / s if s > 1 else np.ones((n_bootstrap, 1))
+        per_seed = np.einsum("bq,sqk->bsk", question_w, values)  # each seed's mean over the resampled questions
+        out.append(np.einsum("bs,bsk->bk", seed_w, per_seed))
+    return out
+
+
+def _interval(replicates: np.ndarray, point: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+    # Identical resampled means can straddle the point by one ulp; an interval always holds its point.
+    return np.minimum(low, point), np.maximum(high, point)
+
+
+def seed_mean(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Mean over seeds and questions with a bootstrap interval resampling both: ``{"mean", "ci_low", "ci_high",
+    "seeds", "per_seed"}``, each value an array over K (``per_seed``: seeds x K, each seed's mean over questions).
+
+    ``values``: (seeds, questions, K), or (questions[, K]) for one run. Every seed must hold the same questions.
+
+    >>> s = seed_mean([[[0.2], [0.2]], [[0.6], [0.6]]], n_bootstrap=4000)  # two seeds, two questions, one k
+    >>> round(float(s["mean"][0]), 3), [round(float(s[b][0]), 3) for b in ("ci_low", "ci_high")]
+    (0.4, [0.2, 0.6])
+    """
+    _check_settings(n_bootstrap, confidence)
+    runs = _runs(values, "values")
+    (reps,) = _replicates([runs], int(n_bootstrap), seed)
+    mean = runs.mean(axis=(0, 1))
+    low, high = _interval(reps, mean, confidence)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": runs.shape[0], "per_seed": runs.mean(axis=1)}
+
+
+def difference(reference, other, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """``other`` minus ``reference`` in mean pass@k, paired over questions: ``{"diff", "ci_low", "ci_high",
+    "significant"}`` as arrays over K; ``significant`` where the interval excludes 0.
+
+    Both are per-question values of the same questions in the same order, (questions[, K]) for one run or
+    (seeds, questions, K) for several (the seeds resampled too, each side on its own).
+
+    >>> d = difference([0.0, 0.5, 1.0, 0.2], [0.1, 0.6, 1.0, 0.3])  # better on 3 of 4 questions, never worse
+    >>> round(float(d["diff"][0]), 3), bool(d["significant"][0]), round(float(d["ci_low"][0]), 3)
+    (0.075, True, 0.025)
+    """
+    _check_settings(n_bootstrap, confidence)
+    ref, oth = _runs(reference, "reference"), _runs(other, "other")
+    if ref.shape[1:] != oth.shape[1:]:
+        raise ConfigError(f"a paired comparison needs the same questions and k: got {ref.shape[1:]} and "
+                          f"{oth.shape[1:]} (questions, K); sample both on the same questions")
+    rep_ref, rep_oth = _replicates([ref, oth], int(n_bootstrap), seed)
+    diff = oth.mean(axis=(0, 1)) - ref.mean(axis=(0, 1))
+    low, high = _interval(rep_oth - rep_ref, diff, confidence)
+    return {"diff": diff, "ci_low": low, "ci_high": high, "significant": (low > 0) | (high < 0)}
+
+
+def differences(per_question: dict, ks, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> list:
+    """Every pair of models: the first model (the base) against each other, then the others pairwise.
+
+    ``per_question``: label -> per-question pass@k at ``ks`` (questions, len(ks)) or (seeds, questions, len(ks)).
+    Returns one dict per pair: ``{"reference", "other", "k": {str(k): {"diff", "ci_low", "ci_high",
+    "significant"}}}`` with floats and bools.
+    """
+    labels = list(per_question)
+    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    out = []
+    for ref, oth in pairs:
+        d = difference(per_question[ref], per_question[oth], n_bootstrap, confidence, seed)
+        out.append({"reference": ref, "other": oth, "k": {
+            str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]), "ci_high": float(d["ci_high"][j]),
+                          "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
+    return out
+
+
+def difference_cell(d: dict) -> str:
+    """``+0.062 [+0.021, +0.104] *`` (the star: the interval excludes 0)."""
+    return f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]{' *' if d['significant'] else ''}"
+
+
+def difference_lines(metrics: dict) -> list[str]:
+    """Markdown lines of ``metrics["differences"]`` (from :func:`differences`) at pass@1 and pass@n, n the smallest
+    sample count: one row per pair, the base against each model first. Empty with fewer than two models."""
+    diffs = metrics.get("differences") or []
+    if not diffs:
+        return []
+    n = max(int(k) for k in diffs[0]["k"])
+    ks = [1] if n == 1 else [1, n]
+    lines = ["", f"paired differences (row's second model minus its first, mean over the same questions "
+                 f"[{metrics.get('confidence', 0.95):.0%} paired bootstrap interval]; * where the interval excludes 0)",
+             "", "| difference | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for d in diffs:
+        lines.append(f"| {d['other']} - {d['reference']} | "
+                     + " | ".join(difference_cell(d["k"][str(k)]) for k in ks) + " |")
+    return lines
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; also works with no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _log2_axis(ax, largest: int) -> None:
+    ax.set_xscale("log", base=2)
+    ticks = [2**i for i in range(largest.bit_length()) if 2**i <= largest]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlim(1, max(largest, 2))
+    ax.set_xlabel("k (samples)")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_differences(metrics: dict, path) -> object:
+    """pass@k of each model minus the first model's (the base), k = 1..n, with the paired bands: where the pass@k
+    curves lie on top of each other, this shows which way each model moved and whether the band leaves 0."""
+    plt = _pyplot()
+    base = metrics["labels"][0]
+    against = [d for d in metrics.get("differences", []) if d["reference"] == base]
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    largest = 1
+    for i, d in enumerate(against):
+        k = np.array(sorted(int(x) for x in d["k"]))
+        cells = [d["k"][str(x)] for x in k]
+        color = f"C{i + 1}"  # C0 is the base's colour in the pass@k plot
+        ax.plot(k, [c["diff"] for c in cells], color=color, linewidth=1.8, marker="o", markersize=3,
+                label=f"{d['other']} - {base}")
+        ax.fill_between(k, [c["ci_low"] for c in cells], [c["ci_high"] for c in cells], color=color, alpha=0.15,
+                        linewidth=0)
+        largest = max(largest, int(k[-1]))
+    _log2_axis(ax, largest)
+    ax.set_ylabel(f"pass@k minus {base}'s")
+    ax.set_title(f"difference to {base} over {metrics['num_questions']} questions "
+                 f"({metrics['confidence']:.0%} paired bootstrap bands)\ncorrect: {metrics['metric']}", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_seed_means(curves: dict, path, title: str, ylabel: str = "pass@k") -> object:
+    """One line per model: mean pass@k over seeds and questions with its band (``curves``: label ->
+    ``{"k", "mean", "ci_low", "ci_high", "seeds"}``, as :func:`seed_mean` gives plus the k)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    largest = 1
+    for i, (label, c) in enumerate(curves.items()):
+        k = np.asarray(c["k"])
+        ax.plot(k, c["mean"], color=f"C{i}", linewidth=1.8, marker="o", markersize=3,
+                label=f"{label} ({c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
+        ax.fill_between(k, c["ci_low"], c["ci_high"], color=f"C{i}", alpha=0.15, linewidth=0)
+        largest = max(largest, int(k[-1]))
+    _log2_axis(ax, largest)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
