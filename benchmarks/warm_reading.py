@@ -25,7 +25,8 @@ def report(result: dict, samples: int) -> None:
     n = np.full(len(result["kind"]), samples)
     for which in ("real", "blank"):
         c = np.array(result[which])
-        print(f"{which:5s} pass@1 {pass_at_k(n, c, 1).mean():.3f}  pass@{samples} {pass_at_k(n, c, samples).mean():.3f}  "
+        print(f"{which:5s} pass@1 {pass_at_k(n, c, 1).mean():.3f}  "
+              f"pass@{samples} {pass_at_k(n, c, samples).mean():.3f}  "
               + "  ".join(f"{k} {c[idx].sum() / (len(idx) * samples):.2f}" for k, idx in sorted(kinds.items())))
 
 

@@ -54,7 +54,8 @@ class BatchConfig:
     seeds: tuple[int, ...] = field(default=(2025,), metadata={"help": "Seeds to run; every mode runs every seed."})
     parameters: dict = field(default_factory=dict,
                              metadata={"help": "Other notebook parameters, the same for every run (-p NAME VALUE)."})
-    output_root: str = field(default="", metadata={"help": "Folder of the run directories ($CHARTRL_ROOT, else ./runs)."})
+    output_root: str = field(default="", metadata={
+        "help": "Folder of the run directories ($CHARTRL_ROOT, else ./runs)."})
     gpus: str | None = field(default=None, metadata={
         "help": "GPUs to use, e.g. 0,1,2,3: one run per GPU at a time (left out: one run at a time, GPUs untouched)."})
     accelerate_config: str = field(default="", metadata={
@@ -136,7 +137,8 @@ def notebook_parameters(notebook: str | Path) -> dict:
 
     path = Path(notebook)
     if not path.is_file():
-        raise ConfigError(f"notebook={str(notebook)!r} does not exist; give a .ipynb file such as notebooks/02_train.ipynb")
+        raise ConfigError(f"notebook={str(notebook)!r} does not exist; give a .ipynb file such as "
+                          "notebooks/02_train.ipynb")
     found = papermill.inspect_notebook(str(path))
     defaults = {}
     for name, info in found.items():

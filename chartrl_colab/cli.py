@@ -42,7 +42,8 @@ OS_FAULTS = {
     errno.EROFS: "{path} is on a read-only file system; choose a folder you can write to (e.g. --output-root runs)",
     errno.EACCES: "permission denied for {path}; choose a folder you can write to",
     errno.EPERM: "permission denied for {path}; choose a folder you can write to",
-    errno.ENOTDIR: "{path} needs a folder where there is a file ({blocker}); move that file away or choose another path",
+    errno.ENOTDIR: "{path} needs a folder where there is a file ({blocker}); move that file away or choose another "
+                   "path",
     errno.EEXIST: "{path} is a file where a folder is expected; move it away or choose another path",
     errno.EISDIR: "{path} is a folder where a file is expected; give the path of a file",
     errno.ENOTCONN: "{path} is not reachable ({reason}); remount Google Drive (or the disk) and rerun",

@@ -261,9 +261,9 @@ def check_rewards(rewards, verifier: str, reward_threshold, preset: str = "packa
         raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid; it must be a finite number (e.g. 0.5)")
     low, high = get_preset(preset).ranges.get(verifier, (-math.inf, math.inf))
     if not low < reward_threshold <= high:
-        raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid for verifier {verifier!r}, whose rewards "
-                          f"lie in [{low:g}, {high:g}]; choose a threshold > {low:g} and <= {high:g} (e.g. 0.5), "
-                          "else every sample (or none) counts as correct")
+        raise ConfigError(f"reward_threshold={reward_threshold!r} is not valid for verifier {verifier!r}, whose "
+                          f"rewards lie in [{low:g}, {high:g}]; choose a threshold > {low:g} and <= {high:g} "
+                          "(e.g. 0.5), else every sample (or none) counts as correct")
 
 
 def check_whole_numbers(cfg, names) -> None:
@@ -335,7 +335,8 @@ def validate(cfg) -> None:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; choose 'auto', True or False")
     check_gpu_share(cfg)
     if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
-        raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint folder")
+        raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint "
+                          "folder")
 
 
 def field_names(cls) -> list[str]:

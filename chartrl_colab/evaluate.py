@@ -172,7 +172,8 @@ def by_origin(f: SampleFile) -> dict | None:
     acc = f.c / f.n
     groups = {"human": [o == "human" for o in f.origins], "augmented": [o == "augmented" for o in f.origins],
               "overall": [True] * len(f.ids)}
-    return {name: {"num_questions": int(sum(mask)), "accuracy": float(acc[np.array(mask)].mean()) if any(mask) else None}
+    return {name: {"num_questions": int(sum(mask)),
+                   "accuracy": float(acc[np.array(mask)].mean()) if any(mask) else None}
             for name, mask in groups.items()}
 
 
@@ -400,7 +401,8 @@ class EvaluateConfig:
     """The flags of ``python -m chartrl_colab.evaluate``: the arguments of :func:`evaluate`."""
 
     samples: tuple[str, ...] = field(metadata={"help": "Sample JSONL files of chartrl_colab.generate."})
-    labels: tuple[str, ...] | None = field(default=None, metadata={"help": "One name per file (default: the file names)."})
+    labels: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "One name per file (default: the file names)."})
     ks: tuple[int, ...] | None = field(default=None, metadata={
         "help": "k values of the table (default: powers of two up to n, and n).", "aliases": ("--k",)})
     output_dir: str = field(default="eval", metadata={"help": "Folder for the plots, tables and metrics.json."})

@@ -268,7 +268,7 @@ def build_prompts(rows: list[dict]) -> list[list[dict]]:
 def decode(processor, completion_ids: list[list[int]], prompt_ids: list[int] | None = None) -> list:
     """Completions as TRL hands them to reward functions: one assistant message per completion."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    if getattr(tokenizer, "response_template", None) is not None or getattr(tokenizer, "response_schema", None) is not None:
+    if any(getattr(tokenizer, name, None) is not None for name in ("response_template", "response_schema")):
         from trl.chat_template_utils import parse_response
 
         return [[parse_response(tokenizer, ids, prefix=prompt_ids, tools=None)] for ids in completion_ids]

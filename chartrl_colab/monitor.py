@@ -7,12 +7,12 @@ Notebooks call :func:`monitor` with the same settings. The log history comes fro
 checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.runs.storage.latest_checkpoint`), or from the
 TensorBoard events under ``logs/`` while no checkpoint has been written yet (an events file cut by an
 interrupted write is said to be cut, with what could be read). "Total steps" is the trainer state's
-``global_step`` (a run logs every ``logging_steps``, so its last logged step may be earlier). Written to ``output_dir``:
-one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy; lightly
-smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`), ``summary.txt`` (also printed; the seed's "TRAINING SUMMARY"
-layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
-(:mod:`chartrl_colab.evaluation.verdict`): the loss for grpo, the verifier accuracy and entropy for psr, nsr and
-w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
+``global_step`` (a run logs every ``logging_steps``, so its last logged step may be earlier). Written to
+``output_dir``: one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy;
+lightly smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`),
+``summary.txt`` (also printed; the original scripts' "TRAINING SUMMARY" layout) and ``summary.json`` with the
+same numbers. Each run's verdict reads what its objective can move (:mod:`chartrl_colab.evaluation.verdict`):
+the loss for grpo, the verifier accuracy and entropy for psr, nsr and w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
     """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
 
     ``window``: how many of the last logged values the verdict looks at (default: the last 10%, at least
-    ``MIN_WINDOW``, all of them if fewer). ``convergence`` is the seed's loss verdict (std/|mean| of the
+    ``MIN_WINDOW``, all of them if fewer). ``convergence`` is the original scripts' loss verdict (std/|mean| of the
     loss over that window below ``CONVERGENCE_THRESHOLD``); ``verdict`` is the one the summary prints,
     which reads the loss for grpo (and a run of unknown ``mode``) and the verifier accuracy and entropy for
     psr, nsr and w-reinforce (:func:`chartrl_colab.evaluation.verdict.judge`). ``accuracy`` and ``entropy`` are their
@@ -384,15 +384,18 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
 class MonitorConfig:
     """The flags of ``python -m chartrl_colab.monitor``."""
 
-    checkpoint_dir: str | None = field(default=None, metadata={"help": "One run directory or checkpoint-N folder to plot."})
+    checkpoint_dir: str | None = field(default=None, metadata={
+        "help": "One run directory or checkpoint-N folder to plot."})
     compare: bool = field(default=False, metadata={
         "help": "Compare the runs of --checkpoints: one figure per metric holding every run."})
     checkpoints: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Run directories or checkpoint folders to compare."})
-    labels: tuple[str, ...] | None = field(default=None, metadata={"help": "One legend label per run (default: the run names)."})
+    labels: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "One legend label per run (default: the run names)."})
     output_dir: str = field(default="plots", metadata={"help": "Where the PNGs, summary.txt and summary.json go."})
     window: int | None = field(default=None, metadata={
-        "help": f"Logged loss values the convergence verdict looks at (default: the last 10%%, at least {MIN_WINDOW})."})
+        "help": f"Logged loss values the convergence verdict looks at (default: the last 10%%, at least "
+                f"{MIN_WINDOW})."})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -128,11 +128,13 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
         (vlm, data), count = pairs.most_common(1)[0]
         for key, value in (("vlm_name", vlm), ("dataset_name", data)):
             out[key] = value if params.get(key) == AUTO else params.get(key)
-        tokens = next(c.get("max_completion_length") for c in configs if (c["vlm_name"], c["dataset_name"]) == (vlm, data))
+        tokens = next(c.get("max_completion_length") for c in configs
+                      if (c["vlm_name"], c["dataset_name"]) == (vlm, data))
         if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
             out["max_new_tokens"] = tokens
         others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
-        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of {len(run_dirs)} "
+        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} "
+                 f"({count} of {len(run_dirs)} "
              "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
                                   "evaluate those" if others else "."))
     out = resolve_auto(out, gpu=gpu)

@@ -170,7 +170,8 @@ def write_results(path: str | Path, results: dict) -> Path:
     """Write a notebook's results as JSON (paths as strings, NaN as null) and say where.
 
     >>> import json, tempfile, pathlib
-    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json", {"dir": pathlib.Path("runs"), "x": float("nan")})
+    >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json",
+    ...                     {"dir": pathlib.Path("runs"), "x": float("nan")})
     >>> json.loads(out.read_text())
     {'dir': 'runs', 'x': None}
     """

@@ -144,7 +144,8 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     if proc.returncode != 0:
         print("\n".join([line for line in output if line.strip()][-PIP_TAIL:]))
         raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
-                           "above; fix what they name (often a version clash with Colab's packages) and rerun this cell")
+                           "above; fix what they name (often a version clash with Colab's packages) and rerun "
+                           "this cell")
     conflicts = pip_conflicts(output)
     for line in conflicts:
         log.warning(line)

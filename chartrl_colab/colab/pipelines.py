@@ -263,7 +263,8 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     checkpoints = [str(c) for c in checkpoints]
     labels = list(labels) or [run_label(c) for c in checkpoints]
     if len(labels) != len(checkpoints):
-        raise ConfigError(f"labels has {len(labels)} name(s) for {len(checkpoints)} checkpoint(s); give one per checkpoint")
+        raise ConfigError(f"labels has {len(labels)} name(s) for {len(checkpoints)} checkpoint(s); give one per "
+                          "checkpoint")
     sources = ([("Base", "")] if include_base else []) + list(zip(labels, checkpoints))
     if not sources:
         raise ConfigError("nothing to evaluate: give checkpoints, or include_base=True")

@@ -1,6 +1,6 @@
 """The proof of concept: the four modes from one base, then what each did to pass@k, in numbers.
 
-This is the seed project's 100-sample validation grown into a small Table 1 of Zhu et al. (2025), run from
+The 100-sample proof of concept of the original scripts, grown into a small Table 1 of Zhu et al. (2025), run from
 ``notebooks/01_poc.ipynb`` (and so ``make demo``). :func:`run_poc` goes in three stages, each announced by a
 one-line header:
 
@@ -11,10 +11,10 @@ one-line header:
    verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
 3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
    (:func:`results_table`: pass@1, pass@n and mean entropy per model; :func:`format_table` adds each mode's
-   paired difference to the base and between modes, :mod:`chartrl_colab.evaluation.compare`), and the training comparison
-   (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
+   paired difference to the base and between modes, :mod:`chartrl_colab.evaluation.compare`), and the training
+   comparison (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
 
-:func:`checks` turns the seed's success indicators into one line per run (steps trained, a checkpoint
+:func:`checks` turns the original scripts' success indicators into one line per run (steps trained, a checkpoint
 saved, and whether each mode saw the samples it learns from).
 """
 
@@ -63,7 +63,8 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))
     if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
         raise ConfigError(f"eval_samples={eval_samples!r} is not valid; a whole number >= 0 (0: no sampling stage)")
-    configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}  # all validated before training
+    # all validated before training
+    configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}
     first = next(iter(configs.values()))
     output_dir = Path(output_dir)
     stages = 3 if eval_samples else 2
@@ -76,7 +77,8 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
         log.info(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
         began = time.monotonic()
         runs[mode] = train_run(cfg)
-        log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {_clock(time.monotonic() - began)}")
+        took = _clock(time.monotonic() - began)
+        log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {took}")
     seconds["train"] = _done(started)
 
     evaluation, table, passk = None, [], {}
@@ -96,8 +98,9 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
     report = monitor([cfg.run_dir for cfg in configs.values()], labels=[m.upper() for m in configs],
                      output_dir=str(output_dir), compare=True)
     if "grpo" in configs:  # what the comparison is like for like on (run.json holds it as the config's grpo_rewards)
-        log.info(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from "
-             f"{'the verifier alone, as psr/nsr/w-reinforce' if configs['grpo'].grpo_rewards == 'verifier' else 'the sum of all rewards'})")
+        source = ("the verifier alone, as psr/nsr/w-reinforce" if configs["grpo"].grpo_rewards == "verifier"
+                  else "the sum of all rewards")
+        log.info(f"GRPO rewards: {configs['grpo'].grpo_rewards} (grpo's advantage from {source})")
     table_md, markdown = None, ""
     if table:
         markdown = format_table(table, evaluation)
@@ -237,7 +240,7 @@ def _cell(mean: float, ci: list[float]) -> str:
 
 
 # ------------------------------------------------------------------------------------------- checks
-# What each mode learns from, and the seed's fix when a run saw none of it.
+# What each mode learns from, and the fix when a run saw none of it.
 _NEEDS = {
     "psr": ("mode/num_positive", "correct", "lower reward_threshold or raise num_generations"),
     "nsr": ("mode/num_negative", "incorrect", "raise reward_threshold or num_generations (e.g. 8)"),
@@ -251,12 +254,15 @@ def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
     A base in ``RANDOM_BASES`` never answers correctly, so a psr run on it seeing no correct sample is
     expected: that line reads "–" and says so instead of ✗.
 
-    >>> print("\\n".join(checks({"psr": {"global_step": 4, "checkpoint": "r/checkpoint-4",
-    ...                                  "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}})))
-    ✗ PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples in any step, so nothing to learn from (lower reward_threshold or raise num_generations)
-    >>> print("\\n".join(checks({"psr": {"global_step": 4, "checkpoint": "r/checkpoint-4",
-    ...                                  "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}}, base="tiny")))
-    – PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples, as expected: the base 'tiny' has random weights and never answers correctly, so psr had nothing to learn from (a base that answers sometimes shows what psr does)
+    >>> run = {"global_step": 4, "checkpoint": "r/checkpoint-4",
+    ...        "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}
+    >>> print(checks({"psr": run})[0])  # doctest: +NORMALIZE_WHITESPACE
+    ✗ PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples in any step, so nothing to learn from
+    (lower reward_threshold or raise num_generations)
+    >>> print(checks({"psr": run}, base="tiny")[0])  # doctest: +NORMALIZE_WHITESPACE
+    – PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples, as expected: the base 'tiny' has random
+    weights and never answers correctly, so psr had nothing to learn from (a base that answers sometimes
+    shows what psr does)
     """
     lines = []
     for mode, run in runs.items():
@@ -275,7 +281,8 @@ def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
                 else:
                     problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
         counts = run.get("totals", {})
-        seen = f"{counts.get('mode/num_positive', 0):g} correct / {counts.get('mode/num_negative', 0):g} incorrect samples"
+        seen = (f"{counts.get('mode/num_positive', 0):g} correct / {counts.get('mode/num_negative', 0):g} "
+                "incorrect samples")
         head = f"{mode.upper()}: {run.get('global_step', 0)} steps, checkpoint {run.get('checkpoint')}"
         if problems:
             lines.append(f"✗ {head}; " + "; ".join(problems + expected))

@@ -41,7 +41,8 @@ def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple
         record = read_run_json(run) or read_run_json(run.parent) or {}
         config = record.get("config") or {}
         if "mode" not in config:
-            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this package")
+            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this "
+                              "package")
         groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
     return groups
 

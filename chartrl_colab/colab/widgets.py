@@ -43,7 +43,8 @@ CHANGED = "the form changed after Train was pressed: press Train again, then run
 
 
 def interactive_front_end() -> bool:
-    """True when a person runs the current cell from a notebook front end (see :mod:`chartrl_colab.colab.environment`)."""
+    """True when a person runs the current cell from a notebook front end (see
+    :mod:`chartrl_colab.colab.environment`)."""
     from chartrl_colab.colab.environment import interactive_front_end as detect
 
     return detect()

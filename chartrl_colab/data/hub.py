@@ -2,8 +2,8 @@
 
 ``_load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``_load_evochart`` (``evochart``) return a list of
 row dicts holding the chart's undecoded image bytes, the ``question`` and the fields of
-``chartrl_colab.data.loading.FEATURES`` but ``prompt``; ``chartrl_colab.data.loading`` adds the preset's prompt and makes
-the ``datasets.Dataset``.
+``chartrl_colab.data.loading.FEATURES`` but ``prompt``; ``chartrl_colab.data.loading`` adds the preset's prompt and
+makes the ``datasets.Dataset``.
 
 Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in
 ``$CHARTRL_DATA_DIR/<name>``.  For ``chart-rvr`` and ``chartqa`` that folder

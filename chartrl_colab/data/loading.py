@@ -190,7 +190,8 @@ def load_chart_dataset(
     check_split(name, split, SPLITS[name])
     preset = resolve_preset(preset, name)
     get_preset(preset)  # a bad name fails before any loading
-    if subset_size is not None and (isinstance(subset_size, bool) or not isinstance(subset_size, int) or subset_size < 1):
+    whole = isinstance(subset_size, int) and not isinstance(subset_size, bool)
+    if subset_size is not None and (not whole or subset_size < 1):
         raise ConfigError(f"subset_size must be a positive int or None, got {subset_size!r}")
     if name == "synthetic":
         return _load_synthetic(split, subset_size, seed, preset)

@@ -52,8 +52,10 @@ _LATER_SHARE = 0.25  # 8 kinds, each about 1/8 of the questions
 # (category column name, value column name, labels).  Short labels keep tick
 # text legible at 224 px.
 _CATEGORICAL_VOCABS = (
-    ("Fruit", "Sales", ("Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums", "Kiwis", "Lemons")),
-    ("Country", "Visitors", ("France", "Germany", "Italy", "Spain", "Japan", "Brazil", "Canada", "India", "Mexico", "Peru")),
+    ("Fruit", "Sales", ("Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums", "Kiwis",
+                        "Lemons")),
+    ("Country", "Visitors", ("France", "Germany", "Italy", "Spain", "Japan", "Brazil", "Canada", "India", "Mexico",
+                             "Peru")),
     ("Product", "Units", ("Laptops", "Phones", "Tablets", "Cameras", "Monitors", "Speakers", "Printers", "Watches")),
     ("Sport", "Players", ("Soccer", "Tennis", "Golf", "Hockey", "Rugby", "Cricket", "Boxing", "Rowing")),
 )
@@ -161,7 +163,8 @@ def make_synthetic_example(rng: random.Random) -> dict:
         category, value_name, vocab = rng.choice(_CATEGORICAL_VOCABS)
         n = rng.randint(3, 5) if chart_type == "pie" else rng.randint(3, 6)
         labels = rng.sample(vocab, n)
-        values = rng.sample(range(8, 60) if chart_type == "pie" else range(1, 100), n)  # pie: no sliver too thin to label
+        # pie: no sliver too thin to label
+        values = rng.sample(range(8, 60) if chart_type == "pie" else range(1, 100), n)
     colors = rng.sample(_PALETTE, n) if chart_type == "pie" else [rng.choice(_PALETTE)] * n
 
     kind = rng.choice(_FIRST_KINDS)

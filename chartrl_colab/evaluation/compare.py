@@ -122,7 +122,8 @@ def differences(per_question: dict, ks, n_bootstrap: int = 1000, confidence: flo
     for ref, oth in pairs:
         d = difference(per_question[ref], per_question[oth], n_bootstrap, confidence, seed)
         out.append({"reference": ref, "other": oth, "k": {
-            str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]), "ci_high": float(d["ci_high"][j]),
+            str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]),
+                          "ci_high": float(d["ci_high"][j]),
                           "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
     return out
 

@@ -95,10 +95,10 @@ def pass_at_k(n, c, k):
     0.533333333333
     >>> pass_at_k([4, 4, 4], [0, 1, 4], 4).tolist()
     [0.0, 1.0, 1.0]
-    >>> pass_at_k(4, 1, 8)
+    >>> pass_at_k(4, 1, 8)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    chartrl_colab.errors.ConfigError: k=8 exceeds n=4: pass@k needs at least k samples per question; choose k <= 4 or sample more
+    chartrl_colab.errors.ConfigError: k=8 exceeds n=4: pass@k needs at least k samples per question; ...
     """
     n, c, k = np.broadcast_arrays(_as_counts("n", n), _as_counts("c", c), _as_counts("k", k))
     _check(n, c, k)

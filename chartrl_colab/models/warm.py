@@ -19,8 +19,8 @@ The images are normalised with white as zero (``_IMAGE_MEAN``, saved with the pr
 mean and std the white background is a large constant in every patch; the tiny vision tower's features of any
 two charts, and of a blank image, then point the same way (cosine 0.8-0.98), and no warm-up measured taught
 the model to read anything off them (``benchmarks/README.md``: longer warm-ups, the chart type alone, short
-prompts first, a 10x learning rate for the vision tower all left the type at chance). With white as zero the marks are the input, and the same
-recipe learns the chart type and part of the counts.
+prompts first, a 10x learning rate for the vision tower all left the type at chance). With white as zero the
+marks are the input, and the same recipe learns the chart type and part of the counts.
 
 What the base reads is measured by :func:`reading` (``benchmarks/warm_reading.py``; numbers in
 ``benchmarks/README.md``): pass@1 with the chart against pass@1 with a blank image, same questions, same
