@@ -12,7 +12,8 @@ interrupted write is said to be cut, with what could be read). "Total steps" is 
 lightly smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`),
 ``summary.txt`` (also printed; the original scripts' "TRAINING SUMMARY" layout) and ``summary.json`` with the
 same numbers. Each run's verdict reads what its objective can move (:mod:`chartrl_colab.evaluation.verdict`):
-the loss for grpo, the verifier accuracy and entropy for psr, nsr and w-reinforce, whose on-policy loss is fixed by which samples each step kept; the summary says which.
+the loss for grpo, the verifier accuracy and entropy for psr, nsr and w-reinforce, whose on-policy loss is fixed
+by which samples each step kept; the summary says which.
 """
 
 from __future__ import annotations
