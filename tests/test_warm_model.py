@@ -88,7 +88,7 @@ def test_shared_prefix_gives_the_full_batch_loss_and_gradients():
 def test_the_build_is_deterministic_per_seed_whatever_the_thread_count(monkeypatch):
     # The build's own code on 4 charts and 5 steps: float sums done in another order differ from the first step.
     examples = W._examples
-    monkeypatch.setattr(W, "_examples", lambda processor, seed: examples(processor, seed, n_charts=4))
+    monkeypatch.setattr(W, "_examples", lambda processor, seed, n_charts: examples(processor, seed, n_charts=4))
     before = torch.get_num_threads()
     a, _ = W.build_warm_fresh(0, steps=5, progress=False)
     torch.set_num_threads(2)
