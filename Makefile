@@ -21,7 +21,8 @@ $(VENV)/.installed: pyproject.toml
 # The POC notebook headless on the embedded default (13 min measured on 2 idle CPU cores; recipes/poc.yaml holds
 # the same training settings for the command line): the four modes trained from the warm base on 256 synthetic
 # charts (64 steps of 4 prompts x 8 completions each: 2048 completions per mode), then 16 completions for each
-# of 64 held-out test charts from the base and each mode: pass@k curves, the table with paired differences to the base (printed at the end), the training plots and summary.
+# of 64 held-out test charts from the base and each mode: pass@k curves, the table with paired differences to
+# the base (printed at the end), the training plots and summary.
 # --log-output streams every cell's output here: a header per stage, a line per training step and per sampled
 # model, the table. Completions are cut at 48 tokens (the warm base answers in about 30). The learning rate,
 # 1e-3, is far above the LoRA default (1e-5), which does not move a model in this budget; it was set before any
