@@ -160,7 +160,7 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
     from chartrl_colab import generate
     from chartrl_colab.data.loading import load_chart_dataset
     from chartrl_colab.models import samplers
-    from chartrl_colab.rewards.package import completion_text
+    from chartrl_colab.rewards.completions import completion_text, last_user_text
     from chartrl_colab.runs.storage import read_run_json
 
     config = (read_run_json(run_dir) or {}).get("config") or {}
@@ -183,17 +183,12 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
         completions = generate.decode(processor, ids)
         rewards, correct = generate.score(cfg.rewards, prompt, completions, ids, row, cfg.verifier,
                                           cfg.reward_threshold)
-        answers.append({"id": row["id"], "image": row["image"], "question": _question(row["prompt"]),
+        answers.append({"id": row["id"], "image": row["image"], "question": last_user_text(row["prompt"]),
                         "answer": row["answer"], "completion": completion_text(completions[0]),
                         "rewards": {name: values[0] for name, values in rewards.items()}, "correct": correct[0]})
     del model, sampler
     _free_gpu()
     return answers
-
-
-def _question(prompt: list[dict]) -> str:
-    users = [m["content"] for m in prompt if m.get("role") == "user"]
-    return str(users[-1]) if users else ""
 
 
 def _free_gpu() -> None:

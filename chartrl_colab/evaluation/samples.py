@@ -25,6 +25,7 @@ from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.files import json_line
+from chartrl_colab.rewards.completions import last_user_text
 
 __all__ = ["append_row", "check_resume", "make_row", "read_rows", "row_problem", "sync"]
 
@@ -153,7 +154,7 @@ def make_row(row: dict, completions: list[str], completion_ids: list[list[int]],
     ``entropy``: each completion's mean per-token entropy (None: unknown, stored as nulls)."""
     return {
         "id": row["id"],
-        "question": _question(row["prompt"]),
+        "question": last_user_text(row["prompt"]),
         "answer": row.get("answer"),
         "chart_type": row.get("chart_type"),
         "table": row.get("table"),
@@ -170,14 +171,6 @@ def make_row(row: dict, completions: list[str], completion_ids: list[list[int]],
         "num_correct": int(sum(correct)),
         "generation": generation,
     }
-
-
-def _question(prompt: list[dict]) -> str:
-    users = [m["content"] for m in prompt if m.get("role") == "user"]
-    content = users[-1] if users else ""
-    if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    return content
 
 
 def append_row(f, row: dict) -> None:
