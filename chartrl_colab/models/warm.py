@@ -169,8 +169,8 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
     """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
     from trl.data_utils import prepare_multimodal_messages
 
-    # A chart stream of its own (not the seed's data set), so RL on synthetic/train of the same seed is not
-    # trained on the very questions of the warm-up.
+    # A chart stream of its own (not the synthetic data set drawn with this random seed), so RL on synthetic/train
+    # with the same random seed is not trained on the very questions of the warm-up.
     charts = synthetic.synthetic_examples(n_charts, f"tiny-warm-{seed}", "train")
     rng = random.Random(f"chartrl-warm-questions:{seed}")
     tokenizer = processor.tokenizer
