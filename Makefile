@@ -26,11 +26,12 @@ $(VENV)/.installed: pyproject.toml
 # --log-output streams every cell's output here: a header per stage, a line per training step and per sampled
 # model, the table. Completions are cut at 48 tokens (the warm base answers in about 30). The learning rate,
 # 1e-3, is far above the LoRA default (1e-5), which does not move a model in this budget; it was set before any
-# of these runs and not tuned to them. One torch thread: the embedded model's ops are too small to gain from
-# two, and on a shared CPU a second thread mostly waits.
+# of these runs and not tuned to them. One torch thread per process and two modes at once (parallel_runs 2, each
+# its own process, then two models sampled at once): the embedded model's ops are too small to gain from a second
+# thread, which mostly waits, while a second run keeps the other core busy; the numbers are those of one at a time.
 DEMO_POC ?= -p subset_size 256 -p max_steps 64 -p save_steps 16 -p num_generations 8 -p batch_size 4 \
 	-p max_completion_length 48 -p eval_samples 16 -p eval_questions 64 -p learning_rate 1e-3 \
-	-p disable_gradient_checkpointing True -y "report_to: [tensorboard]"
+	-p disable_gradient_checkpointing True -y "report_to: [tensorboard]" -p parallel_runs 2
 demo: setup
 	mkdir -p runs
 	OMP_NUM_THREADS=1 $(PY) -m papermill --log-output notebooks/01_poc.ipynb runs/01_poc.ipynb -p output_root runs \

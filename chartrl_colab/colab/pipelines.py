@@ -6,10 +6,14 @@ four-mode comparison on top of :func:`train_run`. Nothing here displays: :mod:`c
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chartrl_colab.cli import argv_for
@@ -56,6 +60,59 @@ def train_run(cfg: RunConfig, accelerate_config: str = "") -> dict:
     if proc.wait() != 0:
         raise RuntimeError(f"accelerate launch exited with {proc.returncode}; last output:\n{''.join(lines)}")
     return run_summary(cfg.run_dir)
+
+
+def check_parallel(parallel) -> int:
+    """``parallel`` (runs at once) when it is a whole number >= 1; else :class:`ConfigError` naming it."""
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise ConfigError(f"parallel_runs={parallel!r} is not valid; a whole number >= 1 (1: one run at a time)")
+    return parallel
+
+
+def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str, float]:
+    """Run each command (label -> argv) as its own process, at most ``parallel`` at a time; label -> seconds.
+
+    Every line a process prints is relayed to this log as ``[label] line`` (a progress bar as a line at most
+    every 15 s: through a pipe each redraw is a line). For the embedded model on a CPU: each process computes on one core
+    (``OMP_NUM_THREADS=1``), so two runs on a 2-core machine take about the time of one. Ctrl-C (a notebook's
+    interrupt) stops every process the way it stops one (SIGINT: a training run saves its step first).
+
+    Raises ``RuntimeError`` naming each command that failed, with its last lines.
+    """
+    check_parallel(parallel)
+    env = {**os.environ, "TQDM_MININTERVAL": "15"}
+    running: dict[str, subprocess.Popen] = {}
+    seconds, failed = {}, []
+
+    def one(label: str, cmd: list[str]) -> None:
+        began = time.monotonic()
+        log.info(f"[{label}] $ " + " ".join(cmd))
+        proc = running[label] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                                 bufsize=1, env=env)
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        for line in proc.stdout:
+            log.info(f"[{label}] {line.rstrip()}")
+            tail.append(line)
+        if proc.wait() != 0:
+            failed.append(f"{label} exited with {proc.returncode}; last output:\n{''.join(tail)}")
+        seconds[label] = round(time.monotonic() - began, 1)
+
+    pool = ThreadPoolExecutor(max_workers=parallel)
+    try:
+        for future in [pool.submit(one, label, cmd) for label, cmd in commands.items()]:
+            future.result()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in running.values():
+            proc.wait()
+        raise
+    pool.shutdown()
+    if failed:
+        raise RuntimeError("\n".join(failed))
+    return seconds
 
 
 def free_memory(*trainers) -> None:
@@ -245,12 +302,14 @@ def run_label(path: str | Path) -> str:
 
 
 def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_dir: str | Path = "eval", ks=(),
-                  **generate_settings) -> dict:
+                  parallel: int = 1, **generate_settings) -> dict:
     """Sample every checkpoint (and the base model) on the same questions, then compare their pass@k.
 
     ``generate_settings`` are :class:`chartrl_colab.generate.GenerateConfig` fields shared by all (data
     set, split, subset size, samples per question, temperature, ...). Each sample file goes to
     ``output_dir/<label>.jsonl`` (rerunning resumes it); the curves, bars and tables to ``output_dir``.
+    ``parallel`` > 1 samples that many models at once, each in its own process (:func:`run_processes`); the
+    samples are the same as one at a time (each call's sampling seed depends on the question, not the order).
     """
     from chartrl_colab.evaluate import evaluate
     from chartrl_colab.generate import GenerateConfig, generate_samples
@@ -264,13 +323,18 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     if not sources:
         raise ConfigError("nothing to evaluate: give checkpoints, or include_base=True")
     out = Path(output_dir)
-    files = {}
-    for i, (label, ckpt) in enumerate(sources, 1):
-        print(f"\n[{i}/{len(sources)}] {label}: {ckpt or 'base model ' + generate_settings.get('vlm_name', '')}")
-        began = time.monotonic()
-        cfg = GenerateConfig(checkpoint=ckpt, output=str(out / f"{safe_name(label)}.jsonl"), **generate_settings)
-        files[label] = generate_samples(cfg)
-        print(f"[{i}/{len(sources)}] {label}: sampled in {time.monotonic() - began:.0f} s")
+    configs = {label: GenerateConfig(checkpoint=ckpt, output=str(out / f"{safe_name(label)}.jsonl"),
+                                     **generate_settings) for label, ckpt in sources}
+    files = {label: Path(cfg.output).expanduser() for label, cfg in configs.items()}
+    if check_parallel(parallel) > 1:
+        run_processes({label: [sys.executable, "-m", "chartrl_colab.generate", *argv_for(cfg)]
+                       for label, cfg in configs.items()}, parallel)
+    else:
+        for i, (label, cfg) in enumerate(configs.items(), 1):
+            log.info(f"\n[{i}/{len(sources)}] {label}: {cfg.checkpoint or 'base model ' + cfg.vlm_name}")
+            began = time.monotonic()
+            generate_samples(cfg)
+            log.info(f"[{i}/{len(sources)}] {label}: sampled in {time.monotonic() - began:.0f} s")
     report = evaluate(list(files.values()), labels=list(files), ks=list(ks) or None, output_dir=out)
     models = report.metrics["models"]
     return {"samples": files, "figures": report.figures, "table_md": report.table_md, "table_csv": report.table_csv,

@@ -21,9 +21,11 @@ saved, and whether each mode saw the samples it learns from).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
+from chartrl_colab.cli import argv_for
 from chartrl_colab.config import MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluation.compare import difference_cell
@@ -42,12 +44,16 @@ log = logging.getLogger(__name__)
 
 
 def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples: int = 16,
-            eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, **params) -> dict:
+            eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, parallel_runs: int = 1,
+            **params) -> dict:
     """Train every mode with the same settings, sample the base and each mode, compare; returns paths and numbers.
 
     ``params`` are RunConfig fields shared by the runs (``mode`` is set per run). ``eval_samples`` (n) and
     ``eval_questions`` size the sampling stage (``eval_samples=0`` skips it); the questions come from
     ``eval_split`` of the training data set, sampled at the training temperature and completion length.
+    ``parallel_runs`` > 1 trains (then samples) that many modes at once, each in its own process
+    (:func:`chartrl_colab.colab.pipelines.run_processes`): for a CPU with a core per run; the results are those
+    of one at a time.
 
     The result holds ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures`` (pass@k curves
     and bars first, then the training plots), ``table`` (one row per model: :func:`results_table`),
@@ -56,13 +62,14 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
     ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and ``seconds``
     (per stage).
     """
-    from chartrl_colab.colab.pipelines import train_run
+    from chartrl_colab.colab.pipelines import check_parallel, run_processes, run_summary, train_run
     from chartrl_colab.monitor import monitor
 
     if not modes:
         raise ConfigError("modes is empty; give at least one of: " + ", ".join(MODES))
     if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
         raise ConfigError(f"eval_samples={eval_samples!r} is not valid; a whole number >= 0 (0: no sampling stage)")
+    check_parallel(parallel_runs)
     # all validated before training
     configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}
     first = next(iter(configs.values()))
@@ -73,12 +80,19 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
     started = _stage(1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from "
                      f"{first.vlm_name} on {first.dataset_name}: {_budget(first)}, seed {first.seed}")
     runs = {}
-    for i, (mode, cfg) in enumerate(configs.items(), 1):
-        log.info(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
-        began = time.monotonic()
-        runs[mode] = train_run(cfg)
-        took = _clock(time.monotonic() - began)
-        log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {took}")
+    if parallel_runs > 1:
+        took = run_processes({mode: [sys.executable, "-m", "chartrl_colab.train", *argv_for(cfg)]
+                              for mode, cfg in configs.items()}, parallel_runs)
+        for mode, cfg in configs.items():
+            runs[mode] = run_summary(cfg.run_dir)
+            log.info(f"{mode}: {runs[mode].get('global_step', 0)} steps in {_clock(took[mode])}")
+    else:
+        for i, (mode, cfg) in enumerate(configs.items(), 1):
+            log.info(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
+            began = time.monotonic()
+            runs[mode] = train_run(cfg)
+            took = _clock(time.monotonic() - began)
+            log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {took}")
     seconds["train"] = _done(started)
 
     evaluation, table, passk = None, [], {}
@@ -86,7 +100,7 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
         started = _stage(2, stages, f"sampling {eval_samples} completions for each of {eval_questions} "
                          f"held-out questions ({first.dataset_name} {eval_split} split) from the base and "
                          f"{len(configs)} mode(s)")
-        evaluation, skipped = _sample(configs, runs, output_dir, num_samples=eval_samples,
+        evaluation, skipped = _sample(configs, runs, output_dir, num_samples=eval_samples, parallel=parallel_runs,
                                       subset_size=eval_questions, split=eval_split, batch_size=eval_batch_size)
         errors += skipped
         table = results_table(evaluation["models"])
