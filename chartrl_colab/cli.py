@@ -20,35 +20,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import errno
 import json
-import os
 import sys
 import typing
 from pathlib import Path
 
-from chartrl_colab.errors import ConfigError
+from chartrl_colab.errors import ConfigError, os_fault
 from chartrl_colab.messages import configure_logging
 
 USER_ERROR = 2
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 NONE_WORDS = ("none", "full", "all", "")  # an optional number left out: the whole set, the model's own bound
 
-# A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
-_FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
-OS_FAULTS = {
-    errno.ENOSPC: _FULL,
-    errno.EDQUOT: _FULL,
-    errno.EROFS: "{path} is on a read-only file system; choose a folder you can write to (e.g. --output-root runs)",
-    errno.EACCES: "permission denied for {path}; choose a folder you can write to",
-    errno.EPERM: "permission denied for {path}; choose a folder you can write to",
-    errno.ENOTDIR: "{path} needs a folder where there is a file ({blocker}); move that file away or choose another "
-                   "path",
-    errno.EEXIST: "{path} is a file where a folder is expected; move it away or choose another path",
-    errno.EISDIR: "{path} is a folder where a file is expected; give the path of a file",
-    errno.ENOTCONN: "{path} is not reachable ({reason}); remount Google Drive (or the disk) and rerun",
-    errno.EIO: "reading or writing {path} failed ({reason}); check the disk or remount Google Drive and rerun",
-}
 # What PyTorch and safetensors say when a write fails for want of space (torch.save: "[enforce fail at
 # inline_container.cc:...] ... unexpected pos"; safetensors: "No space left on device (os error 28)").
 WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "file write failed")
@@ -112,9 +95,10 @@ def _keeping(default: str, parse):
     return keep
 
 
-def _dest_of(parser, flag: str):
-    action = parser._option_string_actions.get(flag.split("=", 1)[0])
-    return None if action is None else action.dest
+def _flags(name: str, negative: bool = False) -> tuple[str, str]:
+    """``--x-y`` and ``--x_y`` for the field ``x_y`` (``--no-x-y`` and ``--no_x_y`` when ``negative``)."""
+    no = "no_" if negative else ""
+    return "--" + (no + name).replace("_", "-"), f"--{no}{name}"
 
 
 def _spelling(flag: str) -> str:
@@ -145,9 +129,8 @@ def _parser_class():
                     action.type = none_or(_optional(kind))
                 elif kind == bool | str:  # HfArgumentParser keeps only the bool: "auto" would fail
                     action.type = tri_state
-                    self.add_argument(f"--no-{action.dest.replace('_', '-')}", f"--no_{action.dest}",
-                                      dest=action.dest, action="store_const", const=False, default=argparse.SUPPRESS,
-                                      help=argparse.SUPPRESS)
+                    self.add_argument(*_flags(action.dest, negative=True), dest=action.dest, action="store_const",
+                                      const=False, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
                 elif (element := _element_type(kind)) is not None:  # HfArgumentParser knows list only
                     action.nargs, action.type = "+", element
                     if isinstance(action.default, tuple):
@@ -168,15 +151,14 @@ def _parser_class():
                 if inverted:  # --disable-gradient-checkpointing [true|false]: gradient_checkpointing = not it
                     from transformers.hf_argparser import string_to_bool
 
-                    self.add_argument(f"--{alias.replace('_', '-')}", f"--{alias}", dest=dest, nargs="?", const=False,
+                    self.add_argument(*_flags(alias), dest=dest, nargs="?", const=False,
                                       type=lambda text: not string_to_bool(text), default=argparse.SUPPRESS,
                                       metavar="BOOL",
                                       help=f"The original scripts' flag: --{dest.replace('_', '-')} false.")
                     continue
                 for action in [a for a in self._actions if a.dest == dest]:
                     negative = isinstance(action, argparse._StoreFalseAction)
-                    for flag in (f"--no-{alias.replace('_', '-')}", f"--no_{alias}") if negative else \
-                            (f"--{alias.replace('_', '-')}", f"--{alias}"):
+                    for flag in _flags(alias, negative):
                         action.option_strings.append(flag)
                         self._option_string_actions[flag] = action
 
@@ -225,8 +207,8 @@ def check_given(parser, argv) -> None:
     (a property: ``run_name``)."""
     names: dict[str, set] = {}
     for flag in argv:
-        if (dest := _dest_of(parser, flag)) is not None:
-            names.setdefault(dest, set()).add(_spelling(flag))
+        if (action := parser._option_string_actions.get(flag.split("=", 1)[0])) is not None:
+            names.setdefault(action.dest, set()).add(_spelling(flag))
     for dest, spellings in names.items():
         if len(spellings) > 1:
             raise ConfigError(f"{' and '.join(sorted(spellings))} are one setting ({dest}); give it once")
@@ -265,33 +247,28 @@ def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> di
         if value == "auto" and name in keep:
             out[action.dest] = value
             continue
-        parse = action.type or str
-        booleanish = _booleanish(action)
+        parse, words = action.type or str, _boolean_words(action)
         try:
             if action.nargs == "+":  # a string alone is a one-element list, not its letters
                 items = list(value) if isinstance(value, (list, tuple)) else [value]
                 out[action.dest] = [parse(v) if isinstance(v, str) else v for v in items]
-            elif isinstance(value, str) or booleanish:  # papermill's strings, and 1/0 for a boolean
+            elif isinstance(value, str) or words:  # papermill's strings, and 1/0 for a boolean
                 out[action.dest] = parse(_tokens(value)[0])
             else:
                 out[action.dest] = value  # already a Python value: the config validates it
         except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
-            raise ConfigError(f"{name}={value!r} is not valid; {_why(action, err)}") from None
+            why = f"choose {words}" if words else str(err).rstrip(".")
+            raise ConfigError(f"{name}={value!r} is not valid; {why}") from None
     return out
 
 
-def _booleanish(action) -> bool:
-    """A True/False flag (TRL's string_to_bool, or an inverted alias) or a True/False/auto one."""
-    return getattr(action.type, "__name__", "") in ("string_to_bool", "tri_state") or \
-        (action.nargs == "?" and action.const is False)
-
-
-def _why(action, err) -> str:
-    if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
-        return "choose true or false (yes/no, 1/0)"
+def _boolean_words(action) -> str | None:
+    """What a True/False flag (TRL's string_to_bool, or an inverted alias) or a True/False/auto one takes, else None."""
     if getattr(action.type, "__name__", "") == "tri_state":
-        return "choose auto, true or false"
-    return str(err).rstrip(".")
+        return "auto, true or false"
+    if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
+        return "true or false (yes/no, 1/0)"
+    return None
 
 
 def _tokens(value) -> list[str]:
@@ -335,31 +312,11 @@ def user_error(err: BaseException) -> int:
     return USER_ERROR
 
 
-def _blocker(path: str) -> str:
-    """The part of ``path`` that exists and is not a folder (what makes ENOTDIR), else ``path`` itself."""
-    for p in [path, *map(str, Path(path).parents)]:
-        if os.path.exists(p) and not os.path.isdir(p):
-            return p
-    return path
-
-
-def os_fault(err: OSError) -> str | None:
-    """One line for a machine or path fault (full disk, read-only, a file where a folder goes...), else None.
-
-    >>> os_fault(OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoint-2"))
-    'no space left on the device holding runs/x/checkpoint-2; free space there (or choose another folder) and rerun'
-    """
-    template = OS_FAULTS.get(err.errno)
-    if template is None:
-        return None
-    path = err.filename if err.filename is not None else "a file"
-    return template.format(path=path, blocker=_blocker(str(path)), reason=err.strerror or err)
-
-
 def run_cli(job) -> int:
     """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a
     missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
-    :data:`OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is one line and 130.
+    :data:`chartrl_colab.errors.OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is
+    one line and 130.
     Every ``main(argv)`` ends here; the package's progress lines go to stdout (messages.configure_logging)."""
 
     configure_logging()

@@ -1,12 +1,33 @@
-"""The one exception a user's mistake raises, and the checks that raise it.
+"""The one exception a user's mistake raises, the checks that raise it, and the one line a fault of the machine
+reads as (:func:`os_fault`).
 
-Every CLI turns :class:`ConfigError` into one ``error:`` line and exit code 2 (see :mod:`chartrl_colab.cli`);
-the notebooks show its message as it is. Pure: imports nothing from the package.
+Every CLI turns :class:`ConfigError` (and an :class:`OSError` :func:`os_fault` words) into one ``error:`` line and
+exit code 2 (see :mod:`chartrl_colab.cli`); the notebooks show its message as it is. Pure: imports nothing from
+the package.
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+from pathlib import Path
+
+# A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
+_FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
+OS_FAULTS = {
+    errno.ENOSPC: _FULL,
+    errno.EDQUOT: _FULL,
+    errno.EROFS: "{path} is on a read-only file system; choose a folder you can write to (e.g. --output-root runs)",
+    errno.EACCES: "permission denied for {path}; choose a folder you can write to",
+    errno.EPERM: "permission denied for {path}; choose a folder you can write to",
+    errno.ENOTDIR: "{path} needs a folder where there is a file ({blocker}); move that file away or choose another "
+                   "path",
+    errno.EEXIST: "{path} is a file where a folder is expected; move it away or choose another path",
+    errno.EISDIR: "{path} is a folder where a file is expected; give the path of a file",
+    errno.ENOTCONN: "{path} is not reachable ({reason}); remount Google Drive (or the disk) and rerun",
+    errno.EIO: "reading or writing {path} failed ({reason}); check the disk or remount Google Drive and rerun",
+}
 
 
 class ConfigError(ValueError):
@@ -51,3 +72,24 @@ def check_split(dataset: str, split, valid) -> None:
     """
     if split not in valid:
         raise ConfigError(f"unknown split {split!r} for {dataset}; valid splits: {', '.join(valid)}")
+
+
+def _blocker(path: str) -> str:
+    """The part of ``path`` that exists and is not a folder (what makes ENOTDIR), else ``path`` itself."""
+    for p in [path, *map(str, Path(path).parents)]:
+        if os.path.exists(p) and not os.path.isdir(p):
+            return p
+    return path
+
+
+def os_fault(err: OSError) -> str | None:
+    """One line for a machine or path fault (full disk, read-only, a file where a folder goes...), else None.
+
+    >>> os_fault(OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoint-2"))
+    'no space left on the device holding runs/x/checkpoint-2; free space there (or choose another folder) and rerun'
+    """
+    template = OS_FAULTS.get(err.errno)
+    if template is None:
+        return None
+    path = err.filename if err.filename is not None else "a file"
+    return template.format(path=path, blocker=_blocker(str(path)), reason=err.strerror or err)

@@ -41,6 +41,7 @@ from chartrl_colab.errors import ConfigError, one_of
 from chartrl_colab.evaluation import compare
 from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
 from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
+from chartrl_colab.evaluation.passk_plots import plot_bars, plot_curves, plot_differences
 from chartrl_colab.evaluation.samples import read_rows
 from chartrl_colab.files import atomic_path, naming
 
@@ -262,7 +263,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
         out.mkdir(parents=True, exist_ok=True)
     figures = [plot_curves(metrics, out / "passk_curves.png"), plot_bars(metrics, out / "passk_bars.png")]
     if len(files) > 1:
-        figures.append(compare.plot_differences(metrics, out / "passk_differences.png"))
+        figures.append(plot_differences(metrics, out / "passk_differences.png"))
     table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
     per_question_csv = write_per_question(files, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
@@ -278,74 +279,6 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
 
 
 # ---------------------------------------------------------------------------------------------- outputs
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; also works with no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(metrics: dict, path: Path) -> Path:
-    """pass@k against k (log2 axis) for every file, with bootstrap bands and markers at the requested k."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    for label, m in metrics["models"].items():
-        k = np.array(m["curve"]["k"])
-        (line,) = ax.plot(k, m["curve"]["mean"], label=f"{label} (n={m['n']})", linewidth=1.8)
-        ax.fill_between(k, m["curve"]["ci_low"], m["curve"]["ci_high"], color=line.get_color(), alpha=0.2, linewidth=0)
-        marked = [int(x) for x in m["pass_at_k"]]
-        ax.plot(marked, [m["pass_at_k"][str(x)]["mean"] for x in marked], "o", color=line.get_color(), markersize=4)
-    largest = max(m["n"] for m in metrics["models"].values())
-    ax.set_xscale("log", base=2)
-    ticks = [2**i for i in range(largest.bit_length()) if 2**i <= largest]
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlim(1, max(largest, 2))
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("k (samples)")
-    ax.set_ylabel(f"pass@k, {metrics['metric']}")
-    ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)\n"
-                 f"correct: {metrics['metric']}", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never over a band
-    fig.tight_layout()
-    _save_figure(plt, fig, path)
-    return path
-
-
-def plot_bars(metrics: dict, path: Path) -> Path:
-    """pass@1 and pass@n of every file, with bootstrap error bars."""
-    plt = _pyplot()
-    labels = list(metrics["models"])
-    x = np.arange(len(labels))
-    width = 0.38
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) + 2), 4.5))
-    for offset, key, name in ((-width / 2, "pass_at_1", "pass@1"), (width / 2, "pass_at_n", "pass@n")):
-        vals = np.array([metrics["models"][lb][key]["mean"] for lb in labels])
-        err = np.array([[vals[i] - metrics["models"][lb][key]["ci_low"] for i, lb in enumerate(labels)],
-                        [metrics["models"][lb][key]["ci_high"] - vals[i] for i, lb in enumerate(labels)]])
-        bars = ax.bar(x + offset, vals, width, yerr=np.clip(err, 0, None), capsize=3, label=name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    ax.set_xticks(x, [f"{lb}\n(n={metrics['models'][lb]['n']})" for lb in labels])
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel(f"pass rate, {metrics['metric']}")
-    ax.set_title(f"pass@1 and pass@n\ncorrect: {metrics['metric']}", fontsize=10)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    _save_figure(plt, fig, path)
-    return path
-
-
-def _save_figure(plt, fig, path: Path) -> None:
-    """Write ``fig`` to ``path`` whole or not at all (a full disk leaves no partial PNG), then close it."""
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
-
-
 def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Path]:
     """Markdown (one row per file, "mean [low, high]" per k) and CSV (one row per file and k)."""
     ks = metrics["ks"]

@@ -57,7 +57,7 @@ def atomic_path(path: str | Path):
 @contextlib.contextmanager
 def naming(path: str | Path):
     """Raise an ``OSError`` of the block that names no file (or a temporary one) again naming ``path``, so the
-    one line a CLI prints for a full disk says where (``chartrl_colab.cli.os_fault``)."""
+    one line a CLI prints for a full disk says where (``chartrl_colab.errors.os_fault``)."""
     try:
         yield
     except OSError as err:

@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from chartrl_colab.cli import USER_ERROR, parser_for, run_cli
-from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluation.events import LOGS_DIR, cut_note, events_files, history_from_events
 from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_columns, write_figures
 from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
 from chartrl_colab.files import atomic_path, read_json
+from chartrl_colab.runs.record import run_mode
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
@@ -50,27 +50,20 @@ SUB_RULE = "-" * 40
 
 
 # --------------------------------------------------------------------------------------------- loading
-def _read_trainer_state(checkpoint: Path, state: dict | None = None) -> list[dict]:
-    """The log history of ``checkpoint``'s trainer_state.json (``state``: that file, already parsed)."""
+def _complete_state(checkpoint: Path, state=None) -> dict:
+    """``checkpoint``'s trainer_state.json (``state``: that file, already parsed), checked complete by the one
+    completeness rule, resume's (:func:`chartrl_colab.runs.storage.state_problem`); else ConfigError."""
     try:
         if state is None:
             state = read_json(checkpoint / TRAINER_STATE)
-        elif not isinstance(state, dict):
-            raise ValueError("not a JSON object")
     except (OSError, ValueError) as err:
-        state, problem = None, f"cannot be read ({err})"
+        problem = f"cannot be read ({err})"
     else:
-        problem = state_problem(state)  # the one completeness rule, resume's (see storage.inspect_checkpoint)
+        problem = state_problem(state)
     if problem is not None:
         raise ConfigError(f"{checkpoint / TRAINER_STATE}: {problem}; point at a complete checkpoint "
                           "or at its run directory")
-    return state["log_history"]
-
-
-def _read(path: str | Path, warn=print) -> tuple[list[dict], str]:
-    """(log history, where it came from) for a run or checkpoint directory; ConfigError if there is none."""
-    history, source, _ = _read_run(path, warn)
-    return history, source
+    return state
 
 
 def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
@@ -83,27 +76,25 @@ def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
         raise ConfigError(f"{str(path)!r} is not a directory; give a run directory "
                           "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
     facts: dict = {"total_steps": None, "cut": None}
-    if (path / TRAINER_STATE).exists() and not list_checkpoints(path):
-        state = _read_state_file(path)
-        history, source = _read_trainer_state(path, state), str(path / TRAINER_STATE)
-        facts["total_steps"] = state.get("global_step")
+    if (path / TRAINER_STATE).exists() and not list_checkpoints(path):  # a checkpoint-N folder itself
+        found = path, None
     else:
         found = latest_checkpoint_state(path, warn=warn)  # parses trainer_state.json once, checks and all
-        if found is not None:
-            checkpoint, state = found
-            history, source = _read_trainer_state(checkpoint, state), str(checkpoint / TRAINER_STATE)
-            facts["total_steps"] = state.get("global_step")
-        elif events_files(path):
-            history, source = history_from_events(path), str(path / LOGS_DIR)
-            facts["cut"] = cut_note(path, history)
-            try:
-                facts["total_steps"] = (read_run_json(path) or {}).get("global_step")
-            except (OSError, ValueError):
-                pass
-        else:
-            found = "only incomplete checkpoints" if list_checkpoints(path) else "no checkpoint-N folder"
-            raise ConfigError(f"{str(path)!r} holds no run: {found} and no TensorBoard events under {LOGS_DIR}/; "
-                              "give a run directory or one of its checkpoint-N folders")
+    if found is not None:
+        state = _complete_state(*found)
+        history, source = state["log_history"], str(found[0] / TRAINER_STATE)
+        facts["total_steps"] = state.get("global_step")
+    elif events_files(path):
+        history, source = history_from_events(path), str(path / LOGS_DIR)
+        facts["cut"] = cut_note(path, history)
+        try:
+            facts["total_steps"] = (read_run_json(path) or {}).get("global_step")
+        except (OSError, ValueError):
+            pass
+    else:
+        why = "only incomplete checkpoints" if list_checkpoints(path) else "no checkpoint-N folder"
+        raise ConfigError(f"{str(path)!r} holds no run: {why} and no TensorBoard events under {LOGS_DIR}/; "
+                          "give a run directory or one of its checkpoint-N folders")
     if not (set().union(*history) - {"step", "epoch"}):
         if facts["cut"]:
             raise ConfigError(f"{str(path)!r}: {facts['cut']}")
@@ -116,14 +107,6 @@ def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
     return history, source, facts
 
 
-def _read_state_file(checkpoint: Path) -> dict | None:
-    try:
-        state = read_json(checkpoint / TRAINER_STATE)
-    except (OSError, ValueError):
-        return None  # _read_trainer_state says why
-    return state if isinstance(state, dict) else None
-
-
 def load_history(path: str | Path, warn=print) -> list[dict]:
     """The log history of a run (``trainer_state.json``'s ``log_history``: one dict per logged step).
 
@@ -131,7 +114,7 @@ def load_history(path: str | Path, warn=print) -> list[dict]:
     ``logs/`` while it has no checkpoint) or a ``checkpoint-N`` folder. Newer incomplete checkpoints are
     skipped with a warning through ``warn``. Raises ConfigError for a path holding no run or an empty log.
     """
-    return _read(path, warn)[0]
+    return _read_run(path, warn)[0]
 
 
 # ------------------------------------------------------------------------------------------- numbers
@@ -294,20 +277,6 @@ def _run_dir_of(path: Path) -> Path:
     return path.parent if checkpoint_step(path) is not None else path
 
 
-def _mode_of(run_dir: Path) -> tuple[str | None, str | None]:
-    """(mode, verifier reward name) of a run, from its run.json; the mode from its name when that is missing."""
-    try:
-        info = read_run_json(run_dir)
-    except (OSError, ValueError):
-        info = None
-    config = (info or {}).get("config") or {}
-    mode, verifier = config.get("mode"), config.get("verifier")
-    if mode in MODES:
-        return mode, verifier
-    # Run names start with the mode; "w-reinforce" holds a dash, so try the longest names first.
-    return next((m for m in sorted(MODES, key=len, reverse=True) if run_dir.name.startswith(m + "-")), None), verifier
-
-
 def _default_labels(paths: list[Path]) -> list[str]:
     labels, seen = [], {}
     for p in paths:
@@ -353,7 +322,7 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
             report.errors.append(f"{label}: {err}")
             continue
         histories[label] = Columns(history)
-        mode, verifier = _mode_of(_run_dir_of(path.resolve()))
+        mode, verifier = run_mode(_run_dir_of(path.resolve()))
         report.summaries[label] = {"label": label, "path": str(path), "mode": mode, "source": source,
                                    "cut": facts["cut"],
                                    **summarize(histories[label], window, mode=mode, verifier=verifier,

@@ -16,6 +16,7 @@ from chartrl_colab.config import DEFAULT_MAX_PIXELS, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.models import device
 from chartrl_colab.models.device import Gpu
+from chartrl_colab.models.source import ModelSource, resolve_source
 
 T4 = Gpu("Tesla T4", (7, 5), 15.0)
 L4 = Gpu("NVIDIA L4", (8, 9), 22.0)
@@ -70,10 +71,11 @@ def test_the_4bit_compute_dtype_is_the_cards_precision(monkeypatch):
     from chartrl_colab.models import loading
 
     monkeypatch.setattr(device, "detect", lambda: T4)
-    assert loading._bnb_config().bnb_4bit_compute_dtype == torch.float16
+    assert loading._nf4()["quantization_config"].bnb_4bit_compute_dtype == torch.float16
     monkeypatch.setattr(device, "detect", lambda: A100)
-    assert loading._bnb_config().bnb_4bit_compute_dtype == torch.bfloat16
-    assert loading._bnb_config(torch.float16).bnb_4bit_compute_dtype == torch.float16  # a requested dtype wins
+    assert loading._nf4()["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    nf4 = loading._nf4(torch.float16)  # a requested dtype wins, for the 4-bit layers and the rest alike
+    assert nf4["quantization_config"].bnb_4bit_compute_dtype == nf4["dtype"] == torch.float16
 
 
 def test_auto_memory_defaults_by_gpu_memory(tmp_path, bnb_and_vllm):
@@ -138,10 +140,10 @@ def test_generate_picks_vllm_by_the_same_rule(monkeypatch):
 
     monkeypatch.setattr(device, "vllm_importable", lambda: True)
     cfg = gen.GenerateConfig()
-    assert gen.pick_backend(cfg, gen.ModelSource("tiny", "pretrained", 0), gpu=A100) == "vllm"
-    assert gen.pick_backend(cfg, gen.ModelSource("tiny", "pretrained", 0), gpu=T4) == "transformers"
-    assert gen.pick_backend(cfg, gen.ModelSource("tiny", "pretrained", 0, load_in_4bit=True), gpu=A100) == "transformers"
-    assert gen.pick_backend(cfg, gen.ModelSource("tiny", "pretrained", 0), detect=False) == "transformers"
+    assert gen.pick_backend(cfg, ModelSource("tiny", "pretrained", 0), gpu=A100) == "vllm"
+    assert gen.pick_backend(cfg, ModelSource("tiny", "pretrained", 0), gpu=T4) == "transformers"
+    assert gen.pick_backend(cfg, ModelSource("tiny", "pretrained", 0, load_in_4bit=True), gpu=A100) == "transformers"
+    assert gen.pick_backend(cfg, ModelSource("tiny", "pretrained", 0), detect=False) == "transformers"
 
 
 def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, monkeypatch):
@@ -167,7 +169,7 @@ def test_generate_frees_the_hf_model_before_vllm_starts(tiny_cache, tmp_path, mo
     monkeypatch.setattr(samplers, "load_for_generation", load)
     monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM))
     cfg = gen.GenerateConfig(vllm_gpu_memory_utilization=0.7, max_pixels=DEFAULT_MAX_PIXELS)
-    sampler = samplers.VllmSampler(gen.ModelSource("tiny", "pretrained", 0, cache_dir=tiny_cache), cfg, tmp_path)
+    sampler = samplers.VllmSampler(ModelSource("tiny", "pretrained", 0, cache_dir=tiny_cache), cfg, tmp_path)
     assert seen["alive"] is False and sampler.model is None
     assert seen["gpu_memory_utilization"] == 0.7
     assert (tmp_path / seen["model"]).is_dir()  # the merged copy vLLM loads
@@ -307,5 +309,5 @@ def test_a_run_records_its_figures_and_train_run_releases_its_model(tmp_path, mo
     record["resolved"]["load_in_4bit"] = True  # as on a T4
     record["config"]["max_pixels"] = 200704
     run_json.write_text(json.dumps(record))
-    source = gen.resolve_source(gen.GenerateConfig(checkpoint=str(run_json.parent)))
+    source = resolve_source(gen.GenerateConfig(checkpoint=str(run_json.parent)))
     assert source.load_in_4bit is True and source.max_pixels == 200704

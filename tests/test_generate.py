@@ -14,6 +14,7 @@ from chartrl_colab.evaluation.samples import read_rows
 from chartrl_colab.generate import GenerateConfig, generate_samples
 from chartrl_colab.models import samplers
 from chartrl_colab.models.samplers import TransformersSampler
+from chartrl_colab.models.source import resolve_source
 from chartrl_colab.rewards.presets import get_reward_funcs
 
 SEED = 7
@@ -228,25 +229,25 @@ def run_dir(finished_run, tmp_path):
 @pytest.mark.slow
 def test_checkpoint_sources(run_dir, tmp_path, capsys):
     (run_dir / "checkpoint-3").mkdir()  # a newer checkpoint cut short: no trainer_state.json
-    source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
+    source = resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
     assert source.checkpoint == (run_dir / "checkpoint-2").resolve()
     assert "skipping incomplete checkpoint" in capsys.readouterr().err
     assert (source.vlm_name, source.init, source.seed) == ("tiny", "pretrained", 3)  # the run's, not --seed 7
 
-    one = gen.resolve_source(config(tmp_path / "b.jsonl", checkpoint=str(run_dir / "checkpoint-1")))
+    one = resolve_source(config(tmp_path / "b.jsonl", checkpoint=str(run_dir / "checkpoint-1")))
     assert one.checkpoint == (run_dir / "checkpoint-1").resolve() and one.seed == 3
     with pytest.raises(ConfigError, match="checkpoint-3 is incomplete"):
-        gen.resolve_source(config(tmp_path / "c.jsonl", checkpoint=str(run_dir / "checkpoint-3")))
+        resolve_source(config(tmp_path / "c.jsonl", checkpoint=str(run_dir / "checkpoint-3")))
 
     # run.json, when there, names the base model; without it, the adapter's base path does.
     run_json = run_dir / "run.json"
     saved = run_json.read_text() if run_json.exists() else None
     try:
         run_json.write_text(json.dumps({"config": {"vlm_name": "tiny", "init": "random", "seed": 11}}))
-        assert (lambda s: (s.init, s.seed))(gen.resolve_source(config(tmp_path / "d.jsonl", checkpoint=str(run_dir)))) \
+        assert (lambda s: (s.init, s.seed))(resolve_source(config(tmp_path / "d.jsonl", checkpoint=str(run_dir)))) \
             == ("random", 11)
         run_json.unlink()
-        fallback = gen.resolve_source(config(tmp_path / "e.jsonl", checkpoint=str(run_dir)))
+        fallback = resolve_source(config(tmp_path / "e.jsonl", checkpoint=str(run_dir)))
         assert (fallback.vlm_name, fallback.init, fallback.seed) == ("tiny", "pretrained", 3)
     finally:
         if saved is not None:
@@ -257,7 +258,7 @@ def test_checkpoint_sources(run_dir, tmp_path, capsys):
 def test_generation_from_a_run_uses_its_trained_adapter(run_dir, tmp_path):
     from chartrl_colab.models.loading import load_model_and_processor
 
-    source = gen.resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
+    source = resolve_source(config(tmp_path / "a.jsonl", checkpoint=str(run_dir)))
     trained, _ = samplers.load_for_generation(source)
     base, _ = load_model_and_processor("tiny", seed=3)
     base_weights = dict(base.named_parameters())

@@ -325,7 +325,7 @@ def _weights(folder, step, checkpoint=True):
 
 
 def test_generate_takes_the_newest_complete_weights(tmp_path, capsys):
-    from chartrl_colab.generate import resolve_checkpoint
+    from chartrl_colab.models.source import resolve_checkpoint
 
     run = tmp_path / "nsr-run"
     _weights(run / "checkpoint-2", 2)

@@ -23,6 +23,7 @@ from chartrl_colab.models import loading as M
 from chartrl_colab.models import samplers
 from chartrl_colab.models import tiny as T
 from chartrl_colab.models import warm as W
+from chartrl_colab.models.source import resolve_source
 from chartrl_colab.rewards.package import accuracy_reward, format_reward
 
 QUESTIONS = 48  # held-out test questions of the window
@@ -178,7 +179,7 @@ def test_a_run_trained_from_tiny_warm_samples_its_own_weights(default_cache, tmp
     run_dir = tmp_path / "runs" / cfg.run_name
 
     def source():
-        return gen.resolve_source(gen.GenerateConfig(checkpoint=str(run_dir), output=str(tmp_path / "x.jsonl")))
+        return resolve_source(gen.GenerateConfig(checkpoint=str(run_dir), output=str(tmp_path / "x.jsonl")))
 
     got = source()
     assert (got.vlm_name, got.init, got.seed) == ("tiny-warm", "pretrained", 0)

@@ -21,7 +21,7 @@ import numpy as np
 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluate import align, load_samples
-from chartrl_colab.evaluation import compare
+from chartrl_colab.evaluation import compare, passk_plots
 from chartrl_colab.evaluation.passk import pass_at_k_curve
 from chartrl_colab.runs.record import read_run_json
 
@@ -91,13 +91,13 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
     markdown = _table(modes, diffs, n, questions, confidence)
     table_md = out / "modes_table.md"
     table_md.write_text(markdown)
-    figures = [compare.plot_seed_means(
+    figures = [passk_plots.plot_seed_means(
         {mode: {**m, "seeds": len(m["seeds"])} for mode, m in modes.items()}, out / "modes_passk.png",
         f"pass@k per mode, mean over seeds and {questions} questions ({confidence:.0%} bootstrap bands over both)")]
     if diffs:
-        figures.append(compare.plot_differences({"labels": [base], "differences": diffs, "num_questions": questions,
-                                                 "confidence": confidence, "metric": "relaxed_correctness"},
-                                                out / "modes_differences.png"))
+        figures.append(passk_plots.plot_differences(
+            {"labels": [base], "differences": diffs, "num_questions": questions, "confidence": confidence,
+             "metric": "relaxed_correctness"}, out / "modes_differences.png"))
     result = {"modes": modes, "differences": diffs, "table_md": str(table_md), "table_markdown": markdown,
               "figures": [str(p) for p in figures]}
     path = out / "modes.json"

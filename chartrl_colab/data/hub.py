@@ -1,6 +1,6 @@
 """Chart QA data sets read from local files or the hub, as plain rows for ``chartrl_colab.data.loading``.
 
-``_load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``_load_evochart`` (``evochart``) return a list of
+``load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``load_evochart`` (``evochart``) return a list of
 row dicts holding the chart's undecoded image bytes, the ``question`` and the fields of
 ``chartrl_colab.data.loading.FEATURES`` but ``prompt``; ``chartrl_colab.data.loading`` adds the preset's prompt and
 makes the ``datasets.Dataset``.
@@ -24,7 +24,7 @@ EvoChart-QA is local files only: a JSON file (a list of ``{"imgname", "query", "
 
 The hub data sets are downloaded with ``datasets.load_dataset`` when no local
 folder is found.  Rows without a readable image, a question or an answer are
-skipped and counted in one warning.  chart-rvr's repeats of (question, answer,
+skipped and counted in one warning (:func:`chartrl_colab.data.rows.collect`).  chart-rvr's repeats of (question, answer,
 image bytes) are dropped, keeping the copy with the most gold fields.
 """
 
@@ -32,20 +32,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import json
 import os
-import random
-import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import datasets
-import PIL.Image
-from tqdm.auto import tqdm
 
-from chartrl_colab.data.images import processor_problem, rgb_png_bytes, to_rgb
+from chartrl_colab.data.rows import CHUNK, collect, field_text
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.files import read_json
 
@@ -60,18 +54,6 @@ SOURCE_SPLITS = {
     "evochart": ("test",),
 }
 DATA_DIR_ENV = "CHARTRL_DATA_DIR"
-
-# Bars shown above this many rows; below it a bar is just noise.
-_PROGRESS_MIN = 32
-# Rows are turned into Arrow in chunks so that a full-size image set never
-# needs one >2 GiB binary column at once.
-_CHUNK = 1000
-
-
-def _png_bytes(img: PIL.Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _layout_help(name: str, where: str) -> str:
@@ -171,166 +153,7 @@ def _load_hub_dataset(name: str, split: str, data_dir: str | None) -> tuple[data
         ) from err
 
 
-def _read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]:
-    """``(bytes, None)`` of a usable image, converted to RGB as a viewer shows it
-    (:func:`chartrl_colab.data.images.to_rgb`), or ``(None, why not)``: unreadable, or refused by
-    Qwen-VL's image processor (:func:`chartrl_colab.data.images.processor_problem`). Decodes fully to catch
-    truncated files."""
-    try:
-        if value is None:
-            return None, "unreadable images"
-        if isinstance(value, PIL.Image.Image):
-            rgb = to_rgb(value)
-            data, size = _png_bytes(rgb), rgb.size
-        else:
-            if isinstance(value, dict):
-                data, p = value.get("bytes"), value.get("path")
-            elif isinstance(value, (bytes, bytearray)):
-                data, p = bytes(value), None
-            else:
-                data, p = None, str(value)
-            if data is None:
-                if not p:
-                    return None, "unreadable images"
-                fp = Path(p)
-                if not fp.is_absolute() and base is not None and not fp.exists():
-                    fp = base / fp
-                data = fp.read_bytes()
-            data, size = rgb_png_bytes(data)
-    except Exception:  # any decoder error means the row has no usable image
-        return None, "unreadable images"
-    problem = processor_problem(*size)
-    return (None, f"images the Qwen-VL processor refuses ({problem})") if problem else (data, None)
-
-
-def _text(value: Any) -> str | None:
-    """Non-empty stripped string of a scalar or the first usable list item."""
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            got = _text(item)
-            if got is not None:
-                return got
-        return None
-    if value is None or isinstance(value, bool):
-        return None if value is None else str(value)
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return None
-        return str(int(value)) if value.is_integer() else str(value)
-    text = str(value).strip()
-    return text or None
-
-
-def _normalize_table(value: Any) -> tuple[str | None, bool]:
-    """Table as canonical ``{"columns", "rows"}`` JSON; second item is True when a table was given but unusable."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, False
-    obj = value
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("```"):  # model-written tables sometimes keep a code fence
-            text = text.strip("`").removeprefix("json").strip()
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return None, True
-    if isinstance(obj, dict) and "columns" in obj and "rows" in obj:
-        columns, rows = obj["columns"], obj["rows"]
-    elif isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
-        columns = list(obj)  # column-oriented {"col": [...], ...}
-        rows = [list(r) for r in zip(*obj.values())]
-    elif isinstance(obj, list) and obj and all(isinstance(r, dict) for r in obj):
-        columns = list(obj[0])  # records [{"col": v, ...}, ...]
-        rows = [[r.get(c) for c in columns] for r in obj]
-    else:
-        return None, True
-    if not isinstance(columns, list) or not isinstance(rows, list):
-        return None, True
-    return json.dumps({"columns": columns, "rows": rows}, ensure_ascii=False), False
-
-
-def _collect(
-    name: str,
-    split: str,
-    n_rows: int,
-    get_row,
-    subset_size: int | None,
-    seed: int,
-    base: Path | None,
-    source_index: list[int] | None = None,
-    notes: list[str] | None = None,
-) -> list[dict]:
-    """Shared tail of the real loaders: seeded shuffle, mapping, skipping, one warning; the rows kept.
-
-    ``get_row(i)`` returns a dict with ``image``, ``query``, ``label`` and
-    optionally ``chart_type``, ``table``, ``reasoning``, ``is_clear``,
-    ``human_or_machine``.  Rows are examined in shuffled order until
-    ``subset_size`` good ones are found, so a small subset decodes only the
-    images it needs.  ``source_index[i]`` is row i's index in the source (for
-    its id) when rows were dropped before; ``notes`` go into the warning.
-    Each row holds the ``question``; ``chartrl_colab.data.loading`` turns it into the prompt.
-    """
-    order = list(range(n_rows))
-    random.Random(seed).shuffle(order)
-    want = n_rows if subset_size is None else min(subset_size, n_rows)
-    skipped: Counter[str] = Counter()
-    bad_tables = 0
-    rows: list[dict] = []
-    examined = 0
-    bar = tqdm(total=want, desc=f"loading {name}/{split}", disable=want <= _PROGRESS_MIN, leave=False)
-    for i in order:
-        if len(rows) >= want:
-            break
-        examined += 1
-        raw = get_row(i)
-        answer = _text(raw.get("label"))
-        question = _text(raw.get("query"))
-        if answer is None:
-            skipped["without an answer"] += 1
-            continue
-        if question is None:
-            skipped["without a question"] += 1
-            continue
-        image, why = _read_image(raw.get("image"), base)
-        if image is None:
-            skipped[why] += 1
-            continue
-        table, bad = _normalize_table(raw.get("table"))
-        bad_tables += bad
-        chart_type = _text(raw.get("chart_type"))
-        rows.append(
-            {
-                "question": question,
-                "image": {"bytes": image, "path": None},
-                "answer": answer,
-                "chart_type": chart_type.lower() if chart_type else None,
-                "table": table,
-                "reasoning": _text(raw.get("reasoning")),
-                "id": f"{name}/{split}/{i if source_index is None else source_index[i]}",
-                "is_clear": _flag(raw.get("is_clear")),
-                "human_or_machine": _origin(raw.get("human_or_machine")),
-            }
-        )
-        bar.update(1)
-    bar.close()
-    if skipped or bad_tables or notes:
-        parts = [f"{count} {reason}" for reason, count in sorted(skipped.items())]
-        msg = f"skipped {sum(skipped.values())} of {examined} rows in {name}/{split}"
-        if parts:
-            msg += ": " + ", ".join(parts)
-        if bad_tables:
-            msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
-        msg = "; ".join([*(notes or []), msg])
-        if not rows:
-            raise ConfigError(f"no usable rows in {name}/{split}: {msg}; check the files"
-                              f"{f' under {base}' if base else ''} or point data_dir at good ones")
-        warnings.warn(msg, stacklevel=4)  # point at the caller of load_chart_dataset
-    if not rows:
-        raise ConfigError(f"no rows in {name}/{split}; check the files{f' under {base}' if base else ''}")
-    return rows
-
-
-def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
+def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
     ds, base = _load_hub_dataset(name, split, data_dir)
     if "image" in ds.column_names and isinstance(ds.features.get("image"), datasets.Image):
         # Undecoded, so a corrupt image becomes a skipped row, not a crash mid-iteration.
@@ -341,12 +164,12 @@ def _load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, da
     wanted = [c for c in ("image", "query", "label", *_GOLD_FIELDS, "human_or_machine") if c in ds.column_names]
     ds = ds.select_columns(wanted)
     if name != "chart-rvr":
-        return _collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base)
+        return collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base)
     kept = _deduplicate(ds)
     dropped = len(ds) - len(kept)
     notes = [f"dropped {dropped} of {len(ds)} rows of {name}/{split} that repeat a (question, answer, image) "
              f"(kept the copy with the most of {', '.join(_GOLD_FIELDS)})"] if dropped else []
-    return _collect(name, split, len(kept), lambda i: ds[kept[i]], subset_size, seed, base, kept, notes)
+    return collect(name, split, len(kept), lambda i: ds[kept[i]], subset_size, seed, base, kept, notes)
 
 
 _GOLD_FIELDS = ("reasoning", "chart_type", "table")
@@ -369,8 +192,8 @@ def _deduplicate(ds: datasets.Dataset) -> list[int]:
     """
     best: dict[tuple[str, str, str], tuple[int, int]] = {}  # key -> (gold fields, index)
     golds = [c for c in _GOLD_FIELDS if c in ds.column_names]
-    for start in range(0, len(ds), _CHUNK):
-        batch = ds[start : start + _CHUNK]
+    for start in range(0, len(ds), CHUNK):
+        batch = ds[start : start + CHUNK]
         for j in range(len(batch["query"])):
             key = (json.dumps(batch["query"][j], default=str), json.dumps(batch["label"][j], default=str),
                    _image_key(batch["image"][j]))
@@ -384,27 +207,10 @@ def _filled(value: Any) -> bool:
     """A gold field holds something: text, or a table struct with columns or rows."""
     if isinstance(value, dict):
         return any(value.values())
-    return _text(value) is not None
+    return field_text(value) is not None
 
 
-def _flag(value: Any) -> bool | None:
-    """EvoChart's ``is_clear`` as a bool (JSON true/false, or its text), None when absent or unreadable."""
-    if isinstance(value, bool) or value is None:
-        return value
-    text = str(value).strip().lower()
-    return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text)
-
-
-def _origin(value: Any) -> str | None:
-    """ChartQA's ``human_or_machine`` as "human" or "augmented" (its ClassLabel: 0 human, 1 machine)."""
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value).strip().lower()
-    return {"0": "human", "human": "human", "1": "augmented", "machine": "augmented",
-            "augmented": "augmented"}.get(text)
-
-
-def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
+def load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
     path = _local_dir("evochart", data_dir)
     if path is None:
         raise FileNotFoundError(
@@ -443,4 +249,4 @@ def _load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str
         return {"image": img, "query": rec.get("query"), "label": rec.get("label"),
                 "chart_type": rec.get("chart_type"), "is_clear": rec.get("is_clear")}
 
-    return _collect("evochart", split, len(records), get_row, subset_size, seed, base)
+    return collect("evochart", split, len(records), get_row, subset_size, seed, base)

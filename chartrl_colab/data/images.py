@@ -14,6 +14,8 @@ which stores each row's image already converted):
 - ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` go through Pillow's own conversion;
 - an EXIF orientation is applied (a phone photo of a chart shows upright in a viewer).
 
+:func:`read_image` turns a data set's image cell into the bytes a row stores, or says why the row is skipped.
+
 :func:`processor_problem` runs the arithmetic of transformers' Qwen2-VL image processor (its own
 ``smart_resize``) on an image size: an aspect ratio above 200 is refused there with ``ValueError:
 absolute aspect ratio must be smaller than 200``, mid-training; the loaders skip such rows instead.
@@ -22,12 +24,15 @@ absolute aspect ratio must be smaller than 200``, mid-training; the loaders skip
 from __future__ import annotations
 
 import io
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-__all__ = ["to_rgb", "rgb_png_bytes", "processor_problem", "QWEN_FACTOR", "QWEN_MIN_PIXELS", "QWEN_MAX_PIXELS"]
+__all__ = ["to_rgb", "png_bytes", "rgb_png_bytes", "read_image", "processor_problem", "QWEN_FACTOR", "QWEN_MIN_PIXELS",
+           "QWEN_MAX_PIXELS"]
 
 # Qwen2-VL / Qwen2.5-VL: 14-pixel patches merged 2x2, so images are resized to multiples of 28; the
 # hub processors' pixel bounds (their preprocessor_config.json; the same in models/model_configs/).
@@ -76,6 +81,13 @@ def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
     return img.convert("RGB")
 
 
+def png_bytes(img: PIL.Image.Image) -> bytes:
+    """``img`` encoded as PNG."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def rgb_png_bytes(data: bytes) -> tuple[bytes, tuple[int, int]]:
     """``(bytes, (width, height))`` of encoded image ``data`` as the data set stores it: the original bytes
     when they already decode to plain upright RGB (a JPEG stays a JPEG), else a PNG of :func:`to_rgb`.
@@ -85,9 +97,39 @@ def rgb_png_bytes(data: bytes) -> tuple[bytes, tuple[int, int]]:
         if im.mode == "RGB" and "transparency" not in im.info and im.getexif().get(0x0112, 1) == 1:
             return bytes(data), im.size
         rgb = to_rgb(im)
-        out = io.BytesIO()
-        rgb.save(out, format="PNG")
-        return out.getvalue(), rgb.size
+        return png_bytes(rgb), rgb.size
+
+
+def read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]:
+    """A data set's image cell (a PIL image, ``{"bytes", "path"}``, bytes or a path, relative to ``base`` when not
+    found as given) as ``(bytes, None)`` of a usable image, converted to RGB as a viewer shows it
+    (:func:`to_rgb`, :func:`rgb_png_bytes`), or ``(None, why not)``: unreadable, or refused by Qwen-VL's image
+    processor (:func:`processor_problem`). Decodes fully to catch truncated files."""
+    try:
+        if value is None:
+            return None, "unreadable images"
+        if isinstance(value, PIL.Image.Image):
+            rgb = to_rgb(value)
+            data, size = png_bytes(rgb), rgb.size
+        else:
+            if isinstance(value, dict):
+                data, p = value.get("bytes"), value.get("path")
+            elif isinstance(value, (bytes, bytearray)):
+                data, p = bytes(value), None
+            else:
+                data, p = None, str(value)
+            if data is None:
+                if not p:
+                    return None, "unreadable images"
+                fp = Path(p)
+                if not fp.is_absolute() and base is not None and not fp.exists():
+                    fp = base / fp
+                data = fp.read_bytes()
+            data, size = rgb_png_bytes(data)
+    except Exception:  # any decoder error means the row has no usable image
+        return None, "unreadable images"
+    problem = processor_problem(*size)
+    return (None, f"images the Qwen-VL processor refuses ({problem})") if problem else (data, None)
 
 
 def processor_problem(width: int, height: int, factor: int = QWEN_FACTOR, min_pixels: int = QWEN_MIN_PIXELS,

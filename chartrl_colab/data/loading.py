@@ -76,8 +76,9 @@ import datasets
 from tqdm.auto import tqdm
 
 from chartrl_colab.data import synthetic
-from chartrl_colab.data.hub import _CHUNK, _PROGRESS_MIN, SOURCE_SPLITS, _load_evochart, _load_hub_rows, _png_bytes
-from chartrl_colab.data.images import to_rgb
+from chartrl_colab.data.hub import SOURCE_SPLITS, load_evochart, load_hub_rows
+from chartrl_colab.data.images import png_bytes, to_rgb
+from chartrl_colab.data.rows import CHUNK, PROGRESS_MIN
 from chartrl_colab.errors import ConfigError, check_split
 from chartrl_colab.rewards.presets import AUTO, get_preset, resolve_preset
 
@@ -127,11 +128,11 @@ def _load_synthetic(split: str, subset_size: int | None, seed: int, preset: str)
     n = 100 if subset_size is None else subset_size
     specs = synthetic.synthetic_examples(n, seed, split)
     rows = []
-    for i, spec in enumerate(tqdm(specs, desc=f"rendering synthetic/{split}", disable=n <= _PROGRESS_MIN, leave=False)):
+    for i, spec in enumerate(tqdm(specs, desc=f"rendering synthetic/{split}", disable=n <= PROGRESS_MIN, leave=False)):
         rows.append(
             {
                 "prompt": make_prompt(spec["question"], preset),
-                "image": {"bytes": _png_bytes(to_rgb(synthetic.render_chart(spec))), "path": None},
+                "image": {"bytes": png_bytes(to_rgb(synthetic.render_chart(spec))), "path": None},
                 "answer": spec["answer"],
                 "chart_type": spec["chart_type"],
                 "table": spec["table"],
@@ -151,7 +152,7 @@ def _to_dataset(rows: list[dict]) -> datasets.Dataset:
     rows = [{key: row.get(key) for key in FEATURES} for row in rows]  # a field a source lacks is None
     if not rows:
         return datasets.Dataset.from_list([], features=FEATURES)
-    parts = [datasets.Dataset.from_list(rows[i : i + _CHUNK], features=FEATURES) for i in range(0, len(rows), _CHUNK)]
+    parts = [datasets.Dataset.from_list(rows[i : i + CHUNK], features=FEATURES) for i in range(0, len(rows), CHUNK)]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -196,7 +197,7 @@ def load_chart_dataset(
     if name == "synthetic":
         return _load_synthetic(split, subset_size, seed, preset)
     if name == "evochart":
-        rows = _load_evochart(split, subset_size, seed, data_dir)
+        rows = load_evochart(split, subset_size, seed, data_dir)
     else:
-        rows = _load_hub_rows(name, split, subset_size, seed, data_dir)
+        rows = load_hub_rows(name, split, subset_size, seed, data_dir)
     return _to_dataset([{**row, "prompt": make_prompt(row["question"], preset)} for row in rows])

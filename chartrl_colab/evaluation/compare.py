@@ -13,8 +13,8 @@ over questions above. Percentile intervals, as :func:`chartrl_colab.evaluation.p
 Values are per-question pass@k arrays, e.g. rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`:
 shaped ``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
 
-Numpy and the package's ``ConfigError``; matplotlib only inside :func:`plot_differences` and
-:func:`plot_seed_means`.
+Numpy and the package's ``ConfigError``; the figures of these numbers are in
+:mod:`chartrl_colab.evaluation.passk_plots`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import numpy as np
 
 from chartrl_colab.errors import ConfigError
 
-__all__ = ["difference", "difference_cell", "difference_lines", "differences", "plot_differences", "plot_seed_means",
-           "seed_mean"]
+__all__ = ["difference", "difference_cell", "difference_lines", "differences", "seed_mean"]
 
 
 def _runs(values, name: str) -> np.ndarray:
@@ -148,72 +147,3 @@ def difference_lines(metrics: dict) -> list[str]:
         lines.append(f"| {d['other']} - {d['reference']} | "
                      + " | ".join(difference_cell(d["k"][str(k)]) for k in ks) + " |")
     return lines
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; also works with no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _log2_axis(ax, largest: int) -> None:
-    ax.set_xscale("log", base=2)
-    ticks = [2**i for i in range(largest.bit_length()) if 2**i <= largest]
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlim(1, max(largest, 2))
-    ax.set_xlabel("k (samples)")
-    ax.grid(True, alpha=0.3)
-
-
-def plot_differences(metrics: dict, path) -> object:
-    """pass@k of each model minus the first model's (the base), k = 1..n, with the paired bands: where the pass@k
-    curves lie on top of each other, this shows which way each model moved and whether the band leaves 0."""
-    plt = _pyplot()
-    base = metrics["labels"][0]
-    against = [d for d in metrics.get("differences", []) if d["reference"] == base]
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    largest = 1
-    for i, d in enumerate(against):
-        k = np.array(sorted(int(x) for x in d["k"]))
-        cells = [d["k"][str(x)] for x in k]
-        color = f"C{i + 1}"  # C0 is the base's colour in the pass@k plot
-        ax.plot(k, [c["diff"] for c in cells], color=color, linewidth=1.8, marker="o", markersize=3,
-                label=f"{d['other']} - {base}")
-        ax.fill_between(k, [c["ci_low"] for c in cells], [c["ci_high"] for c in cells], color=color, alpha=0.15,
-                        linewidth=0)
-        largest = max(largest, int(k[-1]))
-    _log2_axis(ax, largest)
-    ax.set_ylabel(f"pass@k minus {base}'s")
-    ax.set_title(f"difference to {base} over {metrics['num_questions']} questions "
-                 f"({metrics['confidence']:.0%} paired bootstrap bands)\ncorrect: {metrics['metric']}", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def plot_seed_means(curves: dict, path, title: str, ylabel: str = "pass@k") -> object:
-    """One line per model: mean pass@k over seeds and questions with its band (``curves``: label ->
-    ``{"k", "mean", "ci_low", "ci_high", "seeds"}``, as :func:`seed_mean` gives plus the k)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    largest = 1
-    for i, (label, c) in enumerate(curves.items()):
-        k = np.asarray(c["k"])
-        ax.plot(k, c["mean"], color=f"C{i}", linewidth=1.8, marker="o", markersize=3,
-                label=f"{label} ({c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
-        ax.fill_between(k, c["ci_low"], c["ci_high"], color=f"C{i}", alpha=0.15, linewidth=0)
-        largest = max(largest, int(k[-1]))
-    _log2_axis(ax, largest)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

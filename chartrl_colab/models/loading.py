@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from chartrl_colab.config import INITS
+from chartrl_colab.data.images import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.models import device, tiny
 from chartrl_colab.rewards.similarity import hub_reachable
@@ -54,7 +55,6 @@ LORA_TARGET_MODULES = (
 
 class WeightsNotAvailableError(ConfigError, OSError):
     """The hub weights of a model could not be loaded (offline, no cache, or the download failed)."""
-
 
 
 def _check_name(name: str) -> None:
@@ -91,23 +91,22 @@ def _gpu_dtype() -> torch.dtype:
     return device.torch_dtype(device.precision_for(device.detect()))
 
 
-def _bnb_config(compute_dtype: torch.dtype | None = None):
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        # The matmuls of the 4-bit layers run in this dtype: bf16 would be emulated (slow, or failing) on a T4.
-        bnb_4bit_compute_dtype=compute_dtype if isinstance(compute_dtype, torch.dtype) else _gpu_dtype(),
-        bnb_4bit_use_double_quant=True,
-    )
-
-
 def _gpu_device_map() -> dict[str, int] | None:
     # Put weights straight on the GPU: a 7B model in bf16 does not fit in a Colab VM's RAM.
     return {"": torch.cuda.current_device()} if torch.cuda.is_available() else None
 
 
+def _nf4(dtype=None) -> dict:
+    """``from_pretrained``'s arguments for NF4 weights (bitsandbytes) on the GPU. ``dtype`` (None or "auto": this
+    GPU's precision) is the compute dtype of the 4-bit layers and the dtype of the parts left unquantised (norms,
+    vision convs)."""
+    from transformers import BitsAndBytesConfig
+
+    dtype = dtype if isinstance(dtype, torch.dtype) else _gpu_dtype()
+    # The matmuls of the 4-bit layers run in this dtype: bf16 would be emulated (slow, or failing) on a T4.
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                bnb_4bit_use_double_quant=True)
+    return {"quantization_config": config, "device_map": _gpu_device_map(), "dtype": dtype}
 
 
 def load_model_and_processor(
@@ -177,12 +176,7 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
 def _load_embedded(path: Path, dtype, load_in_4bit: bool):
     """An embedded model saved at ``path`` (default dtype float32), quantised to NF4 while loading if asked."""
     if load_in_4bit:
-        return tiny.load_tiny(
-            path,
-            dtype if dtype not in (None, "auto") else _gpu_dtype(),
-            quantization_config=_bnb_config(dtype),
-            device_map=_gpu_device_map(),
-        )
+        return tiny.load_tiny(path, **_nf4(dtype))
     model, processor = tiny.load_tiny(path, None)
     if dtype not in (None, "auto"):
         model = model.to(dtype)
@@ -252,33 +246,27 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 def load_shipped_config(name: str) -> PretrainedConfig:
     """The hub config.json of ``name`` as shipped in ``model_configs/`` (hub token ids, real sizes)."""
     _check_name(name)
-    if MODELS[name] is None:
-        raise ConfigError(f"model {name!r} is embedded and has no shipped config; valid names: {_hub_names()}")
+    if name in EMBEDDED_MODELS:
+        hub_names = ", ".join(n for n in MODELS if n not in EMBEDDED_MODELS)
+        raise ConfigError(f"model {name!r} is embedded and has no shipped config; valid names: {hub_names}")
     from transformers import AutoConfig
 
-    raw = json.loads((CONFIG_DIR / f"{name}.json").read_text())
-    fields = {k: v for k, v in raw.items() if not k.startswith("_")}  # "_source", "_processor" are ours
+    fields = {k: v for k, v in _shipped(name).items() if not k.startswith("_")}  # "_source", "_processor" are ours
     return AutoConfig.for_model(fields.pop("model_type"), **fields)
 
 
-
-
-def _hub_names() -> str:
-    return ", ".join(n for n, hub in MODELS.items() if hub is not None)
+def _shipped(name: str) -> dict:
+    """``model_configs/<name>.json``: the hub's config.json, plus our ``_source`` and ``_processor`` (pixel bounds)."""
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
 
 
 def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     hub_id = MODELS[name]
-    kwargs = {"dtype": dtype if dtype is not None else "auto", "cache_dir": cache_dir}
-    device_map = _gpu_device_map()
-    if device_map is not None:
-        kwargs["device_map"] = device_map
+    kwargs = {"cache_dir": cache_dir, "dtype": dtype if dtype is not None else "auto", "device_map": _gpu_device_map()}
     if load_in_4bit:
-        kwargs["quantization_config"] = _bnb_config(dtype)
-        if dtype in (None, "auto"):
-            kwargs["dtype"] = _gpu_dtype()  # the non-quantised parts (norms, vision convs)
+        kwargs.update(_nf4(dtype))
     try:
         try:  # cached copy first: no network round trips at all
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir, local_files_only=True)
@@ -299,16 +287,21 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
     return model, processor
 
 
-def _build_random_arch(config, *, name: str, dtype, seed: int):
-    """Real architecture from ``config``, seeded random weights, embedded tokenizer (ids remapped)."""
-    from transformers import AutoModelForImageTextToText, GenerationConfig
-
+def _embedded_tokenizer_for(config):
+    """The embedded tokenizer, with ``config``'s special-token ids pointed at its own; ``(tokenizer, ids)``."""
     tokenizer = tiny.build_tokenizer()
     ids = tiny.special_ids(tokenizer)
     if len(tokenizer) > config.get_text_config().vocab_size:
         raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
     tiny.set_token_ids(config, ids)
+    return tokenizer, ids
 
+
+def _build_random_arch(config, *, name: str, dtype, seed: int):
+    """Real architecture from ``config``, seeded random weights, embedded tokenizer (ids remapped)."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    tokenizer, ids = _embedded_tokenizer_for(config)
     if dtype in (None, "auto"):
         dtype = _gpu_dtype()
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
@@ -317,25 +310,20 @@ def _build_random_arch(config, *, name: str, dtype, seed: int):
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.eval()  # like from_pretrained; the trainer switches to train mode itself
     model.generation_config = GenerationConfig(**tiny.generation_defaults(ids))
-
     return model, _random_arch_processor(tokenizer, config, name)
 
 
 def _random_arch_processor(tokenizer, config, name: str):
-    # The hub's pixel bounds, so an image costs as many tokens as it would with the real model.
-    bounds = json.loads((CONFIG_DIR / f"{name}.json").read_text()).get("_processor", {})
-    return tiny.build_processor(
-        tokenizer,
-        min_pixels=bounds.get("min_pixels", 3136),
-        max_pixels=bounds.get("max_pixels", 12845056),
-        processor_class=_processor_class_for(config),
-    )
-
-
-def _processor_class_for(config):
     from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
 
-    return Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor
+    # The hub's pixel bounds, so an image costs as many tokens as it would with the real model.
+    bounds = _shipped(name).get("_processor", {})
+    return tiny.build_processor(
+        tokenizer,
+        min_pixels=bounds.get("min_pixels", QWEN_MIN_PIXELS),
+        max_pixels=bounds.get("max_pixels", QWEN_MAX_PIXELS),
+        processor_class=Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor,
+    )
 
 
 def _load_quantized(model_class, write, cache_dir, dtype):
@@ -345,8 +333,7 @@ def _load_quantized(model_class, write, cache_dir, dtype):
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
         write(Path(tmp))
-        return model_class.from_pretrained(tmp, quantization_config=_bnb_config(dtype), device_map=_gpu_device_map(),
-                                           dtype=dtype if dtype not in (None, "auto") else _gpu_dtype())
+        return model_class.from_pretrained(tmp, **_nf4(dtype))
 
 
 def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
@@ -354,8 +341,7 @@ def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
     nor a Colab VM's RAM, so the random tensors are streamed into the temporary checkpoint one at a time."""
     from transformers import AutoModelForImageTextToText
 
-    tokenizer = tiny.build_tokenizer()
-    tiny.set_token_ids(config, tiny.special_ids(tokenizer))
+    tokenizer, _ = _embedded_tokenizer_for(config)
     model = _load_quantized(AutoModelForImageTextToText,
                             lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
     return model, _random_arch_processor(tokenizer, config, name)

@@ -17,7 +17,7 @@ from pathlib import Path
 def load_for_generation(source):
     """``(model, processor)`` in eval mode on the GPU when there is one; a LoRA adapter is merged in.
 
-    ``source``: a :class:`chartrl_colab.generate.ModelSource` (the base model and the checkpoint on top).
+    ``source``: a :class:`chartrl_colab.models.source.ModelSource` (the base model and the checkpoint on top).
     """
     import torch
 
@@ -150,7 +150,8 @@ class VllmSampler(TransformersSampler):
 
     It loads the HF model itself and drops it (gc, CUDA cache emptied) before vLLM starts: nothing else holds
     it, so vLLM's share of the card (``vllm_gpu_memory_utilization``) is really free. ``source``: the
-    :class:`chartrl_colab.generate.ModelSource` to load; ``cfg``: the :class:`chartrl_colab.generate.GenerateConfig`.
+    :class:`chartrl_colab.models.source.ModelSource` to load; ``cfg``: the
+    :class:`chartrl_colab.generate.GenerateConfig`.
     """
 
     name = "vllm"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.files import read_json
 
@@ -33,6 +34,22 @@ def read_run_json(run_dir: str | Path) -> dict | None:
 
 
 _LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "wandb")
+
+
+def run_mode(run_dir: str | Path) -> tuple[str | None, str | None]:
+    """(mode, verifier reward name) of a run, from its run.json; the mode from the run's name when that is missing
+    or unreadable (None when neither says)."""
+    try:
+        info = read_run_json(run_dir)
+    except (OSError, ValueError):
+        info = None
+    config = (info or {}).get("config") or {}
+    mode, verifier = config.get("mode"), config.get("verifier")
+    if mode in MODES:
+        return mode, verifier
+    # Run names start with the mode; "w-reinforce" holds a dash, so try the longest names first.
+    name = Path(run_dir).name
+    return next((m for m in sorted(MODES, key=len, reverse=True) if name.startswith(m + "-")), None), verifier
 
 
 def library_versions(names=_LIBRARIES) -> dict[str, str | None]:
