@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import errno
 import math
-import os
-from pathlib import Path
+
+from chartrl_colab.files import file_in_the_way
 
 # A fault of the machine or the path a user gave, as one line: what happened to which path, and what to do.
 _FULL = "no space left on the device holding {path}; free space there (or choose another folder) and rerun"
@@ -74,14 +74,6 @@ def check_split(dataset: str, split, valid) -> None:
         raise ConfigError(f"unknown split {split!r} for {dataset}; valid splits: {', '.join(valid)}")
 
 
-def _blocker(path: str) -> str:
-    """The part of ``path`` that exists and is not a folder (what makes ENOTDIR), else ``path`` itself."""
-    for p in [path, *map(str, Path(path).parents)]:
-        if os.path.exists(p) and not os.path.isdir(p):
-            return p
-    return path
-
-
 def os_fault(err: OSError) -> str | None:
     """One line for a machine or path fault (full disk, read-only, a file where a folder goes...), else None.
 
@@ -92,4 +84,4 @@ def os_fault(err: OSError) -> str | None:
     if template is None:
         return None
     path = err.filename if err.filename is not None else "a file"
-    return template.format(path=path, blocker=_blocker(str(path)), reason=err.strerror or err)
+    return template.format(path=path, blocker=file_in_the_way(path) or path, reason=err.strerror or err)

@@ -73,9 +73,9 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
     """Run each command (label -> argv) as its own process, at most ``parallel`` at a time; label -> seconds.
 
     Every line a process prints is relayed to this log as ``[label] line`` (a progress bar as a line at most
-    every 15 s: through a pipe each redraw is a line). For the embedded model on a CPU: each process computes on one core
-    (``OMP_NUM_THREADS=1``), so two runs on a 2-core machine take about the time of one. Ctrl-C (a notebook's
-    interrupt) stops every process the way it stops one (SIGINT: a training run saves its step first).
+    every 15 s: through a pipe each redraw is a line). For the embedded model on a CPU: each process computes on
+    one core (``OMP_NUM_THREADS=1``), so two runs on a 2-core machine take about the time of one. Ctrl-C (a
+    notebook's interrupt) stops every process the way it stops one (SIGINT: a training run saves its step first).
 
     Raises ``RuntimeError`` naming each command that failed, with its last lines.
     """
