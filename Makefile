@@ -49,10 +49,14 @@ eval-demo: train-demo
 		--num-samples 8 --max-new-tokens 64 --output runs/nsr.jsonl
 	$(PY) -m chartrl_colab.evaluate --samples runs/base.jsonl runs/nsr.jsonl --labels Base NSR --output-dir runs/eval
 
+# pytest on two workers (pytest-xdist), a test file each at a time: each test computes on one torch thread
+# (tests/conftest.py), so a second worker fills the second core; a file's tests share their session fixtures (the
+# warm base is built once). TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check chartrl_colab tests benchmarks conftest.py
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # A fork: point pyproject's [project.urls] and every notebook's Colab badge and clone cell at it, e.g.
 # `make restamp REPO=you/chartrl-colab`. Needs only nbformat, so it uses .venv when there is one, else python3.

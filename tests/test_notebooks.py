@@ -25,7 +25,7 @@ BADGE = restamp.badge_url(restamp.repo_url(ROOT), "{}")
 # Parameters that are not settings of the package's configs: where things go, what to show.
 NOTEBOOK_ONLY = {"mount_drive", "results_json", "install", "modes", "comparison_dir", "accelerate_config",
                  "checkpoints", "labels", "include_base", "ks", "eval_dir", "run_dirs", "compare", "plots_dir",
-                 "output_root", "eval_samples", "eval_questions"}
+                 "output_root", "eval_samples", "eval_questions", "parallel_runs"}
 
 
 def _read(name):
