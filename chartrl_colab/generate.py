@@ -273,6 +273,9 @@ def generate_samples(cfg: GenerateConfig) -> Path:
 
     solved = sampled = 0
     bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
+    # Without a bar (TQDM_DISABLE, as pipelines.run_processes sets): a line per quarter of the questions.
+    finished, quarter = len(ids) - len(todo), max(1, len(ids) // 4)
+    next_line = finished + quarter
     try:
         with naming(output), output.open("a", encoding="utf-8") as f:
             for members in groups.values():
@@ -296,8 +299,13 @@ def generate_samples(cfg: GenerateConfig) -> Path:
                     solved += record["num_correct"]
                     sampled += record["n"]
                 sync(f)  # a dead runtime loses at most the group in flight
-                bar.update(sum(row["id"] not in done for row in rows))
+                new = sum(row["id"] not in done for row in rows)
+                bar.update(new)
                 bar.set_postfix(correct=f"{solved / sampled:.3f}")
+                finished += new
+                if bar.disable and finished >= min(next_line, len(ids)):
+                    log.info(f"sampling: {finished}/{len(ids)} questions, correct {solved / sampled:.3f}")
+                    next_line = finished + quarter
     finally:
         bar.close()  # an error line starts on its own line, not after the bar
     log.info(f"✓ {output}: {len(ids)} questions x {n} samples")

@@ -14,10 +14,16 @@ def python(code: str) -> list[str]:
 
 
 def test_run_processes_relays_every_line_under_its_label(capsys):
-    pipelines.run_processes({"a": python("print('one'); print('two')"), "b": python("print('three')")}, parallel=2)
+    pipelines.run_processes({"a": python("print('one'); print(); print('two')"), "b": python("print('three')")},
+                            parallel=2)
     lines = capsys.readouterr().out.splitlines()
     assert [line for line in lines if line.startswith("[a] ") and "$" not in line] == ["[a] one", "[a] two"]
     assert [line for line in lines if line.startswith("[b] ") and "$" not in line] == ["[b] three"]
+
+
+def test_progress_bars_are_off_in_the_processes(capsys):
+    pipelines.run_processes({"a": python("import os; print(os.environ.get('TQDM_DISABLE'))")})
+    assert "[a] 1" in capsys.readouterr().out.splitlines()
 
 
 def test_run_processes_runs_them_at_once(tmp_path):
@@ -47,12 +53,15 @@ def test_parallel_runs_must_be_a_whole_number_of_at_least_one(bad):
         pipelines.run_processes({"a": python("pass")}, parallel=bad)
 
 
-def test_sampling_in_parallel_gives_the_samples_of_one_at_a_time(finished_run, tmp_path):
+def test_sampling_in_parallel_gives_the_samples_of_one_at_a_time(finished_run, tmp_path, capsys):
     settings = dict(vlm_name="tiny", dataset_name="synthetic", split="test", subset_size=3, num_samples=2,
                     max_new_tokens=6, seed=5)
     checkpoint = [str(finished_run / "checkpoint-2")]
     one = pipelines.evaluate_runs(checkpoint, ["NSR"], output_dir=tmp_path / "one", **settings)
+    capsys.readouterr()
     two = pipelines.evaluate_runs(checkpoint, ["NSR"], output_dir=tmp_path / "two", parallel=2, **settings)
+    relayed = capsys.readouterr().out.splitlines()
+    assert "[NSR] sampling: 3/3 questions, correct" in "\n".join(relayed)  # progress without a bar
 
     def rows(path):
         return [json.loads(line) for line in path.read_text().splitlines()]

@@ -72,15 +72,16 @@ def check_parallel(parallel) -> int:
 def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str, float]:
     """Run each command (label -> argv) as its own process, at most ``parallel`` at a time; label -> seconds.
 
-    Every line a process prints is relayed to this log as ``[label] line`` (a progress bar as a line at most
-    every 15 s: through a pipe each redraw is a line). For the embedded model on a CPU: each process computes on
-    one core (``OMP_NUM_THREADS=1``), so two runs on a 2-core machine take about the time of one. Ctrl-C (a
-    notebook's interrupt) stops every process the way it stops one (SIGINT: a training run saves its step first).
+    Every line a process prints is relayed to this log as ``[label] line`` (progress bars off: through a pipe
+    each redraw would be a line; training prints a line per step, sampling one per quarter of its questions).
+    For the embedded model on a CPU: each process computes on one core (``OMP_NUM_THREADS=1``), so two runs on a
+    2-core machine take about the time of one. Ctrl-C (a notebook's interrupt) stops every process the way it
+    stops one (SIGINT: a training run saves its step first).
 
     Raises ``RuntimeError`` naming each command that failed, with its last lines.
     """
     check_parallel(parallel)
-    env = {**os.environ, "TQDM_MININTERVAL": "15"}
+    env = {**os.environ, "TQDM_DISABLE": "1"}
     running: dict[str, subprocess.Popen] = {}
     seconds, failed = {}, []
 
@@ -91,8 +92,9 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
                                                  bufsize=1, env=env)
         tail: collections.deque[str] = collections.deque(maxlen=20)
         for line in proc.stdout:
-            log.info(f"[{label}] {line.rstrip()}")
-            tail.append(line)
+            if line.strip():
+                log.info(f"[{label}] {line.rstrip()}")
+                tail.append(line)
         if proc.wait() != 0:
             failed.append(f"{label} exited with {proc.returncode}; last output:\n{''.join(tail)}")
         seconds[label] = round(time.monotonic() - began, 1)
