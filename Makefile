@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# The POC notebook headless on the embedded default (7.5 min measured on 2 idle CPU cores; recipes/poc.yaml holds
+# The POC notebook headless on the embedded default (8 min measured on 2 CPU cores; recipes/poc.yaml holds
 # the same training settings for the command line): the four modes trained from the warm base on 256 synthetic
 # charts (80 steps of 4 prompts x 8 completions each: 2560 completions per mode), then 16 completions for each
 # of 64 held-out test charts from the base and each mode: pass@k curves, the table with paired differences to
