@@ -296,9 +296,36 @@ def check_gpu_share(cfg) -> None:
                           "between 0.05 and 1 (e.g. 0.3)")
 
 
+# TRL ModelConfig fields that this package reads under another name, or does not apply: refused when changed
+# from TRL's default, rather than silently ignored.
+MODEL_CONFIG_ELSEWHERE = {
+    "model_name_or_path": "give the model as vlm_name (a hub id, a local folder or an embedded name)",
+    "dtype": "the dtype follows precision ('auto', 'bf16', 'fp16', 'fp32')",
+    "load_in_8bit": "8-bit loading is not supported; load_in_4bit loads 4-bit NF4",
+    "bnb_4bit_quant_type": "4-bit loading is NF4 (load_in_4bit)",
+    "use_bnb_nested_quant": "4-bit loading uses nested quantization as the package sets it (load_in_4bit)",
+    "bnb_4bit_quant_storage": "4-bit loading stores as the package sets it (load_in_4bit)",
+    "model_revision": "the model loads at the hub's default revision",
+    "attn_implementation": "the model loads with transformers' default attention",
+    "lora_target_parameters": "LoRA targets modules (lora_target_modules)",
+    "lora_task_type": "the LoRA adapter is a CAUSAL_LM one",
+}
+
+
+def check_model_config(cfg) -> None:
+    """Refuse a TRL ModelConfig field set away from TRL's default that the package does not apply."""
+    import trl
+
+    defaults = {f.name: f.default for f in dataclasses.fields(trl.ModelConfig)}
+    for name, instead in MODEL_CONFIG_ELSEWHERE.items():
+        if hasattr(cfg, name) and getattr(cfg, name) != defaults[name]:
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not used by this package; {instead}")
+
+
 def validate(cfg) -> None:
     """Raise ConfigError for the first bad setting (TRL checks its own fields again on the trainer's args)."""
     one_of("mode", cfg.mode, MODES)
+    check_model_config(cfg)
     check_source(cfg)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
     one_of("grpo_rewards", cfg.grpo_rewards, GRPO_REWARDS)

@@ -241,3 +241,14 @@ def test_a_papermill_bool_that_is_no_bool_is_refused_naming_it(name):
 def test_a_config_rebuilds_from_its_run_json_record():
     cfg = RunConfig(mode="nsr", epsilon_high=0.28, use_peft=False, subset_size=None)
     assert RunConfig(**json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("dtype", "bfloat16", "precision"), ("model_name_or_path", "Qwen/Qwen2.5-VL-3B-Instruct", "vlm_name"),
+    ("load_in_8bit", True, "load_in_4bit"), ("attn_implementation", "flash_attention_2", "default attention")])
+def test_a_model_config_field_the_package_does_not_apply_is_refused_not_ignored(name, value, words, capsys):
+    with pytest.raises(ConfigError, match=rf"^{name}={value!r} is not used by this package; .*{words}"):
+        RunConfig(**{name: value})
+    assert main([f"--{name}", str(value)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {name}=") and "\n" not in err
