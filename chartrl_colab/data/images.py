@@ -3,6 +3,8 @@
 Every chart reaches the model through :func:`to_rgb` (training, ``generate`` and the proof of concept read charts
 through :func:`chartrl_colab.data.loading.load_chart_dataset`, which stores each row's image already converted);
 :func:`read_image` turns a data set's image cell into the bytes a row stores, or says why the row is skipped.
+:func:`processor_problem` names the sizes Qwen-VL's image processor refuses (an aspect ratio above 200 raises its
+``ValueError`` mid-training), so the loaders skip those rows instead.
 """
 
 from __future__ import annotations

@@ -121,9 +121,7 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
     >>> tag_count_reward([CHART_RVR_EXAMPLE, CHART_RVR_EXAMPLE.replace("</type>\\n", "</type> ")])
     [2.0, 0.0]
     """
-    return [
-        2.0 if all(completion_text(c).count(p) == 1 for p in _COUNT_PATTERNS) else 0.0 for c in completions
-    ]
+    return [2.0 if all(completion_text(c).count(p) == 1 for p in _COUNT_PATTERNS) else 0.0 for c in completions]
 
 
 def _correct(pred: str, gold: str) -> bool:

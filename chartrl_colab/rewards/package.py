@@ -195,10 +195,8 @@ def _normalize_chart_type(text: str) -> str:
 
 def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
                       **kwargs: Any) -> list[float | None]:
-    """Reward 1.0 when the ``<type>`` text names the gold chart type (case-insensitive), else 0.0.
-
-    A trailing "chart", "graph" or "plot" is ignored on both sides. A ``None`` or blank gold (or no
-    ``chart_type`` column at all) gives ``None``.
+    """Reward 1.0 when the ``<type>`` text names the gold chart type (case-insensitive, a trailing "chart", "graph"
+    or "plot" ignored on both sides), else 0.0. A ``None`` or blank gold (or no ``chart_type`` column) gives ``None``.
 
     >>> chart_type_reward(["<type>Bar chart</type>", "<type>line</type>", "bar", "<type>pie</type>"],
     ...                   chart_type=["bar", "bar", "bar", None])
