@@ -1,30 +1,23 @@
 """Chart QA data sets read from local files or the hub, as plain rows for ``chartrl_colab.data.loading``.
 
-``load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``load_evochart`` (``evochart``) return a list of
-row dicts holding the chart's undecoded image bytes, the ``question`` and the fields of
-``chartrl_colab.data.loading.FEATURES`` but ``prompt``; ``chartrl_colab.data.loading`` adds the preset's prompt and
-makes the ``datasets.Dataset``.
+``load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``load_evochart`` (``evochart``) return the rows of
+:func:`chartrl_colab.data.rows.collect` (rows without a readable image, a question or an answer skipped and
+counted in one warning); ``chartrl_colab.data.loading`` adds the preset's prompt and makes the ``datasets.Dataset``.
 
-Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in
-``$CHARTRL_DATA_DIR/<name>``.  For ``chart-rvr`` and ``chartqa`` that folder
-holds one of:
+Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in ``$CHARTRL_DATA_DIR/<name>``; the hub
+data sets are downloaded with ``datasets.load_dataset`` when no local folder is found. For ``chart-rvr`` and
+``chartqa`` that folder holds one of:
 
-- a ``DatasetDict.save_to_disk`` folder (``dataset_dict.json`` + one folder per
-  split), or one split saved with ``Dataset.save_to_disk``;
-- a snapshot of a single-split hub repository of Arrow files: root-level
-  ``data-*.arrow`` and ``cache-*.arrow`` (a ``state.json`` or
-  ``dataset_info.json`` beside them is ignored), all read, as on the hub;
-- the hub's files: ``data/<split>-*.parquet`` (also ``<split>-*.parquet``,
-  ``<split>/*.parquet``, the parquet-converter's ``default/<split>/*.parquet``;
-  ``.arrow``, ``.jsonl`` and ``.json`` files in those layouts work too, image
-  paths in JSON taken relative to the folder).
+- a ``DatasetDict.save_to_disk`` folder (``dataset_dict.json`` + one folder per split), or one split saved with
+  ``Dataset.save_to_disk``;
+- a snapshot of a single-split hub repository of Arrow files: root-level ``data-*.arrow`` and ``cache-*.arrow``
+  (a ``state.json`` or ``dataset_info.json`` beside them is ignored), all read, as on the hub;
+- the hub's files: ``data/<split>-*.parquet`` (also ``<split>-*.parquet``, ``<split>/*.parquet``, the
+  parquet-converter's ``default/<split>/*.parquet``; ``.arrow``, ``.jsonl`` and ``.json`` files in those layouts
+  work too, image paths in JSON taken relative to the folder).
 
 EvoChart-QA is local files only: a JSON file (a list of ``{"imgname", "query", "label"}``, optionally
-``is_clear`` and ``chart_type``) beside a ``png/`` folder of images.
-
-The hub data sets are downloaded with ``datasets.load_dataset`` when no local
-folder is found.  Rows without a readable image, a question or an answer are
-skipped and counted in one warning (:func:`chartrl_colab.data.rows.collect`).  chart-rvr's repeats of (question, answer,
+``is_clear`` and ``chart_type``) beside a ``png/`` folder of images. chart-rvr's repeats of (question, answer,
 image bytes) are dropped, keeping the copy with the most gold fields.
 """
 
@@ -43,29 +36,19 @@ from chartrl_colab.data.rows import CHUNK, collect, field_text
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.files import read_json
 
-HUB_IDS = {
-    "chart-rvr": "sanchit97/chart-rvr-grpo-train",
-    "chartqa": "HuggingFaceM4/ChartQA",
-}
+HUB_IDS = {"chart-rvr": "sanchit97/chart-rvr-grpo-train", "chartqa": "HuggingFaceM4/ChartQA"}
 # The splits of the data sets read here (chartrl_colab.data.loading.SPLITS adds synthetic's).
-SOURCE_SPLITS = {
-    "chart-rvr": ("train",),
-    "chartqa": ("train", "val", "test"),
-    "evochart": ("test",),
-}
+SOURCE_SPLITS = {"chart-rvr": ("train",), "chartqa": ("train", "val", "test"), "evochart": ("test",)}
 DATA_DIR_ENV = "CHARTRL_DATA_DIR"
+_GOLD_FIELDS = ("reasoning", "chart_type", "table")
 
 
 def _layout_help(name: str, where: str) -> str:
     if name == "evochart":
-        return (
-            f"put the EvoChart-QA JSON file (a list of {{imgname, query, label}}) in {where}/ "
-            f"and its chart images in {where}/png/"
-        )
-    return (
-        f"put {HUB_IDS[name]} in {where}/ either as a datasets.save_to_disk folder "
-        f"(Dataset or DatasetDict) or as the hub's parquet files ({where}/data/<split>-*.parquet)"
-    )
+        return (f"put the EvoChart-QA JSON file (a list of {{imgname, query, label}}) in {where}/ "
+                f"and its chart images in {where}/png/")
+    return (f"put {HUB_IDS[name]} in {where}/ either as a datasets.save_to_disk folder "
+            f"(Dataset or DatasetDict) or as the hub's parquet files ({where}/data/<split>-*.parquet)")
 
 
 def _where(name: str) -> str:
@@ -140,26 +123,21 @@ def _load_hub_format(path: Path, name: str, split: str) -> datasets.Dataset:
     raise FileNotFoundError(f"{name}: no files for split {split!r} in {path}; {_layout_help(name, str(path))}")
 
 
-def _load_hub_dataset(name: str, split: str, data_dir: str | None) -> tuple[datasets.Dataset, Path | None]:
+def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
     path = _local_dir(name, data_dir)
     if path is not None:
-        return _load_hub_format(path, name, split), (path if path.is_dir() else path.parent)
-    try:
-        return _hub_load(HUB_IDS[name], split), None
-    except Exception as err:  # offline, gated, renamed ...: say where local files go instead
-        raise FileNotFoundError(
-            f"{name}: could not load {HUB_IDS[name]} split {split!r} from the hub ({_one_line(err)}); "
-            f"{_layout_help(name, _where(name))}, or pass data_dir=..."
-        ) from err
-
-
-def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
-    ds, base = _load_hub_dataset(name, split, data_dir)
-    if "image" in ds.column_names and isinstance(ds.features.get("image"), datasets.Image):
+        ds, base = _load_hub_format(path, name, split), (path if path.is_dir() else path.parent)
+    else:
+        try:
+            ds, base = _hub_load(HUB_IDS[name], split), None
+        except Exception as err:  # offline, gated, renamed ...: say where local files go instead
+            raise FileNotFoundError(
+                f"{name}: could not load {HUB_IDS[name]} split {split!r} from the hub ({_one_line(err)}); "
+                f"{_layout_help(name, _where(name))}, or pass data_dir=...") from err
+    if isinstance(ds.features.get("image"), datasets.Image):
         # Undecoded, so a corrupt image becomes a skipped row, not a crash mid-iteration.
         ds = ds.cast_column("image", datasets.Image(decode=False))
-    missing = {"image", "query", "label"} - set(ds.column_names)
-    if missing:
+    if missing := {"image", "query", "label"} - set(ds.column_names):
         raise ConfigError(f"{name}: the data lack columns {sorted(missing)} (have {ds.column_names})")
     wanted = [c for c in ("image", "query", "label", *_GOLD_FIELDS, "human_or_machine") if c in ds.column_names]
     ds = ds.select_columns(wanted)
@@ -170,9 +148,6 @@ def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, dat
     notes = [f"dropped {dropped} of {len(ds)} rows of {name}/{split} that repeat a (question, answer, image) "
              f"(kept the copy with the most of {', '.join(_GOLD_FIELDS)})"] if dropped else []
     return collect(name, split, len(kept), lambda i: ds[kept[i]], subset_size, seed, base, kept, notes)
-
-
-_GOLD_FIELDS = ("reasoning", "chart_type", "table")
 
 
 def _image_key(value: Any) -> str:
@@ -213,10 +188,8 @@ def _filled(value: Any) -> bool:
 def load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str | None) -> list[dict]:
     path = _local_dir("evochart", data_dir)
     if path is None:
-        raise FileNotFoundError(
-            f"evochart: no local files (EvoChart-QA is not loaded from the hub); "
-            f"{_layout_help('evochart', _where('evochart'))}, or pass data_dir=..."
-        )
+        raise FileNotFoundError("evochart: no local files (EvoChart-QA is not loaded from the hub); "
+                                f"{_layout_help('evochart', _where('evochart'))}, or pass data_dir=...")
     if path.is_file():
         json_file, base = path, path.parent
     else:
@@ -226,9 +199,8 @@ def load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str 
             candidates = preferred if len(preferred) == 1 else candidates
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
-            raise FileNotFoundError(
-                f"evochart: expected one JSON file in {path} (found: {found}); {_layout_help('evochart', str(path))}"
-            )
+            raise FileNotFoundError(f"evochart: expected one JSON file in {path} (found: {found}); "
+                                    f"{_layout_help('evochart', str(path))}")
         json_file, base = candidates[0], path
     try:
         records = read_json(json_file)

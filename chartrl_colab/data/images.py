@@ -1,28 +1,15 @@
-"""Chart images as the model sees them: every Pillow mode to RGB as an image viewer shows it, and the
-check of what Qwen-VL's image processor refuses.
+"""Chart images as the model sees them, and the check of what Qwen-VL's image processor refuses.
 
-:func:`to_rgb` is the one conversion every chart goes through on its way to the model (training,
-``generate`` and the proof of concept all read charts through :func:`chartrl_colab.data.loading.load_chart_dataset`,
-which stores each row's image already converted):
-
-- transparency (``RGBA``, ``LA``, ``PA``, ``P`` or ``L``/``RGB`` with a ``transparency`` entry) is composited
-  on white, as viewers draw it: a transparent pixel stored as (0, 0, 0, 0), as canvas and Chart.js exports
-  store them, is white, not black (``Image.convert("RGB")`` drops alpha and keeps the black);
-- 16-bit greyscale (``I;16``, ``I;16B``, ...) is scaled from 0..65535 to 0..255 (Pillow's ``convert``
-  clips it to white); 32-bit ``I`` holding 0..65535 likewise (Pillow reads 16-bit TIFFs so), other ranges
-  and ``F`` (float) outside 0..1 are stretched from their minimum..maximum, ``F`` within 0..1 is times 255;
-- ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` go through Pillow's own conversion;
-- an EXIF orientation is applied (a phone photo of a chart shows upright in a viewer).
-
+Every chart reaches the model through :func:`to_rgb` (training, ``generate`` and the proof of concept read charts
+through :func:`chartrl_colab.data.loading.load_chart_dataset`, which stores each row's image already converted);
 :func:`read_image` turns a data set's image cell into the bytes a row stores, or says why the row is skipped.
-
-:func:`processor_problem` runs the arithmetic of transformers' Qwen2-VL image processor (its own
-``smart_resize``) on an image size: an aspect ratio above 200 is refused there with ``ValueError:
-absolute aspect ratio must be smaller than 200``, mid-training; the loaders skip such rows instead.
+:func:`processor_problem` names the sizes Qwen-VL's image processor refuses (an aspect ratio above 200 raises its
+``ValueError`` mid-training), so the loaders skip those rows instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 from typing import Any
@@ -43,19 +30,13 @@ QWEN_MAX_PIXELS = 12845056
 _WHITE = (255, 255, 255, 255)
 
 
-def _has_alpha(img: PIL.Image.Image) -> bool:
-    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-
-
 def _scaled_grey(img: PIL.Image.Image) -> PIL.Image.Image:
     """A 16-bit, 32-bit or float greyscale image as 8-bit ``L``, scaled (never clipped) to 0..255."""
     a = np.asarray(img).astype(np.float64)
     finite = a[np.isfinite(a)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if img.mode.startswith("I;16"):
-        a = a / 65535.0 * 255.0
-    elif img.mode == "I" and lo >= 0 and hi <= 65535:
-        a = a / 65535.0 * 255.0  # 16-bit data in a 32-bit image, as Pillow reads 16-bit TIFFs
+    if img.mode.startswith("I;16") or (img.mode == "I" and lo >= 0 and hi <= 65535):
+        a = a / 65535.0 * 255.0  # "I": 16-bit data in a 32-bit image, as Pillow reads 16-bit TIFFs
     elif img.mode == "F" and lo >= 0 and hi <= 1:
         a = a * 255.0
     else:  # no known full scale: the image's own range, as viewers stretch float images
@@ -65,17 +46,24 @@ def _scaled_grey(img: PIL.Image.Image) -> PIL.Image.Image:
 
 
 def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
-    """``img`` (any mode Pillow opens) as an 8-bit ``RGB`` image the way a viewer shows it (see the module
-    docstring): transparency on white, high-bit-depth greyscale scaled to 0..255, EXIF orientation applied."""
-    try:
+    """``img`` (any mode Pillow opens) as an 8-bit ``RGB`` image the way a viewer shows it.
+
+    - transparency (``RGBA``, ``LA``, ``PA``, ``P`` or ``L``/``RGB`` with a ``transparency`` entry) is composited
+      on white: a transparent pixel stored as (0, 0, 0, 0), as canvas and Chart.js exports store them, is white,
+      not black (``Image.convert("RGB")`` drops alpha and keeps the black);
+    - 16-bit greyscale (``I;16``, ``I;16B``, ...) is scaled from 0..65535 to 0..255 (Pillow's ``convert`` clips
+      it to white); 32-bit ``I`` holding 0..65535 likewise (Pillow reads 16-bit TIFFs so), other ranges and
+      ``F`` (float) outside 0..1 are stretched from their minimum..maximum, ``F`` within 0..1 is times 255;
+    - ``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` go through Pillow's own conversion;
+    - an EXIF orientation is applied (a phone photo of a chart shows upright in a viewer).
+    """
+    with contextlib.suppress(Exception):  # a malformed EXIF block: the pixels as stored
         img = PIL.ImageOps.exif_transpose(img)
-    except Exception:  # a malformed EXIF block: the pixels as stored
-        pass
     if img.mode == "RGB" and "transparency" not in img.info:
         return img
     if img.mode.startswith("I") or img.mode == "F":
         img = _scaled_grey(img)
-    if _has_alpha(img):
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         return PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
     return img.convert("RGB")
@@ -132,21 +120,20 @@ def read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]
     return (None, f"images the Qwen-VL processor refuses ({problem})") if problem else (data, None)
 
 
-def processor_problem(width: int, height: int, factor: int = QWEN_FACTOR, min_pixels: int = QWEN_MIN_PIXELS,
-                      max_pixels: int = QWEN_MAX_PIXELS) -> str | None:
+def processor_problem(width: int, height: int) -> str | None:
     """Why Qwen-VL's image processor would refuse a ``width`` x ``height`` image, or None when it takes it.
 
-    The check is transformers' own ``smart_resize`` (Qwen2-VL's image processor; Qwen2.5-VL uses it too):
-    its ``ValueError`` (aspect ratio above 200), or a resized side below one ``factor`` (28-pixel) patch.
+    The check is transformers' own ``smart_resize`` (Qwen2-VL's image processor; Qwen2.5-VL uses it too) with the
+    hub processors' bounds: its ``ValueError`` (aspect ratio above 200), or a resized side below one 28-pixel patch.
     """
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     if width < 1 or height < 1:
         return "an empty image"
     try:
-        h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+        h, w = smart_resize(height, width, factor=QWEN_FACTOR, min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS)
     except ValueError:
         return "an aspect ratio above 200"
-    if h < factor or w < factor:
+    if h < QWEN_FACTOR or w < QWEN_FACTOR:
         return "a side below one patch after resizing"
     return None

@@ -24,31 +24,19 @@ from chartrl_colab.errors import ConfigError
 
 # Bars shown above this many rows; below it a bar is just noise.
 PROGRESS_MIN = 32
-# Rows are turned into Arrow in chunks so that a full-size image set never
-# needs one >2 GiB binary column at once.
+# Rows are turned into Arrow in chunks so that a full-size image set never needs one >2 GiB binary column at once.
 CHUNK = 1000
 
 
-def collect(
-    name: str,
-    split: str,
-    n_rows: int,
-    get_row,
-    subset_size: int | None,
-    seed: int,
-    base: Path | None,
-    source_index: list[int] | None = None,
-    notes: list[str] | None = None,
-) -> list[dict]:
+def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None, seed: int, base: Path | None,
+            source_index: list[int] | None = None, notes: list[str] | None = None) -> list[dict]:
     """The shared tail of the real loaders: seeded shuffle, mapping, skipping, one warning; the rows kept.
 
-    ``get_row(i)`` returns a dict with ``image``, ``query``, ``label`` and
-    optionally ``chart_type``, ``table``, ``reasoning``, ``is_clear``,
-    ``human_or_machine``.  Rows are examined in shuffled order until
-    ``subset_size`` good ones are found, so a small subset decodes only the
-    images it needs.  ``source_index[i]`` is row i's index in the source (for
-    its id) when rows were dropped before; ``notes`` go into the warning.
-    Each row holds the ``question``; ``chartrl_colab.data.loading`` turns it into the prompt.
+    ``get_row(i)`` returns a dict with ``image``, ``query``, ``label`` and optionally ``chart_type``, ``table``,
+    ``reasoning``, ``is_clear``, ``human_or_machine``. Rows are examined in shuffled order until ``subset_size``
+    good ones are found, so a small subset decodes only the images it needs. ``source_index[i]`` is row i's index
+    in the source (for its id) when rows were dropped before; ``notes`` go into the warning. Each row holds the
+    ``question``; ``chartrl_colab.data.loading`` turns it into the prompt.
     """
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
@@ -78,19 +66,13 @@ def collect(
         table, bad = _normalize_table(raw.get("table"))
         bad_tables += bad
         chart_type = field_text(raw.get("chart_type"))
-        rows.append(
-            {
-                "question": question,
-                "image": {"bytes": image, "path": None},
-                "answer": answer,
-                "chart_type": chart_type.lower() if chart_type else None,
-                "table": table,
-                "reasoning": field_text(raw.get("reasoning")),
-                "id": f"{name}/{split}/{i if source_index is None else source_index[i]}",
-                "is_clear": _flag(raw.get("is_clear")),
-                "human_or_machine": _origin(raw.get("human_or_machine")),
-            }
-        )
+        rows.append({
+            "question": question, "image": {"bytes": image, "path": None}, "answer": answer,
+            "chart_type": chart_type.lower() if chart_type else None, "table": table,
+            "reasoning": field_text(raw.get("reasoning")),
+            "id": f"{name}/{split}/{i if source_index is None else source_index[i]}",
+            "is_clear": _flag(raw.get("is_clear")), "human_or_machine": _origin(raw.get("human_or_machine")),
+        })
         bar.update(1)
     bar.close()
     if skipped or bad_tables or notes:
@@ -122,8 +104,8 @@ def field_text(value: Any) -> str | None:
             if got is not None:
                 return got
         return None
-    if value is None or isinstance(value, bool):
-        return None if value is None else str(value)
+    if value is None:
+        return None
     if isinstance(value, float):
         if value != value:  # NaN
             return None
@@ -171,8 +153,5 @@ def _flag(value: Any) -> bool | None:
 
 def _origin(value: Any) -> str | None:
     """ChartQA's ``human_or_machine`` as "human" or "augmented" (its ClassLabel: 0 human, 1 machine)."""
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value).strip().lower()
     return {"0": "human", "human": "human", "1": "augmented", "machine": "augmented",
-            "augmented": "augmented"}.get(text)
+            "augmented": "augmented"}.get(str(value).strip().lower())

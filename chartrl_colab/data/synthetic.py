@@ -7,10 +7,6 @@ named, and the chart's type), its gold answer, data table and rationale; ``rende
 an ``IMAGE_SIZE`` square RGB image with matplotlib.  Needs no files; deterministic per seed.  A chart's
 split is a hash of its data, so train and test never share a chart, whatever the seeds.
 
-The two later kinds came after the first six and replace the question of one chart in four, drawn from a
-second RNG stream: every seed keeps the charts it had, at the same positions, and the questions of the
-charts not chosen.
-
 ``chartrl_colab.data.loading`` turns these specs into rows of the common data-set schema.
 """
 
@@ -25,18 +21,8 @@ import PIL.Image
 
 from chartrl_colab.errors import check_split
 
-__all__ = [
-    "SPLITS",
-    "QUESTION_KINDS",
-    "CHART_TYPES",
-    "IMAGE_SIZE",
-    "make_synthetic_example",
-    "with_question",
-    "draw_question",
-    "synthetic_examples",
-    "render_chart",
-    "answer_question",
-]
+__all__ = ["SPLITS", "QUESTION_KINDS", "CHART_TYPES", "IMAGE_SIZE", "make_synthetic_example", "with_question",
+           "draw_question", "synthetic_examples", "render_chart", "answer_question"]
 
 SPLITS = ("train", "test")
 IMAGE_SIZE = 224
@@ -49,8 +35,7 @@ _FIRST_KINDS = QUESTION_KINDS[:6]
 _LATER_KINDS = QUESTION_KINDS[6:]
 _LATER_SHARE = 0.25  # 8 kinds, each about 1/8 of the questions
 
-# (category column name, value column name, labels).  Short labels keep tick
-# text legible at 224 px.
+# (category column name, value column name, labels). Short labels keep tick text legible at 224 px.
 _CATEGORICAL_VOCABS = (
     ("Fruit", "Sales", ("Apples", "Bananas", "Cherries", "Grapes", "Mangoes", "Oranges", "Pears", "Plums", "Kiwis",
                         "Lemons")),
@@ -102,34 +87,24 @@ def answer_question(labels, values, kind: str, args=(), chart_type: str | None =
     raise ValueError(f"unknown question kind {kind!r}; valid kinds: {', '.join(QUESTION_KINDS)}")
 
 
-def _question_text(kind: str, args, category: str) -> str:
-    if kind == "value":
-        return f"What is the value of {args[0]}?"
-    if kind == "max":
-        return f"Which {category.lower()} has the highest value?"
-    if kind == "min":
-        return f"Which {category.lower()} has the lowest value?"
-    if kind == "diff":
-        return f"What is the difference between {args[0]} and {args[1]}?"
-    if kind == "sum":
-        return "What is the total of all values?"
-    if kind == "compare":
-        return f"Which has the higher value, {args[0]} or {args[1]}?"
-    if kind == "type":
-        return "What type of chart is this?"
-    return "How many categories are shown?"
+# Question and rationale wording per kind; {0}, {1}: the labels the question names.
+_QUESTIONS = {
+    "value": "What is the value of {0}?", "max": "Which {category} has the highest value?",
+    "min": "Which {category} has the lowest value?", "diff": "What is the difference between {0} and {1}?",
+    "sum": "What is the total of all values?", "count": "How many categories are shown?",
+    "compare": "Which has the higher value, {0} or {1}?", "type": "What type of chart is this?",
+}
+_TAILS = {
+    "value": "so the value of {0} is {answer}.", "max": "so the highest is {answer}.",
+    "min": "so the lowest is {answer}.", "type": "so this is a {answer} chart.",
+    "count": "so there are {answer} categories.",
+}
 
 
 def _rationale(chart_type: str, labels, values, kind: str, args, answer: str) -> str:
     pairs = ", ".join(f"{lab}={val}" for lab, val in zip(labels, values))
     lookup = dict(zip(labels, values))
-    if kind == "value":
-        tail = f"so the value of {args[0]} is {answer}."
-    elif kind == "max":
-        tail = f"so the highest is {answer}."
-    elif kind == "min":
-        tail = f"so the lowest is {answer}."
-    elif kind == "diff":
+    if kind == "diff":
         hi, lo = sorted((lookup[args[0]], lookup[args[1]]), reverse=True)
         tail = f"so the difference between {args[0]} and {args[1]} is {hi} - {lo} = {answer}."
     elif kind == "sum":
@@ -137,20 +112,17 @@ def _rationale(chart_type: str, labels, values, kind: str, args, answer: str) ->
     elif kind == "compare":
         loser = args[1] if answer == args[0] else args[0]
         tail = f"so {answer} ({lookup[answer]}) is higher than {loser} ({lookup[loser]})."
-    elif kind == "type":
-        tail = f"so this is a {answer} chart."
     else:
-        tail = f"so there are {answer} categories."
+        tail = _TAILS[kind].format(*args, answer=answer)
     return f"{_SERIES_NOUN[chart_type]} {pairs}, {tail}"
 
 
 def make_synthetic_example(rng: random.Random) -> dict:
     """Draw one chart spec and question from ``rng`` (a ``random.Random``).
 
-    Returns a dict with ``chart_type``, ``title``, ``category``, ``value_name``,
-    ``labels``, ``values``, ``colors``, ``kind``, ``args``, ``question``,
-    ``answer``, ``table`` (JSON string of exactly the drawn data) and
-    ``reasoning``.  Values are distinct integers so max/min are unambiguous.
+    Returns a dict with ``chart_type``, ``title``, ``category``, ``value_name``, ``labels``, ``values``, ``colors``,
+    ``kind``, ``args``, ``question``, ``answer``, ``table`` (JSON string of exactly the drawn data) and
+    ``reasoning``. Values are distinct integers so max/min are unambiguous.
     """
     chart_type = rng.choice(CHART_TYPES)
     if chart_type == "line":
@@ -169,16 +141,8 @@ def make_synthetic_example(rng: random.Random) -> dict:
 
     kind = rng.choice(_FIRST_KINDS)
     table = json.dumps({"columns": [category, value_name], "rows": [[lab, val] for lab, val in zip(labels, values)]})
-    chart = {
-        "chart_type": chart_type,
-        "title": f"{value_name} by {category.lower()}",
-        "category": category,
-        "value_name": value_name,
-        "labels": labels,
-        "values": values,
-        "colors": colors,
-        "table": table,
-    }
+    chart = {"chart_type": chart_type, "title": f"{value_name} by {category.lower()}", "category": category,
+             "value_name": value_name, "labels": labels, "values": values, "colors": colors, "table": table}
     return draw_question(chart, kind, rng)
 
 
@@ -194,21 +158,16 @@ def with_question(chart: dict, kind: str, args=()) -> dict:
     ``kind``, ``args``, ``question``, ``answer`` and ``reasoning`` (the keys of ``make_synthetic_example``)."""
     labels, values, args = chart["labels"], chart["values"], list(args)
     answer = answer_question(labels, values, kind, args, chart["chart_type"])
-    return {
-        **chart,
-        "kind": kind,
-        "args": args,
-        "question": _question_text(kind, args, chart["category"]),
-        "answer": answer,
-        "reasoning": _rationale(chart["chart_type"], labels, values, kind, args, answer),
-    }
+    return {**chart, "kind": kind, "args": args,
+            "question": _QUESTIONS[kind].format(*args, category=chart["category"].lower()), "answer": answer,
+            "reasoning": _rationale(chart["chart_type"], labels, values, kind, args, answer)}
 
 
 def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
     """Render a chart spec (from ``make_synthetic_example``) to a ``size``x``size`` RGB image.
 
-    Uses ``Figure`` + ``FigureCanvasAgg`` directly instead of pyplot, so no
-    global backend is switched and an interactive session is left alone.
+    Uses ``Figure`` + ``FigureCanvasAgg`` directly instead of pyplot, so no global backend is switched and an
+    interactive session is left alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -220,19 +179,12 @@ def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
     kind = chart["chart_type"]
     if kind == "pie":
         ax = fig.add_axes((0.2, 0.06, 0.6, 0.74))  # margin for the names outside the slices
-        # Value inside each slice, name outside: both readable from the image.
-        ax.pie(
-            values,
-            labels=labels,
-            colors=colors,
-            startangle=90,
-            counterclock=False,
-            labeldistance=1.12,
-            autopct=_pie_value_formatter(values),
-            pctdistance=0.65,
-            textprops={"fontsize": 6},
-            wedgeprops={"linewidth": 0.6, "edgecolor": "white"},
-        )
+        # Value inside each slice (matplotlib calls autopct once per wedge, in order: the exact values, not
+        # values recomputed from percentages), name outside: both readable from the image.
+        shown = iter(values)
+        ax.pie(values, labels=labels, colors=colors, startangle=90, counterclock=False, labeldistance=1.12,
+               autopct=lambda _pct: str(next(shown)), pctdistance=0.65, textprops={"fontsize": 6},
+               wedgeprops={"linewidth": 0.6, "edgecolor": "white"})
         ax.set_aspect("equal")
     else:
         ax = fig.add_axes((0.14, 0.2, 0.82, 0.66))
@@ -263,19 +215,11 @@ def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
     return img
 
 
-def _pie_value_formatter(values):
-    """autopct callback that prints each slice's own value, not its percentage."""
-    # matplotlib calls autopct once per wedge, in order; recomputing from the
-    # percentage would risk rounding errors, so hand out the exact values.
-    it = iter(values)
-    return lambda _pct: str(next(it))
-
-
 def _split_of(chart: dict) -> str:
     """Deterministic split of a chart from its data alone.
 
-    Hashing the drawn data (not the RNG stream) keeps train and test disjoint
-    for every pair of seeds, not only within one seed.
+    Hashing the drawn data (not the RNG stream) keeps train and test disjoint for every pair of seeds, not only
+    within one seed.
     """
     key = json.dumps([chart["chart_type"], chart["labels"], chart["values"]])
     bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % _TEST_BUCKETS
@@ -286,9 +230,8 @@ def synthetic_examples(n: int, seed: int | str = 0, split: str = "train") -> lis
     """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order (``seed``: an int, or a
     string naming a stream of its own).
 
-    Specs are drawn one after another from one RNG, so the first ``k`` specs do
-    not depend on ``n``.  Charts hashed to the other split, and repeated
-    charts, are rejected.
+    Specs are drawn one after another from one RNG, so the first ``k`` specs do not depend on ``n``. Charts hashed
+    to the other split, and repeated charts, are rejected.
     """
     check_split("synthetic", split, SPLITS)
     rng = random.Random(f"chartrl-synthetic:{seed}:{split}")  # str seeds hash stably (sha512)

@@ -15,19 +15,12 @@ newline-strict::
 Scales (the original's): format 0 or 2; tags 0 or 2; accuracy 0 or 1; chart_type 0 or 1; length 0..2.5;
 table 0..(1.25 + 0.5 x columns); reasoning a raw cosine in [-1, 1].
 
-The original's bugs are fixed, not copied (README, "Reproducing Chart-RVR"):
-
-1. accuracy: a gold 0 was never correct (``+1e-6`` then a relative error of 1); it now needs an exact 0.
-2. accuracy: a negative gold made any number correct (a negative relative error is always <= 0.05); the
-   error is now divided by ``|gold|``.
-3. table: cell credit was divided by the predicted row count, so one right row got full credit (and a
-   subset of the headers full header credit); both are now divided by the larger of the two tables, and
-   extra predicted rows or columns no longer raise and void the comparison.
-4. table: a ``<table>`` that did not parse was compared with the previous completion's table (a leftover
-   variable); it now scores 0.
-5. a missing tag made ``split`` hand the whole completion to chart_type, length, table and reasoning
-   (a bare "bar" scored the chart type); a missing tag now scores 0.
-6. format: ``re.MULTILINE`` let text follow ``</answer>`` on a later line; only trailing blanks may.
+The original's bugs are fixed, not copied (README, "Reproducing Chart-RVR"): accuracy (1) a gold 0 now needs an
+exact 0 and (2) the error is divided by ``|gold|``, so a negative gold no longer makes any number correct; table
+(3) credit is divided by the larger of the two tables, not the predicted row count, and extra rows or columns no
+longer void the comparison, (4) an unparseable ``<table>`` scores 0, not the previous completion's table; (5) a
+missing tag scores 0 instead of handing the whole completion to chart_type, length, table and reasoning; format
+(6) only blanks may follow ``</answer>`` (``re.MULTILINE`` let text follow it on a later line).
 
 Every reward follows TRL's signature; a ``None`` gold gives ``None`` ("not applicable"), where the original
 raised or returned 0. Pure (stdlib) apart from the similarity model of ``reasoning_reward``.
@@ -128,9 +121,7 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
     >>> tag_count_reward([CHART_RVR_EXAMPLE, CHART_RVR_EXAMPLE.replace("</type>\\n", "</type> ")])
     [2.0, 0.0]
     """
-    return [
-        2.0 if all(completion_text(c).count(p) == 1 for p in _COUNT_PATTERNS) else 0.0 for c in completions
-    ]
+    return [2.0 if all(completion_text(c).count(p) == 1 for p in _COUNT_PATTERNS) else 0.0 for c in completions]
 
 
 def _correct(pred: str, gold: str) -> bool:
@@ -166,15 +157,12 @@ def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     ...                "<think><step-1>: a <step-2>: b</think>", "<step-1>: no think block"])
     [1.25, 0.25, 0.75, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        think = parse_tag(completion_text(completion), "think")
+    def score(think: str | None) -> float:
         if think is None:
-            rewards.append(0.0)
-            continue
-        window = 1.0 if 70 < len(think) <= 250 else 0.0
-        rewards.append(window + min(0.25 * (think.count("<step-") + 1), 1.5))
-    return rewards
+            return 0.0
+        return (1.0 if 70 < len(think) <= 250 else 0.0) + min(0.25 * (think.count("<step-") + 1), 1.5)
+
+    return [score(parse_tag(completion_text(completion), "think")) for completion in completions]
 
 
 def chart_type_reward(completions: list[Any], chart_type: Sequence[str | None] | None = None,
@@ -272,10 +260,8 @@ def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | N
     """
     from chartrl_colab.rewards.similarity import gold_similarity
 
-    texts = []
-    for completion in completions:
-        think = parse_tag(completion_text(completion), "think")
-        texts.append(think.split("</table>")[-1].strip() if think is not None and "</table>" in think else "")
+    thinks = [parse_tag(completion_text(completion), "think") for completion in completions]
+    texts = [t.split("</table>")[-1].strip() if t is not None and "</table>" in t else "" for t in thinks]
     return gold_similarity(texts, reasoning)  # unclipped, as the original
 
 

@@ -19,10 +19,8 @@ def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> 
     chat-template schema (Qwen3-style models), the ``<think>`` block is moved to ``reasoning_content`` (or
     ``thinking``); it is put back in front so every reward sees the raw layout.
 
-    >>> completion_text("<answer>4</answer>")
-    '<answer>4</answer>'
-    >>> completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
-    '<answer>4</answer>'
+    >>> completion_text("<answer>4</answer>"), completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
+    ('<answer>4</answer>', '<answer>4</answer>')
     >>> completion_text([{"role": "assistant", "reasoning_content": "r", "content": "<answer>4</answer>"}])
     '<think>r</think><answer>4</answer>'
     """
@@ -32,11 +30,10 @@ def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> 
         if not completion:
             return ""
         completion = completion[-1]
-    message = completion
-    content = message.get("content") or ""
+    content = completion.get("content") or ""
     if isinstance(content, list):  # multimodal content parts: keep the text ones
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    thinking = message.get("reasoning_content") or message.get("thinking")
+    thinking = completion.get("reasoning_content") or completion.get("thinking")
     if thinking and "<think>" not in content:
         content = f"<think>{thinking}</think>{content}"
     return content
@@ -54,10 +51,8 @@ def last_user_text(prompt: list[dict[str, Any]]) -> str:
 def parse_tag(text: str, tag: str) -> str | None:
     """Return the stripped text inside the first ``<tag>...</tag>``, or ``None`` when there is none.
 
-    >>> parse_tag("<think><type> Bar </type></think>", "type")
-    'Bar'
-    >>> parse_tag("<type>bar", "type") is None
-    True
+    >>> parse_tag("<think><type> Bar </type></think>", "type"), parse_tag("<type>bar", "type")
+    ('Bar', None)
     """
     match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
     return match.group(1).strip() if match else None
@@ -66,10 +61,8 @@ def parse_tag(text: str, tag: str) -> str | None:
 def parse_answer(text: str) -> str | None:
     """Return the stripped text inside the last ``<answer>...</answer>`` (the final one wins), else ``None``.
 
-    >>> parse_answer("<think>maybe 3</think><answer> 42 </answer>")
-    '42'
-    >>> parse_answer("the answer is 42") is None
-    True
+    >>> parse_answer("<think>maybe 3</think><answer>3</answer><answer> 42 </answer>"), parse_answer("the answer is 42")
+    ('42', None)
     """
     matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
     return matches[-1].strip() if matches else None

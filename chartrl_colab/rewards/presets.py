@@ -19,7 +19,6 @@ from chartrl_colab.rewards import package as rewards
 
 @dataclass(frozen=True)
 class RewardPreset:
-    name: str
     funcs: Mapping[str, Callable[..., list[float | None]]]
     system_prompt: str  # ends with "Example:\n" + example
     example: str  # a completion the preset's own format reward scores full marks
@@ -29,18 +28,16 @@ class RewardPreset:
 
 
 PRESETS: dict[str, RewardPreset] = {
-    "chart-rvr": RewardPreset("chart-rvr", chart_rvr.REWARD_FUNCS, chart_rvr.CHART_RVR_PROMPT,
-                              chart_rvr.CHART_RVR_EXAMPLE,
+    "chart-rvr": RewardPreset(chart_rvr.REWARD_FUNCS, chart_rvr.CHART_RVR_PROMPT, chart_rvr.CHART_RVR_EXAMPLE,
                               # the original's scales (chart_rvr's docstring); table grows with the columns
                               {"format": (0.0, 2.0), "accuracy": (0.0, 1.0), "length": (0.0, 2.5), "tags": (0.0, 2.0),
                                "chart_type": (0.0, 1.0), "table": (0.0, math.inf), "reasoning": (-1.0, 1.0)}),
     "package": RewardPreset(
-        "package", rewards.REWARD_FUNCS,
+        rewards.REWARD_FUNCS,
         "You are a vision-language assistant that answers questions about chart images. " + rewards.ANSWER_FORMAT,
         rewards.ANSWER_FORMAT.split("Example:\n", 1)[1],
         {"format": (0.0, 2.0), "accuracy": (0.0, 1.0), "length": (0.0, 1.0), "tags": (0.0, 1.0),
-         "chart_type": (0.0, 1.0), "table": (0.0, 1.0), "reasoning": (0.0, 1.0)},
-    ),
+         "chart_type": (0.0, 1.0), "table": (0.0, 1.0), "reasoning": (0.0, 1.0)}),
 }
 PRESET_NAMES = tuple(PRESETS)
 DEFAULT_PRESET = "chart-rvr"

@@ -79,18 +79,10 @@ def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception
     return sentence_transformer(str(get_model_path()), device=device, local_files_only=True)
 
 
-def cosines(texts: list[str], references: list[str]) -> list[float]:
-    """The cosine similarity of each text to its reference (normalised embeddings: a dot product)."""
-    if not texts:
-        return []
-    emb = load_similarity_model().encode(list(texts) + list(references), normalize_embeddings=True,
-                                         convert_to_numpy=True, show_progress_bar=False)
-    return [float((emb[k] * emb[k + len(texts)]).sum()) for k in range(len(texts))]
-
-
 def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float | None]:
     """Per completion: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when
-    its text is empty, else the cosine similarity of the text to the gold (ValueError: not one gold per text).
+    its text is empty, else the cosine similarity of the text to the gold (normalised embeddings, one ``encode``
+    call: a dot product). ValueError: not one gold per text.
 
     >>> gold_similarity(["", "x"], ["a gold", None])
     [0.0, None]
@@ -98,6 +90,9 @@ def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float
     golds = align_golds(golds, len(texts))
     scores: list[float | None] = [None if gold is None or not str(gold).strip() else 0.0 for gold in golds]
     todo = [i for i, (text, score) in enumerate(zip(texts, scores, strict=True)) if score is not None and text]
-    for i, cosine in zip(todo, cosines([texts[i] for i in todo], [str(golds[i]) for i in todo]), strict=True):
-        scores[i] = cosine
+    if todo:
+        emb = load_similarity_model().encode([texts[i] for i in todo] + [str(golds[i]) for i in todo],
+                                             normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        for k, i in enumerate(todo):
+            scores[i] = float((emb[k] * emb[k + len(todo)]).sum())
     return scores

@@ -117,18 +117,6 @@ def checkpoint_step(path: str | Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _safetensors_ok(path: Path) -> str | None:
-    """None when safetensors opens the file (its header covers exactly the file's bytes); else why not."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            f.keys()
-    except (OSError, SafetensorError) as e:
-        return f"{path.name} is truncated or damaged ({e})"
-    return None
-
-
 # The trainer_state.json fields a resume reads (transformers divides train_batch_size; monitor reads log_history).
 STATE_FIELDS = {"global_step": int, "train_batch_size": int, "log_history": list}
 
@@ -162,6 +150,8 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
     """``(problem, trainer state)``: why a checkpoint folder is incomplete (None if complete), and its parsed
     ``trainer_state.json`` when complete. Complete: the state parses (transformers writes it last) and passes
     :func:`state_problem`, every weight file is whole safetensors, the optimizer/scheduler/RNG files whole zips."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
     if not path.is_dir():
         return "not a directory", None
@@ -192,8 +182,11 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
     for w in weights:
         if not w.exists():
             return f"{w.name} is missing", None
-        if (problem := _safetensors_ok(w)) is not None:
-            return problem, None
+        try:  # safetensors opens a file only when its header covers exactly the file's bytes
+            with safe_open(str(w), framework="numpy") as tensors:
+                tensors.keys()
+        except (OSError, SafetensorError) as e:
+            return f"{w.name} is truncated or damaged ({e})", None
     for name in TORCH_STATE_FILES:
         f = path / name
         if f.exists():
@@ -353,9 +346,8 @@ def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copy
     try:
         for f in sorted(src.rglob("*")):
             rel = f.relative_to(src)
-            if f.is_dir() or (names is not None and rel.parts[0] not in names):
-                continue
-            if checkpoint_step(rel.parts[0]) is not None:
+            top = rel.parts[0]
+            if f.is_dir() or (names is not None and top not in names) or checkpoint_step(top) is not None:
                 continue
             target = dest / rel
             st = f.stat()
