@@ -29,7 +29,7 @@ from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError, one_of
 from chartrl_colab.evaluation import compare
 from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
-from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
+from chartrl_colab.evaluation.passk import summarize
 from chartrl_colab.evaluation.passk_plots import plot_bars, plot_curves, plot_differences
 from chartrl_colab.evaluation.samples import read_rows
 from chartrl_colab.files import atomic_path, naming
@@ -155,12 +155,10 @@ def by_origin(f: SampleFile) -> dict | None:
     """Accuracy (mean pass@1) of ChartQA's human and augmented questions and overall; None without origins."""
     if not any(f.origins):
         return None
-    acc = f.c / f.n
-    groups = {"human": [o == "human" for o in f.origins], "augmented": [o == "augmented" for o in f.origins],
-              "overall": [True] * len(f.ids)}
-    return {name: {"num_questions": int(sum(mask)),
-                   "accuracy": float(acc[np.array(mask)].mean()) if any(mask) else None}
-            for name, mask in groups.items()}
+    acc, origins = f.c / f.n, np.array(f.origins, dtype=object)
+    masks = {"human": origins == "human", "augmented": origins == "augmented", "overall": np.ones(len(acc), bool)}
+    return {name: {"num_questions": int(mask.sum()), "accuracy": float(acc[mask].mean()) if mask.any() else None}
+            for name, mask in masks.items()}
 
 
 def _cell(s: dict, i: int) -> dict:
@@ -214,12 +212,13 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
         raise ConfigError(f"k={ks[-1] if ks else None} exceeds n={largest}, the most samples per question of any "
                           f"file; choose k <= {largest}")
 
-    models = {}
+    models, per_question = {}, {}
     for f in files:
         n = n_of[f.label]
         curve_k = np.arange(1, n + 1)
         # Every k up to this file's n; the same bootstrap seed for every file over the same question order.
         s = summarize(f.n, f.c, curve_k, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+        per_question[f.label] = s["per_question"]  # (questions, n): pass@k of every question at k = 1..n
         models[f.label] = {
             "file": str(f.path),
             "num_questions": len(f.ids),
@@ -238,9 +237,10 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
                "n_bootstrap": n_bootstrap, "seed": seed,
                "num_questions": len(files[0].ids), "labels": names, "models": models, "notes": notes}
     # Paired differences (every pair, k = 1..the smallest n): the same questions sampled by both models.
-    common = np.arange(1, min(n_of.values()) + 1)
-    metrics["differences"] = compare.differences({f.label: pass_at_k_curve(f.n, f.c, common) for f in files}, common,
-                                                 n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    common = min(n_of.values())
+    metrics["differences"] = compare.differences({label: pq[:, :common].copy() for label, pq in per_question.items()},
+                                                 range(1, common + 1), n_bootstrap=n_bootstrap, confidence=confidence,
+                                                 seed=seed)
 
     out = Path(output_dir)
     with naming(out):
@@ -249,7 +249,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     if len(files) > 1:
         figures.append(plot_differences(metrics, out / "passk_differences.png"))
     table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
-    per_question_csv = write_per_question(files, ks, out / "per_question.csv")
+    per_question_csv = write_per_question(files, per_question, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
     with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -298,15 +298,15 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
     return md_path, csv_path
 
 
-def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Path:
-    """One row per file and question: n, correct, and pass@k at each requested k <= n."""
+def write_per_question(files: list[SampleFile], per_question: dict, ks: list[int], path: Path) -> Path:
+    """One row per file and question: n, correct, and pass@k at each requested k <= n (``per_question``: label ->
+    pass@k of every question at k = 1..n, shaped (questions, n))."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "id", "n", "num_correct", *[f"pass@{k}" for k in ks]])
         for sf in files:
-            usable = [k for k in ks if k <= sf.n.min()]
-            values = pass_at_k_curve(sf.n, sf.c, usable) if usable else np.empty((len(sf.ids), 0))
-            for qid, n, c, row in zip(sf.ids, sf.n, sf.c, values):
+            usable = [k - 1 for k in ks if k <= sf.n.min()]
+            for qid, n, c, row in zip(sf.ids, sf.n, sf.c, per_question[sf.label][:, usable]):
                 cells = [repr(float(v)) for v in row] + [""] * (len(ks) - len(usable))
                 writer.writerow([sf.label, qid, int(n), int(c), *cells])
     return path

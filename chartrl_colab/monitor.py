@@ -104,12 +104,9 @@ def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
 
 
 def load_history(path: str | Path) -> list[dict]:
-    """The log history of a run (``trainer_state.json``'s ``log_history``: one dict per logged step).
-
-    ``path`` is a run directory (its newest complete checkpoint is read, or its TensorBoard events under
-    ``logs/`` while it has no checkpoint) or a ``checkpoint-N`` folder. Newer incomplete checkpoints are
-    skipped with a warning. Raises ConfigError for a path holding no run or an empty log.
-    """
+    """The log history (one dict per logged step) of a run directory or ``checkpoint-N`` folder, read as the
+    module docstring says; newer incomplete checkpoints are skipped with a warning. ConfigError for a path
+    holding no run or an empty log."""
     return _read_run(path)[0]
 
 

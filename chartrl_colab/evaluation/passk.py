@@ -10,8 +10,6 @@ The binomials overflow long before n = 1024 and their ratio loses all digits whe
 product is evaluated in log space, ``pass@k = -expm1(sum_j log1p(-c / (n - j)))``: the partial sums over
 ``j`` give every ``k`` at once (one cumulative sum per distinct ``(n, c)``), and ``expm1`` keeps the
 relative precision of small values. Results agree with exact rational arithmetic to ~1e-13 for n <= 1024.
-
-Pure: numpy and the package's ``ConfigError`` only.
 """
 
 from __future__ import annotations
