@@ -67,11 +67,11 @@ class EvalReport:
 
 def _reference_correct(row: dict, path: Path) -> list[bool]:
     """Each completion's ``<answer>`` scored by the reference metric against the row's gold answer."""
-    completions = row.get("completions")
-    if not isinstance(completions, list) or not completions:
+    completions = row.get("completions")  # a list of strings when present: read_rows checks the types
+    if not completions:
         raise ConfigError(f"{path}: question {row.get('id')!r} has no completions to score with relaxed_correctness; "
                           "pass --metric verifier to use the file's correct lists")
-    return [evochart_correct(parse_answer(str(c)), row.get("answer"), row.get("is_clear")) for c in completions]
+    return [evochart_correct(parse_answer(c), row.get("answer"), row.get("is_clear")) for c in completions]
 
 
 def load_samples(path: str | Path, label: str | None = None, metric: str = "relaxed_correctness") -> SampleFile:
@@ -92,8 +92,8 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
     for row in rows:
         qid = str(row["id"])
         if metric == "verifier":
-            correct = row.get("correct")
-            if not isinstance(correct, list) or not correct or not all(isinstance(x, bool) for x in correct):
+            correct = row.get("correct")  # a list of true/false values when present: read_rows checks the types
+            if not correct:
                 raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
         else:
             correct = _reference_correct(row, path)

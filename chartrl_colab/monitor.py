@@ -272,12 +272,11 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     """Plot and summarise one or several runs; returns what was written.
 
     ``paths``: run directories or checkpoint folders (one path or a list). ``labels``: one per path
-    (default: the run names). ``compare``: one figure per metric holding every run (default when there is
-    more than one path); ``compare=False`` with several paths writes each run's figures into
-    ``output_dir/<label>/``. ``summary.txt`` and ``summary.json`` always cover every run.
-
-    A path that cannot be read is reported in ``errors`` (and in the summary) and the other runs still
-    go through; ConfigError when labels do not match the paths or no run could be read at all.
+    (default: the run names). ``compare``: one figure per metric holding every run (default with several
+    paths); ``compare=False`` writes each run's figures into ``output_dir/<label>/``. ``summary.txt`` and
+    ``summary.json`` cover every run. A path that cannot be read is reported in ``errors`` (and in the
+    summary) and the other runs still go through; ConfigError when labels do not match the paths or no run
+    could be read at all.
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
