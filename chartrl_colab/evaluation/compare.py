@@ -13,6 +13,8 @@ Values are per-question pass@k arrays (rows of :func:`chartrl_colab.evaluation.p
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from chartrl_colab.errors import ConfigError
@@ -96,10 +98,8 @@ def differences(per_question: dict, ks, n_bootstrap: int = 1000, confidence: flo
     Returns one dict per pair: ``{"reference", "other", "k": {str(k): {"diff", "ci_low", "ci_high",
     "significant"}}}`` with floats and bools.
     """
-    labels = list(per_question)
-    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
     out = []
-    for ref, oth in pairs:
+    for ref, oth in itertools.combinations(per_question, 2):
         d = difference(per_question[ref], per_question[oth], n_bootstrap, confidence, seed)
         out.append({"reference": ref, "other": oth, "k": {
             str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]),

@@ -42,13 +42,11 @@ def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> lis
     path = Path(path)
     if not path.exists():
         return []
-    rows, good_end, offset = [], 0, 0
+    rows = []
     with path.open("rb") as f:
         lines = f.readlines()
     for number, line in enumerate(lines, start=1):
-        offset += len(line)
         if not line.strip():
-            good_end = offset
             continue
         try:
             row = json_line(line)
@@ -60,7 +58,7 @@ def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> lis
                     log.warning("%s: ignoring the unfinished last line %d (an interrupted generation)", path, number)
                 if repair:
                     with path.open("r+b") as f:
-                        f.truncate(good_end)
+                        f.truncate(sum(map(len, lines[:-1])))
                 break
             raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
         if (problem := row_problem(row)) is not None:
@@ -70,7 +68,6 @@ def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> lis
             with path.open("ab") as f:
                 f.write(b"\n")
         rows.append(row)
-        good_end = offset
     return rows
 
 
