@@ -3,14 +3,12 @@
     python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
         --k 1 2 4 8 16 32 64 --output-dir eval
 
-A sample is correct, by default, by the metric papers report (``chartrl_colab.evaluation.metrics``): pix2struct's
-``relaxed_correctness`` of its ``<answer>`` against the gold answer, an exact match for EvoChart-QA's ``is_clear``
-rows; ``--metric verifier`` uses the file's own ``correct`` lists (the training verifier). ChartQA rows also get
-accuracy of the human and augmented halves and overall, as Chart-RVR reports it. The files (format:
-``chartrl_colab.evaluation.samples``) must hold the same question ids, in any order; their ``n`` may differ (each
-curve runs to its own n, a table cell with k > n stays empty). Every file is bootstrapped with the same seed over
-the same question order, so two models' intervals come from the same resampled question sets. Each output is
-written whole or not at all: a full disk leaves no partial plot, and its one error line names the file.
+The README's "Evaluation: pass@k" lists the outputs; a sample is correct by ``--metric``
+(:mod:`chartrl_colab.evaluation.metrics`, or the file's own verifier). The files (format:
+:mod:`chartrl_colab.evaluation.samples`) must hold the same question ids, in any order; their ``n`` may differ
+(each curve runs to its own n, a table cell with k > n stays empty). Each is bootstrapped with the same seed over
+the first file's question order, so two models' intervals come from the same resampled question sets. Each output
+is written whole or not at all: a full disk leaves no partial plot, and its one error line names the file.
 """
 
 from __future__ import annotations

@@ -3,12 +3,10 @@
     python -m chartrl_colab.monitor --checkpoint-dir RUN_OR_CHECKPOINT_DIR --output-dir plots
     python -m chartrl_colab.monitor --compare --checkpoints RUN_A RUN_B --labels GRPO NSR --output-dir cmp
 
-Notebooks call :func:`monitor`. The log history comes from the newest complete checkpoint's
+The README's "Monitoring" lists the outputs. The log history comes from the newest complete checkpoint's
 ``trainer_state.json``, or from the TensorBoard events under ``logs/`` while there is no checkpoint yet
-(:mod:`chartrl_colab.evaluation.events`). Written to ``output_dir``: one PNG per metric
-(:mod:`chartrl_colab.evaluation.monitor_plots`), ``summary.txt`` (also printed; the original scripts' "TRAINING
-SUMMARY" layout) and ``summary.json`` with the same numbers. Each run's verdict reads what its objective can move
-(:mod:`chartrl_colab.evaluation.verdict`); the summary says which.
+(:mod:`chartrl_colab.evaluation.events`). Figures: :mod:`chartrl_colab.evaluation.monitor_plots`; each run's
+verdict: :mod:`chartrl_colab.evaluation.verdict`.
 """
 
 from __future__ import annotations

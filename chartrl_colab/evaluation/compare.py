@@ -1,11 +1,9 @@
 """Whether a difference in pass@k is real: paired bootstrap intervals over questions, and means over seeds.
 
-Every model is sampled on the same questions, so two models are compared question by question: the difference
-of their mean pass@k is the mean of the per-question differences, and its interval resamples the questions (one
-resample for both models), much narrower than two unpaired intervals side by side, as a question hard for one
-model is usually hard for the other. Runs of one mode with several seeds (a ``batch``) count as one model: its
-mean is over seeds and questions, and its interval resamples both, each mode's seeds and the shared questions,
-with replacement. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
+Every model is sampled on the same questions, so a difference in mean pass@k is the mean of the per-question
+differences, its interval resampling the questions once for both models. Runs of one mode with several seeds
+count as one model: the mean is over seeds and questions, the interval resamples each mode's seeds and the
+shared questions, with replacement. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
 
 Values are per-question pass@k arrays (rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`):
 ``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
