@@ -90,10 +90,10 @@ def main() -> None:
             t, _ = timed(lambda: json.loads(state.read_text()))
             parts["json.load"].append(t)
             with contextlib.redirect_stdout(io.StringIO()):
-                t, report = timed(lambda: monitor(run, output_dir=Path(tmp) / f"monitor-{r}", warn=None))
+                t, report = timed(lambda: monitor(run, output_dir=Path(tmp) / f"monitor-{r}"))
             parts["monitor()"].append(t)
             # The same work in its parts (monitor() also writes summary.txt/json).
-            t, history = timed(lambda: load_history(run, warn=None))
+            t, history = timed(lambda: load_history(run))
             parts["  load_history"].append(t)
             t, cols = timed(lambda: (lambda c: (c, summarize(c)))(Columns(history))[0])
             parts["  Columns + summarize"].append(t)

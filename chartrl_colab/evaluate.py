@@ -3,26 +3,12 @@
     python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
         --k 1 2 4 8 16 32 64 --output-dir eval
 
-A sample is correct, by default, by the metric papers report: ChartQA's relaxed accuracy as pix2struct's
-``relaxed_correctness`` (``chartrl_colab.evaluation.metrics``) of its ``<answer>`` text against the gold answer, and for
-EvoChart-QA rows marked ``is_clear`` an exact string match. ``--metric verifier`` uses the file's own
-``correct`` lists instead (the training verifier, e.g. the lenient accuracy reward). The metric is named in
-every table and plot. When rows carry ChartQA's ``human_or_machine``, accuracy (pass@1) is also reported
-for the human and augmented halves and overall, as Chart-RVR does.
-
-The files are in the format of ``chartrl_colab.evaluation.samples``. For each file: the unbiased pass@k of every
-question (``chartrl_colab.evaluation.passk``), its mean over questions and a percentile-bootstrap interval. The files
-must hold the same questions (ids; the order may differ); the first mismatch is an error. Their ``n`` may
-differ: each curve runs to its own n, a table cell with k > n is left empty, and the difference is
-reported. Every file is bootstrapped with the same seed over the same question order, so the intervals of
-two models come from the same resampled question sets. ``mean_entropy`` is the mean per-token entropy of
-all sampled tokens (each completion's recorded mean weighted by its length; None for files without it).
-
-Writes to ``--output-dir``: ``passk_curves.png`` (pass@k against k on a log2 axis, with interval bands),
-``passk_bars.png`` (pass@1 and pass@n), ``passk_table.md`` and ``passk_table.csv`` (the numbers at the
-requested k), ``per_question.csv`` (n, correct and pass@k of every question) and ``metrics.json``, each
-whole or not at all (written under a temporary name, then renamed: a full disk leaves no partial plot, and
-its one error line names the file).
+The README's "Evaluation: pass@k" lists the outputs; a sample is correct by ``--metric``
+(:mod:`chartrl_colab.evaluation.metrics`, or the file's own verifier). The files (format:
+:mod:`chartrl_colab.evaluation.samples`) must hold the same question ids, in any order; their ``n`` may differ
+(each curve runs to its own n, a table cell with k > n stays empty). Each is bootstrapped with the same seed over
+the first file's question order, so two models' intervals come from the same resampled question sets. Each output
+is written whole or not at all: a full disk leaves no partial plot, and its one error line names the file.
 """
 
 from __future__ import annotations
@@ -30,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +27,13 @@ from chartrl_colab.cli import parser_for, run_cli
 from chartrl_colab.errors import ConfigError, one_of
 from chartrl_colab.evaluation import compare
 from chartrl_colab.evaluation.metrics import METRIC_NAME, evochart_correct
-from chartrl_colab.evaluation.passk import pass_at_k_curve, summarize
+from chartrl_colab.evaluation.passk import summarize
 from chartrl_colab.evaluation.passk_plots import plot_bars, plot_curves, plot_differences
 from chartrl_colab.evaluation.samples import read_rows
 from chartrl_colab.files import atomic_path, naming
+from chartrl_colab.rewards.completions import parse_answer
+
+log = logging.getLogger(__name__)
 
 CONFIDENCE = 0.95
 METRICS = ("relaxed_correctness", "verifier")
@@ -75,13 +65,11 @@ class EvalReport:
 
 def _reference_correct(row: dict, path: Path) -> list[bool]:
     """Each completion's ``<answer>`` scored by the reference metric against the row's gold answer."""
-    from chartrl_colab.rewards.package import parse_answer
-
-    completions = row.get("completions")
-    if not isinstance(completions, list) or not completions:
+    completions = row.get("completions")  # a list of strings when present: read_rows checks the types
+    if not completions:
         raise ConfigError(f"{path}: question {row.get('id')!r} has no completions to score with relaxed_correctness; "
                           "pass --metric verifier to use the file's correct lists")
-    return [evochart_correct(parse_answer(str(c)), row.get("answer"), row.get("is_clear")) for c in completions]
+    return [evochart_correct(parse_answer(c), row.get("answer"), row.get("is_clear")) for c in completions]
 
 
 def load_samples(path: str | Path, label: str | None = None, metric: str = "relaxed_correctness") -> SampleFile:
@@ -94,7 +82,7 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"samples file {str(path)!r} does not exist; make one with python -m chartrl_colab.generate")
-    rows = read_rows(path, warn=print)
+    rows = read_rows(path, warn=True)
     if not rows:
         raise ConfigError(f"samples file {path} holds no rows")
     ids, n, c, origins, seen = [], [], [], [], set()
@@ -102,8 +90,8 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
     for row in rows:
         qid = str(row["id"])
         if metric == "verifier":
-            correct = row.get("correct")
-            if not isinstance(correct, list) or not correct or not all(isinstance(x, bool) for x in correct):
+            correct = row.get("correct")  # a list of true/false values when present: read_rows checks the types
+            if not correct:
                 raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
         else:
             correct = _reference_correct(row, path)
@@ -125,23 +113,18 @@ def align(files: list[SampleFile]) -> None:
     """Put every file in the first one's question order; ConfigError naming the first id that differs."""
     ref = files[0]
     for other in files[1:]:
-        if set(other.ids) == set(ref.ids):
-            order = {qid: i for i, qid in enumerate(other.ids)}
-            idx = np.array([order[qid] for qid in ref.ids])
-            other.ids, other.n, other.c = list(ref.ids), other.n[idx], other.c[idx]
-            other.origins = [other.origins[i] for i in idx] if other.origins else other.origins
-            continue
-        theirs, ours = set(other.ids), set(ref.ids)
-        for i, qid in enumerate(ref.ids):
-            if qid not in theirs:
+        for a, b in ((ref, other), (other, ref)):
+            theirs = set(b.ids)
+            missing = [(i, qid) for i, qid in enumerate(a.ids) if qid not in theirs]
+            if missing:
+                i, qid = missing[0]
                 raise ConfigError(f"{other.path} and {ref.path} hold different questions: {qid!r} (question {i + 1} "
-                                  f"of {ref.path.name}) is not in {other.path.name}; sample both from the same "
+                                  f"of {a.path.name}) is not in {b.path.name}; sample both from the same "
                                   "--dataset-name, --split, --subset-size and --seed")
-        for i, qid in enumerate(other.ids):
-            if qid not in ours:
-                raise ConfigError(f"{other.path} and {ref.path} hold different questions: {qid!r} (question {i + 1} "
-                                  f"of {other.path.name}) is not in {ref.path.name}; sample both from the same "
-                                  "--dataset-name, --split, --subset-size and --seed")
+        order = {qid: i for i, qid in enumerate(other.ids)}
+        idx = np.array([order[qid] for qid in ref.ids])
+        other.ids, other.n, other.c = list(ref.ids), other.n[idx], other.c[idx]
+        other.origins = [other.origins[i] for i in idx]
 
 
 def default_ks(n: int) -> list[int]:
@@ -170,12 +153,15 @@ def by_origin(f: SampleFile) -> dict | None:
     """Accuracy (mean pass@1) of ChartQA's human and augmented questions and overall; None without origins."""
     if not any(f.origins):
         return None
-    acc = f.c / f.n
-    groups = {"human": [o == "human" for o in f.origins], "augmented": [o == "augmented" for o in f.origins],
-              "overall": [True] * len(f.ids)}
-    return {name: {"num_questions": int(sum(mask)),
-                   "accuracy": float(acc[np.array(mask)].mean()) if any(mask) else None}
-            for name, mask in groups.items()}
+    acc, origins = f.c / f.n, np.array(f.origins, dtype=object)
+    masks = {"human": origins == "human", "augmented": origins == "augmented", "overall": np.ones(len(acc), bool)}
+    return {name: {"num_questions": int(mask.sum()), "accuracy": float(acc[mask].mean()) if mask.any() else None}
+            for name, mask in masks.items()}
+
+
+def _cell(s: dict, i: int) -> dict:
+    """Entry ``i`` of a :func:`chartrl_colab.evaluation.passk.summarize` result: mean and interval as floats."""
+    return {key: float(s[key][i]) for key in ("mean", "ci_low", "ci_high")}
 
 
 def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_bootstrap: int = 1000, seed: int = 0,
@@ -189,11 +175,10 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
     if not paths:
         raise ConfigError("samples is empty; pass at least one samples file")
-    if labels is not None:
-        labels = [labels] if isinstance(labels, str) else list(labels)
-        if len(labels) != len(paths):
-            raise ConfigError(f"got {len(labels)} labels for {len(paths)} sample files; give one label per file")
-    files = [load_samples(p, labels[i] if labels else None, metric) for i, p in enumerate(paths)]
+    labels = [labels] if isinstance(labels, str) else list(labels or [None] * len(paths))
+    if len(labels) != len(paths):
+        raise ConfigError(f"got {len(labels)} labels for {len(paths)} sample files; give one label per file")
+    files = [load_samples(p, label, metric) for p, label in zip(paths, labels)]
     names = [f.label for f in files]
     if len(set(names)) != len(names):
         dup = next(x for x in names if names.count(x) > 1)
@@ -225,26 +210,22 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
         raise ConfigError(f"k={ks[-1] if ks else None} exceeds n={largest}, the most samples per question of any "
                           f"file; choose k <= {largest}")
 
-    models = {}
+    models, per_question = {}, {}
     for f in files:
         n = n_of[f.label]
         curve_k = np.arange(1, n + 1)
         # Every k up to this file's n; the same bootstrap seed for every file over the same question order.
         s = summarize(f.n, f.c, curve_k, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
-        mean, low, high = s["mean"], s["ci_low"], s["ci_high"]
-        at = {}
-        for k in ks:
-            if k <= n:
-                at[str(k)] = {"mean": float(mean[k - 1]), "ci_low": float(low[k - 1]), "ci_high": float(high[k - 1])}
+        per_question[f.label] = s["per_question"]  # (questions, n): pass@k of every question at k = 1..n
         models[f.label] = {
             "file": str(f.path),
             "num_questions": len(f.ids),
             "n": n,
             "num_correct": int(f.c.sum()),
-            "pass_at_k": at,
-            "pass_at_1": {"mean": float(mean[0]), "ci_low": float(low[0]), "ci_high": float(high[0])},
-            "pass_at_n": {"mean": float(mean[-1]), "ci_low": float(low[-1]), "ci_high": float(high[-1])},
-            "curve": {"k": curve_k.tolist(), "mean": mean.tolist(), "ci_low": low.tolist(), "ci_high": high.tolist()},
+            "pass_at_k": {str(k): _cell(s, k - 1) for k in ks if k <= n},
+            "pass_at_1": _cell(s, 0),
+            "pass_at_n": _cell(s, -1),
+            "curve": {"k": curve_k.tolist(), **{key: s[key].tolist() for key in ("mean", "ci_low", "ci_high")}},
             "mean_entropy": f.mean_entropy,
             "generation": f.settings,
         }
@@ -254,9 +235,10 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
                "n_bootstrap": n_bootstrap, "seed": seed,
                "num_questions": len(files[0].ids), "labels": names, "models": models, "notes": notes}
     # Paired differences (every pair, k = 1..the smallest n): the same questions sampled by both models.
-    common = np.arange(1, min(n_of.values()) + 1)
-    metrics["differences"] = compare.differences({f.label: pass_at_k_curve(f.n, f.c, common) for f in files}, common,
-                                                 n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+    common = min(n_of.values())
+    metrics["differences"] = compare.differences({label: pq[:, :common].copy() for label, pq in per_question.items()},
+                                                 range(1, common + 1), n_bootstrap=n_bootstrap, confidence=confidence,
+                                                 seed=seed)
 
     out = Path(output_dir)
     with naming(out):
@@ -265,16 +247,16 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
     if len(files) > 1:
         figures.append(plot_differences(metrics, out / "passk_differences.png"))
     table_md, table_csv = write_tables(metrics, out / "passk_table.md", out / "passk_table.csv")
-    per_question_csv = write_per_question(files, ks, out / "per_question.csv")
+    per_question_csv = write_per_question(files, per_question, ks, out / "per_question.csv")
     metrics_json = out / "metrics.json"
     with atomic_path(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
     print(table_md.read_text(encoding="utf-8"), end="")
     for note in notes:
-        print(f"note: {note}")
-    print(f"✓ wrote {', '.join(p.name for p in [*figures, table_md, table_csv, per_question_csv, metrics_json])} "
-          f"to {out}")
+        log.info(f"note: {note}")
+    log.info(f"✓ wrote {', '.join(p.name for p in [*figures, table_md, table_csv, per_question_csv, metrics_json])} "
+             f"to {out}")
     return EvalReport(metrics, figures, table_md, table_csv, metrics_json, per_question_csv)
 
 
@@ -314,15 +296,15 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
     return md_path, csv_path
 
 
-def write_per_question(files: list[SampleFile], ks: list[int], path: Path) -> Path:
-    """One row per file and question: n, correct, and pass@k at each requested k <= n."""
+def write_per_question(files: list[SampleFile], per_question: dict, ks: list[int], path: Path) -> Path:
+    """One row per file and question: n, correct, and pass@k at each requested k <= n (``per_question``: label ->
+    pass@k of every question at k = 1..n, shaped (questions, n))."""
     with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["label", "id", "n", "num_correct", *[f"pass@{k}" for k in ks]])
         for sf in files:
-            usable = [k for k in ks if k <= sf.n.min()]
-            values = pass_at_k_curve(sf.n, sf.c, usable) if usable else np.empty((len(sf.ids), 0))
-            for qid, n, c, row in zip(sf.ids, sf.n, sf.c, values):
+            usable = [k - 1 for k in ks if k <= sf.n.min()]
+            for qid, n, c, row in zip(sf.ids, sf.n, sf.c, per_question[sf.label][:, usable]):
                 cells = [repr(float(v)) for v in row] + [""] * (len(ks) - len(usable))
                 writer.writerow([sf.label, qid, int(n), int(c), *cells])
     return path

@@ -3,23 +3,17 @@
     python -m chartrl_colab.monitor --checkpoint-dir RUN_OR_CHECKPOINT_DIR --output-dir plots
     python -m chartrl_colab.monitor --compare --checkpoints RUN_A RUN_B --labels GRPO NSR --output-dir cmp
 
-Notebooks call :func:`monitor` with the same settings. The log history comes from the newest complete
-checkpoint's ``trainer_state.json`` (:func:`chartrl_colab.runs.storage.latest_checkpoint`), or from the
-TensorBoard events under ``logs/`` while no checkpoint has been written yet (an events file cut by an
-interrupted write is said to be cut, with what could be read). "Total steps" is the trainer state's
-``global_step`` (a run logs every ``logging_steps``, so its last logged step may be earlier). Written to
-``output_dir``: one PNG per metric (loss, learning rate, gradient norm, rewards, positive fraction, entropy;
-lightly smoothed, the raw series faint behind; drawn by :mod:`chartrl_colab.evaluation.monitor_plots`),
-``summary.txt`` (also printed; the original scripts' "TRAINING SUMMARY" layout) and ``summary.json`` with the
-same numbers. Each run's verdict reads what its objective can move (:mod:`chartrl_colab.evaluation.verdict`):
-the loss for grpo, the verifier accuracy and entropy for psr, nsr and w-reinforce, whose on-policy loss is fixed
-by which samples each step kept; the summary says which.
+The README's "Monitoring" lists the outputs. The log history comes from the newest complete checkpoint's
+``trainer_state.json``, or from the TensorBoard events under ``logs/`` while there is no checkpoint yet
+(:mod:`chartrl_colab.evaluation.events`). Figures: :mod:`chartrl_colab.evaluation.monitor_plots`; each run's
+verdict: :mod:`chartrl_colab.evaluation.verdict`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,17 +39,18 @@ from chartrl_colab.runs.storage import (
     state_problem,
 )
 
+log = logging.getLogger(__name__)
+
 RULE = "=" * 40
 SUB_RULE = "-" * 40
 
 
 # --------------------------------------------------------------------------------------------- loading
-def _complete_state(checkpoint: Path, state=None) -> dict:
-    """``checkpoint``'s trainer_state.json (``state``: that file, already parsed), checked complete by the one
-    completeness rule, resume's (:func:`chartrl_colab.runs.storage.state_problem`); else ConfigError."""
+def _checkpoint_state(checkpoint: Path) -> dict:
+    """A checkpoint folder's trainer_state.json, checked by resume's completeness rule
+    (:func:`chartrl_colab.runs.storage.state_problem`); else ConfigError."""
     try:
-        if state is None:
-            state = read_json(checkpoint / TRAINER_STATE)
+        state = read_json(checkpoint / TRAINER_STATE)
     except (OSError, ValueError) as err:
         problem = f"cannot be read ({err})"
     else:
@@ -66,31 +61,32 @@ def _complete_state(checkpoint: Path, state=None) -> dict:
     return state
 
 
-def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
+def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
     """(log history, where it came from, facts) for a run or checkpoint directory; ConfigError if there is none.
 
-    ``facts``: ``total_steps`` (the trainer state's ``global_step``, else the run.json's, else None) and
-    ``cut`` (a line saying the TensorBoard events were cut and what was read, else None)."""
+    ``facts``: ``total_steps`` (the trainer state's ``global_step``, else the run.json's, else None; a run logs
+    every ``logging_steps``, so its last logged step may be earlier) and ``cut`` (a line saying the TensorBoard
+    events were cut and what was read, else None)."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{str(path)!r} is not a directory; give a run directory "
                           "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
     facts: dict = {"total_steps": None, "cut": None}
     if (path / TRAINER_STATE).exists() and not list_checkpoints(path):  # a checkpoint-N folder itself
-        found = path, None
+        found = path, _checkpoint_state(path)
     else:
-        found = latest_checkpoint_state(path, warn=warn)  # parses trainer_state.json once, checks and all
+        found = latest_checkpoint_state(path, warn=True)  # parses trainer_state.json once, checks and all
     if found is not None:
-        state = _complete_state(*found)
-        history, source = state["log_history"], str(found[0] / TRAINER_STATE)
-        facts["total_steps"] = state.get("global_step")
+        history, source = found[1]["log_history"], str(found[0] / TRAINER_STATE)
+        facts["total_steps"] = found[1]["global_step"]
     elif events_files(path):
         history, source = history_from_events(path), str(path / LOGS_DIR)
         facts["cut"] = cut_note(path, history)
         try:
-            facts["total_steps"] = (read_run_json(path) or {}).get("global_step")
+            total = (read_run_json(path) or {}).get("global_step")
         except (OSError, ValueError):
-            pass
+            total = None
+        facts["total_steps"] = total if isinstance(total, int) and not isinstance(total, bool) else None
     else:
         why = "only incomplete checkpoints" if list_checkpoints(path) else "no checkpoint-N folder"
         raise ConfigError(f"{str(path)!r} holds no run: {why} and no TensorBoard events under {LOGS_DIR}/; "
@@ -101,32 +97,18 @@ def _read_run(path: str | Path, warn=print) -> tuple[list[dict], str, dict]:
         raise ConfigError(f"{str(path)!r} has an empty log ({source} holds no logged step yet); "
                           "monitor it after the first logging step")
     if facts["cut"]:
-        warn(f"warning: {facts['cut']}")
-    if not isinstance(facts["total_steps"], int) or isinstance(facts["total_steps"], bool):
-        facts["total_steps"] = None
+        log.warning(facts["cut"])
     return history, source, facts
 
 
-def load_history(path: str | Path, warn=print) -> list[dict]:
-    """The log history of a run (``trainer_state.json``'s ``log_history``: one dict per logged step).
-
-    ``path`` is a run directory (its newest complete checkpoint is read, or its TensorBoard events under
-    ``logs/`` while it has no checkpoint) or a ``checkpoint-N`` folder. Newer incomplete checkpoints are
-    skipped with a warning through ``warn``. Raises ConfigError for a path holding no run or an empty log.
-    """
-    return _read_run(path, warn)[0]
+def load_history(path: str | Path) -> list[dict]:
+    """The log history (one dict per logged step) of a run directory or ``checkpoint-N`` folder, read as the
+    module docstring says; newer incomplete checkpoints are skipped with a warning. ConfigError for a path
+    holding no run or an empty log."""
+    return _read_run(path)[0]
 
 
 # ------------------------------------------------------------------------------------------- numbers
-def series(history, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of one logged key, in log order, over the entries that have it.
-
-    >>> series([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}], "loss")
-    (array([1., 2.]), array([2., 1.]))
-    """
-    return as_columns(history)[key]
-
-
 def _first_last(cols: Columns, key: str) -> tuple[float | None, float | None]:
     _, values = cols[key]
     return (float(values[0]), float(values[-1])) if len(values) else (None, None)
@@ -157,15 +139,12 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
               total_steps: int | None = None) -> dict:
     """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
 
-    ``window``: how many of the last logged values the verdict looks at (default: the last 10%, at least
-    ``MIN_WINDOW``, all of them if fewer). ``convergence`` is the original scripts' loss verdict (std/|mean| of the
-    loss over that window below ``CONVERGENCE_THRESHOLD``); ``verdict`` is the one the summary prints,
-    which reads the loss for grpo (and a run of unknown ``mode``) and the verifier accuracy and entropy for
-    psr, nsr and w-reinforce (:func:`chartrl_colab.evaluation.verdict.judge`). ``accuracy`` and ``entropy`` are their
-    trends (the mean of the first and of the last window, :func:`chartrl_colab.evaluation.verdict.trend`); ``verifier``
-    names the verifier reward (default ``accuracy``). Loss reduction and reward change compare the first
-    and the last logged values. ``total_steps``: the run's step count from its trainer state (a run logs
-    every ``logging_steps``, so its last logged step may be earlier); default: the last logged step.
+    ``window``: how many of the last logged values the verdicts look at (default: the last 10%, at least
+    ``MIN_WINDOW``). ``convergence`` is the original scripts' loss verdict; ``verdict`` the one the summary prints
+    (:func:`chartrl_colab.evaluation.verdict.judge`, by ``mode``); ``accuracy`` and ``entropy`` the trends it
+    reads (:func:`chartrl_colab.evaluation.verdict.trend`), of the ``verifier`` reward (default ``accuracy``).
+    Loss reduction and reward change compare the first and the last logged values. ``total_steps``: the trainer
+    state's step count (default: the last logged step).
 
     >>> s = summarize([{"loss": 2.0, "learning_rate": 1e-6, "reward": 0.5, "step": 1},
     ...                {"loss": 1.0, "learning_rate": 5e-7, "reward": 1.5, "step": 2}])
@@ -180,6 +159,7 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
     _, losses = cols["loss"]
     acc_key = verifier_key(cols.keys, verifier)
     accuracy = cols[acc_key][1] if acc_key else None
+    acc_trend = trend(accuracy, window) if acc_key else None
     _, entropy = cols["entropy"]
     first_loss, final_loss = _first_last(cols, "loss")
     first_reward, final_reward = _first_last(cols, "reward")
@@ -206,7 +186,7 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
         "training_time_source": time_source,
         "convergence": convergence(losses, window),
         "verdict": {"mode": mode, **judge(mode, losses, accuracy, entropy, window, acc_key)},
-        "accuracy": {"key": acc_key, **trend(accuracy, window)} if acc_key and trend(accuracy, window) else None,
+        "accuracy": {"key": acc_key, **acc_trend} if acc_trend else None,
         "entropy": trend(entropy, window),
     }
     for key in sorted(k for k in cols.keys if REWARD_KEY.fullmatch(k)):
@@ -286,17 +266,15 @@ def _default_labels(paths: list[Path]) -> list[str]:
     return labels
 
 
-def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | None = None,
-            warn=print) -> MonitorReport:
+def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | None = None) -> MonitorReport:
     """Plot and summarise one or several runs; returns what was written.
 
     ``paths``: run directories or checkpoint folders (one path or a list). ``labels``: one per path
-    (default: the run names). ``compare``: one figure per metric holding every run (default when there is
-    more than one path); ``compare=False`` with several paths writes each run's figures into
-    ``output_dir/<label>/``. ``summary.txt`` and ``summary.json`` always cover every run.
-
-    A path that cannot be read is reported in ``errors`` (and in the summary) and the other runs still
-    go through; ConfigError when labels do not match the paths or no run could be read at all.
+    (default: the run names). ``compare``: one figure per metric holding every run (default with several
+    paths); ``compare=False`` writes each run's figures into ``output_dir/<label>/``. ``summary.txt`` and
+    ``summary.json`` cover every run. A path that cannot be read is reported in ``errors`` (and in the
+    summary) and the other runs still go through; ConfigError when labels do not match the paths or no run
+    could be read at all.
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
@@ -317,7 +295,7 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     histories: dict[str, Columns] = {}
     for label, path in zip(labels, paths):
         try:
-            history, source, facts = _read_run(path, warn)
+            history, source, facts = _read_run(path)
         except ConfigError as err:
             report.errors.append(f"{label}: {err}")
             continue
@@ -382,8 +360,8 @@ def run(cfg: MonitorConfig) -> int:
     report = monitor(paths, labels=cfg.labels, output_dir=cfg.output_dir, compare=True if cfg.compare else None,
                      window=cfg.window)
     for err in report.errors:  # the other runs were written; still a non-zero exit for scripts
-        print(f"error: {err}", file=sys.stderr)
-    print(f"Wrote {len(report.figures)} plot(s), {report.summary_txt} and {report.summary_json}")
+        log.error(err)
+    log.info(f"Wrote {len(report.figures)} plot(s), {report.summary_txt} and {report.summary_json}")
     return USER_ERROR if report.errors else 0
 
 

@@ -121,6 +121,17 @@ def test_the_report_object(two_files, tmp_path):
     assert report.metrics["notes"] == []
 
 
+def test_evaluate_leaves_the_matplotlib_backend_alone(two_files, tmp_path):
+    """The figures are drawn on matplotlib Figures: pyplot would pick, and matplotlib.use("Agg") would switch, the
+    backend of the notebook that called evaluate."""
+    code = ("import sys\nfrom chartrl_colab.evaluate import evaluate\n"
+            f"evaluate({[str(p) for p in two_files]!r}, ks=[1], output_dir={str(tmp_path)!r}, n_bootstrap=20)\n"
+            "print('matplotlib.pyplot' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "passk_differences.png").is_file()
+
+
 def test_question_order_does_not_matter(two_files, tmp_path):
     base, nsr = two_files
     lines = nsr.read_text().splitlines()
@@ -184,7 +195,8 @@ def test_an_interrupted_file_is_read_without_its_torn_line(two_files, tmp_path, 
     torn = tmp_path / "torn.jsonl"
     torn.write_text(base.read_text() + '{"id": "synthetic/test/0/40", "corr')
     loaded = ev.load_samples(torn)
-    assert loaded.ids == list(counts(base)) and "ignoring the unfinished last line 41" in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert loaded.ids == list(counts(base)) and "warning: " in err and "ignoring the unfinished last line 41" in err
 
 
 @pytest.mark.slow

@@ -1,27 +1,22 @@
 """Whether a difference in pass@k is real: paired bootstrap intervals over questions, and means over seeds.
 
-Every model is sampled on the same questions, so two models are compared question by question: the difference
-of their mean pass@k is the mean of the per-question differences, and its interval comes from resampling the
-questions (one resample for both models). A question that is hard for one model is usually hard for the other,
-so the paired interval is much narrower than the two unpaired intervals side by side.
+Every model is sampled on the same questions, so a difference in mean pass@k is the mean of the per-question
+differences, its interval resampling the questions once for both models. Runs of one mode with several seeds
+count as one model: the mean is over seeds and questions, the interval resamples each mode's seeds and the
+shared questions, with replacement. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
 
-Runs of one mode with several seeds (a ``batch`` of modes x seeds) count as one model: its pass@k is the mean
-over seeds and questions, and its interval resamples both, the seeds of each mode with replacement and the
-questions (shared by every model) with replacement. With one seed per model this is the paired bootstrap
-over questions above. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
-
-Values are per-question pass@k arrays, e.g. rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`:
-shaped ``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
-
-Numpy and the package's ``ConfigError``; the figures of these numbers are in
-:mod:`chartrl_colab.evaluation.passk_plots`.
+Values are per-question pass@k arrays (rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`):
+``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.evaluation.passk import check_bootstrap, percentile_interval
 
 __all__ = ["difference", "difference_cell", "difference_lines", "differences", "seed_mean"]
 
@@ -39,13 +34,6 @@ def _runs(values, name: str) -> np.ndarray:
     return arr
 
 
-def _check_settings(n_bootstrap, confidence) -> None:
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence={confidence!r} is not valid; it must be between 0 and 1 (e.g. 0.95)")
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise ConfigError(f"n_bootstrap={n_bootstrap!r} is not valid; it must be a whole number >= 1")
-
-
 def _replicates(groups: list[np.ndarray], n_bootstrap: int, seed: int) -> list[np.ndarray]:
     """Bootstrap means (n_bootstrap, K) of each group (seeds, questions, K): one question resample per replicate,
     shared by all groups (the pairing), and each group's seeds resampled on their own."""
@@ -61,13 +49,6 @@ def _replicates(groups: list[np.ndarray], n_bootstrap: int, seed: int) -> list[n
     return out
 
 
-def _interval(replicates: np.ndarray, point: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
-    # Identical resampled means can straddle the point by one ulp; an interval always holds its point.
-    return np.minimum(low, point), np.maximum(high, point)
-
-
 def seed_mean(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Mean over seeds and questions with a bootstrap interval resampling both: ``{"mean", "ci_low", "ci_high",
     "seeds", "per_seed"}``, each value an array over K (``per_seed``: seeds x K, each seed's mean over questions).
@@ -78,11 +59,11 @@ def seed_mean(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: i
     >>> round(float(s["mean"][0]), 3), [round(float(s[b][0]), 3) for b in ("ci_low", "ci_high")]
     (0.4, [0.2, 0.6])
     """
-    _check_settings(n_bootstrap, confidence)
+    check_bootstrap(n_bootstrap, confidence)
     runs = _runs(values, "values")
     (reps,) = _replicates([runs], int(n_bootstrap), seed)
     mean = runs.mean(axis=(0, 1))
-    low, high = _interval(reps, mean, confidence)
+    low, high = percentile_interval(reps, mean, confidence)
     return {"mean": mean, "ci_low": low, "ci_high": high, "seeds": runs.shape[0], "per_seed": runs.mean(axis=1)}
 
 
@@ -97,14 +78,14 @@ def difference(reference, other, n_bootstrap: int = 1000, confidence: float = 0.
     >>> round(float(d["diff"][0]), 3), bool(d["significant"][0]), round(float(d["ci_low"][0]), 3)
     (0.075, True, 0.025)
     """
-    _check_settings(n_bootstrap, confidence)
+    check_bootstrap(n_bootstrap, confidence)
     ref, oth = _runs(reference, "reference"), _runs(other, "other")
     if ref.shape[1:] != oth.shape[1:]:
         raise ConfigError(f"a paired comparison needs the same questions and k: got {ref.shape[1:]} and "
                           f"{oth.shape[1:]} (questions, K); sample both on the same questions")
     rep_ref, rep_oth = _replicates([ref, oth], int(n_bootstrap), seed)
     diff = oth.mean(axis=(0, 1)) - ref.mean(axis=(0, 1))
-    low, high = _interval(rep_oth - rep_ref, diff, confidence)
+    low, high = percentile_interval(rep_oth - rep_ref, diff, confidence)
     return {"diff": diff, "ci_low": low, "ci_high": high, "significant": (low > 0) | (high < 0)}
 
 
@@ -115,10 +96,8 @@ def differences(per_question: dict, ks, n_bootstrap: int = 1000, confidence: flo
     Returns one dict per pair: ``{"reference", "other", "k": {str(k): {"diff", "ci_low", "ci_high",
     "significant"}}}`` with floats and bools.
     """
-    labels = list(per_question)
-    pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
     out = []
-    for ref, oth in pairs:
+    for ref, oth in itertools.combinations(per_question, 2):
         d = difference(per_question[ref], per_question[oth], n_bootstrap, confidence, seed)
         out.append({"reference": ref, "other": oth, "k": {
             str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]),

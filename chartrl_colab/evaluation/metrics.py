@@ -14,7 +14,6 @@ tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from chartrl_colab.rewards.completions import to_float
@@ -41,16 +40,18 @@ def relaxed_correctness(target: str, prediction: str, max_relative_change: float
     return prediction.lower() == target.lower()
 
 
+def _golds(golds: Any) -> list:
+    """One gold or a list of golds, without the missing ones."""
+    return [g for g in (golds if isinstance(golds, (list, tuple)) else [golds]) if g is not None]
+
+
 def relaxed_accuracy(prediction: str | None, golds: Any) -> bool:
     """Best ``relaxed_correctness`` over one gold or a list of golds; no prediction is wrong.
 
     >>> relaxed_accuracy("7", ["six", "7"]), relaxed_accuracy(None, "7"), relaxed_accuracy("7", [])
     (True, False, False)
     """
-    if prediction is None:
-        return False
-    candidates = golds if isinstance(golds, (list, tuple)) else [golds]
-    return any(relaxed_correctness(str(g), prediction) for g in candidates if g is not None)
+    return prediction is not None and any(relaxed_correctness(str(g), prediction) for g in _golds(golds))
 
 
 def evochart_correct(prediction: str | None, golds: Any, is_clear: bool | None) -> bool:
@@ -63,7 +64,4 @@ def evochart_correct(prediction: str | None, golds: Any, is_clear: bool | None) 
     """
     if not is_clear:
         return relaxed_accuracy(prediction, golds)
-    if prediction is None:
-        return False
-    candidates: Sequence[Any] = golds if isinstance(golds, (list, tuple)) else [golds]
-    return any(prediction.strip() == str(g).strip() for g in candidates if g is not None)
+    return prediction is not None and any(prediction.strip() == str(g).strip() for g in _golds(golds))

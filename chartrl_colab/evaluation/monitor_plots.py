@@ -1,9 +1,6 @@
-"""The figures of :mod:`chartrl_colab.monitor`: one matplotlib Figure per metric, every run in it.
-
-``FIGURES`` lists them (loss, learning rate, gradient norm, rewards, positive fraction, entropy);
-:func:`plot_metric` draws one (each run's raw series faint, its smoothed series on top; long series
-decimated for drawing) and :func:`write_figures` saves every figure some run logged as a PNG. The log
-histories arrive as :class:`Columns`, the by-key view of a log history the summary reads too.
+"""The figures of :mod:`chartrl_colab.monitor`: one matplotlib Figure per metric of ``FIGURES``, every run in it
+(each run's raw series faint, its smoothed series on top; long series decimated for drawing). The log histories
+arrive as :class:`Columns`, the by-key view of a log history the summary reads too.
 """
 
 from __future__ import annotations
@@ -50,18 +47,15 @@ class Columns:
     (a long run logs ~40 keys, a figure needs one or a few).
 
     >>> cols = Columns([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}])
-    >>> cols["loss"], "loss" in cols, cols["entropy"][1].size
-    ((array([1., 2.]), array([2., 1.])), True, 0)
+    >>> cols["loss"], cols["entropy"][1].size
+    ((array([1., 2.]), array([2., 1.])), 0)
     """
 
     def __init__(self, history: list[dict]):
         self.history = history
-        self.keys = set().union(*history) if history else set()
+        self.keys = set().union(*history)
         self.all_steps = np.array([e.get("step", i) for i, e in enumerate(history)], dtype=float)
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys
 
     def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         if key not in self._cache:
@@ -73,14 +67,13 @@ class Columns:
             return np.empty(0), np.empty(0)
         try:  # fast path: numbers and missing entries (None -> NaN)
             values = np.array([e.get(key) for e in self.history], dtype=float)
-        except (TypeError, ValueError):  # a non-numeric value somewhere: the slow, careful path
-            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
-            values = np.array([e[key] if k else np.nan for e, k in zip(self.history, keep)], dtype=float)
-            return self.all_steps[keep], values[keep]
-        if np.isnan(values).any():  # tell entries without the key from values that are NaN (a diverged loss)
-            keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
-            return self.all_steps[keep], values[keep]
-        return self.all_steps.copy(), values
+        except (TypeError, ValueError):  # a non-numeric value somewhere
+            values = None
+        if values is not None and not np.isnan(values).any():
+            return self.all_steps.copy(), values
+        # The careful path: entries without the key (or not a number) apart from values that are NaN (a diverged loss).
+        keep = np.array([_is_number(e.get(key)) for e in self.history], dtype=bool)
+        return self.all_steps[keep], np.array([e[key] for e, k in zip(self.history, keep) if k], dtype=float)
 
 
 def as_columns(history) -> Columns:
@@ -150,11 +143,9 @@ _STYLES = ("-", "--", "-.", ":", (0, (5, 1)))
 _MARKERS = ("o", "s", "^", "v", "D", "x")
 
 
-def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: str | None = None,
-                keys: tuple[str, ...] | None = None):
-    """One matplotlib Figure of a metric for every run in ``histories`` (label -> log history or its
-    :class:`Columns`), or None when no run logged it. ``stem`` names one of ``FIGURES`` (``title``,
-    ``ylabel`` and ``keys`` default to its entry); a figure of several keys has one panel per key.
+def plot_metric(histories: dict, stem: str):
+    """One matplotlib Figure of the ``FIGURES`` entry ``stem`` for every run in ``histories`` (label -> log history
+    or its :class:`Columns`), or None when no run logged it; a figure of several keys has one panel per key.
 
     Each run has one colour: its raw series faint, its smoothed series on top and labelled. Long series
     are drawn through :func:`decimate` (smoothing uses every point).
@@ -163,9 +154,8 @@ def plot_metric(histories: dict, stem: str, title: str | None = None, ylabel: st
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    spec = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
-    title, ylabel, keys = title or spec[1], ylabel or spec[2], keys or spec[3]
-    panels = _panels(runs, tuple(keys), stem)
+    _, title, ylabel, keys = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
+    panels = _panels(runs, keys, stem)
     if not panels:
         return None
     ncols = min(3, len(panels))

@@ -10,8 +10,6 @@ The binomials overflow long before n = 1024 and their ratio loses all digits whe
 product is evaluated in log space, ``pass@k = -expm1(sum_j log1p(-c / (n - j)))``: the partial sums over
 ``j`` give every ``k`` at once (one cumulative sum per distinct ``(n, c)``), and ``expm1`` keeps the
 relative precision of small values. Results agree with exact rational arithmetic to ~1e-13 for n <= 1024.
-
-Pure: numpy and the package's ``ConfigError`` only.
 """
 
 from __future__ import annotations
@@ -20,19 +18,17 @@ import numpy as np
 
 from chartrl_colab.errors import ConfigError
 
-__all__ = ["bootstrap_ci", "pass_at_k", "pass_at_k_curve", "summarize"]
+__all__ = ["bootstrap_ci", "check_bootstrap", "pass_at_k", "pass_at_k_curve", "percentile_interval", "summarize"]
 
 # Elements of the (distinct (n, c)) x k table built at once; bounds memory on inputs with many distinct n.
 _TABLE_CHUNK = 1 << 22
 
 
 def _as_counts(name: str, value) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    arr = np.asarray(value)  # numpy's bool is no integer type: True is not a count
+    if not (np.issubdtype(arr.dtype, np.integer) or (np.issubdtype(arr.dtype, np.floating)
+                                                      and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))):
         raise ConfigError(f"{name} must hold whole numbers, got {value!r}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
-            raise ConfigError(f"{name} must hold whole numbers, got {value!r}")
     return arr.astype(np.int64)
 
 
@@ -152,10 +148,7 @@ def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 0 or values.shape[0] == 0:
         raise ConfigError("bootstrap_ci needs at least one question's value")
-    if not 0 < confidence < 1:
-        raise ConfigError(f"confidence={confidence!r} is not valid; it must be between 0 and 1 (e.g. 0.95)")
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise ConfigError(f"n_bootstrap={n_bootstrap!r} is not valid; it must be a whole number >= 1")
+    check_bootstrap(n_bootstrap, confidence)
     q = values.shape[0]
     flat = values.reshape(q, -1)
     rng = np.random.default_rng(seed)
@@ -166,14 +159,26 @@ def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed
         stop = min(int(n_bootstrap), start + step)
         counts = rng.multinomial(q, np.full(q, 1.0 / q), size=stop - start)
         means[start:stop] = counts @ flat / q
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha], axis=0)
-    # Identical resampled means can straddle the true mean by one ulp; an interval always holds the mean.
-    mean = flat.mean(axis=0)
-    low, high = np.minimum(low, mean), np.maximum(high, mean)
+    low, high = percentile_interval(means, flat.mean(axis=0), confidence)
     if values.ndim == 1:
         return float(low[0]), float(high[0])
     return low.reshape(values.shape[1:]), high.reshape(values.shape[1:])
+
+
+def check_bootstrap(n_bootstrap, confidence) -> None:
+    """ConfigError unless ``confidence`` is in (0, 1) and ``n_bootstrap`` a whole number >= 1."""
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence={confidence!r} is not valid; it must be between 0 and 1 (e.g. 0.95)")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ConfigError(f"n_bootstrap={n_bootstrap!r} is not valid; it must be a whole number >= 1")
+
+
+def percentile_interval(replicates: np.ndarray, point: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval of bootstrap ``replicates`` (axis 0) at ``confidence``, widened to hold ``point``."""
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha], axis=0)
+    # Identical resampled means can straddle the point by one ulp; an interval always holds its point.
+    return np.minimum(low, point), np.maximum(high, point)
 
 
 def summarize(n, c, ks, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:

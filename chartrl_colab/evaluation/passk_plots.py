@@ -1,9 +1,8 @@
 """The pass@k figures: curves with bootstrap bands, pass@1/pass@n bars, paired differences, means over seeds.
 
-Each takes the numbers :mod:`chartrl_colab.evaluate` and :mod:`chartrl_colab.evaluation.compare` compute (the
-``metrics`` dict of :func:`chartrl_colab.evaluate.evaluate`, or per-mode curves) and writes one PNG whole or not at
-all (under a temporary name, then renamed: a full disk leaves no partial plot). matplotlib is imported inside,
-with the Agg backend: files only, no display needed.
+Each draws the numbers of :mod:`chartrl_colab.evaluate` or :mod:`chartrl_colab.evaluation.compare` on a matplotlib
+``Figure`` (no pyplot: no display needed, and a notebook's backend is left alone) and writes one PNG whole or not
+at all (a full disk leaves no partial plot).
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ from chartrl_colab.files import atomic_path
 __all__ = ["plot_bars", "plot_curves", "plot_differences", "plot_seed_means"]
 
 
-def _pyplot():
-    import matplotlib
+def _axes(figsize: tuple[float, float]):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only; also works with no display
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _log2_axis(ax, largest: int) -> None:
@@ -35,21 +32,16 @@ def _log2_axis(ax, largest: int) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _save(plt, fig, path: Path) -> Path:
-    """Lay out ``fig``, write it to ``path`` whole or not at all (a full disk leaves no partial PNG), close it."""
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120)
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     return path
 
 
 def plot_curves(metrics: dict, path: Path) -> Path:
     """pass@k against k (log2 axis) for every file, with bootstrap bands and markers at the requested k."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    fig, ax = _axes((8.5, 4.5))
     for label, m in metrics["models"].items():
         k = np.array(m["curve"]["k"])
         (line,) = ax.plot(k, m["curve"]["mean"], label=f"{label} (n={m['n']})", linewidth=1.8)
@@ -62,16 +54,15 @@ def plot_curves(metrics: dict, path: Path) -> Path:
     ax.set_title(f"pass@k over {metrics['num_questions']} questions ({metrics['confidence']:.0%} bootstrap bands)\n"
                  f"correct: {metrics['metric']}", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the axes, never over a band
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_bars(metrics: dict, path: Path) -> Path:
     """pass@1 and pass@n of every file, with bootstrap error bars."""
-    plt = _pyplot()
     labels = list(metrics["models"])
     x = np.arange(len(labels))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) + 2), 4.5))
+    fig, ax = _axes((max(4.5, 1.4 * len(labels) + 2), 4.5))
     for offset, key, name in ((-width / 2, "pass_at_1", "pass@1"), (width / 2, "pass_at_n", "pass@n")):
         vals = np.array([metrics["models"][lb][key]["mean"] for lb in labels])
         err = np.array([[vals[i] - metrics["models"][lb][key]["ci_low"] for i, lb in enumerate(labels)],
@@ -83,50 +74,45 @@ def plot_bars(metrics: dict, path: Path) -> Path:
     ax.set_ylabel(f"pass rate, {metrics['metric']}")
     ax.set_title(f"pass@1 and pass@n\ncorrect: {metrics['metric']}", fontsize=10)
     ax.legend(loc="upper left")
-    return _save(plt, fig, path)
+    return _save(fig, path)
+
+
+def _band_lines(lines: list, path: Path, ylabel: str, title: str, zero_line: bool = False) -> Path:
+    """One line with its band per ``(label, colour, cells)`` of ``lines`` against k (log2 axis); ``cells`` holds
+    the arrays ``k``, ``mean``, ``ci_low`` and ``ci_high``."""
+    fig, ax = _axes((8.5, 4.5))
+    if zero_line:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+    for label, color, c in lines:
+        ax.plot(c["k"], c["mean"], color=color, linewidth=1.8, marker="o", markersize=3, label=label)
+        ax.fill_between(c["k"], c["ci_low"], c["ci_high"], color=color, alpha=0.15, linewidth=0)
+    _log2_axis(ax, max([1, *(int(c["k"][-1]) for _, _, c in lines)]))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save(fig, path)
 
 
 def plot_differences(metrics: dict, path: Path) -> Path:
     """pass@k of each model minus the first model's (the base), k = 1..n, with the paired bands: where the pass@k
     curves lie on top of each other, this shows which way each model moved and whether the band leaves 0."""
-    plt = _pyplot()
     base = metrics["labels"][0]
-    against = [d for d in metrics.get("differences", []) if d["reference"] == base]
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    ax.axhline(0.0, color="black", linewidth=0.8)
-    largest = 1
-    for i, d in enumerate(against):
-        k = np.array(sorted(int(x) for x in d["k"]))
-        cells = [d["k"][str(x)] for x in k]
-        color = f"C{i + 1}"  # C0 is the base's colour in the pass@k plot
-        ax.plot(k, [c["diff"] for c in cells], color=color, linewidth=1.8, marker="o", markersize=3,
-                label=f"{d['other']} - {base}")
-        ax.fill_between(k, [c["ci_low"] for c in cells], [c["ci_high"] for c in cells], color=color, alpha=0.15,
-                        linewidth=0)
-        largest = max(largest, int(k[-1]))
-    _log2_axis(ax, largest)
-    ax.set_ylabel(f"pass@k minus {base}'s")
-    ax.set_title(f"difference to {base} over {metrics['num_questions']} questions "
-                 f"({metrics['confidence']:.0%} paired bootstrap bands)\ncorrect: {metrics['metric']}", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _save(plt, fig, path)
+    lines = []
+    for i, d in enumerate(d for d in metrics.get("differences", []) if d["reference"] == base):
+        k = sorted(int(x) for x in d["k"])
+        cells = {name: [d["k"][str(x)][field] for x in k] for name, field in
+                 (("mean", "diff"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))}
+        lines.append((f"{d['other']} - {base}", f"C{i + 1}", {"k": np.array(k), **cells}))  # C0: the base's colour
+    return _band_lines(lines, path, f"pass@k minus {base}'s",
+                       f"difference to {base} over {metrics['num_questions']} questions "
+                       f"({metrics['confidence']:.0%} paired bootstrap bands)\ncorrect: {metrics['metric']}",
+                       zero_line=True)
 
 
 def plot_seed_means(curves: dict, path: Path, title: str, ylabel: str = "pass@k") -> Path:
     """One line per model: mean pass@k over seeds and questions with its band (``curves``: label ->
     ``{"k", "mean", "ci_low", "ci_high", "seeds"}``, as :func:`chartrl_colab.evaluation.compare.seed_mean`
     gives, plus the k)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 4.5))
-    largest = 1
-    for i, (label, c) in enumerate(curves.items()):
-        k = np.asarray(c["k"])
-        ax.plot(k, c["mean"], color=f"C{i}", linewidth=1.8, marker="o", markersize=3,
-                label=f"{label} ({c['seeds']} seed{'s' if c['seeds'] != 1 else ''})")
-        ax.fill_between(k, c["ci_low"], c["ci_high"], color=f"C{i}", alpha=0.15, linewidth=0)
-        largest = max(largest, int(k[-1]))
-    _log2_axis(ax, largest)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _save(plt, fig, path)
+    lines = [(f"{label} ({c['seeds']} seed{'s' if c['seeds'] != 1 else ''})", f"C{i}", {**c, "k": np.asarray(c["k"])})
+             for i, (label, c) in enumerate(curves.items())]
+    return _band_lines(lines, path, ylabel, title)

@@ -20,6 +20,7 @@ agree on all their ``generation`` settings but the backend.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -29,23 +30,23 @@ from chartrl_colab.rewards.completions import last_user_text
 
 __all__ = ["append_row", "check_resume", "make_row", "read_rows", "row_problem", "sync"]
 
+log = logging.getLogger(__name__)
+
 # Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
 _NOT_COMPARED_ON_RESUME = ("backend",)
 
 
-def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
-    """The rows of a samples file. A torn last line (an interrupted write) is skipped (``warn``, e.g. ``print``,
-    is told), and cut off the file when ``repair``; any other unreadable line is a ConfigError naming it."""
+def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> list[dict]:
+    """The rows of a samples file. A torn last line (an interrupted write) is skipped (with a warning when
+    ``warn``), and cut off the file when ``repair``; any other unreadable line is a ConfigError naming it."""
     path = Path(path)
     if not path.exists():
         return []
-    rows, good_end, offset = [], 0, 0
+    rows = []
     with path.open("rb") as f:
         lines = f.readlines()
     for number, line in enumerate(lines, start=1):
-        offset += len(line)
         if not line.strip():
-            good_end = offset
             continue
         try:
             row = json_line(line)
@@ -53,11 +54,11 @@ def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
                 raise ValueError("not a row with an id")
         except ValueError as err:  # not JSON (or not a row): torn when it is the last line
             if number == len(lines):  # the last line: a write cut short
-                if warn is not None:
-                    warn(f"warning: {path}: ignoring the unfinished last line {number} (an interrupted generation)")
+                if warn:
+                    log.warning("%s: ignoring the unfinished last line %d (an interrupted generation)", path, number)
                 if repair:
                     with path.open("r+b") as f:
-                        f.truncate(good_end)
+                        f.truncate(sum(map(len, lines[:-1])))
                 break
             raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
         if (problem := row_problem(row)) is not None:
@@ -67,16 +68,14 @@ def read_rows(path: str | Path, repair: bool = False, warn=None) -> list[dict]:
             with path.open("ab") as f:
                 f.write(b"\n")
         rows.append(row)
-        good_end = offset
     return rows
 
 
 _TEXT = (str, type(None))
-_NUMBER = (int, float)
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, _NUMBER) and not isinstance(x, bool)
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # field -> (what it must be, check of one value); lists: check of each item.
@@ -93,11 +92,12 @@ _SCALARS = {
     "num_correct": ("a whole number", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0),
     "generation": ("an object", lambda x: isinstance(x, dict)),
 }
+_NUMBERS = ("numbers or nulls", lambda x: x is None or _is_number(x))
 _LISTS = {
     "completions": ("strings", lambda x: isinstance(x, str)),
     "num_tokens": ("whole numbers", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0),
     "truncated": ("true/false values", lambda x: isinstance(x, bool)),
-    "entropy": ("numbers or nulls", lambda x: x is None or _is_number(x)),
+    "entropy": _NUMBERS,
     "correct": ("true/false values", lambda x: isinstance(x, bool)),
 }
 
@@ -116,23 +116,18 @@ def row_problem(row: dict) -> str | None:
             return f"field 'rewards' holds {rewards!r}, not an object of reward name -> list of numbers or nulls"
         lists.update({f"rewards.{k}": v for k, v in rewards.items()})
     for name, value in lists.items():
-        what, ok = _LISTS.get(name, ("numbers or nulls", _LISTS["entropy"][1]))
+        what, ok = _LISTS.get(name, _NUMBERS)
         if not isinstance(value, list):
             return f"field {name!r} holds {value!r}, not a list of {what}"
-        bad = next((x for x in value if not ok(x)), _MISSING)
-        if bad is not _MISSING:
-            return f"field {name!r} holds {bad!r} in its list, not one of {what}"
-    lengths = {name: len(value) for name, value in lists.items()}
-    if "n" in row and _SCALARS["n"][1](row["n"]):
-        lengths = {"n": row["n"], **lengths}
+        if bad := [x for x in value if not ok(x)]:
+            return f"field {name!r} holds {bad[0]!r} in its list, not one of {what}"
+    lengths = {"n": row["n"]} if "n" in row else {}  # a valid n: checked above
+    lengths.update({name: len(value) for name, value in lists.items()})
     if len(set(lengths.values())) > 1:
         first = next(iter(lengths))
         other = next(name for name, size in lengths.items() if size != lengths[first])
         return f"field {other!r} has {lengths[other]} values where {first!r} has {lengths[first]}"
     return None
-
-
-_MISSING = object()
 
 
 def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
