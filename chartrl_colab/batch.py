@@ -284,16 +284,14 @@ def run_batch(cfg: BatchConfig) -> BatchReport:
         finally:
             free.put(slot)
 
-    results: dict[str, RunResult] = {}
     with ThreadPoolExecutor(max_workers=len(slots)) as pool, tqdm(total=len(runs), desc="runs", unit="run") as bar:
-        futures = {pool.submit(work, run): run for run in runs}
+        futures = [pool.submit(work, run) for run in runs]
         for fut in as_completed(futures):
             res = fut.result()
-            results[res.name] = res
             why = "" if res.ok else f" failed at {res.failed_cell or 'start'} -> {res.error};"
             bar.write(f"{'✓' if res.ok else '✗'} {res.name} ({res.seconds:.0f} s){why} notebook: {res.output_notebook}")
             bar.update(1)
-    ordered = [results[run.name] for run in runs]
+    ordered = [fut.result() for fut in futures]
     root = runs[0].output_notebook.parent
     root.mkdir(parents=True, exist_ok=True)
     md, js = root / SUMMARY_MD, root / SUMMARY_JSON

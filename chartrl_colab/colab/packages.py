@@ -18,6 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from chartrl_colab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,6 @@ PIP_TAIL = 20  # lines of pip's output shown when it fails
 
 def _requirements(lines) -> list:
     """The requirements ``lines`` hold (comments and blank lines skipped) whose markers apply here."""
-    from packaging.requirements import Requirement
-
     reqs = [Requirement(line) for line in (line.split("#", 1)[0].strip() for line in lines) if line]
     return [req for req in reqs if req.marker is None or req.marker.evaluate({"extra": ""})]
 
@@ -84,8 +85,6 @@ def cuda_runtime() -> bool:
 def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
     """The requirements ``path`` holds that pip may install here: never torch, torchvision or torchaudio (the
     runtime's CUDA build stays), and the CUDA-only ones (:data:`CUDA_ONLY`) only when ``cuda``."""
-    from packaging.requirements import Requirement
-
     skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
     lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
     return [line for line in lines if line and Requirement(line).name.lower() not in skip]
@@ -184,8 +183,8 @@ def imported_distributions(changed) -> list[str]:
     if not changed:
         return []
     modules = importlib.metadata.packages_distributions()  # top-level module -> distributions providing it
-    imported = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
-    return [name for name in changed if _canonical(name) in imported]
+    imported = {canonicalize_name(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    return [name for name in changed if canonicalize_name(name) in imported]
 
 
 def require_installed(path: str | Path | None = None, cuda: bool | None = None) -> None:
@@ -195,7 +194,7 @@ def require_installed(path: str | Path | None = None, cuda: bool | None = None) 
     lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
     needed = [*NEVER_INSTALL[:2], *(req.name for req in _requirements(lines))]  # torch: the runtime's own
     installed = installed_versions()
-    missing = [name for name in dict.fromkeys(needed) if _canonical(name) not in installed]
+    missing = [name for name in dict.fromkeys(needed) if canonicalize_name(name) not in installed]
     if missing:
         raise ConfigError(f"{', '.join(missing)} not installed in this kernel's Python ({sys.executable}): in Colab "
                           "set install = True (00_setup) and run the setup cell again; elsewhere pip install -e . "
@@ -245,7 +244,7 @@ def setup(install: bool = True) -> None:
 def installed_versions() -> dict[str, str]:
     """Every installed distribution's version, by normalised name."""
     importlib.invalidate_caches()
-    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+    return {canonicalize_name(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
 
 
 def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -255,7 +254,3 @@ def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str,
     {'trl': ('1.0', '1.16')}
     """
     return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")

@@ -70,12 +70,9 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
         modes[mode] = {"seeds": [sd for _, sd in members], "labels": [lb for lb, _ in members], "k": ks.tolist(),
                        "mean": s["mean"].tolist(), "ci_low": s["ci_low"].tolist(), "ci_high": s["ci_high"].tolist()}
     diffs = []
-    if base in stacked:
+    if base in stacked:  # each mode against the base
         for mode in groups:
-            d = compare.difference(stacked[base], stacked[mode], **settings)
-            diffs.append({"reference": base, "other": mode, "k": {str(k): {
-                "diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]), "ci_high": float(d["ci_high"][j]),
-                "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
+            diffs += compare.differences({base: stacked[base], mode: stacked[mode]}, ks, **settings)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -179,14 +179,10 @@ class RunForm:
 
         if self.colab:
             display({"text/plain": repr(self)}, raw=True)
-            return
-        bundle = getattr(self.box, "_repr_mimebundle_", None)
-        if bundle is None:  # ipywidgets 7 displays itself
+        elif getattr(self.box, "_repr_mimebundle_", None) is None:  # ipywidgets 7 displays itself
             display(self.box)
-            return
-        data = dict(bundle() or {})
-        data["text/plain"] = repr(self)
-        display(data, raw=True)
+        else:
+            display({**(self.box._repr_mimebundle_() or {}), "text/plain": repr(self)}, raw=True)
 
     def __repr__(self) -> str:
         values = self.values()
