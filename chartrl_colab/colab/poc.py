@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from chartrl_colab.cli import argv_for
-from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.config import MODES, RewardArguments, RunConfig, SourceArguments
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluation.compare import difference_cell
 from chartrl_colab.files import read_json
@@ -167,12 +168,11 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
         labels.append(mode.upper())
     for line in skipped:
         log.info(f"note: {line}")
-    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, vlm_name=cfg.vlm_name,
-                               init=cfg.init, dataset_name=cfg.dataset_name, data_dir=cfg.data_dir, seed=cfg.seed,
+    # Sampling shares training's model, data and reward fields (settings' subset_size: the held-out questions).
+    shared = {f.name: getattr(cfg, f.name) for f in (*fields(SourceArguments), *fields(RewardArguments))}
+    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, **{**shared, **settings},
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
-                               rewards=cfg.rewards, verifier=cfg.verifier, reward_threshold=cfg.reward_threshold,
-                               load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels,
-                               reward_preset=cfg.reward_preset, **settings)
+                               load_in_4bit=cfg.load_in_4bit)
     return evaluation, skipped
 
 
