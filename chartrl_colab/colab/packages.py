@@ -118,17 +118,17 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
         log.info("Not in Colab: using the installed packages (pip install -e . installs them).")
         return False
     path = Path(path) if path else requirements_file()
-    if path is None or not Path(path).is_file():
+    if path is None or not path.is_file():
         raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
                           "and run from it")
     lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda)
     missing = requirement_problems(lines)
     if not missing:
-        log.info(f"✓ Everything in {Path(path).name} is installed.")
+        log.info(f"✓ Everything in {path.name} is installed.")
         return False
     before = installed_versions()
     pins = [f"{name}=={before[name]}" for name in NEVER_INSTALL if name in before]
-    log.info(f"Installing what {Path(path).name} lists and this runtime lacks ({len(missing)}), keeping "
+    log.info(f"Installing what {path.name} lists and this runtime lacks ({len(missing)}), keeping "
              f"{', '.join(pins) or 'no torch'} ...")
     with tempfile.TemporaryDirectory() as tmp:
         # Captured, not streamed: pip's progress would fill the cell; its reasons and conflicts are shown.
@@ -136,7 +136,7 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
     if proc.returncode != 0:
         print("\n".join([line for line in output if line.strip()][-PIP_TAIL:]))
-        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
+        raise RuntimeError(f"pip install -r {path.name} failed (exit {proc.returncode}): pip's last lines are "
                            "above; fix what they name (often a version clash with Colab's packages) and rerun "
                            "this cell")
     conflicts = pip_conflicts(output)
