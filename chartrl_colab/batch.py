@@ -4,18 +4,12 @@
         --seeds 1 2 3 -p subset_size 1000 -p max_steps 200 [--output-root DIR] [--gpus 0,1,2,3] \\
         [--accelerate-config deepspeed_zero3.yaml]
 
-Each run executes the notebook in its own papermill process with ``mode``, ``seed``, ``output_root`` (and
-``results_json`` when the notebook has it) set, and saves the executed notebook beside its run directory:
-``{output_root}/{run_name}.ipynb`` next to ``{output_root}/{run_name}/``, with the papermill log in
-``{run_name}.log``. A failing run is reported with its failing cell and error, and the other runs go on.
-``--gpus 0,1,2,3`` runs four at once, each pinned to one GPU through ``CUDA_VISIBLE_DEVICES``;
-``--accelerate-config FILE`` runs them one after another, each on all GPUs (the notebook launches
-``accelerate launch --config_file FILE``). The summary table goes to the terminal and to
-``{output_root}/batch-summary.md`` and ``batch-summary.json``.
-
-Imports only ``config`` (run names) and ``storage`` (the default output root); nothing here loads torch
-unless a notebook parameter is ``"auto"``, which is resolved once here so every run and its file names
-agree.
+Each run gets ``mode``, ``seed``, ``output_root`` (and ``results_json`` when the notebook has it); its executed
+notebook ``{output_root}/{run_name}.ipynb`` and papermill log ``{run_name}.log`` sit beside its run directory.
+``--gpus`` runs one per GPU at once (``CUDA_VISIBLE_DEVICES``); ``--accelerate-config`` runs them one after
+another, each on all GPUs. A failing run is reported with its failing cell and error, and the others go on; the
+summary goes to the terminal and ``{output_root}/batch-summary.md`` and ``.json``. Nothing here loads torch
+unless a notebook parameter is ``"auto"`` (resolved once, for every run alike).
 """
 
 from __future__ import annotations
@@ -36,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chartrl_colab.cli import parser_for, run_cli, settings_from
+from chartrl_colab.colab.environment import resolve_auto
 from chartrl_colab.config import MODES
-from chartrl_colab.errors import ConfigError
+from chartrl_colab.errors import ConfigError, one_of
 from chartrl_colab.runs.storage import default_output_root
 
 log = logging.getLogger(__name__)
@@ -139,14 +134,7 @@ def notebook_parameters(notebook: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"notebook={str(notebook)!r} does not exist; give a .ipynb file such as "
                           "notebooks/02_train.ipynb")
-    found = papermill.inspect_notebook(str(path))
-    defaults = {}
-    for name, info in found.items():
-        try:
-            defaults[name] = ast.literal_eval(info["default"])
-        except (ValueError, SyntaxError):
-            defaults[name] = info["default"]
-    return defaults
+    return {name: parse_value(info["default"]) for name, info in papermill.inspect_notebook(str(path)).items()}
 
 
 def _run_name(params: dict) -> str:
@@ -172,8 +160,7 @@ def plan(cfg: BatchConfig) -> list[Run]:
     if not cfg.modes or not cfg.seeds:
         raise ConfigError("modes and seeds must each name at least one value")
     for mode in cfg.modes:
-        if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is not valid; choose one of: {', '.join(MODES)}")
+        one_of("mode", mode, MODES)
     parse_gpus(cfg.gpus)  # raises on a bad list
     if cfg.accelerate_config and not Path(cfg.accelerate_config).is_file():
         raise ConfigError(f"accelerate_config={cfg.accelerate_config!r} does not exist; e.g. deepspeed_zero3.yaml")
@@ -186,7 +173,7 @@ def plan(cfg: BatchConfig) -> list[Run]:
     shared = {**defaults, **cfg.parameters, "output_root": str(root)}
     if cfg.accelerate_config:
         shared["accelerate_config"] = str(Path(cfg.accelerate_config).absolute())
-    shared = _resolve_auto(shared)
+    shared = resolve_auto(shared)  # "auto" decided once, here, so every run and its file names agree
 
     runs, seen = [], set()
     for mode in cfg.modes:
@@ -221,15 +208,6 @@ def deepspeed_importable() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("deepspeed") is not None
-
-
-def _resolve_auto(params: dict) -> dict:
-    """Turn ``"auto"`` settings into this machine's defaults once, for every run alike."""
-    from chartrl_colab.colab.environment import AUTO_KEYS, resolve_auto
-
-    if "auto" not in [params.get(k) for k in AUTO_KEYS]:
-        return params
-    return resolve_auto(params)
 
 
 # ----------------------------------------------------------------------------------------------- run
@@ -278,10 +256,8 @@ def execute(run: Run, notebook: str | Path, kernel: str = "python3") -> RunResul
     if proc.returncode != 0 and error is None:  # failed before or outside a cell (kernel died, bad notebook)
         tail = [line for line in Path(run.log).read_text(errors="replace").splitlines() if line.strip()]
         error = tail[-1] if tail else f"papermill exited with {proc.returncode}"
-    results = None
     path = run.parameters.get("results_json")
-    if proc.returncode == 0 and path and Path(path).is_file():
-        results = json.loads(Path(path).read_text())
+    results = json.loads(Path(path).read_text()) if proc.returncode == 0 and path and Path(path).is_file() else None
     return RunResult(run.name, proc.returncode == 0, round(seconds, 1), str(run.output_notebook), str(run.run_dir),
                      str(run.log), run.gpus, proc.returncode, cell, error, results)
 
@@ -308,16 +284,14 @@ def run_batch(cfg: BatchConfig) -> BatchReport:
         finally:
             free.put(slot)
 
-    results: dict[str, RunResult] = {}
     with ThreadPoolExecutor(max_workers=len(slots)) as pool, tqdm(total=len(runs), desc="runs", unit="run") as bar:
-        futures = {pool.submit(work, run): run for run in runs}
+        futures = [pool.submit(work, run) for run in runs]
         for fut in as_completed(futures):
             res = fut.result()
-            results[res.name] = res
             why = "" if res.ok else f" failed at {res.failed_cell or 'start'} -> {res.error};"
             bar.write(f"{'✓' if res.ok else '✗'} {res.name} ({res.seconds:.0f} s){why} notebook: {res.output_notebook}")
             bar.update(1)
-    ordered = [results[run.name] for run in runs]
+    ordered = [fut.result() for fut in futures]
     root = runs[0].output_notebook.parent
     root.mkdir(parents=True, exist_ok=True)
     md, js = root / SUMMARY_MD, root / SUMMARY_JSON

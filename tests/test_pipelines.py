@@ -47,6 +47,21 @@ def test_a_failed_process_is_named_with_its_last_lines():
     assert "fine" not in str(err.value)
 
 
+def test_train_run_through_accelerate_relays_its_lines_and_names_a_failure(tmp_path, monkeypatch, capsys):
+    from chartrl_colab.config import RunConfig
+
+    cfg = RunConfig(output_root=str(tmp_path), max_steps=1)
+    launched = []
+    monkeypatch.setattr(pipelines, "accelerate_command",
+                        lambda cfg, file: launched.append(file) or python("print('step 1 of 1')"))
+    summary = pipelines.train_run(cfg, "zero3.yaml")
+    assert launched == ["zero3.yaml"] and "[accelerate launch] step 1 of 1" in capsys.readouterr().out
+    assert summary["run_dir"] == cfg.run_dir and summary["checkpoint"] is None
+    monkeypatch.setattr(pipelines, "accelerate_command", lambda cfg, file: python("print('oom'); raise SystemExit(3)"))
+    with pytest.raises(RuntimeError, match="accelerate launch exited with 3; last output:\noom"):
+        pipelines.train_run(cfg, "zero3.yaml")
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
 def test_parallel_runs_must_be_a_whole_number_of_at_least_one(bad):
     with pytest.raises(ConfigError, match=rf"parallel_runs={bad!r} is not valid; a whole number >= 1"):

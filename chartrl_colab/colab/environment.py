@@ -1,14 +1,12 @@
-"""The machine a notebook runs on: its GPU, package versions, the Colab install, and the defaults that fit.
+"""The machine a notebook runs on: its GPU, package versions, Drive, and the defaults that fit.
 
 After the setup cell (:mod:`chartrl_colab.colab.packages`), every notebook calls :func:`prepare_output_root`
-(Drive in Colab) and :func:`resolve_auto`, which turns the parameters' ``"auto"`` model and data set into a real
-model on a GPU and the embedded default without one. The setup notebook also reports the machine with
-:func:`check`.
+(Drive in Colab) and :func:`resolve_auto`; the setup notebook also reports the machine with :func:`check`.
 
->>> resolve_defaults("auto", "auto", gpu=False)
-('tiny-warm', 'synthetic')
->>> resolve_defaults("qwen2-vl-2b", "auto", gpu=True)
-('qwen2-vl-2b', 'chart-rvr')
+>>> resolve_auto({"vlm_name": "auto", "dataset_name": "auto"}, gpu=False)
+{'vlm_name': 'tiny-warm', 'dataset_name': 'synthetic'}
+>>> resolve_auto({"vlm_name": "qwen2-vl-2b", "dataset_name": "auto"}, gpu=True)
+{'vlm_name': 'qwen2-vl-2b', 'dataset_name': 'chart-rvr'}
 """
 
 from __future__ import annotations
@@ -32,11 +30,7 @@ KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelera
 # ------------------------------------------------------------------------------------------ the GPU
 def gpu_info() -> dict | None:
     """The first visible GPU (name, count, memory, compute capability, CUDA version) and what ``"auto"`` picks on
-    it (:func:`chartrl_colab.models.device.describe`: precision, 4-bit, vLLM), or None without one.
-
-    ``bf16`` follows the compute capability (>= 8.0), not ``torch.cuda.is_bf16_supported()``, which says yes on
-    a T4 where torch only emulates it.
-    """
+    it (:func:`chartrl_colab.models.device.describe`: precision, 4-bit, vLLM), or None without one."""
     import torch
 
     from chartrl_colab.models import device
@@ -50,46 +44,28 @@ def gpu_info() -> dict | None:
             "cuda": torch.version.cuda, "auto": auto}
 
 
-def resolve_defaults(vlm_name: str = AUTO, dataset_name: str = AUTO, gpu: bool | None = None) -> tuple[str, str]:
-    """``"auto"`` names -> the original Chart-RVR model and data on a GPU, the embedded default without one (said so).
-
-    Names other than ``"auto"`` are kept: a user who names a model gets it.
-    """
-    if AUTO not in (vlm_name, dataset_name):
-        return vlm_name, dataset_name
-    if gpu is None:
-        gpu = gpu_info() is not None
-    defaults = GPU_DEFAULTS if gpu else CPU_DEFAULTS
-    vlm = defaults[0] if vlm_name == AUTO else vlm_name
-    data = defaults[1] if dataset_name == AUTO else dataset_name
-    if not gpu:
-        log.info(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
-             "(a CPU run in minutes; a toy model that has learned the answer format, not to read charts).")
-    return vlm, data
-
-
 def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
     """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
 
-    ``vlm_name``/``dataset_name`` as :func:`resolve_defaults`; ``max_completion_length``/``max_new_tokens``
-    become 512 tokens on a GPU and 64 on a CPU (the embedded models' completions are short; shorter ones
-    keep a CPU run to minutes).
+    ``vlm_name``/``dataset_name``: the original Chart-RVR model and data on a GPU, the embedded default without
+    one (said so); ``max_completion_length``/``max_new_tokens``: 512 tokens on a GPU, 64 on a CPU (the embedded
+    models' completions are short; shorter ones keep a CPU run to minutes). Names other than ``"auto"`` are kept.
 
     >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False)
     {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}
     """
     if AUTO not in [params.get(k) for k in AUTO_KEYS]:
-        return dict(params)
+        return dict(params)  # other "auto"s (resume="auto") are the settings' own values
     if gpu is None:
         gpu = gpu_info() is not None
-    out = dict(params)
-    if AUTO in (params.get("vlm_name"), params.get("dataset_name")):
-        vlm, data = resolve_defaults(params.get("vlm_name", AUTO), params.get("dataset_name", AUTO), gpu=gpu)
-        out.update({k: v for k, v in (("vlm_name", vlm), ("dataset_name", data)) if k in params})
-    for key in ("max_completion_length", "max_new_tokens"):
-        if params.get(key) == AUTO:
-            out[key] = GPU_TOKENS if gpu else CPU_TOKENS
-    return out  # other "auto"s (resume="auto") are the settings' own values
+    tokens = GPU_TOKENS if gpu else CPU_TOKENS
+    defaults = dict(zip(AUTO_KEYS, (*(GPU_DEFAULTS if gpu else CPU_DEFAULTS), tokens, tokens)))
+    out = {k: defaults[k] if v == AUTO and k in defaults else v for k, v in params.items()}
+    if not gpu and AUTO in (params.get("vlm_name"), params.get("dataset_name")):
+        vlm, data = (out.get(k, defaults[k]) for k in ("vlm_name", "dataset_name"))
+        log.info(f"No GPU: using the embedded default, model {vlm!r} and data set {data!r} "
+                 "(a CPU run in minutes; a toy model that has learned the answer format, not to read charts).")
+    return out
 
 
 # Data sets without a split to evaluate on, and the set their authors evaluate on instead: Chart-RVR publishes
@@ -112,10 +88,9 @@ def trained_on(run_dir: str | Path) -> dict:
 def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
     """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
 
-    ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json``
-    (the most common model and data set when runs differ, said so); with no run recorded, as
-    :func:`resolve_auto` (the GPU or CPU default). A data set without the requested split is replaced by
-    the set it is evaluated on (:data:`EVAL_SETS`: Chart-RVR -> ChartQA test), said so.
+    ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json`` (the
+    most common pair when runs differ), else as :func:`resolve_auto`. A data set without the requested split is
+    replaced by the set it is evaluated on (:data:`EVAL_SETS`). Each replacement is said.
     """
     from collections import Counter
 
@@ -133,35 +108,27 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
         if params.get("max_new_tokens") == AUTO and isinstance(tokens, int):
             out["max_new_tokens"] = tokens
         others = ", ".join(f"{m}/{d}" for m, d in pairs if (m, d) != (vlm, data))
-        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} "
-                 f"({count} of {len(run_dirs)} "
-             "runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or checkpoints to "
-                                  "evaluate those" if others else "."))
+        log.info(f"Evaluating where the runs were trained: model {vlm!r}, data set {data!r} ({count} of "
+                 f"{len(run_dirs)} runs' run.json)" + (f"; other runs used {others}: set vlm_name/dataset_name or "
+                                                       "checkpoints to evaluate those" if others else "."))
     out = resolve_auto(out, gpu=gpu)
     data, split = out.get("dataset_name"), out.get("split")
     if split is not None and data in EVAL_SETS and split not in SPLITS.get(data, (split,)):
         out["dataset_name"], out["split"] = EVAL_SETS[data]
-        log.info(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation set, "
-             f"{out['dataset_name']!r} split {out['split']!r}.")
+        log.info(f"{data!r} has no {split!r} split (only {', '.join(SPLITS[data])}): evaluating on its evaluation "
+                 f"set, {out['dataset_name']!r} split {out['split']!r}.")
     return out
-
-
-# ------------------------------------------------------------------------------------------ versions
-def versions(packages=KEY_PACKAGES) -> dict[str, str | None]:
-    """Installed versions of the packages that matter (None: not installed), and Python's."""
-    from chartrl_colab.runs.storage import library_versions
-
-    return library_versions(packages)
 
 
 # ------------------------------------------------------------------------------------------ report
 def check() -> dict:
-    """What the setup notebook reports: Colab or not, the GPU, versions, and requirements not met."""
+    """What the setup notebook reports: Colab or not, the GPU, the versions of :data:`KEY_PACKAGES` (and
+    Python's), and requirements not met."""
     from chartrl_colab.colab.packages import package_requirements, requirement_problems, requirements_file
-    from chartrl_colab.runs.storage import in_colab
+    from chartrl_colab.runs.storage import in_colab, library_versions
 
     gpu = gpu_info()
-    found = versions()
+    found = library_versions(KEY_PACKAGES)
     reqs = package_requirements()
     if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
         reqs = requirements_file().read_text().splitlines()
@@ -187,11 +154,8 @@ def check() -> dict:
 
 
 def interactive_front_end() -> bool:
-    """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code).
-
-    Front ends send each cell with ``allow_stdin`` (so ``input()`` works); papermill and nbclient send
-    theirs without it, and plain Python has no kernel at all.
-    """
+    """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code): they send
+    each cell with ``allow_stdin``, papermill and nbclient without it; plain Python has no kernel at all."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -238,9 +202,8 @@ def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO) -
     """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
 
     Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
-    same runs and a reopened notebook finds its run directory (and resumes) instead of starting over. An
-    explicit ``mount_drive="yes"`` that cannot mount (outside Colab, a refused or timed-out mount) is a
-    ConfigError that stops the notebook: runs never silently land where they would be lost.
+    same runs (and a reopened one resumes). ``mount_drive="yes"`` that cannot mount is a ConfigError that stops
+    the notebook: runs never silently land where they would be lost.
     """
     from chartrl_colab.runs import storage
 

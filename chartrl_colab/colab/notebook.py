@@ -1,9 +1,8 @@
-"""What notebook cells show and save: figures inline, outputs beside the runs, a results JSON.
+"""What notebook cells read and show: their settings, figures inline, outputs beside the runs, a results JSON.
 
-The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.colab.pipelines`; this module only displays.
-
-Every notebook ends by writing its results (paths, key numbers) to a JSON file with :func:`write_results`;
-papermill runs and :mod:`chartrl_colab.batch` read that file instead of the notebook's outputs.
+The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.colab.pipelines`. Every notebook ends by
+writing its results (paths, key numbers) with :func:`write_results`; papermill runs and :mod:`chartrl_colab.batch`
+read that file instead of the notebook's outputs.
 """
 
 from __future__ import annotations
@@ -36,18 +35,14 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     from chartrl_colab.cli import parser_for, settings_from
     from chartrl_colab.colab.environment import AUTO_KEYS
 
-    parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings read as flags are
-    names = settings_names(parser)
+    parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings are read as flags are
+    # Every name a parameter may have: the fields and the original scripts' spellings of them.
+    names = [flag[2:] for flag in parser._option_string_actions if flag.startswith("--") and "-" not in flag[2:]
+             and not flag.startswith("--no_") and flag != "--help"]
     check_injected(namespace.get("In") or [], names)
     known = set(names) - set(exclude)
     given = {name: value for name, value in namespace.items() if name in known}  # in the parameters cell's order
     return settings_from(parser, given, keep=AUTO_KEYS)  # "auto" sizes: environment.resolve_auto decides
-
-
-def settings_names(parser) -> list[str]:
-    """Every name a notebook parameter may have: the fields and the original scripts' spellings of them."""
-    return [flag[2:] for flag in parser._option_string_actions if flag.startswith("--") and "-" not in flag[2:]
-            and not flag.startswith("--no_") and flag != "--help"]
 
 
 def _assigned(source: str) -> list[str]:
@@ -82,28 +77,24 @@ def check_injected(history, fields) -> None:
 
 
 # ------------------------------------------------------------------------------------------ display, results
-def show_figures(paths, width: int = 720) -> None:
-    """Show PNGs inline (in a kernel); elsewhere list them."""
-    paths = [Path(p) for p in paths]
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is None or get_ipython() is None:
-        for p in paths:
-            print(p)
-        return
-    for p in paths:
-        display(Image(filename=str(p), width=width))
-
-
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     return get_ipython() is not None
+
+
+def show_figures(paths, width: int = 720) -> None:
+    """Show PNGs inline (in a kernel); elsewhere list them."""
+    if not _in_kernel():
+        for p in paths:
+            print(p)
+        return
+    from IPython.display import Image, display
+
+    for p in paths:
+        display(Image(filename=str(p), width=width))
 
 
 def show_costs(costs: dict) -> dict:
@@ -122,20 +113,18 @@ def show_costs(costs: dict) -> dict:
     line = ", ".join(parts) + "." if parts else "Time: not recorded."
     memory = [(k, v) for k, v in costs.items() if "memory" in k or k.endswith(("_gb", "_mb"))]
     if memory:
-        line += " " + "; ".join(f"{_label(k)}: {v:.3g}{_unit(k)}" for k, v in memory) + "."
+        line += " " + "; ".join(_figure(k, v) for k, v in memory) + "."
     else:
         line += " Peak GPU memory: not recorded (no GPU, or not measured)."
     print(line)  # what the cell shows, whatever the logging setup
     return costs
 
 
-def _label(key: str) -> str:
+def _figure(key: str, value: float) -> str:
+    """``peak_gpu_memory_gb``, 11.24 -> ``Peak GPU memory: 11.2 GB``."""
+    unit = {"_gb": " GB", "_mb": " MB"}.get(key[-3:], "")
     text = key.removesuffix("_gb").removesuffix("_mb").replace("_", " ").replace("gpu", "GPU")
-    return text[:1].upper() + text[1:]
-
-
-def _unit(key: str) -> str:
-    return " GB" if key.endswith("_gb") else " MB" if key.endswith("_mb") else ""
+    return f"{text[:1].upper()}{text[1:]}: {value:.3g}{unit}"
 
 
 def show_answers(answers: list[dict], width: int = 192) -> list[dict]:

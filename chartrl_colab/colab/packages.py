@@ -1,13 +1,10 @@
 """The packages a notebook needs: what its setup cell installs in Colab, and checks everywhere.
 
-:func:`setup` is what every notebook's setup cell calls. In Colab it installs what ``requirements-colab.txt``
-lists and the runtime lacks (:func:`install_requirements`), keeping Colab's own torch, torchvision and
-torchaudio (pinned) and its ipywidgets and ipykernel (not listed: Colab's front end renders ipywidgets 7), with
-bitsandbytes on a CUDA runtime only; pip's conflict report is shown, and a restart is asked, stopping the
-notebook, only when the install replaced a distribution this kernel had already imported. Everywhere it makes
-child processes import the package from where this kernel does (:func:`share_with_children`) and stops with
-one line naming the fix when a needed package is missing (:func:`require_installed`). ``make colab-check``
-resolves the same install command against Colab's published package list (``benchmarks/colab_check.py``).
+:func:`setup` is what every notebook's setup cell calls: in Colab it installs what ``requirements-colab.txt``
+lists and the runtime lacks (:func:`install_requirements`); everywhere it makes child processes import the
+package from where this kernel does (:func:`share_with_children`) and stops with one line naming the fix when a
+needed package is missing (:func:`require_installed`). ``make colab-check`` resolves the same install command
+against Colab's published package list (``benchmarks/colab_check.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 from chartrl_colab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,22 +33,20 @@ CUDA_ONLY = ("bitsandbytes",)  # 4-bit loading on a CUDA GPU; on some CPUs its i
 PIP_TAIL = 20  # lines of pip's output shown when it fails
 
 
+def _requirements(lines) -> list:
+    """The requirements ``lines`` hold (comments and blank lines skipped) whose markers apply here."""
+    reqs = [Requirement(line) for line in (line.split("#", 1)[0].strip() for line in lines) if line]
+    return [req for req in reqs if req.marker is None or req.marker.evaluate({"extra": ""})]
+
+
 def requirement_problems(requirements) -> list[str]:
     """One line per requirement the installed packages miss (absent, or outside the tested bounds).
 
     >>> requirement_problems(["# comment", "", "no-such-package-xyz>=1", "pip>=1"])
     ['no-such-package-xyz is not installed (needs >=1)']
     """
-    from packaging.requirements import Requirement
-
     problems = []
-    for line in requirements:
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        req = Requirement(line)
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
+    for req in _requirements(requirements):
         try:
             installed = importlib.metadata.version(req.name)
         except importlib.metadata.PackageNotFoundError:
@@ -88,8 +86,8 @@ def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
     """The requirements ``path`` holds that pip may install here: never torch, torchvision or torchaudio (the
     runtime's CUDA build stays), and the CUDA-only ones (:data:`CUDA_ONLY`) only when ``cuda``."""
     skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
-    return [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()
-            if line.split("#", 1)[0].strip() and _name(line) not in skip]
+    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
+    return [line for line in lines if line and Requirement(line).name.lower() not in skip]
 
 
 def pip_install_command(requirements: list[str], pins: list[str], folder: str | Path,
@@ -106,12 +104,10 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
                          cuda: bool | None = None) -> bool:
     """In Colab, pip-install what ``requirements-colab.txt`` lists and this runtime lacks; True when pip ran.
 
-    Outside Colab (or when everything is already there) nothing is installed. torch, torchvision and
-    torchaudio are pinned to the installed versions through a pip constraints file, so no dependency can
-    pull a CPU wheel over Colab's CUDA build; bitsandbytes is installed on a CUDA runtime only. pip's report of
-    installed packages whose declared requirements the install broke is shown as warnings. When the install
-    changed a distribution whose modules this kernel has already imported, :class:`RestartRequired` stops the
-    notebook naming those (the kernel would go on with the old code).
+    torch, torchvision and torchaudio are pinned to the installed versions (a pip constraints file), so no
+    dependency can pull a CPU wheel over Colab's CUDA build. pip's conflict report is shown as warnings.
+    :class:`RestartRequired` stops the notebook when the install changed a distribution this kernel has already
+    imported (it would go on with the old code).
     """
     from chartrl_colab.runs.storage import in_colab
 
@@ -122,20 +118,17 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
         log.info("Not in Colab: using the installed packages (pip install -e . installs them).")
         return False
     path = Path(path) if path else requirements_file()
-    if path is None or not Path(path).is_file():
+    if path is None or not path.is_file():
         raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
                           "and run from it")
     lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda)
     missing = requirement_problems(lines)
     if not missing:
-        log.info(f"✓ Everything in {Path(path).name} is installed.")
+        log.info(f"✓ Everything in {path.name} is installed.")
         return False
-    from chartrl_colab.runs.storage import library_versions
-
-    pins = [f"{name}=={version}" for name, version in library_versions(NEVER_INSTALL).items()
-            if name != "python" and version is not None]
     before = installed_versions()
-    log.info(f"Installing what {Path(path).name} lists and this runtime lacks ({len(missing)}), keeping "
+    pins = [f"{name}=={before[name]}" for name in NEVER_INSTALL if name in before]
+    log.info(f"Installing what {path.name} lists and this runtime lacks ({len(missing)}), keeping "
              f"{', '.join(pins) or 'no torch'} ...")
     with tempfile.TemporaryDirectory() as tmp:
         # Captured, not streamed: pip's progress would fill the cell; its reasons and conflicts are shown.
@@ -143,7 +136,7 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     output = (proc.stdout or "").splitlines() + (proc.stderr or "").splitlines()
     if proc.returncode != 0:
         print("\n".join([line for line in output if line.strip()][-PIP_TAIL:]))
-        raise RuntimeError(f"pip install -r {Path(path).name} failed (exit {proc.returncode}): pip's last lines are "
+        raise RuntimeError(f"pip install -r {path.name} failed (exit {proc.returncode}): pip's last lines are "
                            "above; fix what they name (often a version clash with Colab's packages) and rerun "
                            "this cell")
     conflicts = pip_conflicts(output)
@@ -190,32 +183,22 @@ def imported_distributions(changed) -> list[str]:
     if not changed:
         return []
     modules = importlib.metadata.packages_distributions()  # top-level module -> distributions providing it
-    imported = {_canonical(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
-    return [name for name in changed if _canonical(name) in imported]
+    imported = {canonicalize_name(dist) for module, dists in modules.items() if module in sys.modules for dist in dists}
+    return [name for name in changed if canonicalize_name(name) in imported]
 
 
 def require_installed(path: str | Path | None = None, cuda: bool | None = None) -> None:
     """Stop with one line naming the fix when a package the notebooks import is not installed (an install that was
     skipped, or a kernel from another environment): better than ``ModuleNotFoundError: trl`` cells later."""
     path = Path(path) if path else requirements_file()
-    from packaging.requirements import Requirement
-
     lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
-    reqs = [Requirement(line) for line in lines]
-    needed = [*NEVER_INSTALL[:2], *(r.name for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""}))]
-    missing = [name for name in dict.fromkeys(needed) if not _installed(name)]  # torch: the runtime's own
+    needed = [*NEVER_INSTALL[:2], *(req.name for req in _requirements(lines))]  # torch: the runtime's own
+    installed = installed_versions()
+    missing = [name for name in dict.fromkeys(needed) if canonicalize_name(name) not in installed]
     if missing:
         raise ConfigError(f"{', '.join(missing)} not installed in this kernel's Python ({sys.executable}): in Colab "
                           "set install = True (00_setup) and run the setup cell again; elsewhere pip install -e . "
                           "from the clone with that Python")
-
-
-def _installed(name: str) -> bool:
-    try:
-        importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def package_root() -> Path:
@@ -261,7 +244,7 @@ def setup(install: bool = True) -> None:
 def installed_versions() -> dict[str, str]:
     """Every installed distribution's version, by normalised name."""
     importlib.invalidate_caches()
-    return {_canonical(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
+    return {canonicalize_name(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
 
 
 def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -271,13 +254,3 @@ def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str,
     {'trl': ('1.0', '1.16')}
     """
     return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}
-
-
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
-def _name(requirement_line: str) -> str:
-    from packaging.requirements import Requirement
-
-    return Requirement(requirement_line.split("#", 1)[0].strip()).name.lower()

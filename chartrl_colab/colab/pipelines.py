@@ -24,6 +24,7 @@ from chartrl_colab.runs.storage import (
     checkpoint_step,
     latest_checkpoint_state,
     list_checkpoints,
+    read_run_json,
     safe_name,
     with_output_root,
 )
@@ -40,26 +41,18 @@ def train_run(cfg: RunConfig, accelerate_config: str = "") -> dict:
     """Train one run (resuming automatically) and return its summary (:func:`run_summary`).
 
     With ``accelerate_config`` (e.g. ``deepspeed_zero3.yaml``) the run goes through ``accelerate launch``
-    on every visible GPU, its output streamed here; otherwise it runs in this kernel.
+    on every visible GPU, its output relayed here (:func:`run_processes`); otherwise it runs in this kernel.
     """
     cfg = with_output_root(cfg)
-    if not accelerate_config:
-        from chartrl_colab.train import train
+    if accelerate_config:
+        run_processes({"accelerate launch": accelerate_command(cfg, accelerate_config)})
+        return run_summary(cfg.run_dir)
+    from chartrl_colab.train import train
 
-        trainer = train(cfg)  # None: the run had finished already
-        summary = run_summary(cfg.run_dir, trainer.state.log_history if trainer is not None else None)
-        free_memory(trainer)  # the next run of a POC or batch starts with an empty GPU
-        return summary
-    cmd = accelerate_command(cfg, accelerate_config)
-    log.info("$ " + " ".join(cmd))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        log.info(line.rstrip("\n"))
-        lines = (lines + [line])[-20:]
-    if proc.wait() != 0:
-        raise RuntimeError(f"accelerate launch exited with {proc.returncode}; last output:\n{''.join(lines)}")
-    return run_summary(cfg.run_dir)
+    trainer = train(cfg)  # None: the run had finished already
+    summary = run_summary(cfg.run_dir, trainer.state.log_history if trainer is not None else None)
+    free_memory(trainer)  # the next run of a POC or batch starts with an empty GPU
+    return summary
 
 
 def check_parallel(parallel) -> int:
@@ -118,9 +111,8 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
 
 
 def free_memory(*trainers) -> None:
-    """Release what finished runs hold on the GPU: each trainer's model, optimizer and vLLM engine references
-    are dropped (the trainer objects and their ``state`` stay usable), then garbage is collected and the CUDA
-    cache emptied. Safe to call with nothing, and on a CPU."""
+    """Release what finished runs hold on the GPU (:func:`chartrl_colab.train.release_trainer`, then
+    :func:`chartrl_colab.models.device.release_memory`); the trainers and their ``state`` stay usable."""
     from chartrl_colab.models.device import release_memory
     from chartrl_colab.train import release_trainer
 
@@ -130,10 +122,8 @@ def free_memory(*trainers) -> None:
 
 
 def accelerate_command(cfg: RunConfig, accelerate_config: str, num_processes: int | None = None) -> list[str]:
-    """``accelerate launch --config_file FILE --num_processes N -m chartrl_colab.train <flags of cfg>``.
-
-    ``num_processes`` defaults to the visible GPU count (the config file's own value otherwise).
-    """
+    """``accelerate launch --config_file FILE --num_processes N -m chartrl_colab.train <flags of cfg>``;
+    ``num_processes`` defaults to the visible GPU count (the config file's own value otherwise)."""
     if num_processes is None:
         import torch
 
@@ -145,10 +135,8 @@ def accelerate_command(cfg: RunConfig, accelerate_config: str, num_processes: in
 
 
 def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> dict:
-    """Where a run's files are and its last logged numbers.
-
-    ``log_history`` defaults to the newest complete checkpoint's ``trainer_state.json``.
-    """
+    """Where a run's files are and its last logged numbers (``log_history``: by default the newest complete
+    checkpoint's ``trainer_state.json``)."""
     run_dir = Path(run_dir)
     found = latest_checkpoint_state(run_dir)
     ckpt, state = found if found else (None, {})
@@ -170,18 +158,13 @@ def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> d
 
 # ------------------------------------------------------------------------------------------ after a run
 def run_costs(run_dir: str | Path) -> dict:
-    """What a run cost: the time and memory figures its run.json records, else what its logs tell.
-
-    Figures training measured (seconds per step, peak GPU memory, ...) are taken as recorded: any number in
-    run.json (or one level down) whose name speaks of seconds, time or memory. Missing ones are worked out:
-    ``train_seconds`` from the logged step times (:func:`chartrl_colab.monitor.training_seconds`),
-    ``seconds_per_step`` from it, and ``wall_seconds`` from run.json's first start to its end (pauses and
-    resumes included).
-    """
+    """What a run cost: any number in run.json (or one level down) whose name speaks of seconds, time or memory,
+    as recorded; missing ones worked out: ``train_seconds`` from the logged step times
+    (:func:`chartrl_colab.monitor.training_seconds`), ``seconds_per_step`` from it, and ``wall_seconds`` from
+    run.json's first start to its end (pauses and resumes included)."""
     from datetime import datetime
 
     from chartrl_colab.monitor import training_seconds
-    from chartrl_colab.runs.storage import read_run_json
 
     try:
         record = read_run_json(run_dir) or {}
@@ -210,17 +193,17 @@ def run_costs(run_dir: str | Path) -> dict:
 
 
 def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[dict]:
-    """``count`` questions of the run's own training data answered by its final model, one completion each.
+    """``count`` questions of the run's own training data answered by its final model, one completion each,
+    sampled as :mod:`chartrl_colab.generate` samples and scored with the run's rewards and verifier.
 
-    Each answer: the chart (a PIL image), question, gold answer, completion, its rewards and whether it is
-    correct, sampled as :mod:`chartrl_colab.generate` samples (TRL's settings, the run's completion length)
-    and scored with the run's rewards and verifier.
+    Each answer: ``id``, ``image`` (the chart, a PIL image), ``question``, ``answer``, ``completion``,
+    ``rewards`` (name -> score) and ``correct``.
     """
     from chartrl_colab import generate
     from chartrl_colab.data.loading import load_chart_dataset
     from chartrl_colab.models import samplers
+    from chartrl_colab.models.device import release_memory
     from chartrl_colab.rewards.completions import completion_text, last_user_text
-    from chartrl_colab.runs.storage import read_run_json
 
     config = (read_run_json(run_dir) or {}).get("config") or {}
     if not config:
@@ -233,7 +216,7 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
     data = load_chart_dataset(config["dataset_name"], split="train", subset_size=config.get("subset_size"),
                               seed=config["seed"], data_dir=config.get("data_dir"))
     rows = [data[i] for i in range(min(count, len(data)))]
-    _free_gpu()  # the trainer's model may still hold the GPU; a T4 has no room for two
+    release_memory()  # the trainer's model may still hold the GPU; a T4 has no room for two
     model, processor = samplers.load_for_generation(generate.resolve_source(cfg))
     sampler = samplers.TransformersSampler(model, processor, cfg)
     prompts = generate.build_prompts(rows)
@@ -246,26 +229,14 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
                         "answer": row["answer"], "completion": completion_text(completions[0]),
                         "rewards": {name: values[0] for name, values in rewards.items()}, "correct": correct[0]})
     del model, sampler
-    _free_gpu()
+    release_memory()
     return answers
 
 
-def _free_gpu() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
-    """``run_dirs`` if any are given, else the run directories under ``output_root`` (by name).
-
-    A run directory holds checkpoints or ``logs/``. When there is none, the message says where it looked
-    and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive):
-    ConfigError if ``required``, else printed, and [].
+    """``run_dirs`` if any are given, else the run directories (holding checkpoints or ``logs/``) under
+    ``output_root``, by name. None there: ConfigError if ``required``, else a note and []; either says where it
+    looked and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive).
     """
     if run_dirs:
         return [Path(p) for p in run_dirs]
@@ -307,11 +278,9 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
                   parallel: int = 1, **generate_settings) -> dict:
     """Sample every checkpoint (and the base model) on the same questions, then compare their pass@k.
 
-    ``generate_settings`` are :class:`chartrl_colab.generate.GenerateConfig` fields shared by all (data
-    set, split, subset size, samples per question, temperature, ...). Each sample file goes to
-    ``output_dir/<label>.jsonl`` (rerunning resumes it); the curves, bars and tables to ``output_dir``.
-    ``parallel`` > 1 samples that many models at once, each in its own process (:func:`run_processes`); the
-    samples are the same as one at a time (each call's sampling seed depends on the question, not the order).
+    ``generate_settings``: :class:`chartrl_colab.generate.GenerateConfig` fields shared by all. Samples go to
+    ``output_dir/<label>.jsonl`` (rerunning resumes them), the curves, bars and tables to ``output_dir``.
+    ``parallel`` > 1 samples that many models at once, a process each; the samples are those of one at a time.
     """
     from chartrl_colab.evaluate import evaluate
     from chartrl_colab.generate import GenerateConfig, generate_samples

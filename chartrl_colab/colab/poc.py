@@ -4,18 +4,12 @@ The 100-sample proof of concept of the original scripts, grown into a small Tabl
 ``notebooks/01_poc.ipynb`` (and so ``make demo``). :func:`run_poc` goes in three stages, each announced by a
 one-line header:
 
-1. **train**: grpo, psr, nsr and w-reinforce from the same base with the same data, seed and budget
-   (resuming automatically, so a rerun after a disconnect continues where it stopped);
-2. **sample**: ``eval_samples`` completions for each of ``eval_questions`` held-out questions (the data
-   set's ``test`` split) from the base and from each mode's newest checkpoint, scored with the training
-   verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
-3. **compare**: pass@k for k = 1..n of every model on one plot with bootstrap bands, the table
-   (:func:`results_table`: pass@1, pass@n and mean entropy per model; :func:`format_table` adds each mode's
-   paired difference to the base and between modes, :mod:`chartrl_colab.evaluation.compare`), and the training
-   comparison (:func:`chartrl_colab.monitor.monitor`: one PNG per metric holding all four, ``summary.txt``/``.json``).
-
-:func:`checks` turns the original scripts' success indicators into one line per run (steps trained, a checkpoint
-saved, and whether each mode saw the samples it learns from).
+1. **train** grpo, psr, nsr and w-reinforce from the same base, data, seed and budget (resuming automatically);
+2. **sample** the base and each mode's newest checkpoint on the same held-out questions, scored with the
+   training verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
+3. **compare**: pass@k curves with bootstrap bands, the table (:func:`results_table`, :func:`format_table`), the
+   training plots (:func:`chartrl_colab.monitor.monitor`) and :func:`checks`, the original scripts' success
+   indicators as one line per run.
 """
 
 from __future__ import annotations
@@ -23,13 +17,15 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from chartrl_colab.cli import argv_for
-from chartrl_colab.config import MODES, RunConfig
+from chartrl_colab.config import MODES, RewardArguments, RunConfig, SourceArguments
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.evaluation.compare import difference_cell
-from chartrl_colab.runs.storage import with_output_root
+from chartrl_colab.files import read_json
+from chartrl_colab.runs.storage import checkpoint_step, with_output_root
 
 # In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
 # passk_curves.png, passk_bars.png, passk_table.md/.csv, per_question.csv, metrics.json).
@@ -48,19 +44,16 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
             **params) -> dict:
     """Train every mode with the same settings, sample the base and each mode, compare; returns paths and numbers.
 
-    ``params`` are RunConfig fields shared by the runs (``mode`` is set per run). ``eval_samples`` (n) and
-    ``eval_questions`` size the sampling stage (``eval_samples=0`` skips it); the questions come from
-    ``eval_split`` of the training data set, sampled at the training temperature and completion length.
-    ``parallel_runs`` > 1 trains (then samples) that many modes at once, each in its own process
-    (:func:`chartrl_colab.colab.pipelines.run_processes`): for a CPU with a core per run; the results are those
-    of one at a time.
+    ``params``: RunConfig fields shared by the runs. ``eval_samples`` (n; 0 skips sampling) completions for each
+    of ``eval_questions`` questions of ``eval_split``, at the training temperature and completion length.
+    ``parallel_runs`` > 1 trains (then samples) that many modes at once, a process each (for a CPU with a core
+    per run); the results are those of one at a time.
 
-    The result holds ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures`` (pass@k curves
-    and bars first, then the training plots), ``table`` (one row per model: :func:`results_table`),
-    ``table_md`` (its file) and ``table_markdown`` (its text), ``passk`` (label -> the pass@k curve with its
-    interval), ``evaluation`` (what :func:`chartrl_colab.colab.pipelines.evaluate_runs` returned), ``summary_txt``,
-    ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and ``seconds``
-    (per stage).
+    Returns ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures`` (pass@k plots, then
+    the training plots), ``table`` (:func:`results_table`), ``table_md`` (its file), ``table_markdown``,
+    ``passk`` (label -> pass@k curve with its interval), ``evaluation`` (what ``evaluate_runs`` returned),
+    ``summary_txt``, ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and
+    ``seconds`` (per stage).
     """
     from chartrl_colab.colab.pipelines import check_parallel, run_processes, run_summary, train_run
     from chartrl_colab.monitor import monitor
@@ -167,27 +160,23 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
         if not run.get("checkpoint"):
             skipped.append(f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)")
             continue
-        step = int(Path(run["checkpoint"]).name.rsplit("-", 1)[-1])
+        step = checkpoint_step(run["checkpoint"])
         if step < run.get("global_step", 0):
             log.info(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
-                 f"was not checkpointed (save_steps={configs[mode].save_steps})")
+                     f"was not checkpointed (save_steps={configs[mode].save_steps})")
         checkpoints.append(run["checkpoint"])
         labels.append(mode.upper())
     for line in skipped:
         log.info(f"note: {line}")
-    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, vlm_name=cfg.vlm_name,
-                               init=cfg.init, dataset_name=cfg.dataset_name, data_dir=cfg.data_dir, seed=cfg.seed,
+    # Sampling shares training's model, data and reward fields (settings' subset_size: the held-out questions).
+    shared = {f.name: getattr(cfg, f.name) for f in (*fields(SourceArguments), *fields(RewardArguments))}
+    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, **{**shared, **settings},
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
-                               rewards=cfg.rewards, verifier=cfg.verifier, reward_threshold=cfg.reward_threshold,
-                               load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels,
-                               reward_preset=cfg.reward_preset, **settings)
+                               load_in_4bit=cfg.load_in_4bit)
     return evaluation, skipped
 
 
 # ------------------------------------------------------------------------------------------- the table
-TABLE_COLUMNS = ("model", "n", "questions", "pass@1", "pass@n", "mean entropy")
-
-
 def results_table(models: dict[str, dict]) -> list[dict]:
     """One row per model in the shape of the paper's Table 1: pass@1, pass@n (with intervals), mean entropy.
 
@@ -241,12 +230,10 @@ def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
 
 def _differences(evaluation: dict | None) -> list[dict]:
     """The paired differences evaluate wrote to metrics.json ([] without an evaluation)."""
-    import json
-
     path = (evaluation or {}).get("metrics_json")
     if not path or not Path(path).is_file():
         return []
-    return json.loads(Path(path).read_text()).get("differences") or []
+    return read_json(path).get("differences") or []
 
 
 def _cell(mean: float, ci: list[float]) -> str:
@@ -280,28 +267,22 @@ def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
     """
     lines = []
     for mode, run in runs.items():
+        counts = run.get("totals", {})
         problems, expected = [], []
         if not run.get("global_step"):
             problems.append("no training step was logged")
         if not run.get("checkpoint"):
             problems.append("no complete checkpoint was saved (save_steps larger than the run?)")
-        if mode in _NEEDS:
-            key, kind, fix = _NEEDS[mode]
-            if not run.get("totals", {}).get(key):
-                if kind == "correct" and base in RANDOM_BASES:
-                    expected.append(f"no correct samples, as expected: the base {base!r} has random weights and "
-                                    f"never answers correctly, so psr had nothing to learn from (a base that "
-                                    f"answers sometimes shows what psr does)")
-                else:
-                    problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
-        counts = run.get("totals", {})
-        seen = (f"{counts.get('mode/num_positive', 0):g} correct / {counts.get('mode/num_negative', 0):g} "
-                "incorrect samples")
+        key, kind, fix = _NEEDS.get(mode, (None, None, None))
+        if key and not counts.get(key) and kind == "correct" and base in RANDOM_BASES:
+            expected.append(f"no correct samples, as expected: the base {base!r} has random weights and never "
+                            "answers correctly, so psr had nothing to learn from (a base that answers sometimes "
+                            "shows what psr does)")
+        elif key and not counts.get(key):
+            problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
         head = f"{mode.upper()}: {run.get('global_step', 0)} steps, checkpoint {run.get('checkpoint')}"
-        if problems:
-            lines.append(f"✗ {head}; " + "; ".join(problems + expected))
-        elif expected:
-            lines.append(f"– {head}; " + "; ".join(expected))
-        else:
-            lines.append(f"✓ {head}; {seen}")
+        mark = "✗" if problems else "–" if expected else "✓"
+        notes = problems + expected or [f"{counts.get('mode/num_positive', 0):g} correct / "
+                                        f"{counts.get('mode/num_negative', 0):g} incorrect samples"]
+        lines.append(f"{mark} {head}; " + "; ".join(notes))
     return lines

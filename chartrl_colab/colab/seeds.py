@@ -1,14 +1,8 @@
 """Runs of one mode with several seeds compared as one line per mode: a ``batch`` of modes x seeds, evaluated.
 
-After :func:`chartrl_colab.colab.pipelines.evaluate_runs` sampled every run of a batch's output root (and the
-base) on the same questions, :func:`compare_modes` groups the runs by mode (their ``run.json``), and gives
-per mode the mean pass@k over seeds and questions with an interval resampling both, and the difference to
-the base with the paired interval (:mod:`chartrl_colab.evaluation.compare`). It writes ``modes_table.md``,
-``modes_passk.png`` (one line per mode), ``modes_differences.png`` (each mode minus the base) and
-``modes.json`` to the evaluation folder. ``03_eval`` calls it when the runs it evaluates hold a mode more
-than once::
+``03_eval`` calls :func:`compare_modes` after :func:`chartrl_colab.colab.pipelines.evaluate_runs` sampled every
+run (and the base) on the same questions::
 
-    result = pipelines.evaluate_runs(run_dirs, labels, include_base, eval_dir, ks, **settings)
     modes = seeds.compare_modes(result["samples"], run_dirs, eval_dir)
 """
 
@@ -25,16 +19,12 @@ from chartrl_colab.evaluation import compare, passk_plots
 from chartrl_colab.evaluation.passk import pass_at_k_curve
 from chartrl_colab.runs.record import read_run_json
 
-__all__ = ["compare_modes", "group_by_mode"]
-
 BASE = "Base"
 
 
 def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple[str, int | None]]]:
     """Sample labels grouped by their run's mode (``run.json``'s config): mode -> [(label, seed)], in order.
-
-    ``labels_to_runs``: sample label -> run directory (or a checkpoint folder in it).
-    """
+    ``labels_to_runs``: sample label -> run directory (or a checkpoint folder in it)."""
     groups: dict[str, list[tuple[str, int | None]]] = {}
     for label, run in labels_to_runs.items():
         run = Path(run)
@@ -49,11 +39,13 @@ def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple
 
 def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Path, base: str = BASE,
                   n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
-    """Per mode: mean pass@k (k = 1..n) over its seeds and the questions, and its difference to ``base``.
+    """Per mode: mean pass@k (k = 1..n) over its seeds and the questions with an interval resampling both, and its
+    difference to ``base`` with the paired interval (:mod:`chartrl_colab.evaluation.compare`).
 
     ``samples``: label -> samples file, as :func:`chartrl_colab.colab.pipelines.evaluate_runs` returns it (the base
-    under ``base``, each run under its own label, in the order of ``run_dirs``). Every file must hold the same
-    questions. Returns ``{"modes": {mode: {"seeds", "labels", "k", "mean", "ci_low", "ci_high"}},
+    under ``base``, each run under its own label, in the order of ``run_dirs``), every file on the same questions.
+    Writes ``modes_table.md``, ``modes_passk.png``, ``modes_differences.png`` and ``modes.json`` to
+    ``output_dir``. Returns ``{"modes": {mode: {"seeds", "labels", "k", "mean", "ci_low", "ci_high"}},
     "differences": [{"other", "k": {k: {diff, ci_low, ci_high, significant}}}], "table_md", "table_markdown",
     "figures", "json"}``.
     """
@@ -78,12 +70,9 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
         modes[mode] = {"seeds": [sd for _, sd in members], "labels": [lb for lb, _ in members], "k": ks.tolist(),
                        "mean": s["mean"].tolist(), "ci_low": s["ci_low"].tolist(), "ci_high": s["ci_high"].tolist()}
     diffs = []
-    if base in stacked:
+    if base in stacked:  # each mode against the base
         for mode in groups:
-            d = compare.difference(stacked[base], stacked[mode], **settings)
-            diffs.append({"reference": base, "other": mode, "k": {str(k): {
-                "diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]), "ci_high": float(d["ci_high"][j]),
-                "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
+            diffs += compare.differences({base: stacked[base], mode: stacked[mode]}, ks, **settings)
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,9 @@
 """The notebook form for Jupyter and VS Code: the parameters cell's values in, a validated :class:`RunConfig` out.
 
-Colab shows the parameters cell itself as a form (its ``# @param`` fields: dropdowns, sliders), and Run all
-trains what that form shows; there, and headless (papermill, ``chartrl_colab.batch``), this form's values pass
-straight through and it shows them as one line. Front ends without Colab's forms get widgets for the settings
-a user most often changes (mode, reward threshold, lambda_psr for w-reinforce, model, data set, subset size,
-seed) with a line saying what the chosen mode does; every other setting passes through untouched. The widgets
-work with ipywidgets 7 (Colab's) and 8.
+Colab shows the parameters cell itself as a form (its ``# @param`` fields) and Run all trains what it shows;
+there, and headless (papermill, ``chartrl_colab.batch``), this form's values pass straight through, shown as one
+line. Jupyter and VS Code get widgets for :data:`FORM_FIELDS` and a line saying what the chosen mode does; every
+other setting passes through untouched. ipywidgets 7 (Colab's) and 8 both work.
 
 Under Run all the cell after the form runs at once, before anyone could touch the widgets, and a cell cannot
 wait for a click (the kernel handles widget events only between cells). So in such a front end with a person
@@ -31,7 +29,8 @@ import argparse
 import html
 
 from chartrl_colab.cli import none_or
-from chartrl_colab.config import DATASET_NAMES, MODEL_NAMES, MODES, RunConfig
+from chartrl_colab.colab.environment import interactive_front_end
+from chartrl_colab.config import DATASET_NAMES, MODE_DESCRIPTIONS, MODEL_NAMES, MODES, RunConfig
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import with_output_root
 
@@ -40,20 +39,6 @@ FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_na
 NOT_CHOSEN = ("choose the settings in the form above and press Train, then run this cell and the ones below "
               "(Runtime > Run cell and below)")
 CHANGED = "the form changed after Train was pressed: press Train again, then run this cell and the ones below"
-
-
-def interactive_front_end() -> bool:
-    """True when a person runs the current cell from a notebook front end (see
-    :mod:`chartrl_colab.colab.environment`)."""
-    from chartrl_colab.colab.environment import interactive_front_end as detect
-
-    return detect()
-
-
-def _mode_descriptions() -> dict[str, str]:
-    from chartrl_colab.config import MODE_DESCRIPTIONS
-
-    return MODE_DESCRIPTIONS
 
 
 def _parse_subset(text) -> int | None:
@@ -72,16 +57,9 @@ def _parse_subset(text) -> int | None:
 
 
 class RunForm:
-    """Widgets for one run's main settings, starting from the parameters cell's values.
-
-    ``RunForm(**params)`` takes any RunConfig fields (a bad one raises ConfigError at once, naming it);
-    display the form by making it a cell's last expression. ``config()`` reads the widgets and returns the
-    validated RunConfig (ConfigError, also shown on the form, when a value is refused, or, in an interactive
-    front end, when Train was not pressed for these values). ``set(**values)`` changes settings from code
-    with the same checks; ``confirm()`` is what the Train button does. ``interactive`` (None: detect at
-    ``config()``) says whether a person is at the notebook, ``colab`` (None: detect) whether Colab's form chose
-    the values.
-    """
+    """Widgets for one run's main settings, starting from the parameters cell's values (any RunConfig fields;
+    a bad one raises ConfigError at once); a cell's last expression displays it. ``interactive`` (None: detect at
+    ``config()``): a person is at the notebook; ``colab`` (None: detect): Colab's form chose the values."""
 
     def __init__(self, interactive: bool | None = None, colab: bool | None = None, **params):
         import ipywidgets as w
@@ -93,7 +71,6 @@ class RunForm:
         self._chosen: dict | None = None  # the values when Train was pressed
         self._params = dict(params)
         cfg = RunConfig(**self._params)  # a bad parameters cell fails here, with its one-line message
-        self._descriptions = _mode_descriptions()
         style = {"description_width": "130px"}
         wide = w.Layout(width="480px")
         self.widgets = {
@@ -129,10 +106,8 @@ class RunForm:
         return {**self._params, **values}
 
     def config(self) -> RunConfig:
-        """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused.
-
-        In an interactive front end the values must be the ones Train was pressed for (see the module).
-        """
+        """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused, or
+        in an interactive front end when Train was not pressed for these values (see the module)."""
         interactive = interactive_front_end() if self.interactive is None else self.interactive
         if interactive and not self.colab and self._chosen != self.values():
             message = NOT_CHOSEN if self._chosen is None else CHANGED
@@ -160,10 +135,8 @@ class RunForm:
         return True
 
     def set(self, **values) -> None:
-        """Change settings (form fields or any other RunConfig field); ConfigError if a value is refused.
-
-        Nothing changes when any value is refused, so the form never shows a half-applied update.
-        """
+        """Change settings (form fields or any other RunConfig field); ConfigError if a value is refused, and
+        then nothing changes (the form never shows a half-applied update)."""
         trial = {**self.values(), **values}
         trial["subset_size"] = _parse_subset(trial.get("subset_size"))
         RunConfig(**trial)  # validates every value before any widget moves
@@ -185,7 +158,7 @@ class RunForm:
     def _refresh(self, change=None) -> None:
         mode = self.widgets["mode"].value
         self.widgets["lambda_psr"].layout.display = "" if mode == "w-reinforce" else "none"
-        self.description.value = f"<b>{html.escape(mode)}</b>: {html.escape(self._descriptions[mode], quote=False)}"
+        self.description.value = f"<b>{html.escape(mode)}</b>: {html.escape(MODE_DESCRIPTIONS[mode], quote=False)}"
         try:
             cfg = with_output_root(RunConfig(**self.values()))
         except ConfigError as err:
@@ -206,14 +179,10 @@ class RunForm:
 
         if self.colab:
             display({"text/plain": repr(self)}, raw=True)
-            return
-        bundle = getattr(self.box, "_repr_mimebundle_", None)
-        if bundle is None:  # ipywidgets 7 displays itself
+        elif getattr(self.box, "_repr_mimebundle_", None) is None:  # ipywidgets 7 displays itself
             display(self.box)
-            return
-        data = dict(bundle() or {})
-        data["text/plain"] = repr(self)
-        display(data, raw=True)
+        else:
+            display({**(self.box._repr_mimebundle_() or {}), "text/plain": repr(self)}, raw=True)
 
     def __repr__(self) -> str:
         values = self.values()
