@@ -264,8 +264,7 @@ def train(cfg: RunConfig):
                          cleanup, hold=RunLock(cfg.run_dir) if main_process else None):
         from transformers.integrations import TensorBoardCallback
 
-        from chartrl_colab.training.callbacks import CheckpointMirror
-        from chartrl_colab.training.log_last_step import LogLastStep
+        from chartrl_colab.training.callbacks import CheckpointMirror, LogLastStep
         from chartrl_colab.training.trainer import ModeTrainer
 
         plan = resume_plan(requested, local_dir, warn=False)  # again: another writer may have finished it

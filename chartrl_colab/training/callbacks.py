@@ -1,4 +1,5 @@
-"""Trainer callbacks that keep a run safe: mirroring checkpoints to Drive, and wandb that cannot fail a run."""
+"""Trainer callbacks that keep a run safe: mirroring checkpoints to Drive, wandb that cannot fail a run, and a log
+of the last step."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ from chartrl_colab.runs import storage
 log = logging.getLogger(__name__)
 
 WANDB_PROJECT = "chartrl-nsr"
+
+
+class LogLastStep(TrainerCallback):
+    """Log the step that ends training (``state.global_step`` reaches ``state.max_steps``), whatever
+    ``logging_steps`` says.
+
+    transformers' ``DefaultFlowCallback`` logs every ``logging_steps`` and saves at the last step, but does not
+    log it: a 3-step run with ``--logging-steps 10`` would log step 1 only, and its final checkpoint's
+    ``trainer_state.json`` and plots would stop there. This asks for the log before the Trainer's log-then-save
+    of that step, so the last checkpoint holds it.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 class CheckpointMirror(TrainerCallback):
