@@ -47,8 +47,6 @@ import torch
 
 from chartrl_colab.config import MODES
 
-# What each mode does, in one line: shown in banners and the notebook form.
-
 
 @dataclass(frozen=True)
 class Advantages:
