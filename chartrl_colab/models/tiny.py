@@ -154,14 +154,18 @@ def build_tiny(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedM
     The first call builds (a few seconds) and saves; later calls load the saved copy. The returned model is the
     same either way: weights depend only on ``seed``.
     """
-    path = _tiny_cache_path(cache_dir, seed)
+    return load_or_build(tiny_cache_path(cache_dir, seed), lambda: build_tiny_fresh(seed), "tiny-model")
+
+
+def load_or_build(path: Path, build_fresh, what: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The embedded model cached at ``path``; else (absent or unreadable) ``build_fresh()``'s, saved there first."""
     if is_complete(path):
         try:
             return load_tiny(path, None)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
-            log.warning("rebuilding unreadable tiny-model cache %s: %s", path, exc)
+            log.warning("rebuilding unreadable %s cache %s: %s", what, path, exc)
             shutil.rmtree(path, ignore_errors=True)
-    model, processor = build_tiny_fresh(seed)
+    model, processor = build_fresh()
     save_atomically(model, processor, path)
     return model, processor
 
@@ -301,21 +305,14 @@ def build_tiny_fresh(seed: int):
     return model, processor
 
 
-def _tiny_cache_path(cache_dir, seed: int) -> Path:
+def tiny_cache_path(cache_dir, seed: int) -> Path:
+    """The cache folder of the tiny model of ``seed``: ``<cache root>/tiny-<version>-<seed>``."""
     return cache_root(cache_dir) / f"tiny-{TINY_VERSION}-{int(seed)}"
 
 
 def is_complete(path: Path) -> bool:
-    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``warm_model``)."""
+    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``models.warm``)."""
     return (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
-
-
-def ensure_tiny_cache(cache_dir, seed: int) -> Path:
-    """The cache folder of the tiny model of ``seed``, built there first if absent."""
-    path = _tiny_cache_path(cache_dir, seed)
-    if not is_complete(path):
-        build_tiny(cache_dir, seed)
-    return path
 
 
 def load_tiny(path: Path, dtype, **kwargs):
