@@ -285,11 +285,7 @@ def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: boo
     """
     from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
-    tokenizer = tiny.build_tokenizer()
-    ids = tiny.special_ids(tokenizer)
-    if len(tokenizer) > config.get_text_config().vocab_size:
-        raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
-    tiny.set_token_ids(config, ids)
+    tokenizer, ids = tiny.tokenizer_for(config)
     if load_in_4bit:
         model = _load_quantized(AutoModelForImageTextToText,
                                 lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)

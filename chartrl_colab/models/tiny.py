@@ -213,15 +213,15 @@ def build_tokenizer():
     return tokenizer
 
 
-def special_ids(tokenizer) -> dict[str, int]:
-    """The tokenizer's ids of the special tokens a model config names, by role."""
+def tokenizer_for(config):
+    """``(tokenizer, ids)``: the embedded tokenizer and its special-token ids by role, with ``config``'s ids (top
+    level and text config) pointed at them. A ValueError if it has more tokens than ``config``'s vocabulary."""
+    tokenizer = build_tokenizer()
     roles = {"endoftext": "<|endoftext|>", "im_end": "<|im_end|>", "image": "<|image_pad|>", "video": "<|video_pad|>",
              "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>"}
-    return {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
-
-
-def set_token_ids(config, ids: dict[str, int]) -> None:
-    """Point ``config``'s special-token ids (top level and text config) at ``ids`` (from ``special_ids``)."""
+    ids = {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
+    if len(tokenizer) > config.get_text_config().vocab_size:
+        raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
     # The model finds image/video placeholders and the end of turn by these ids, so they must be the tokenizer's.
     config.image_token_id = ids["image"]
     config.video_token_id = ids["video"]
@@ -233,6 +233,7 @@ def set_token_ids(config, ids: dict[str, int]) -> None:
         cfg.bos_token_id = ids["endoftext"]
         cfg.eos_token_id = ids["im_end"]
         cfg.pad_token_id = ids["endoftext"]
+    return tokenizer, ids
 
 
 def generation_defaults(ids: dict[str, int]) -> dict:
@@ -278,25 +279,14 @@ def cap_image_pixels(processor, max_pixels: int | None):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _tiny_config(ids: dict[str, int]):
-    from transformers import Qwen2_5_VLConfig
-
-    # lm_head shares the embedding: fewer parameters. set_token_ids points the special-token ids at the tokenizer's.
-    config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
-                              vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
-    set_token_ids(config, ids)
-    return config
-
-
 def build_tiny_fresh(seed: int):
     """The tiny model and processor built in memory (the disk cache is not touched)."""
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = build_tokenizer()
-    ids = special_ids(tokenizer)
-    if len(tokenizer) > _TINY_VOCAB:
-        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, more than the model's {_TINY_VOCAB}")
-    config = _tiny_config(ids)
+    # lm_head shares the embedding: fewer parameters.
+    config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
+                              vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
+    tokenizer, ids = tokenizer_for(config)
     with seeded(seed):
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = GenerationConfig(**generation_defaults(ids))

@@ -41,17 +41,14 @@ class CheckpointMirror(TrainerCallback):
     to the run directory on Drive with :func:`storage.copy_checkpoint`, one at a time in a worker thread while
     training goes on; then delete older local ones. Logs and wandb's offline files follow each checkpoint."""
 
-    def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
-                 retries: int = 3, wait: float = 2.0):
+    def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None):
         self.local_dir, self.run_dir, self.keep = Path(local_dir), Path(run_dir), keep
-        self.copy, self.retries, self.retry_wait = copy, retries, wait
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-mirror")
         self._pending: list[Future] = []
 
     def _mirror(self, ckpt: Path) -> None:
-        copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep, copy=self.copy, retries=self.retries,
-                                         wait=self.retry_wait)
-        storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"), copy=self.copy)
+        copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep)
+        storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"))
         if copied is not None:
             for old in storage.list_checkpoints(self.local_dir):
                 if storage.checkpoint_step(old) < storage.checkpoint_step(ckpt):
@@ -71,7 +68,7 @@ class CheckpointMirror(TrainerCallback):
     def finish(self) -> None:
         """Wait for the copies, then mirror the top-level files (final adapter) and logs."""
         self.join()
-        storage.mirror_files(self.local_dir, self.run_dir, copy=self.copy)
+        storage.mirror_files(self.local_dir, self.run_dir)
 
 
 def wandb_run_id(run_dir: str | Path) -> str:
