@@ -277,12 +277,9 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
 
 
 def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: bool = False, cache_dir=None):
-    """Real architecture from ``config``, seeded random weights, the embedded tokenizer (``config``'s special-token
-    ids remapped to its own) and the hub's pixel bounds, so an image costs as many tokens as with the real model.
-
-    In NF4 the model is never held unquantised in memory: a 7B model in bf16 fits neither a T4 nor a Colab VM's
-    RAM, so the random tensors are streamed into a temporary checkpoint one at a time and loaded from there.
-    """
+    """The ``init="random"`` model of ``config`` (module docstring): seeded weights, the embedded tokenizer and the
+    hub's pixel bounds, so an image costs as many tokens as with the real model. In NF4 it is never held
+    unquantised in memory: a 7B model in bf16 fits neither a T4 nor a Colab VM's RAM."""
     from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
     tokenizer, ids = tiny.tokenizer_for(config)
