@@ -261,16 +261,10 @@ def cap_image_pixels(processor, max_pixels: int | None):
     Qwen-VL turns every 28x28 pixels into one token, so this bounds the tokens (and memory) an image costs.
     The bound is saved with the processor (``save_pretrained``), so a vLLM copy of it sees the same images.
     """
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if max_pixels is None or size is None:
-        return processor
-    longest = size["longest_edge"] if isinstance(size, dict) else getattr(size, "longest_edge", None)
-    if longest is not None and longest > max_pixels:
-        if isinstance(size, dict):
-            image_processor.size = {**size, "longest_edge": max_pixels}
-        else:  # transformers' SizeDict, a dataclass
-            image_processor.size = dataclasses.replace(size, longest_edge=max_pixels)
+    image_processor = getattr(processor, "image_processor", None)  # None: a text-only tokenizer
+    size = getattr(image_processor, "size", None)  # transformers' SizeDict, a dataclass
+    if max_pixels is not None and size is not None and (size.longest_edge or 0) > max_pixels:
+        image_processor.size = dataclasses.replace(size, longest_edge=max_pixels)
     return processor
 
 
