@@ -264,8 +264,7 @@ def train(cfg: RunConfig):
                          cleanup, hold=RunLock(cfg.run_dir) if main_process else None):
         from transformers.integrations import TensorBoardCallback
 
-        from chartrl_colab.training.callbacks import CheckpointMirror
-        from chartrl_colab.training.log_last_step import LogLastStep
+        from chartrl_colab.training.callbacks import CheckpointMirror, LogLastStep
         from chartrl_colab.training.trainer import ModeTrainer
 
         plan = resume_plan(requested, local_dir, warn=False)  # again: another writer may have finished it
@@ -350,8 +349,8 @@ def run_figures(runtime: float | None, steps: int, gpu) -> dict:
     from chartrl_colab.models import device
 
     per_step = round(runtime / steps, 3) if runtime and steps > 0 else None
-    return {"steps": steps, "seconds_per_step": per_step, "peak_gpu_memory_gb": device.peak_memory_gb(),
-            "peak_gpu_reserved_gb": device.peak_reserved_gb(), "gpu": gpu.describe() if gpu else None}
+    return {"steps": steps, "seconds_per_step": per_step, **device.peak_memory(),
+            "gpu": gpu.describe() if gpu else None}
 
 
 def _fmt(value, unit: str) -> str:

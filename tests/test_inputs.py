@@ -235,7 +235,7 @@ def test_the_last_step_is_logged_whatever_logging_steps():
     from transformers import TrainerControl, TrainerState, TrainingArguments
     from transformers.trainer_callback import CallbackHandler, DefaultFlowCallback
 
-    from chartrl_colab.training.log_last_step import LogLastStep
+    from chartrl_colab.training.callbacks import LogLastStep
 
     args = TrainingArguments(output_dir="unused", logging_steps=10, logging_first_step=True, report_to=[])
     for callbacks, logged in (([DefaultFlowCallback], [1]), ([DefaultFlowCallback, LogLastStep], [1, 3])):

@@ -25,17 +25,16 @@ import logging
 from dataclasses import dataclass
 
 from chartrl_colab.config import PRECISIONS
-from chartrl_colab.errors import ConfigError
+from chartrl_colab.errors import ConfigError, one_of
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
 RESOLVED = ("precision", "load_in_4bit", "use_vllm")  # the RunConfig fields resolve_run decides; run.json keeps them
-# bf16 tensor cores arrive with Ampere (8.0). torch.cuda.is_bf16_supported() says True on a T4 (7.5) because
-# torch emulates bf16 there since 2.3, which is slow or fails in bitsandbytes: the capability decides, not torch.
-BF16_CAPABILITY = (8, 0)
-# vLLM's kernels (and TRL's colocate mode as its docs run it) want Ampere or newer.
-VLLM_CAPABILITY = (8, 0)
+# Ampere (compute capability 8.0) brings bf16 tensor cores and is what vLLM's kernels (and TRL's colocate mode as
+# its docs run it) want. torch.cuda.is_bf16_supported() says True on a T4 (7.5) because torch emulates bf16 there
+# since 2.3, which is slow or fails in bitsandbytes: the capability decides, not torch.
+AMPERE = (8, 0)
 # Under this much GPU memory (a T4's 15 GB, an L4's 22 GB) a 3B model with 8 rollouts of 512 tokens does not fit
 # in 16 bits, so "auto" loads it in 4 bits (QLoRA). An A100 40 GB trains it in bf16 with LoRA.
 SMALL_GPU_GB = 24.0
@@ -74,15 +73,14 @@ def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     Traceback (most recent call last):
     chartrl_colab.errors.ConfigError: precision='bf16' needs a GPU of compute capability >= 8.0 (this one: T4 ...)...
     """
-    if requested not in PRECISIONS:
-        raise ConfigError(f"precision={requested!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
+    one_of("precision", requested, PRECISIONS)
     if requested == AUTO:
         if gpu is None:
             return "fp32"
-        return "bf16" if tuple(gpu.capability) >= BF16_CAPABILITY else "fp16"
+        return "bf16" if gpu.capability >= AMPERE else "fp16"
     if requested != "fp32" and gpu is None:
         raise ConfigError(f"precision={requested!r} needs a CUDA GPU and there is none; use precision='fp32' or 'auto'")
-    if requested == "bf16" and tuple(gpu.capability) < BF16_CAPABILITY:
+    if requested == "bf16" and gpu.capability < AMPERE:
         raise ConfigError(f"precision='bf16' needs a GPU of compute capability >= 8.0 (this one: {gpu.describe()}); "
                           "use precision='fp16' or 'auto'")
     return requested
@@ -132,8 +130,7 @@ def auto_use_vllm(gpu: Gpu | None, vllm_importable: bool, load_in_4bit: bool, hu
     """vLLM sampling when it is installed, the GPU is Ampere or newer, the weights are not 4-bit (vLLM would
     have to re-quantise them each step) and vLLM can load the model by its hub name (not an embedded model, not
     ``init='random'``)."""
-    return bool(gpu is not None and vllm_importable and tuple(gpu.capability) >= VLLM_CAPABILITY
-                and not load_in_4bit and hub_model)
+    return bool(gpu is not None and vllm_importable and gpu.capability >= AMPERE and not load_in_4bit and hub_model)
 
 
 def vllm_importable() -> bool:
@@ -144,20 +141,14 @@ def bitsandbytes_importable() -> bool:
     return importlib.util.find_spec("bitsandbytes") is not None
 
 
-def _tri_state(name: str, value) -> bool | str:
-    if value in (AUTO, True, False):
-        return value
-    raise ConfigError(f"{name}={value!r} is not valid; choose 'auto', True or False")
-
-
 def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
     """A RunConfig with every machine-dependent ``"auto"`` (precision, load_in_4bit, use_vllm) decided for ``gpu``.
 
     The resolved values are what ``run.json`` records, so generation and evaluation later load the model
     the way it was trained. An explicit True that this machine cannot honour is a ConfigError naming why.
-    What "auto" chose is logged unless ``quiet``.
+    What "auto" chose is logged unless ``quiet``. ``cfg`` is a validated RunConfig (each of them auto, True or False).
     """
-    load_in_4bit, use_vllm = _tri_state("load_in_4bit", cfg.load_in_4bit), _tri_state("use_vllm", cfg.use_vllm)
+    load_in_4bit, use_vllm = cfg.load_in_4bit, cfg.use_vllm
     precision = precision_for(gpu, cfg.precision)
     notes = []
     if load_in_4bit == AUTO:
@@ -177,7 +168,7 @@ def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
         use_vllm = auto_use_vllm(gpu, vllm_importable(), load_in_4bit, hub_model)
     elif use_vllm:
         problem = ("no CUDA GPU" if gpu is None else "the GPU's compute capability is below 8.0"
-                   if tuple(gpu.capability) < VLLM_CAPABILITY else "the vllm package is not installed"
+                   if gpu.capability < AMPERE else "the vllm package is not installed"
                    if not vllm_importable() else "the model is loaded in 4 bits" if load_in_4bit
                    else "vLLM loads the model by its hub name (not an embedded model or init='random')"
                    if not hub_model else None)
@@ -188,10 +179,11 @@ def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
     return dataclasses.replace(cfg, precision=precision, load_in_4bit=load_in_4bit, use_vllm=use_vllm)
 
 
-def describe(gpu: Gpu | None, vlm_name: str = "qwen2-5-3b") -> dict:
-    """What ``"auto"`` picks on this machine, for the setup notebook's check: precision, 4-bit, vLLM."""
-    return {"precision": precision_for(gpu), "load_in_4bit": auto_load_in_4bit(gpu, vlm_name),
-            "use_vllm": auto_use_vllm(gpu, vllm_importable(), auto_load_in_4bit(gpu, vlm_name), hub_model=True)}
+def describe(gpu: Gpu | None) -> dict:
+    """What ``"auto"`` picks on this machine for a hub model, for the setup notebook's check: precision, 4-bit, vLLM."""
+    load_in_4bit = auto_load_in_4bit(gpu, "qwen2-5-3b")
+    return {"precision": precision_for(gpu), "load_in_4bit": load_in_4bit,
+            "use_vllm": auto_use_vllm(gpu, vllm_importable(), load_in_4bit, hub_model=True)}
 
 
 # ------------------------------------------------------------------------------------------ during a run
@@ -202,22 +194,14 @@ def reset_peak_memory() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_memory_gb() -> float | None:
-    """The most GPU memory torch held for tensors since :func:`reset_peak_memory` (GiB); None on a CPU."""
+def peak_memory() -> dict:
+    """run.json's figures since :func:`reset_peak_memory` (GiB; None on a CPU): ``peak_gpu_memory_gb``, the most
+    torch held for tensors, and ``peak_gpu_reserved_gb``, the most its allocator reserved (nearer nvidia-smi)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
-
-
-def peak_reserved_gb() -> float | None:
-    """The most GPU memory torch's allocator reserved (GiB; nearer what nvidia-smi shows); None on a CPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    return round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    cuda = torch.cuda.is_available()
+    return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            "peak_gpu_reserved_gb": round(torch.cuda.max_memory_reserved() / 2**30, 2) if cuda else None}
 
 
 def release_memory() -> None:
@@ -240,7 +224,7 @@ def oom_message(cfg, gpu: Gpu | None) -> str:
         already.append("load_in_4bit")
     else:
         fixes.append("set load_in_4bit=True (QLoRA)")
-    if getattr(cfg, "disable_gradient_checkpointing", False):
+    if not cfg.gradient_checkpointing:
         fixes.append("turn gradient checkpointing on (disable_gradient_checkpointing=False)")
     else:
         already.append("gradient checkpointing")

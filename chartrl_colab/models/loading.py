@@ -15,7 +15,6 @@ quantises while loading, random weights are first streamed tensor by tensor into
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import tempfile
 import warnings
@@ -62,18 +61,17 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"unknown model name {name!r}; valid names: {', '.join(MODELS)}")
 
 
-def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
-    """None and "auto" pass through; strings like "bf16" become torch dtypes."""
+def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """A torch dtype, or None for the default (None or "auto"); strings like "bf16" become torch dtypes."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    if isinstance(dtype, str):
-        key = dtype.strip().lower().removeprefix("torch.")
-        if key == "auto":
-            return "auto"
-        if key in device.DTYPE_NAMES:
-            return device.torch_dtype(key)
-    valid = ", ".join(["auto", *device.DTYPE_NAMES])
-    raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key in device.DTYPE_NAMES:
+        return device.torch_dtype(key)
+    if key != "auto":
+        valid = ", ".join(["auto", *device.DTYPE_NAMES])
+        raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
+    return None
 
 
 def _check_4bit() -> None:
@@ -82,11 +80,11 @@ def _check_4bit() -> None:
             "load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
             "drop 4-bit loading or run on a GPU"
         )
-    if importlib.util.find_spec("bitsandbytes") is None:
+    if not device.bitsandbytes_importable():
         raise ConfigError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def _gpu_dtype() -> torch.dtype:
+def machine_dtype() -> torch.dtype:
     """This machine's precision (bf16 from compute capability 8.0, fp16 below, fp32 on a CPU): see device.py."""
     return device.torch_dtype(device.precision_for(device.detect()))
 
@@ -97,12 +95,12 @@ def _gpu_device_map() -> dict[str, int] | None:
 
 
 def _nf4(dtype=None) -> dict:
-    """``from_pretrained``'s arguments for NF4 weights (bitsandbytes) on the GPU. ``dtype`` (None or "auto": this
-    GPU's precision) is the compute dtype of the 4-bit layers and the dtype of the parts left unquantised (norms,
+    """``from_pretrained``'s arguments for NF4 weights (bitsandbytes) on the GPU. ``dtype`` (None: this GPU's
+    precision) is the compute dtype of the 4-bit layers and the dtype of the parts left unquantised (norms,
     vision convs)."""
     from transformers import BitsAndBytesConfig
 
-    dtype = dtype if isinstance(dtype, torch.dtype) else _gpu_dtype()
+    dtype = dtype if dtype is not None else machine_dtype()
     # The matmuls of the 4-bit layers run in this dtype: bf16 would be emulated (slow, or failing) on a T4.
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                 bnb_4bit_use_double_quant=True)
@@ -140,47 +138,41 @@ def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     _check_name(name)
     if init not in INITS:
         raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
-    torch_dtype = _resolve_dtype(dtype)
+    dtype = _resolve_dtype(dtype)
     if load_in_4bit:
         _check_4bit()
+    if name == "tiny-warm" and init == "random":
+        raise ConfigError("model 'tiny-warm' has no random init (it is the tiny model after a warm-up); "
+                          "use init='pretrained', or vlm_name='tiny' for random weights")
+    if name in EMBEDDED_MODELS and init == "pretrained":
+        path = _embedded_cache(name, cache_dir, seed)
+        if load_in_4bit:
+            return tiny.load_tiny(path, **_nf4(dtype))
+        model, processor = tiny.load_tiny(path, None)
+    elif name == "tiny":  # random weights, in memory
+        model, processor = tiny.build_tiny_fresh(seed)
+        if load_in_4bit:
+            save = model.to(torch.bfloat16).save_pretrained
+            return _load_quantized(type(model), save, cache_dir, dtype), processor
+    elif init == "pretrained":
+        return _load_pretrained(name, dtype, load_in_4bit, cache_dir)
+    else:
+        return _build_random_arch(load_shipped_config(name), name=name, dtype=dtype, seed=seed,
+                                  load_in_4bit=load_in_4bit, cache_dir=cache_dir)
+    return (model if dtype is None else model.to(dtype)), processor
 
+
+def _embedded_cache(name: str, cache_dir, seed: int) -> Path:
+    """The cache folder of an embedded model (saved in float32), built there first if absent."""
     if name == "tiny-warm":
-        if init == "random":
-            raise ConfigError("model 'tiny-warm' has no random init (it is the tiny model after a warm-up); "
-                              "use init='pretrained', or vlm_name='tiny' for random weights")
         from chartrl_colab.models import warm
 
-        path = warm.ensure_warm_cache(cache_dir, seed)
-        return _load_embedded(path, torch_dtype, load_in_4bit)
-
-    if name == "tiny":
-        if init == "random":
-            model, processor = tiny.build_tiny_fresh(seed)
-            if load_in_4bit:
-                save = model.to(torch.bfloat16).save_pretrained
-                return _load_quantized(type(model), save, cache_dir, torch_dtype), processor
-            if torch_dtype not in (None, "auto"):
-                model = model.to(torch_dtype)
-            return model, processor
-        return _load_embedded(tiny.ensure_tiny_cache(cache_dir, seed), torch_dtype, load_in_4bit)
-
-    if init == "pretrained":
-        return _load_pretrained(name, torch_dtype, load_in_4bit, cache_dir)
-
-    config = load_shipped_config(name)
-    if load_in_4bit:
-        return _build_random_arch_4bit(config, name=name, dtype=torch_dtype, seed=seed, cache_dir=cache_dir)
-    return _build_random_arch(config, name=name, dtype=torch_dtype, seed=seed)
-
-
-def _load_embedded(path: Path, dtype, load_in_4bit: bool):
-    """An embedded model saved at ``path`` (default dtype float32), quantised to NF4 while loading if asked."""
-    if load_in_4bit:
-        return tiny.load_tiny(path, **_nf4(dtype))
-    model, processor = tiny.load_tiny(path, None)
-    if dtype not in (None, "auto"):
-        model = model.to(dtype)
-    return model, processor
+        path, build = warm.warm_cache_path(cache_dir, seed), warm.build_warm
+    else:
+        path, build = tiny.tiny_cache_path(cache_dir, seed), tiny.build_tiny
+    if not tiny.is_complete(path):
+        build(cache_dir, seed)
+    return path
 
 
 def add_lora(
@@ -220,10 +212,7 @@ def add_lora(
                 model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
             )
         elif gradient_checkpointing:
-            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kwargs)
             if not getattr(model, "_require_grads_hooks", None):
                 # Frozen embeddings give activations without grad; this hook keeps the checkpointed graph connected.
                 model.enable_input_require_grads()
@@ -287,43 +276,32 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
     return model, processor
 
 
-def _embedded_tokenizer_for(config):
-    """The embedded tokenizer, with ``config``'s special-token ids pointed at its own; ``(tokenizer, ids)``."""
-    tokenizer = tiny.build_tokenizer()
-    ids = tiny.special_ids(tokenizer)
-    if len(tokenizer) > config.get_text_config().vocab_size:
-        raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
-    tiny.set_token_ids(config, ids)
-    return tokenizer, ids
+def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: bool = False, cache_dir=None):
+    """The ``init="random"`` model of ``config`` (module docstring): seeded weights, the embedded tokenizer and the
+    hub's pixel bounds, so an image costs as many tokens as with the real model. In NF4 it is never held
+    unquantised in memory: a 7B model in bf16 fits neither a T4 nor a Colab VM's RAM."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
-
-def _build_random_arch(config, *, name: str, dtype, seed: int):
-    """Real architecture from ``config``, seeded random weights, embedded tokenizer (ids remapped)."""
-    from transformers import AutoModelForImageTextToText, GenerationConfig
-
-    tokenizer, ids = _embedded_tokenizer_for(config)
-    if dtype in (None, "auto"):
-        dtype = _gpu_dtype()
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
-    # Initialising billions of weights is much faster on the GPU, and skips a host-RAM copy that may not fit.
-    with tiny.seeded(seed, device), (device or contextlib.nullcontext()):
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
-    model.eval()  # like from_pretrained; the trainer switches to train mode itself
-    model.generation_config = GenerationConfig(**tiny.generation_defaults(ids))
-    return model, _random_arch_processor(tokenizer, config, name)
-
-
-def _random_arch_processor(tokenizer, config, name: str):
-    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
-
-    # The hub's pixel bounds, so an image costs as many tokens as it would with the real model.
+    tokenizer, ids = tiny.tokenizer_for(config)
+    if load_in_4bit:
+        model = _load_quantized(AutoModelForImageTextToText,
+                                lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
+    else:
+        dtype = dtype if dtype is not None else machine_dtype()
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        # Initialising billions of weights is much faster on the GPU, and skips a host-RAM copy that may not fit.
+        with tiny.seeded(seed, device), (device or contextlib.nullcontext()):
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        model.eval()  # like from_pretrained; the trainer switches to train mode itself
+        model.generation_config = GenerationConfig(**tiny.generation_defaults(ids))
     bounds = _shipped(name).get("_processor", {})
-    return tiny.build_processor(
+    processor = tiny.build_processor(
         tokenizer,
         min_pixels=bounds.get("min_pixels", QWEN_MIN_PIXELS),
         max_pixels=bounds.get("max_pixels", QWEN_MAX_PIXELS),
         processor_class=Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor,
     )
+    return model, processor
 
 
 def _load_quantized(model_class, write, cache_dir, dtype):
@@ -334,17 +312,6 @@ def _load_quantized(model_class, write, cache_dir, dtype):
     with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
         write(Path(tmp))
         return model_class.from_pretrained(tmp, **_nf4(dtype))
-
-
-def _build_random_arch_4bit(config, *, name: str, dtype, seed: int, cache_dir):
-    """Random real architecture in NF4, never held unquantised in memory: a 7B model in bf16 fits neither a T4
-    nor a Colab VM's RAM, so the random tensors are streamed into the temporary checkpoint one at a time."""
-    from transformers import AutoModelForImageTextToText
-
-    tokenizer, _ = _embedded_tokenizer_for(config)
-    model = _load_quantized(AutoModelForImageTextToText,
-                            lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
-    return model, _random_arch_processor(tokenizer, config, name)
 
 
 def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int = 2 << 30) -> None:

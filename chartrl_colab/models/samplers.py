@@ -21,12 +21,10 @@ def load_for_generation(source):
     """
     import torch
 
-    from chartrl_colab.models import device
-    from chartrl_colab.models.loading import load_model_and_processor
+    from chartrl_colab.models.loading import load_model_and_processor, machine_dtype
     from chartrl_colab.models.tiny import cap_image_pixels
 
-    cuda = torch.cuda.is_available()
-    dtype = device.torch_dtype(device.precision_for(device.detect()))  # as in training: the capability decides
+    dtype = machine_dtype()  # as in training: the capability decides
     full = source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists()
     if full:
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -45,7 +43,7 @@ def load_for_generation(source):
                 model = PeftModel.from_pretrained(model, str(source.checkpoint))
             if not source.load_in_4bit:  # merged weights sample faster; 4-bit weights cannot take the merge
                 model = model.merge_and_unload()
-    if cuda and not source.load_in_4bit and getattr(model, "hf_device_map", None) is None:
+    if torch.cuda.is_available() and not source.load_in_4bit and getattr(model, "hf_device_map", None) is None:
         model = model.to("cuda")
     model.eval()
     return model, processor

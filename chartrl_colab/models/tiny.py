@@ -154,14 +154,18 @@ def build_tiny(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedM
     The first call builds (a few seconds) and saves; later calls load the saved copy. The returned model is the
     same either way: weights depend only on ``seed``.
     """
-    path = _tiny_cache_path(cache_dir, seed)
+    return load_or_build(tiny_cache_path(cache_dir, seed), lambda: build_tiny_fresh(seed), "tiny-model")
+
+
+def load_or_build(path: Path, build_fresh, what: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """The embedded model cached at ``path``; else (absent or unreadable) ``build_fresh()``'s, saved there first."""
     if is_complete(path):
         try:
             return load_tiny(path, None)
         except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
-            log.warning("rebuilding unreadable tiny-model cache %s: %s", path, exc)
+            log.warning("rebuilding unreadable %s cache %s: %s", what, path, exc)
             shutil.rmtree(path, ignore_errors=True)
-    model, processor = build_tiny_fresh(seed)
+    model, processor = build_fresh()
     save_atomically(model, processor, path)
     return model, processor
 
@@ -209,15 +213,15 @@ def build_tokenizer():
     return tokenizer
 
 
-def special_ids(tokenizer) -> dict[str, int]:
-    """The tokenizer's ids of the special tokens a model config names, by role."""
+def tokenizer_for(config):
+    """``(tokenizer, ids)``: the embedded tokenizer and its special-token ids by role, with ``config``'s ids (top
+    level and text config) pointed at them. A ValueError if it has more tokens than ``config``'s vocabulary."""
+    tokenizer = build_tokenizer()
     roles = {"endoftext": "<|endoftext|>", "im_end": "<|im_end|>", "image": "<|image_pad|>", "video": "<|video_pad|>",
              "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>"}
-    return {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
-
-
-def set_token_ids(config, ids: dict[str, int]) -> None:
-    """Point ``config``'s special-token ids (top level and text config) at ``ids`` (from ``special_ids``)."""
+    ids = {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
+    if len(tokenizer) > config.get_text_config().vocab_size:
+        raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
     # The model finds image/video placeholders and the end of turn by these ids, so they must be the tokenizer's.
     config.image_token_id = ids["image"]
     config.video_token_id = ids["video"]
@@ -229,6 +233,7 @@ def set_token_ids(config, ids: dict[str, int]) -> None:
         cfg.bos_token_id = ids["endoftext"]
         cfg.eos_token_id = ids["im_end"]
         cfg.pad_token_id = ids["endoftext"]
+    return tokenizer, ids
 
 
 def generation_defaults(ids: dict[str, int]) -> dict:
@@ -256,16 +261,10 @@ def cap_image_pixels(processor, max_pixels: int | None):
     Qwen-VL turns every 28x28 pixels into one token, so this bounds the tokens (and memory) an image costs.
     The bound is saved with the processor (``save_pretrained``), so a vLLM copy of it sees the same images.
     """
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if max_pixels is None or size is None:
-        return processor
-    longest = size["longest_edge"] if isinstance(size, dict) else getattr(size, "longest_edge", None)
-    if longest is not None and longest > max_pixels:
-        if isinstance(size, dict):
-            image_processor.size = {**size, "longest_edge": max_pixels}
-        else:  # transformers' SizeDict, a dataclass
-            image_processor.size = dataclasses.replace(size, longest_edge=max_pixels)
+    image_processor = getattr(processor, "image_processor", None)  # None: a text-only tokenizer
+    size = getattr(image_processor, "size", None)  # transformers' SizeDict, a dataclass
+    if max_pixels is not None and size is not None and (size.longest_edge or 0) > max_pixels:
+        image_processor.size = dataclasses.replace(size, longest_edge=max_pixels)
     return processor
 
 
@@ -274,25 +273,14 @@ def cap_image_pixels(processor, max_pixels: int | None):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _tiny_config(ids: dict[str, int]):
-    from transformers import Qwen2_5_VLConfig
-
-    # lm_head shares the embedding: fewer parameters. set_token_ids points the special-token ids at the tokenizer's.
-    config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
-                              vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
-    set_token_ids(config, ids)
-    return config
-
-
 def build_tiny_fresh(seed: int):
     """The tiny model and processor built in memory (the disk cache is not touched)."""
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = build_tokenizer()
-    ids = special_ids(tokenizer)
-    if len(tokenizer) > _TINY_VOCAB:
-        raise RuntimeError(f"tiny tokenizer has {len(tokenizer)} tokens, more than the model's {_TINY_VOCAB}")
-    config = _tiny_config(ids)
+    # lm_head shares the embedding: fewer parameters.
+    config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
+                              vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
+    tokenizer, ids = tokenizer_for(config)
     with seeded(seed):
         model = Qwen2_5_VLForConditionalGeneration(config)
     model.generation_config = GenerationConfig(**generation_defaults(ids))
@@ -301,21 +289,14 @@ def build_tiny_fresh(seed: int):
     return model, processor
 
 
-def _tiny_cache_path(cache_dir, seed: int) -> Path:
+def tiny_cache_path(cache_dir, seed: int) -> Path:
+    """The cache folder of the tiny model of ``seed``: ``<cache root>/tiny-<version>-<seed>``."""
     return cache_root(cache_dir) / f"tiny-{TINY_VERSION}-{int(seed)}"
 
 
 def is_complete(path: Path) -> bool:
-    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``warm_model``)."""
+    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``models.warm``)."""
     return (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
-
-
-def ensure_tiny_cache(cache_dir, seed: int) -> Path:
-    """The cache folder of the tiny model of ``seed``, built there first if absent."""
-    path = _tiny_cache_path(cache_dir, seed)
-    if not is_complete(path):
-        build_tiny(cache_dir, seed)
-    return path
 
 
 def load_tiny(path: Path, dtype, **kwargs):

@@ -15,19 +15,11 @@ completion tokens only, the system prompt shared by the whole batch run once (sa
 third of the cost); AdamW with a short linear warm-up and decay; a fixed number of steps, stopped while the
 model is still unsure, so that sampled at temperature 1 it is sometimes right and sometimes wrong.
 
-The images are normalised with white as zero (``_IMAGE_MEAN``, saved with the processor). With the usual CLIP
-mean and std the white background is a large constant in every patch; the tiny vision tower's features of any
-two charts, and of a blank image, then point the same way (cosine 0.8-0.98), and no warm-up measured taught
-the model to read anything off them (``benchmarks/README.md``: longer warm-ups, the chart type alone, short
-prompts first, a 10x learning rate for the vision tower all left the type at chance). With white as zero the
-marks are the input, and the same recipe learns the chart type and part of the counts.
-
-What the base reads is measured by :func:`reading` (``benchmarks/warm_reading.py``; numbers in
-``benchmarks/README.md``): pass@1 with the chart against pass@1 with a blank image, same questions, same
-sampling seeds. Roughly: it reads the chart type (about 0.9 right against under 0.1 with a blank image) and
-a little of the counts and of which label is highest or lowest; values, sums and differences stay out of
-reach. The learning rate was set by that measure: at 1e-2 the base of seed 0 read the type (0.75) and that of
-seed 2025 hardly (0.40); at 3e-3 both did (0.92, 0.93).
+The images are normalised with white as zero (``_IMAGE_MEAN``, saved with the processor): with the usual CLIP
+mean and std the white background dominates every patch and the tiny vision tower learned to read nothing.
+What the base reads (:func:`reading`: pass@1 with the chart against a blank image, same questions and seeds)
+and how the recipe was chosen are measured in ``benchmarks/README.md`` (``benchmarks/warm_reading.py``): it
+reads the chart type and a little of the counts and of which label is highest or lowest.
 
 The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
 count), seeded data order and weights (``tests/test_warm_model.py`` builds twice, at one and two threads, and
@@ -37,9 +29,8 @@ compares the bits). It is cached like the tiny model, under ``~/.cache/chartrl_c
 
 from __future__ import annotations
 
+import logging
 import random
-import shutil
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,19 +47,20 @@ PROMPT_PRESET = resolve_preset(AUTO, "synthetic")
 if TYPE_CHECKING:  # heavy imports stay lazy: importing this module must be cheap
     from transformers import PreTrainedModel, ProcessorMixin
 
-__all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "ensure_warm_cache", "reading", "warm_cache_path",
-           "warm_target"]
+__all__ = ["WARM_VERSION", "build_warm", "build_warm_fresh", "reading", "warm_cache_path", "warm_target"]
+
+log = logging.getLogger(__name__)
 
 # Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
 WARM_VERSION = f"{tiny.TINY_VERSION}.3"
 
-# The recipe. Steps were chosen by measuring pass@1 / pass@16 on test charts (module docstring): fewer and
-# the format is not learned; many more and the model becomes sure of its guesses, so a group of samples
-# stops holding both right and wrong answers.
+# The recipe, chosen by measuring pass@1 / pass@16 on test charts (benchmarks/README.md): fewer steps and the
+# format is not learned; many more and the model becomes sure of its guesses, so a group of samples stops
+# holding both right and wrong answers.
 _CHARTS = 128  # train charts; each is asked every question kind
 _STEPS = 1000
 _BATCH = 8  # measured better than 16 for the same cost (more updates)
-_LR = 3e-3  # measured: 1e-2 read the chart type for seed 0 (0.75) but hardly for seed 2025 (0.40)
+_LR = 3e-3  # 1e-2 made the reading depend on the seed
 _WARMUP_STEPS = 15
 _IMAGE_MEAN = (1.0, 1.0, 1.0)  # white -> 0 (pixels rescaled to 0..1 first)
 _IMAGE_STD = (0.5, 0.5, 0.5)  # black -> -2
@@ -94,25 +86,13 @@ def warm_cache_path(cache_dir, seed: int) -> Path:
 def build_warm(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     """The warm base of ``seed`` and its processor, loaded from the cache, or built (a minute or two) and saved."""
     path = warm_cache_path(cache_dir, seed)
-    if tiny.is_complete(path):
-        try:
-            return tiny.load_tiny(path, None)
-        except Exception as exc:  # noqa: BLE001 - an unreadable cache is rebuilt, not fatal
-            warnings.warn(f"rebuilding unreadable warm-model cache {path}: {exc}", stacklevel=2)
-            shutil.rmtree(path, ignore_errors=True)
-    print(f"Building the embedded warm base tiny-warm (seed {seed}): a one-off supervised warm-up of the tiny "
-          f"model on synthetic train charts, cached in {path}")
-    model, processor = build_warm_fresh(seed)
-    tiny.save_atomically(model, processor, path)
-    return model, processor
 
+    def build_fresh():
+        log.info(f"Building the embedded warm base tiny-warm (seed {seed}): a one-off supervised warm-up of the "
+                 f"tiny model on synthetic train charts, cached in {path}")
+        return build_warm_fresh(seed)
 
-def ensure_warm_cache(cache_dir, seed: int) -> Path:
-    """The cache folder of the warm base of ``seed``, built there first if absent."""
-    path = warm_cache_path(cache_dir, seed)
-    if not tiny.is_complete(path):
-        build_warm(cache_dir, seed)
-    return path
+    return tiny.load_or_build(path, build_fresh, "warm-model")
 
 
 def warm_target(spec: dict) -> str:

@@ -1,4 +1,5 @@
-"""Trainer callbacks that keep a run safe: mirroring checkpoints to Drive, and wandb that cannot fail a run."""
+"""Trainer callbacks that keep a run safe: mirroring checkpoints to Drive, wandb that cannot fail a run, and a log
+of the last step."""
 
 from __future__ import annotations
 
@@ -19,22 +20,35 @@ log = logging.getLogger(__name__)
 WANDB_PROJECT = "chartrl-nsr"
 
 
+class LogLastStep(TrainerCallback):
+    """Log the step that ends training (``state.global_step`` reaches ``state.max_steps``), whatever
+    ``logging_steps`` says.
+
+    transformers' ``DefaultFlowCallback`` logs every ``logging_steps`` and saves at the last step, but does not
+    log it: a 3-step run with ``--logging-steps 10`` would log step 1 only, and its final checkpoint's
+    ``trainer_state.json`` and plots would stop there. This asks for the log before the Trainer's log-then-save
+    of that step, so the last checkpoint holds it.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
+
+
 class CheckpointMirror(TrainerCallback):
     """Copy each complete checkpoint (``on_save`` runs after ``trainer_state.json`` is written) from local disk
     to the run directory on Drive with :func:`storage.copy_checkpoint`, one at a time in a worker thread while
     training goes on; then delete older local ones. Logs and wandb's offline files follow each checkpoint."""
 
-    def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
-                 retries: int = 3, wait: float = 2.0):
+    def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None):
         self.local_dir, self.run_dir, self.keep = Path(local_dir), Path(run_dir), keep
-        self.copy, self.retries, self.retry_wait = copy, retries, wait
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-mirror")
         self._pending: list[Future] = []
 
     def _mirror(self, ckpt: Path) -> None:
-        copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep, copy=self.copy, retries=self.retries,
-                                         wait=self.retry_wait)
-        storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"), copy=self.copy)
+        copied = storage.copy_checkpoint(ckpt, self.run_dir, self.keep)
+        storage.mirror_files(self.local_dir, self.run_dir, names=("logs", "wandb"))
         if copied is not None:
             for old in storage.list_checkpoints(self.local_dir):
                 if storage.checkpoint_step(old) < storage.checkpoint_step(ckpt):
@@ -54,7 +68,7 @@ class CheckpointMirror(TrainerCallback):
     def finish(self) -> None:
         """Wait for the copies, then mirror the top-level files (final adapter) and logs."""
         self.join()
-        storage.mirror_files(self.local_dir, self.run_dir, copy=self.copy)
+        storage.mirror_files(self.local_dir, self.run_dir)
 
 
 def wandb_run_id(run_dir: str | Path) -> str:

@@ -36,7 +36,7 @@ TRL's GRPO loss computes with it: a PPO-clipped surrogate (epsilon 0.2), average
 tokens that remain (TRL's ``dapo`` token normalisation), no KL term (beta 0), 8 rollouts per prompt,
 temperature 1.0 (learning rate: the paper's 1e-6 without LoRA, 1e-5 with LoRA).
 
-Torch only, no I/O; from the package it takes just the mode names (``config.MODES``).
+Torch (and TRL's ``nanstd``), no I/O; from the package it takes just the mode names (``config.MODES``).
 """
 
 from __future__ import annotations
@@ -44,10 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from trl.trainer.utils import nanstd  # grpo must match TRL bit for bit: its own Bessel-corrected std ignoring NaNs
 
 from chartrl_colab.config import MODES
-
-# What each mode does, in one line: shown in banners and the notebook form.
 
 
 @dataclass(frozen=True)
@@ -58,15 +57,6 @@ class Advantages:
     keep: torch.Tensor  # bool (B,): the completion's tokens enter the loss and its normalisation
     correct: torch.Tensor  # bool (B,): verifier reward >= threshold
     incorrect: torch.Tensor  # bool (B,): verifier reward < threshold (NaN is neither)
-
-
-def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
-    # Bessel-corrected std ignoring NaNs, as TRL's `nanstd`: grpo must match TRL bit for bit.
-    mean = torch.nanmean(x, dim=dim, keepdim=True)
-    var = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
-    count = torch.sum(~torch.isnan(x), dim=dim, keepdim=True)
-    correction = torch.where(count > 1, count / (count - 1), torch.full_like(var, float("nan")))
-    return torch.sqrt(var * correction).squeeze(dim)
 
 
 def unscorable(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,9 +96,9 @@ def grpo_advantages(
     mean = torch.nanmean(grouped, dim=1).repeat_interleave(num_generations)
     advantages = rewards - mean
     if scale_rewards == "group":
-        advantages = advantages / (_nanstd(grouped, dim=1).repeat_interleave(num_generations) + 1e-4)
+        advantages = advantages / (nanstd(grouped, dim=1).repeat_interleave(num_generations) + 1e-4)
     elif scale_rewards == "batch":
-        advantages = advantages / (_nanstd(rewards, dim=0) + 1e-4)
+        advantages = advantages / (nanstd(rewards, dim=0) + 1e-4)
     return torch.nan_to_num(advantages, nan=0.0)
 
 

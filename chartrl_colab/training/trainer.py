@@ -142,14 +142,9 @@ def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, la
     """
     n = objective.advantages.numel()
     pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
-    if mode == "psr":
-        counts = f"{pos}/{n} positive samples"
-    elif mode == "nsr":
-        counts = f"{neg}/{n} negative samples"
-    elif mode == "w-reinforce":
-        counts = f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)"
-    else:
-        counts = f"{pos}/{n} correct samples"
+    counts = {"psr": f"{pos}/{n} positive samples", "nsr": f"{neg}/{n} negative samples",
+              "w-reinforce": f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)",
+              "grpo": f"{pos}/{n} correct samples"}[mode]
     avg_advantage = float(objective.advantages.float().mean())
     return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f} | Avg advantage: {avg_advantage:.3f}"
 
@@ -340,14 +335,12 @@ class ModeTrainer(GRPOTrainer):
             tqdm.write(mode_line(self.mode, self.state.global_step + 1, objective, avg, self.lambda_psr))
 
     def _kept_rescale(self, inputs, split: str) -> float:
-        """Factor taking TRL's per-completion loss from its count of rows to the kept completions.
+        """Factor taking TRL's per-completion loss from its count of rows to the kept completions (module docstring).
 
-        TRL divides a micro-batch's sum of per-completion terms by ``rows * gradient_accumulation_steps``
-        (times ``max_completion_length`` for dr_grpo; ``rows`` as given to the loss, after the cut to kept
-        rows). Cut down to the kept completions, the generation batch would spread them evenly over its
-        ``steps_per_generation`` slices, as TRL's ``dapo`` spreads its tokens: the divisor becomes ``kept /
-        num_processes * gradient_accumulation_steps / steps_per_generation``. The ratio of the two is 1 when
-        every completion is kept.
+        TRL divides a micro-batch's sum of per-completion terms by ``rows * gradient_accumulation_steps`` (``rows``
+        after the cut to kept rows); spread evenly over the ``steps_per_generation`` slices as ``dapo`` spreads its
+        tokens, the kept completions give ``kept / num_processes * gradient_accumulation_steps /
+        steps_per_generation``. The ratio is 1 when every completion is kept.
         """
         kept = inputs.get("num_kept_completions")
         if kept is None or self.loss_type not in _PER_COMPLETION_LOSSES:
