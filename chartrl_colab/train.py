@@ -192,6 +192,8 @@ def load_model(cfg: RunConfig):
     if cfg.use_peft:
         # The Trainer turns gradient checkpointing on from GRPOConfig; don't do it twice.
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                         target_modules=cfg.lora_target_modules, modules_to_save=cfg.lora_modules_to_save,
+                         use_rslora=cfg.use_rslora, use_dora=cfg.use_dora,
                          gradient_checkpointing=False)
         model.print_trainable_parameters()
     return model, processor

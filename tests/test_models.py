@@ -32,6 +32,22 @@ def test_models_table():
 # --------------------------------------------------------------------------------------------------------------
 
 
+def test_trls_lora_fields_reach_the_adapter(capsys):
+    """--lora-target-modules, --use-dora... (TRL's ModelConfig) shape the adapter a run trains."""
+    from chartrl_colab.config import RunConfig
+    from chartrl_colab.models.device import resolve_run
+    from chartrl_colab.train import load_model
+
+    cfg = RunConfig(vlm_name="tiny", lora_r=4, lora_target_modules=["q_proj", "v_proj"], use_dora=True,
+                    use_rslora=True)
+    model, _ = load_model(resolve_run(cfg, None, quiet=True))  # as train() loads it, on a CPU
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "v_proj"}
+    assert any("lora_magnitude_vector" in n for n in trainable)  # DoRA's magnitudes
+    peft_config = model.peft_config["default"]
+    assert peft_config.use_dora and peft_config.use_rslora and peft_config.r == 4
+
+
 def test_add_lora_targets_language_model_only(cache_root, capsys, image_batch):
     model, processor = M.load_model_and_processor("tiny", cache_dir=str(cache_root))
     peft_model = M.add_lora(model, r=4, alpha=8)

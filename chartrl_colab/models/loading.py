@@ -182,11 +182,16 @@ def add_lora(
     alpha: int = 32,
     dropout: float = 0.05,
     target_modules: list[str] | str | None = None,
+    modules_to_save: list[str] | None = None,
+    use_rslora: bool = False,
+    use_dora: bool = False,
     gradient_checkpointing: bool = True,
 ) -> PeftModel:
-    """Wrap ``model`` with a LoRA adapter; only the adapter weights stay trainable.
+    """Wrap ``model`` with a LoRA adapter; only the adapter weights (and ``modules_to_save``) stay trainable.
 
-    The default targets are the language model's attention and MLP projections (``LORA_TARGET_MODULES``), not the
+    The arguments are TRL ModelConfig's LoRA fields (``lora_r``, ``lora_alpha``, ``lora_dropout``,
+    ``lora_target_modules``, ``lora_modules_to_save``, ``use_rslora``, ``use_dora``) under peft's names. The
+    default targets are the language model's attention and MLP projections (``LORA_TARGET_MODULES``), not the
     vision tower. 4-bit models go through ``peft.prepare_model_for_kbit_training`` first. Gradient checkpointing
     uses ``use_reentrant=False`` (the reentrant variant drops gradients when the checkpointed inputs do not
     require grad, which is the case with frozen embeddings).
@@ -199,7 +204,10 @@ def add_lora(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=target_modules if target_modules is not None else LORA_TARGET_MODULES,
+        target_modules=target_modules or LORA_TARGET_MODULES,
+        modules_to_save=modules_to_save,
+        use_rslora=use_rslora,
+        use_dora=use_dora,
         bias="none",
     )
     with warnings.catch_warnings():
