@@ -132,7 +132,7 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
     if importlib.util.find_spec("wandb") is None:
         log.info("wandb is not installed: logging to TensorBoard only (pip install wandb)")
         return None
-    from chartrl_colab.runs.storage import read_run_json
+    from chartrl_colab.runs.record import read_run_json
     from chartrl_colab.training.callbacks import SafeWandbCallback, wandb_run_id
 
     record = read_run_json(cfg.run_dir) or {}
@@ -158,9 +158,10 @@ class ResumePlan(NamedTuple):
 def resume_plan(cfg: RunConfig, local_dir: str, warn: bool = True) -> ResumePlan:
     """The :class:`ResumePlan` of ``cfg`` (the run's settings as asked: run.json's ``config``). Refuses
     (ConfigError) to continue a run recorded with other settings (see :mod:`chartrl_colab.runs.resume_rules`)."""
+    from chartrl_colab.runs import record as run_record
     from chartrl_colab.runs import resume_rules, storage
 
-    record = storage.read_run_json(cfg.run_dir)
+    record = run_record.read_run_json(cfg.run_dir)
     checkpoint = storage.find_resume_checkpoint(cfg.resume, [cfg.run_dir, local_dir], warn=warn)
     if cfg.resume == "never" or not record:
         return ResumePlan(record, checkpoint, None)
@@ -213,6 +214,7 @@ def train(cfg: RunConfig):
     from chartrl_colab.files import file_in_the_way
     from chartrl_colab.models import device
     from chartrl_colab.rewards.presets import get_reward_funcs
+    from chartrl_colab.runs import record as run_record
     from chartrl_colab.runs import storage
     from chartrl_colab.runs.lock import RunLock
 
@@ -280,7 +282,7 @@ def train(cfg: RunConfig):
         wandb_cb = wandb_callback(requested, local_dir)  # its config as run.json's: what was asked
         if wandb_cb is not None and main_process:
             record["wandb_id"] = wandb_cb.run_id  # a restart on another machine continues the same wandb run
-            storage.write_run_json(cfg.run_dir, record)
+            run_record.write_run_json(cfg.run_dir, record)
         device.reset_peak_memory()
         trainer = ModeTrainer(
             model=model,
@@ -310,7 +312,7 @@ def train(cfg: RunConfig):
     figures = run_figures(output.metrics.get("train_runtime"), trainer.state.global_step - plan.step, gpu)
     if main_process:
         record.update(figures)
-        storage.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
+        run_record.finish_run_record(cfg.run_dir, record, trainer.state.global_step)
     log.info("✓ Training completed successfully")
     log.info(f"✓ {figures['steps']} steps, {_fmt(figures['seconds_per_step'], 's/step')}; peak GPU memory "
              + (f"{figures['peak_gpu_memory_gb']} GiB ({figures['peak_gpu_reserved_gb']} GiB reserved) on "
@@ -324,6 +326,7 @@ def start_record(cfg: RunConfig, requested: RunConfig, plan: ResumePlan, local_d
     one resumed) and write run.json: the request, this start, and what ``"auto"`` became on this card (generate
     loads the model the way it trained)."""
     from chartrl_colab.models import device
+    from chartrl_colab.runs import record as run_record
     from chartrl_colab.runs import storage
 
     os.makedirs(local_dir, exist_ok=True)  # a file in the way is one line here, not deep in the Trainer
@@ -335,9 +338,9 @@ def start_record(cfg: RunConfig, requested: RunConfig, plan: ResumePlan, local_d
     else:
         log.info(f"No checkpoint to resume from in {cfg.run_dir}: starting fresh" if cfg.resume == "auto"
                  else "Starting fresh (--resume never)")
-    record = storage.start_run_record(cfg.run_dir, requested.to_dict(), plan.checkpoint, plan.step)
+    record = run_record.start_run_record(cfg.run_dir, requested.to_dict(), plan.checkpoint, plan.step)
     record["resolved"] = {name: getattr(cfg, name) for name in device.RESOLVED}
-    storage.write_run_json(cfg.run_dir, record)
+    run_record.write_run_json(cfg.run_dir, record)
     return record
 
 

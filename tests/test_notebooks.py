@@ -417,7 +417,7 @@ def test_train_notebook_runs_the_form_config_and_resumes(tmp_path):
     assert first["run_dir"] == str(run_dir) and first["global_step"] == 2
     assert (first["config"]["mode"], first["config"]["lambda_psr"]) == ("w-reinforce", 0.3)  # the form's values
     assert first["checkpoint"] == str(run_dir / "checkpoint-2")
-    from chartrl_colab.runs.storage import read_run_json
+    from chartrl_colab.runs.record import read_run_json
 
     recorded = read_run_json(run_dir)["config"]
     assert (recorded["epsilon"], recorded["lora_r"]) == (0.3, 4)  # not dropped: they reached the run

@@ -8,6 +8,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from chartrl_colab.config import RunConfig
+from chartrl_colab.runs import record as run_record
 from chartrl_colab.runs import storage
 from chartrl_colab.train import train
 
@@ -47,7 +48,7 @@ def test_a_drive_run_is_written_through_local_staging_and_resumes_from_drive(tmp
     assert not list(run_dir.glob(".partial-*"))
     assert (run_dir / "adapter_model.safetensors").exists() and (run_dir / "trainer_state.json").exists()
     assert scalars(run_dir / "logs")["train/loss"]
-    assert storage.read_run_json(run_dir)["global_step"] == 4
+    assert run_record.read_run_json(run_dir)["global_step"] == 4
     # Local disk keeps only the newest checkpoint.
     assert [p.name for p in storage.list_checkpoints(local)] == ["checkpoint-4"]
 
@@ -89,7 +90,7 @@ def test_tensorboard_run_json_and_offline_wandb_hold_the_run_and_no_secret(tmp_p
         assert tb[f"train/{key}"] == pytest.approx([h[key] for h in history], rel=1e-6), key
 
     # run.json: config, versions, commit, times, resume history.
-    record = storage.read_run_json(run_dir)
+    record = run_record.read_run_json(run_dir)
     assert record["config"] == json.loads(json.dumps(cfg.to_dict()))
     assert record["versions"]["transformers"] and record["versions"]["trl"]
     assert "git_commit" in record and record["started"] and record["ended"]
@@ -143,7 +144,7 @@ def test_resume_never_and_resume_from_a_given_checkpoint(tmp_path, capsys):
     trainer = train(RunConfig(**{**cfg.to_dict(), "resume": str(first)}))
     assert f"Resuming from {first} (step 1)" in capsys.readouterr().out
     assert trainer.state.global_step == 2
-    resumes = storage.read_run_json(run_dir)["resumes"]
+    resumes = run_record.read_run_json(run_dir)["resumes"]
     assert [(r["from_checkpoint"], r["step"]) for r in resumes] == [(None, 0), (None, 0), (str(first), 1)]
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.runs import record as run_record
 from chartrl_colab.runs import storage
 
 
@@ -203,10 +204,10 @@ def test_mirror_files_copies_logs_but_not_checkpoints(tmp_path):
 
 
 def test_run_json_keeps_the_resume_history(tmp_path):
-    record = storage.start_run_record(tmp_path, {"mode": "nsr"}, None)
-    storage.finish_run_record(tmp_path, record, 5)
-    again = storage.start_run_record(tmp_path, {"mode": "nsr"}, tmp_path / "checkpoint-5", 5)
-    on_disk = storage.read_run_json(tmp_path)
+    record = run_record.start_run_record(tmp_path, {"mode": "nsr"}, None)
+    run_record.finish_run_record(tmp_path, record, 5)
+    again = run_record.start_run_record(tmp_path, {"mode": "nsr"}, tmp_path / "checkpoint-5", 5)
+    on_disk = run_record.read_run_json(tmp_path)
     assert on_disk == json.loads(json.dumps(again))
     assert on_disk["started"] == record["started"] and on_disk["ended"] is None
     assert [r["from_checkpoint"] for r in on_disk["resumes"]] == [None, str(tmp_path / "checkpoint-5")]

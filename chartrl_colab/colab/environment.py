@@ -75,7 +75,8 @@ EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
 
 def trained_on(run_dir: str | Path) -> dict:
     """The settings a run (or a checkpoint-N folder of one) was trained with, from its run.json ({} if none)."""
-    from chartrl_colab.runs.storage import checkpoint_step, read_run_json
+    from chartrl_colab.runs.record import read_run_json
+    from chartrl_colab.runs.storage import checkpoint_step
 
     path = Path(run_dir)
     path = path.parent if checkpoint_step(path) is not None else path
@@ -125,7 +126,8 @@ def check() -> dict:
     """What the setup notebook reports: Colab or not, the GPU, the versions of :data:`KEY_PACKAGES` (and
     Python's), and requirements not met."""
     from chartrl_colab.colab.packages import package_requirements, requirement_problems, requirements_file
-    from chartrl_colab.runs.storage import in_colab, library_versions
+    from chartrl_colab.runs.record import library_versions
+    from chartrl_colab.runs.storage import in_colab
 
     gpu = gpu_info()
     found = library_versions(KEY_PACKAGES)

@@ -93,7 +93,7 @@ def resolve_source(cfg) -> ModelSource:
     if not cfg.checkpoint:
         return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels)
     from chartrl_colab.models.loading import MODELS
-    from chartrl_colab.runs.storage import read_run_json
+    from chartrl_colab.runs.record import read_run_json
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"

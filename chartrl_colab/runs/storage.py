@@ -22,15 +22,6 @@ from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.files import read_json
-from chartrl_colab.runs.record import (  # noqa: F401 - run.json lives in run_record; read here by every tool
-    RUN_JSON,
-    finish_run_record,
-    git_commit,
-    library_versions,
-    read_run_json,
-    start_run_record,
-    write_run_json,
-)
 
 log = logging.getLogger(__name__)
 
