@@ -27,14 +27,13 @@ from chartrl_colab.evaluation.monitor_plots import REWARD_KEY, Columns, as_colum
 from chartrl_colab.evaluation.verdict import CONVERGENCE_THRESHOLD as CONVERGENCE_THRESHOLD  # re-exported
 from chartrl_colab.evaluation.verdict import MIN_WINDOW, check_window, convergence, judge, trend, verifier_key
 from chartrl_colab.files import atomic_path, read_json
-from chartrl_colab.runs.record import run_mode
+from chartrl_colab.runs.record import read_run_json, run_mode
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
     jsonable,
     latest_checkpoint_state,
     list_checkpoints,
-    read_run_json,
     safe_name,
     state_problem,
 )

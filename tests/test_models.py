@@ -1,5 +1,5 @@
 """Tests for chartrl_colab.models.loading: the model table, LoRA, the shipped real configs, error messages
-(the tiny model itself: test_tiny_model.py; training it: test_trainer.py)."""
+(the tiny model itself: test_tiny.py; training it: test_trainer.py)."""
 
 from __future__ import annotations
 

@@ -19,12 +19,12 @@ from pathlib import Path
 from chartrl_colab.cli import argv_for
 from chartrl_colab.config import RunConfig
 from chartrl_colab.errors import ConfigError
+from chartrl_colab.runs.record import read_run_json
 from chartrl_colab.runs.storage import (
     TRAINER_STATE,
     checkpoint_step,
     latest_checkpoint_state,
     list_checkpoints,
-    read_run_json,
     safe_name,
     with_output_root,
 )

@@ -22,7 +22,7 @@ and how the recipe was chosen are measured in ``benchmarks/README.md`` (``benchm
 reads the chart type and a little of the counts and of which label is highest or lowest.
 
 The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
-count), seeded data order and weights (``tests/test_warm_model.py`` builds twice, at one and two threads, and
+count), seeded data order and weights (``tests/test_warm.py`` builds twice, at one and two threads, and
 compares the bits). It is cached like the tiny model, under ``~/.cache/chartrl_colab/tiny-warm-<version>-<seed>``
 (saved atomically).
 """
