@@ -318,7 +318,7 @@ def check_model_config(cfg) -> None:
 
     defaults = {f.name: f.default for f in dataclasses.fields(trl.ModelConfig)}
     for name, instead in MODEL_CONFIG_ELSEWHERE.items():
-        if hasattr(cfg, name) and getattr(cfg, name) != defaults[name]:
+        if getattr(cfg, name) != defaults[name]:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not used by this package; {instead}")
 
 

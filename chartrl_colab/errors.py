@@ -2,8 +2,8 @@
 reads as (:func:`os_fault`).
 
 Every CLI turns :class:`ConfigError` (and an :class:`OSError` :func:`os_fault` words) into one ``error:`` line and
-exit code 2 (see :mod:`chartrl_colab.cli`); the notebooks show its message as it is. Pure: imports nothing from
-the package.
+exit code 2 (see :mod:`chartrl_colab.cli`); the notebooks show its message as it is. Imports only
+:mod:`chartrl_colab.files` from the package.
 """
 
 from __future__ import annotations

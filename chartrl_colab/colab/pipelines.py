@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -76,9 +77,11 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
     check_parallel(parallel)
     env = {**os.environ, "TQDM_DISABLE": "1"}
     running: dict[str, subprocess.Popen] = {}
-    seconds, failed = {}, []
+    seconds, failed, stopping = {}, [], threading.Event()
 
     def one(label: str, cmd: list[str]) -> None:
+        if stopping.is_set():  # interrupted: start nothing more
+            return
         began = time.monotonic()
         log.info(f"[{label}] $ " + " ".join(cmd))
         proc = running[label] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -97,11 +100,13 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
         for future in [pool.submit(one, label, cmd) for label, cmd in commands.items()]:
             future.result()
     except BaseException:
+        stopping.set()
         pool.shutdown(wait=False, cancel_futures=True)
-        for proc in running.values():
+        started = list(running.values())
+        for proc in started:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
-        for proc in running.values():
+        for proc in started:
             proc.wait()
         raise
     pool.shutdown()

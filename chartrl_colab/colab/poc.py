@@ -84,8 +84,8 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
             log.info(f"\n[{i}/{len(configs)}] {mode}: {cfg.run_dir}")
             began = time.monotonic()
             runs[mode] = train_run(cfg)
-            took = _clock(time.monotonic() - began)
-            log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in {took}")
+            log.info(f"[{i}/{len(configs)}] {mode}: {runs[mode].get('global_step', 0)} steps in "
+                     f"{_clock(time.monotonic() - began)}")
     seconds["train"] = _done(started)
 
     evaluation, table, passk = None, [], {}
