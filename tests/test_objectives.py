@@ -1,4 +1,4 @@
-"""The four objectives on hand-made rewards (formulas in chartrl_colab/objectives.py)."""
+"""The four objectives on hand-made rewards (formulas in chartrl_colab/training/objectives.py)."""
 
 import math
 
