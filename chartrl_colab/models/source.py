@@ -40,8 +40,15 @@ class ModelSource:
         return f"{self.checkpoint} on {base}" if self.checkpoint else base
 
 
-# Cache folders of the embedded models (models.tiny, models.warm): <name>-<version>-<seed>.
-_TINY_DIR_RE = re.compile(r"^(?P<name>tiny-warm|tiny)-(?P<version>[^-]+)-(?P<seed>\d+)$")
+def embedded_cache_dir(name: str, embedded) -> re.Match | None:
+    """``name`` read as a cache folder of an embedded model, ``<name>-<version>-<seed>`` (models.tiny,
+    models.warm), with ``embedded`` the embedded models' names; None when it is not one.
+
+    >>> embedded_cache_dir("tiny-warm-v1.3-2025", {"tiny", "tiny-warm"}).group("name", "seed")
+    ('tiny-warm', '2025')
+    """
+    names = "|".join(map(re.escape, sorted(embedded, key=len, reverse=True)))  # tiny-warm before tiny
+    return re.match(rf"^(?P<name>{names})-(?P<version>[^-]+)-(?P<seed>\d+)$", name)
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -92,13 +99,13 @@ def resolve_source(cfg) -> ModelSource:
     :class:`chartrl_colab.generate.GenerateConfig`), the run's run.json or the adapter config."""
     if not cfg.checkpoint:
         return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels)
-    from chartrl_colab.models.loading import MODELS
+    from chartrl_colab.models.loading import EMBEDDED_MODELS, MODELS
     from chartrl_colab.runs.record import read_run_json
 
     ckpt, run_dir = resolve_checkpoint(cfg.checkpoint)
     adapter_file = ckpt / "adapter_config.json"
     base_path = read_json(adapter_file).get("base_model_name_or_path") if adapter_file.exists() else None
-    tiny = _TINY_DIR_RE.match(Path(base_path).name) if base_path else None
+    tiny = embedded_cache_dir(Path(base_path).name, EMBEDDED_MODELS) if base_path else None
     cache_dir = str(Path(base_path).parent) if tiny else None
     try:
         run = read_run_json(run_dir)
