@@ -3,15 +3,10 @@
 A user's mistake (a :class:`~chartrl_colab.errors.ConfigError`, a missing file) is one ``error:`` line on
 stderr and exit code 2, never a traceback.
 
-Flags, YAML recipes (``--config recipe.yaml``) and notebook parameters all go through :func:`parser_for`:
-``trl.TrlParser`` (transformers' ``HfArgumentParser``), which already gives each field ``--x_y`` and
-``--x-y``, ``--x``/``--x false``/``--no-x`` for booleans (``string_to_bool``: true/false, yes/no, 1/0, any case),
-several values for ``list`` fields, ``none``/``null`` for an optional number (TRL's vendored parser; transformers'
-calls ``int("none")``), ``metadata["aliases"]``, and the YAML file. What it cannot do, and :func:`parser_for`
-adds (each marked in the code): ``full``/``all`` for an optional number (``--subset-size full``), ``auto``
-for a True/False/auto field (it keeps only the ``bool``), several values for a
-``tuple`` field (it knows ``list`` only), the package's one-line messages for a closed set (argparse's
-``choices`` error is a usage block), a YAML key or flag under an original script's name
+Flags, YAML recipes (``--config``) and notebook parameters all go through :func:`parser_for`: ``trl.TrlParser``
+(``--x_y``/``--x-y``, ``--no-x`` for booleans, ``none`` for an optional number, the YAML file) plus what it cannot
+do, each marked in the code: ``full``/``all`` for an optional number, ``auto`` for a True/False/auto field,
+``tuple`` fields, one-line messages for a closed set, the original scripts' names
 (:data:`chartrl_colab.config.ALIASES`), and one setting given under two names.
 """
 
@@ -39,7 +34,7 @@ WRITE_FAILED = ("inline_container", "No space left on device", "os error 28", "f
 
 def tri_state(text):
     """``auto``/``true``/``false`` (and yes/no/1/0, any case) for a setting that is True, False or decided by the
-    machine; the package's one parser of them.
+    machine.
 
     >>> tri_state("AUTO"), tri_state("no"), tri_state(True)
     ('auto', False, True)
@@ -54,7 +49,7 @@ def tri_state(text):
 
 
 def none_or(kind):
-    """A parser of ``kind`` (int or float) that reads none/full/all (any case) as None; the package's one.
+    """A parser of ``kind`` (int or float) that reads none/full/all (any case) as None.
 
     >>> none_or(int)("Full"), none_or(int)("100"), none_or(float)("none")
     (None, 100, None)
@@ -72,19 +67,13 @@ def none_or(kind):
 
 def _optional(kind):
     """``int`` for ``int | None``, ``float`` for ``float | None``, else None."""
-    args = set(typing.get_args(kind))
-    if type(None) in args and len(args) == 2:
-        (other,) = args - {type(None)}
-        return other if other in (int, float) else None
-    return None
+    return next((number for number in (int, float) if set(typing.get_args(kind)) == {number, type(None)}), None)
 
 
 def _element_type(kind):
     """``int`` for ``tuple[int, ...]`` (or ``tuple[int, ...] | None``); None when ``kind`` is no tuple."""
-    for option in (kind, *typing.get_args(kind)):
-        if typing.get_origin(option) is tuple:
-            return typing.get_args(option)[0]
-    return None
+    tuples = [option for option in (kind, *typing.get_args(kind)) if typing.get_origin(option) is tuple]
+    return typing.get_args(tuples[0])[0] if tuples else None
 
 
 def _keeping(default: str, parse):
@@ -101,22 +90,22 @@ def _flags(name: str, negative: bool = False) -> tuple[str, str]:
     return "--" + (no + name).replace("_", "-"), f"--{no}{name}"
 
 
-def _spelling(flag: str) -> str:
-    name = flag.split("=", 1)[0].lstrip("-").replace("-", "_")
-    return name[3:] if name.startswith("no_") else name
+def _inverted(action) -> bool:
+    """Whether ``action`` is an inverted alias (``--disable-gradient-checkpointing``)."""
+    return action.nargs == "?" and action.const is False
 
 
-def _parser_class():
-    from trl import TrlParser  # imported when a parser is built: the modules importing this one stay light
+def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
+    """TRL's parser over the dataclass ``cls`` (but its fields in ``skip``) with the additions the module docstring
+    lists; its errors are ConfigErrors. ``parser.parse(argv)`` returns the ``cls`` instance."""
+    from trl import TrlParser  # imported here: the modules importing this one stay light
 
     class ConfigParser(TrlParser):
-        """TrlParser with the additions the module docstring lists; errors are ConfigErrors (one line)."""
-
-        def __init__(self, config_class, prog, description, skip=()):
-            super().__init__([config_class], prog=prog, description=description)
-            self.config_class = config_class
-            hints = typing.get_type_hints(config_class)
-            fields = {f.name: f for f in dataclasses.fields(config_class)}
+        def __init__(self):
+            super().__init__([cls], prog=prog, description=description)
+            self.config_class = cls
+            hints = typing.get_type_hints(cls)
+            fields = {f.name: f for f in dataclasses.fields(cls)}
             for action in list(self._actions):
                 if action.dest in skip:
                     self._remove_action(action)
@@ -125,8 +114,8 @@ def _parser_class():
                 if action.dest not in fields or action.dest in skip or isinstance(action, argparse._StoreFalseAction):
                     continue
                 kind = hints[action.dest]
-                if _optional(kind):  # TRL's parser reads none/null, not the original scripts' full/all
-                    action.type = none_or(_optional(kind))
+                if number := _optional(kind):  # TRL's parser reads none/null, not the original scripts' full/all
+                    action.type = none_or(number)
                 elif kind == bool | str:  # HfArgumentParser keeps only the bool: "auto" would fail
                     action.type = tri_state
                     self.add_argument(*_flags(action.dest, negative=True), dest=action.dest, action="store_const",
@@ -135,17 +124,16 @@ def _parser_class():
                     action.nargs, action.type = "+", element
                     if isinstance(action.default, tuple):
                         action.default = list(action.default)
-                if action.choices is not None:  # argparse's choices error is a usage block; validate() says one line
-                    action.metavar, action.type, action.choices = "{" + ",".join(map(str, action.choices)) + "}", \
-                        str, None
+                if action.choices is not None:  # a bad value is validate()'s one line, as for every setting
+                    action.metavar = "{" + ",".join(map(str, action.choices)) + "}"
+                    action.type, action.choices = str, None
             for action in self._actions:  # argparse converts a str default: keep the dataclass's own ("no", "")
                 own = fields[action.dest].default if action.dest in fields else None
                 if action.default is None and own is not None and own is not dataclasses.MISSING:
                     action.default = own  # HfArgumentParser gives a list field with a plain default none
                 if isinstance(action.default, str) and action.type not in (None, str):
                     action.type = _keeping(action.default, action.type)
-            # The original scripts' flags (chartrl_colab.config.ALIASES, on RunConfig): further names of a field.
-            for alias, (dest, inverted) in getattr(config_class, "aliases", {}).items():
+            for alias, (dest, inverted) in getattr(cls, "aliases", {}).items():  # further names of a field
                 if dest not in fields or dest in skip:
                     continue
                 if inverted:  # --disable-gradient-checkpointing [true|false]: gradient_checkpointing = not it
@@ -168,11 +156,18 @@ def _parser_class():
         def set_defaults_with_config(self, **kwargs):
             # A recipe's keys may use the original scripts' names too (num_epochs: 2); the same checks as flags.
             check_given(self, [f"--{key}" for key in kwargs])
-            return super().set_defaults_with_config(**_canonical(self, kwargs))
+            by_field = {}
+            for key, value in kwargs.items():
+                action = self._option_string_actions.get(f"--{key}")
+                if action is not None and action.dest != key and _inverted(action):
+                    by_field[action.dest] = not tri_state(value)
+                else:
+                    by_field[action.dest if action is not None else key] = value
+            return super().set_defaults_with_config(**by_field)
 
         def parse(self, argv=None):
-            """The config of ``argv`` (``sys.argv[1:]`` by default; ``--config FILE``: a YAML recipe whose values
-            the flags override)."""
+            """The config of ``argv`` (default ``sys.argv[1:]``; ``--config FILE``: a YAML recipe the flags
+            override)."""
             argv = list(sys.argv[1:] if argv is None else argv)
             if "--config" in argv:
                 path = (argv[argv.index("--config") + 1:] or [""])[0]
@@ -184,31 +179,17 @@ def _parser_class():
                 raise ConfigError(f"unknown setting {rest[0]!r}; see --help for the settings")
             return config
 
-    return ConfigParser
-
-
-def _canonical(parser, kwargs: dict) -> dict:
-    """``kwargs`` keyed by each flag's field (an alias's value inverted where its flag is)."""
-    out = {}
-    for key, value in kwargs.items():
-        action = parser._option_string_actions.get(f"--{key}")
-        if action is None:
-            out[key] = value
-        elif action.dest != key and action.const is False and action.nargs == "?":  # an inverted alias
-            out[action.dest] = not tri_state(value)
-        else:
-            out[action.dest] = value
-    return out
+    return ConfigParser()
 
 
 def check_given(parser, argv) -> None:
     """Refuse one setting given under two names (``--num-epochs 2 --num-train-epochs 3``), a pair of
-    :data:`chartrl_colab.config.CONFLICTS` (``config_class.conflicts``) given together, and a derived setting
-    (a property: ``run_name``)."""
+    ``config_class.conflicts`` given together, and a derived setting (a property: ``run_name``)."""
     names: dict[str, set] = {}
     for flag in argv:
         if (action := parser._option_string_actions.get(flag.split("=", 1)[0])) is not None:
-            names.setdefault(action.dest, set()).add(_spelling(flag))
+            spelling = flag.split("=", 1)[0].lstrip("-").replace("-", "_").removeprefix("no_")
+            names.setdefault(action.dest, set()).add(spelling)
     for dest, spellings in names.items():
         if len(spellings) > 1:
             raise ConfigError(f"{' and '.join(sorted(spellings))} are one setting ({dest}); give it once")
@@ -220,17 +201,10 @@ def check_given(parser, argv) -> None:
                               f"(--{a.replace('_', '-')} counts prompts, --{b.replace('_', '-')} completions)")
 
 
-def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentParser:
-    """TRL's parser over the dataclass ``cls`` (but its fields in ``skip``): every field a flag and a YAML key,
-    with the additions the module docstring lists. ``parser.parse(argv)`` returns the ``cls`` instance."""
-    return _parser_class()(cls, prog, description, skip)
-
-
 def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> dict:
-    """Notebook parameters (papermill hands them over as strings) as the CLI would read them: each value through
-    its flag's parser, keyed by field. A string for a list field is a one-element list; a boolean takes
-    true/false/yes/no/1/0 in any case; a value refused names the parameter. ``keep``: names whose value
-    ``"auto"`` is left for the notebook to decide; ``known_only``: names that are no setting are left out.
+    """Notebook parameters (papermill's strings) read as the CLI reads them, keyed by field; a value refused names
+    the parameter. ``keep``: names whose ``"auto"`` the notebook decides; ``known_only``: drop names that are no
+    setting.
 
     >>> from chartrl_colab.config import RunConfig
     >>> settings_from(parser_for(RunConfig, "x", ""), {"use_lora": "False", "report_to": "tensorboard"})
@@ -264,9 +238,10 @@ def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> di
 
 def _boolean_words(action) -> str | None:
     """What a True/False flag (TRL's string_to_bool, or an inverted alias) or a True/False/auto one takes, else None."""
-    if getattr(action.type, "__name__", "") == "tri_state":
+    kind = getattr(action.type, "__name__", "")
+    if kind == "tri_state":
         return "auto, true or false"
-    if getattr(action.type, "__name__", "") == "string_to_bool" or (action.nargs == "?" and action.const is False):
+    if kind == "string_to_bool" or _inverted(action):
         return "true or false (yes/no, 1/0)"
     return None
 
@@ -306,28 +281,19 @@ def argv_for(cfg) -> list[str]:
     return argv
 
 
-def user_error(err: BaseException) -> int:
-    """Print a user's mistake as one ``error:`` line on stderr; the exit code to return."""
-    print(f"error: {err}", file=sys.stderr)
-    return USER_ERROR
-
-
 def run_cli(job) -> int:
-    """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a
-    missing file) or a fault of the machine (full disk, read-only folder, a file where a folder goes, see
-    :data:`chartrl_colab.errors.OS_FAULTS`) is one ``error:`` line on stderr, no traceback, and 2; Ctrl-C is
-    one line and 130.
-    Every ``main(argv)`` ends here; the package's progress lines go to stdout (messages.configure_logging)."""
-
+    """A CLI's exit code: ``job()``'s own when it returns an int, else 0. A user's mistake (ConfigError, a missing
+    file) or a fault of the machine (:data:`chartrl_colab.errors.OS_FAULTS`) is one ``error:`` line on stderr and
+    2; Ctrl-C is one line and 130."""
     configure_logging()
     try:
         code = job()
-    except (ConfigError, FileNotFoundError) as err:
-        return user_error(err)
-    except OSError as err:
-        if (line := os_fault(err)) is None:
+    except (ConfigError, OSError) as err:
+        line = err if isinstance(err, (ConfigError, FileNotFoundError)) else os_fault(err)
+        if line is None:
             raise
-        return user_error(line)
+        print(f"error: {line}", file=sys.stderr)
+        return USER_ERROR
     except KeyboardInterrupt as err:
         print(str(err) or "interrupted; rerun to continue", file=sys.stderr)
         return INTERRUPTED
@@ -338,11 +304,10 @@ def run_cli(job) -> int:
 def training_faults(write_dir: str, step, resume_hint, out_of_memory, cleanup=lambda: None, hold=None):
     """Around ``trainer.train()``: each way a run can stop, as the one line :func:`run_cli` prints.
 
-    Ctrl-C: ``KeyboardInterrupt("interrupted at step N; <resume_hint()>")``; a write that failed for want of
-    space (torch's and safetensors' wording, :data:`WRITE_FAILED`): ConfigError naming ``write_dir``; CUDA out of
-    memory: ``out_of_memory()``'s exception, raised after the handler so its traceback does not pin the model's
-    memory. ``cleanup()`` runs however it ends; ``hold`` (the run's lock) is held for the whole block.
-    ``step``/``resume_hint`` are called when needed (the step reached, "rerun to resume from checkpoint-M").
+    Ctrl-C: ``KeyboardInterrupt("interrupted at step <step()>; <resume_hint()>")``; a write that failed for want of
+    space (:data:`WRITE_FAILED`): a ConfigError naming ``write_dir``; CUDA out of memory: ``out_of_memory()``,
+    raised after the handler so its traceback does not pin the model's memory. ``cleanup()`` runs however it ends;
+    ``hold`` (the run's lock) is held for the whole block.
     """
     oom = False
     with hold if hold is not None else contextlib.nullcontext():
