@@ -1,20 +1,11 @@
 """Run settings on TRL's own config stack: ``RunConfig`` is TRL's ``GRPOConfig`` and ``ModelConfig`` plus what
-TRL lacks (the objective, the chart model and data, the rewards, where runs live), as open-r1's
-``GRPOConfig(trl.GRPOConfig)`` is.
+TRL lacks (the objective, the chart model and data, the rewards, where runs live), as open-r1's ``GRPOConfig`` is.
 
-Every field is a flag (``--epsilon-high 0.28`` or ``--epsilon_high 0.28``), a key of a YAML recipe
-(``--config recipes/paper.yaml``, see ``recipes/``) and a notebook parameter; all three go through
-:func:`chartrl_colab.cli.parser_for`. The original Chart-RVR scripts' flags keep their meaning as aliases of
-TRL's names (:data:`ALIASES`): ``--num-epochs`` is ``num_train_epochs``, ``--use-lora`` is ``use_peft``,
-``--disable-gradient-checkpointing`` turns ``gradient_checkpointing`` off, and ``--batch-size`` counts prompts
-per device, TRL's ``per_device_train_batch_size`` (completions) being ``batch_size * num_generations``.
-
-A ``RunConfig`` is the user's request (``run.json`` records it, a resume compares it): TRL's own
-``__post_init__`` (devices, mixed precision, derived batch sizes) runs on the ``GRPOConfig`` the trainer gets,
-built by :func:`chartrl_colab.train.grpo_args` after the machine has decided the ``"auto"`` settings. Defaults
-that differ from TRL's are the paper's recipe (8 rollouts, temperature 1.0, clip 0.2, no KL, token-mean loss;
-lr 1e-6 for full fine-tuning, 1e-5 with LoRA as in TRL's Qwen2.5-VL GRPO LoRA example) and the original
-scripts' cadence (log every 10 steps and the first, checkpoint every 50, keep 3).
+Every field is a flag, a YAML recipe key and a notebook parameter (:func:`chartrl_colab.cli.parser_for`; the
+original scripts' flags are :data:`ALIASES`, the README's settings list explains them). A ``RunConfig`` is the
+user's request (``run.json`` records it, a resume compares it); TRL's own ``__post_init__`` runs on the
+``GRPOConfig`` the trainer gets (:func:`chartrl_colab.train.grpo_args`), once the machine has decided the
+``"auto"`` settings.
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from chartrl_colab.errors import ConfigError, at_least, one_of
 from chartrl_colab.rewards.package import REWARD_FUNCS
 from chartrl_colab.rewards.presets import AUTO, PRESET_NAMES, get_preset, resolve_preset
 
-# Closed sets: the Literal is the field's type (the parser's choices in --help), its values the one list.
+# Closed sets: the Literal is the field's type (the choices in --help), its values the one list.
 Mode = Literal["grpo", "psr", "nsr", "w-reinforce"]
 ModelName = Literal["tiny", "tiny-warm", "qwen2-5-3b", "qwen2-5-7b", "qwen2-vl-2b"]
 DatasetName = Literal["synthetic", "chart-rvr", "chartqa", "evochart"]
@@ -46,14 +37,12 @@ MODE_DESCRIPTIONS = {
 }
 MODEL_NAMES = get_args(ModelName)
 DATASET_NAMES = get_args(DatasetName)
-REWARD_NAMES = tuple(REWARD_FUNCS)  # format accuracy length tags chart_type table reasoning: the registry decides
+REWARD_NAMES = tuple(REWARD_FUNCS)
 INITS = get_args(Init)
 LOSS_TYPES = ("dapo", "bnpo", "grpo", "dr_grpo")  # the normalisations the objectives' masking is written for
-GRPO_REWARDS = get_args(GrpoRewards)
 # The paper's 1e-6 is for full fine-tuning; TRL's Qwen2.5-VL GRPO LoRA example uses 1e-5.
 LEARNING_RATE_LORA, LEARNING_RATE_FULL = 1e-5, 1e-6
 PRECISIONS = get_args(Precision)
-TRI_STATE = ("auto", True, False)  # settings whose "auto" the GPU decides (chartrl_colab.models.device)
 # 512 image tokens per chart (Qwen-VL: one token per 28x28 pixels): a chart's labels stay legible, and a T4 fits
 # 8 rollouts. The hub processor's own bound is 12.8 M pixels, which turns a large chart into thousands of tokens.
 DEFAULT_MAX_PIXELS = 512 * 28 * 28
@@ -62,7 +51,7 @@ DEFAULT_BATCH_SIZE = 2  # prompts per device per step
 # The original scripts' flags whose TRL name differs: flag -> (TRL field, the value the flag stores is inverted).
 ALIASES = {"num_epochs": ("num_train_epochs", False), "use_lora": ("use_peft", False),
            "disable_gradient_checkpointing": ("gradient_checkpointing", True)}
-# Settings given under two names at once are one error (cli.parser_for): a setting and what it is derived from.
+# A setting and the one it is derived from: given together, one error (cli.parser_for).
 CONFLICTS = (("batch_size", "per_device_train_batch_size"),)
 
 
@@ -70,12 +59,8 @@ def _help(text: str, **kwargs):
     return field(metadata={"help": text}, **kwargs)
 
 
-def with_default(name: str, value, owner=None):
-    """``owner``'s field ``name`` (its help; default owner: TRL's GRPOConfig) with the package's default ``value``."""
-    if owner is None:
-        import trl
-
-        owner = trl.GRPOConfig
+def with_default(name: str, value, owner):
+    """The dataclass ``owner``'s field ``name`` (its help) with the package's default ``value``."""
     meta = owner.__dataclass_fields__[name].metadata
     return field(default_factory=lambda: list(value), metadata=meta) if isinstance(value, list) else \
         field(default=value, metadata=meta)
@@ -147,8 +132,7 @@ class ChartArguments(SourceArguments, RewardArguments):
 
 # ---------------------------------------------------------------------------------------------- the run
 def __getattr__(name: str):
-    """``RunConfig`` is built on first use: it subclasses TRL's GRPOConfig, which imports torch, and the names
-    above stay importable without it (the notebook form's lists, monitor, device)."""
+    """``RunConfig``, built on first use: TRL's GRPOConfig imports torch, the names above need not."""
     if name != "RunConfig":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()["RunConfig"] = _run_config_class()
@@ -161,22 +145,22 @@ def _run_config_class():
     @dataclass
     class RunConfig(ChartArguments, trl.GRPOConfig, trl.ModelConfig):
         """One training run: TRL's GRPOConfig and ModelConfig fields plus :class:`ChartArguments`; the request as
-        given (validated, ``"auto"``s kept), see the module docstring."""
+        given (validated, ``"auto"``s kept)."""
 
         # TRL's fields with the paper's or the original scripts' defaults (TRL's help text).
         learning_rate: float | None = _help(
             f"AdamW learning rate (none: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
             f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
-        num_train_epochs: float = with_default("num_train_epochs", 1.0)
+        num_train_epochs: float = with_default("num_train_epochs", 1.0, trl.GRPOConfig)
         per_device_train_batch_size: int | None = _help(
             "Completions per device per step (TRL's count); default batch_size * num_generations.", default=None)
-        save_steps: float = with_default("save_steps", 50)
-        save_total_limit: int | None = with_default("save_total_limit", 3)
-        logging_first_step: bool = with_default("logging_first_step", True)
+        save_steps: float = with_default("save_steps", 50, trl.GRPOConfig)
+        save_total_limit: int | None = with_default("save_total_limit", 3, trl.GRPOConfig)
+        logging_first_step: bool = with_default("logging_first_step", True, trl.GRPOConfig)
         report_to: list[str] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
                                      default_factory=lambda: ["tensorboard", "wandb"])
         # The rewards read the gold columns.
-        remove_unused_columns: bool | None = with_default("remove_unused_columns", False)
+        remove_unused_columns: bool | None = with_default("remove_unused_columns", False, trl.GRPOConfig)
         use_peft: bool = with_default("use_peft", True, trl.ModelConfig)
 
         def __post_init__(self) -> None:
@@ -205,18 +189,15 @@ def _run_config_class():
 
         @run_name.setter
         def run_name(self, value) -> None:
-            """TrainingArguments' ``run_name`` field: the run's name is derived, so a given one is not kept
-            (the parser refuses ``--run-name``)."""
+            """TrainingArguments' ``run_name`` field: derived, so a given one is dropped (the parser refuses it)."""
 
         @property
         def run_dir(self) -> str:
-            """``{output_root}/{run_name}``; an empty output_root (the default) is resolved by
-            :func:`chartrl_colab.runs.storage.with_output_root` before a run starts."""
+            """``{output_root}/{run_name}`` (an empty root: :func:`chartrl_colab.runs.storage.with_output_root`)."""
             return os.path.join(self.output_root, self.run_name)
 
         def to_dict(self) -> dict:
-            """Every field as JSON can hold it (TrainingArguments' own: enums as values, a given token redacted;
-            one not given stays None, so ``RunConfig(**cfg.to_dict()) == cfg``)."""
+            """TrainingArguments' JSON form, but a token not given stays None: ``RunConfig(**cfg.to_dict()) == cfg``."""
             return {k: None if k.endswith("_token") and getattr(self, k) is None else v
                     for k, v in super().to_dict().items()}
 
@@ -244,8 +225,7 @@ def prompts_per_device(batch_size, per_device_train_batch_size, num_generations)
 
 
 def check_rewards(rewards, verifier: str, reward_threshold, preset: str = "package") -> None:
-    """The reward names, the verifier among them, a threshold inside the verifier's range under ``preset``:
-    shared by training and generation."""
+    """The reward names, the verifier among them, a threshold inside the verifier's range under ``preset``."""
     if isinstance(rewards, str):
         raise ConfigError(f"rewards={rewards!r} is not valid; give a list of reward names (e.g. ['accuracy'])")
     for name in rewards:
@@ -275,7 +255,7 @@ def check_whole_numbers(cfg, names) -> None:
 
 
 def check_source(cfg) -> None:
-    """:class:`SourceArguments`' values: shared by training and generation."""
+    """:class:`SourceArguments`' values."""
     one_of("vlm_name", cfg.vlm_name, MODEL_NAMES)
     one_of("dataset_name", cfg.dataset_name, DATASET_NAMES)
     one_of("init", cfg.init, INITS)
@@ -296,8 +276,7 @@ def check_gpu_share(cfg) -> None:
                           "between 0.05 and 1 (e.g. 0.3)")
 
 
-# TRL ModelConfig fields that this package reads under another name, or does not apply: refused when changed
-# from TRL's default, rather than silently ignored.
+# TRL ModelConfig fields the package reads under another name, or does not apply: refused when set, not ignored.
 MODEL_CONFIG_ELSEWHERE = {
     "model_name_or_path": "give the model as vlm_name (a hub id, a local folder or an embedded name)",
     "dtype": "the dtype follows precision ('auto', 'bf16', 'fp16', 'fp32')",
@@ -313,7 +292,7 @@ MODEL_CONFIG_ELSEWHERE = {
 
 
 def check_model_config(cfg) -> None:
-    """Refuse a TRL ModelConfig field set away from TRL's default that the package does not apply."""
+    """Refuse a field of :data:`MODEL_CONFIG_ELSEWHERE` set away from TRL's default."""
     import trl
 
     defaults = {f.name: f.default for f in dataclasses.fields(trl.ModelConfig)}
@@ -323,12 +302,12 @@ def check_model_config(cfg) -> None:
 
 
 def validate(cfg) -> None:
-    """Raise ConfigError for the first bad setting (TRL checks its own fields again on the trainer's args)."""
+    """Raise ConfigError for the first bad setting (TRL checks its own again on the trainer's args)."""
     one_of("mode", cfg.mode, MODES)
     check_model_config(cfg)
     check_source(cfg)
     one_of("loss_type", cfg.loss_type, LOSS_TYPES)
-    one_of("grpo_rewards", cfg.grpo_rewards, GRPO_REWARDS)
+    one_of("grpo_rewards", cfg.grpo_rewards, get_args(GrpoRewards))
     one_of("reward_preset", cfg.reward_preset, PRESET_NAMES)
     check_rewards(cfg.rewards, cfg.verifier, cfg.reward_threshold, cfg.reward_preset)
     at_least("lambda_psr", cfg.lambda_psr, 0)
@@ -336,9 +315,8 @@ def validate(cfg) -> None:
     at_least("num_generations", cfg.num_generations, 2, " (GRPO compares completions within a group; try 4 or 8)")
     check_whole_numbers(cfg, ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
                               "max_completion_length", "lora_r", "lora_alpha", "num_iterations"))
-    for name in ("steps_per_generation", "save_total_limit"):
-        if getattr(cfg, name) is not None:
-            check_whole_numbers(cfg, (name,))
+    optional = ("steps_per_generation", "save_total_limit")
+    check_whole_numbers(cfg, [name for name in optional if getattr(cfg, name) is not None])
     at_least("num_epochs", cfg.num_train_epochs, 0)
     if cfg.num_train_epochs == 0:
         raise ConfigError("num_epochs=0 is not valid; it must be > 0 (e.g. 1), or train a fixed number of steps "
@@ -358,14 +336,10 @@ def validate(cfg) -> None:
     if cfg.bf16 or cfg.fp16:
         raise ConfigError("bf16/fp16 are set from precision; give precision='bf16' or 'fp16' instead")
     for name in ("load_in_4bit", "use_vllm"):
-        if getattr(cfg, name) not in TRI_STATE or not isinstance(getattr(cfg, name), (bool, str)):
+        if getattr(cfg, name) not in ("auto", True, False) or not isinstance(getattr(cfg, name), (bool, str)):
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not valid; choose 'auto', True or False")
     check_gpu_share(cfg)
     if cfg.resume not in ("auto", "never") and not os.path.isdir(cfg.resume):
         raise ConfigError(f"resume={cfg.resume!r} is not valid; choose 'auto', 'never' or an existing checkpoint "
                           "folder")
 
-
-def field_names(cls) -> list[str]:
-    """The init fields of a config dataclass (what a notebook parameter or a YAML key may name)."""
-    return [f.name for f in dataclasses.fields(cls) if f.init]

@@ -1,9 +1,5 @@
 """The one exception a user's mistake raises, the checks that raise it, and the one line a fault of the machine
-reads as (:func:`os_fault`).
-
-Every CLI turns :class:`ConfigError` (and an :class:`OSError` :func:`os_fault` words) into one ``error:`` line and
-exit code 2 (see :mod:`chartrl_colab.cli`); the notebooks show its message as it is. Imports only
-:mod:`chartrl_colab.files` from the package.
+reads as (:func:`os_fault`); a CLI prints either as one ``error:`` line and exits 2 (:func:`chartrl_colab.cli.run_cli`).
 """
 
 from __future__ import annotations

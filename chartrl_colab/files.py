@@ -1,12 +1,8 @@
 """Files as other tools save them, and files written whole or not at all.
 
-JSON and JSONL are read the way editors save them: a UTF-8 byte-order mark (Windows Notepad, Excel's
-"CSV UTF-8", some Drive exports) is dropped and CRLF line ends are whitespace, so a file a person opened
-and saved again reads as before. Every JSON file the package reads (data, samples files, ``run.json``,
-``trainer_state.json``, adapter configs) goes through :func:`read_json` or :func:`json_line`.
-
-:func:`atomic_path` gives a temporary name beside the target and renames it over the target only once
-the write finished, so a full disk or a kill never leaves a partial figure or table under the real name.
+Every JSON file the package reads goes through :func:`read_json` or :func:`json_line`, which drop a UTF-8
+byte-order mark (Windows Notepad, Excel's "CSV UTF-8", some Drive exports) and take CRLF line ends: a file a
+person opened and saved again reads as before.
 """
 
 from __future__ import annotations
@@ -57,7 +53,7 @@ def atomic_path(path: str | Path):
 @contextlib.contextmanager
 def naming(path: str | Path):
     """Raise an ``OSError`` of the block that names no file (or a temporary one) again naming ``path``, so the
-    one line a CLI prints for a full disk says where (``chartrl_colab.errors.os_fault``)."""
+    one line a CLI prints for a full disk says where."""
     try:
         yield
     except OSError as err:

@@ -1,10 +1,6 @@
-"""How the package speaks: every module logs through ``logging.getLogger(__name__)``; this sets up where it goes.
-
-Libraries leave logging to the application, so the two applications of this package call
-:func:`configure_logging` once: each CLI's ``run_cli`` and each notebook's setup. Progress and results
-(``INFO``) are plain lines on stdout, as a person reads them in a terminal or a Colab cell; warnings and errors
-go to stderr prefixed ``warning:`` / ``error:``. The handlers look up ``sys.stdout``/``sys.stderr`` when they
-write, so pytest's ``capsys``, papermill's capture and a Colab cell each see the lines they should.
+"""How the package speaks: every module logs through ``logging.getLogger(__name__)``; :func:`configure_logging`
+(called by each CLI's ``run_cli`` and each notebook's setup) says where it goes. The handlers look up
+``sys.stdout``/``sys.stderr`` when they write, so pytest's ``capsys``, papermill and a Colab cell see the lines.
 
 >>> import logging
 >>> _ = configure_logging()
@@ -43,11 +39,9 @@ class _Prefix(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> logging.Logger:
-    """Route the package's loggers: INFO on stdout as plain lines, WARNING and above on stderr with a prefix.
-
-    Idempotent (a second call changes nothing but the level); returns the package's logger. Records do not
-    propagate to the root logger, so a notebook with its own logging setup does not print them twice.
-    """
+    """Route the package's loggers: INFO on stdout as plain lines, WARNING and above on stderr prefixed
+    ``warning:``/``error:``. Idempotent but for the level; records do not propagate to the root logger (a notebook's
+    own logging setup would print them twice). Returns the package's logger."""
     names = [PACKAGE]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name.startswith(PACKAGE + "."):

@@ -1,13 +1,8 @@
 """The repository's address: read from one place, stamped into every notebook, restamped for a fork.
 
-``[project.urls] Repository`` in ``pyproject.toml`` is the one home of the address. Each notebook carries it
-twice, where Colab needs it before the package exists: the "Open in Colab" badge of its first cell and the
-``REPO = "..."`` line of its bootstrap cell (the ``git clone``). A fork runs one command from its clone::
-
-    python -m chartrl_colab.restamp OWNER/REPO      # or: make restamp REPO=OWNER/REPO
-
-which rewrites the pyproject entry, every badge and every clone line; ``tests/test_notebooks.py`` checks
-they agree.
+Its home is ``[project.urls] Repository`` in ``pyproject.toml``; each notebook carries it where Colab needs it
+before the package exists: the "Open in Colab" badge and the bootstrap cell's ``REPO = "..."`` (the ``git clone``).
+A fork runs ``python -m chartrl_colab.restamp OWNER/REPO`` (or ``make restamp REPO=OWNER/REPO``) from its clone.
 
 >>> badge_url("https://github.com/me/fork", "02_train.ipynb")
 'https://colab.research.google.com/github/me/fork/blob/main/notebooks/02_train.ipynb'
@@ -70,22 +65,19 @@ def restamp(repo: str, root: str | Path = ROOT, branch: str = BRANCH) -> list[Pa
     import nbformat
 
     url, root = normalize(repo), Path(root)
+    repo_url(root)  # raises when there is no line to restamp
     changed = []
     pyproject = root / "pyproject.toml"
     text = pyproject.read_text()
-    if not _URL_LINE.search(text):
-        raise ConfigError(f"{pyproject} has no [project.urls] Repository line to restamp")
     new = _URL_LINE.sub(lambda m: f'{m.group(1)}"{url}"', text, count=1)
     if new != text:
         pyproject.write_text(new)
         changed.append(pyproject)
-    owner_repo = url.removeprefix(GITHUB)
     for path in sorted((root / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(str(path), as_version=4)
         before = [cell.source for cell in nb.cells]
         for cell in nb.cells:
-            cell.source = _BADGE.sub(f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/",
-                                     cell.source)
+            cell.source = _BADGE.sub(badge_url(url, "", branch), cell.source)
             if cell.cell_type == "code":
                 cell.source = _CLONE.sub(clone_line(url), cell.source)
         if [cell.source for cell in nb.cells] != before:
