@@ -127,11 +127,9 @@ def parser_for(cls, prog: str, description: str, skip=()) -> argparse.ArgumentPa
                 if action.choices is not None:  # a bad value is validate()'s one line, as for every setting
                     action.metavar = "{" + ",".join(map(str, action.choices)) + "}"
                     action.type, action.choices = str, None
-            for action in self._actions:  # argparse converts a str default: keep the dataclass's own ("no", "")
-                own = fields[action.dest].default if action.dest in fields else None
-                if action.default is None and own is not None and own is not dataclasses.MISSING:
-                    action.default = own  # HfArgumentParser gives a list field with a plain default none
-                if isinstance(action.default, str) and action.type not in (None, str):
+                if action.default is None and fields[action.dest].default not in (None, dataclasses.MISSING):
+                    action.default = fields[action.dest].default  # HfArgumentParser: a list's plain default is none
+                if isinstance(action.default, str) and action.type not in (None, str):  # argparse would convert it
                     action.type = _keeping(action.default, action.type)
             for alias, (dest, inverted) in getattr(cls, "aliases", {}).items():  # further names of a field
                 if dest not in fields or dest in skip:
