@@ -184,19 +184,18 @@ def check_given(parser, argv) -> None:
     """Refuse one setting given under two names (``--num-epochs 2 --num-train-epochs 3``), a pair of
     ``config_class.conflicts`` given together, and a derived setting (a property: ``run_name``)."""
     names: dict[str, set] = {}
-    for flag in argv:
-        if (action := parser._option_string_actions.get(flag.split("=", 1)[0])) is not None:
-            spelling = flag.split("=", 1)[0].lstrip("-").replace("-", "_").removeprefix("no_")
-            names.setdefault(action.dest, set()).add(spelling)
+    for flag in (word.split("=", 1)[0] for word in argv):
+        if (action := parser._option_string_actions.get(flag)) is not None:
+            names.setdefault(action.dest, set()).add(flag.lstrip("-").replace("-", "_").removeprefix("no_"))
     for dest, spellings in names.items():
         if len(spellings) > 1:
             raise ConfigError(f"{' and '.join(sorted(spellings))} are one setting ({dest}); give it once")
         if isinstance(getattr(parser.config_class, dest, None), property):
             raise ConfigError(f"{dest} is derived from the other settings and cannot be set")
-    for a, b in getattr(parser.config_class, "conflicts", ()):
-        if a in names and b in names:
-            raise ConfigError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')} both set the batch: give one "
-                              f"(--{a.replace('_', '-')} counts prompts, --{b.replace('_', '-')} completions)")
+    for pair in getattr(parser.config_class, "conflicts", ()):
+        if set(pair) <= names.keys():
+            a, b = (f"--{name.replace('_', '-')}" for name in pair)
+            raise ConfigError(f"{a} and {b} both set the batch: give one ({a} counts prompts, {b} completions)")
 
 
 def settings_from(parser, values: dict, keep=(), known_only: bool = False) -> dict:
