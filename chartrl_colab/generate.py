@@ -117,9 +117,8 @@ def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: boo
             raise ConfigError("backend='vllm' cannot sample a 4-bit (bitsandbytes) model; use --backend transformers")
         return "vllm"
     # The saved copy vLLM loads is any model (tiny, random init), so hub_model holds here.
-    if cfg.backend == "auto" and device.auto_use_vllm(gpu, has_vllm, source.load_in_4bit, hub_model=True):
-        return "vllm"
-    return "transformers"
+    auto = cfg.backend == "auto" and device.auto_use_vllm(gpu, has_vllm, source.load_in_4bit, hub_model=True)
+    return "vllm" if auto else "transformers"
 
 
 def build_prompts(rows: list[dict]) -> list[list[dict]]:

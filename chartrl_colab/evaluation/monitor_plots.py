@@ -100,12 +100,6 @@ def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
         return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
 
 
-def _panels(runs: dict[str, Columns], keys: tuple[str, ...], stem: str) -> list[str]:
-    if stem == "rewards":  # the total, then every reward function any run logged
-        keys = keys + tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
-    return [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
-
-
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_points`` of a series for drawing: each of ``max_points // 2`` buckets keeps its lowest
     and highest point, in order, so spikes survive and the line looks as the full one at plot resolution.
@@ -118,9 +112,7 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -
         return x, y
     buckets = max(1, max_points // 2)
     size = math.ceil(n / buckets)
-    padded = np.full(buckets * size, np.nan)
-    padded[:n] = y
-    rows = padded.reshape(buckets, size)
+    rows = np.pad(np.asarray(y, dtype=float), (0, buckets * size - n), constant_values=np.nan).reshape(buckets, size)
     base = np.arange(buckets) * size
     low = np.argmin(np.where(np.isnan(rows), np.inf, rows), axis=1) + base
     high = np.argmax(np.where(np.isnan(rows), -np.inf, rows), axis=1) + base
@@ -143,7 +135,9 @@ def plot_metric(histories: dict, stem: str):
     from matplotlib.ticker import MaxNLocator
 
     _, title, ylabel, keys = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
-    panels = _panels(runs, keys, stem)
+    if stem == "rewards":  # the total, then every reward function any run logged
+        keys += tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
+    panels = [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
     if not panels:
         return None
     ncols = min(3, len(panels))

@@ -52,8 +52,7 @@ def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> lis
                 if warn:
                     log.warning("%s: ignoring the unfinished last line %d (an interrupted generation)", path, number)
                 if repair:
-                    with path.open("r+b") as f:
-                        f.truncate(sum(map(len, lines[:-1])))
+                    os.truncate(path, sum(map(len, lines[:-1])))
                 break
             raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
         if (problem := row_problem(row)) is not None:
@@ -142,10 +141,7 @@ def make_row(row: dict, completions: list[str], completion_ids: list[list[int]],
     return {
         "id": row["id"],
         "question": last_user_text(row["prompt"]),
-        "answer": row.get("answer"),
-        "chart_type": row.get("chart_type"),
-        "table": row.get("table"),
-        "reasoning": row.get("reasoning"),
+        **{k: row.get(k) for k in ("answer", "chart_type", "table", "reasoning")},
         # evaluate scores EvoChart's is_clear rows by exact match and reports ChartQA's human/augmented halves
         **{k: row[k] for k in ("is_clear", "human_or_machine") if row.get(k) is not None},
         "completions": completions,

@@ -115,8 +115,8 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
         return {"signal": "loss", "converged": c["converged"] if c["loss_cv"] is not None else None,
                 "window": c["window"], "text": text}
 
-    signal = f"verifier accuracy ({accuracy_key or 'not logged'}) and entropy"
-    out = {"signal": signal, "why_not_loss": _WHY.get(mode, ""), "converged": None, "window": 0}
+    out = {"signal": f"verifier accuracy ({accuracy_key or 'not logged'}) and entropy",
+           "why_not_loss": _WHY.get(mode, ""), "converged": None, "window": 0}
     if accuracy is None or not len(accuracy):
         return {**out, "text": "? Convergence unknown (the log holds no verifier accuracy: no rewards/<verifier>/mean)"}
     w = window_size(len(accuracy), window)
@@ -127,19 +127,18 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
                                f"completion){flat}"}
     if w < 4:
         return {**out, "text": f"? Convergence unknown (fewer than 4 logged steps of verifier accuracy; {w} logged)"}
-    moving = {}
+    moving = []
     acc_moving, acc_change = still_moving(accuracy[-w:], ACCURACY_TOLERANCE)
     if acc_moving:
-        moving["verifier accuracy"] = f"{acc_change:+.3f}"
+        moving.append(f"verifier accuracy {acc_change:+.3f}")
     if entropy is not None and len(entropy) >= 4:
         tail = entropy[-window_size(len(entropy), window):]
         ent_moving, ent_change = still_moving(tail, ENTROPY_TOLERANCE * abs(float(np.mean(tail))))
         if ent_moving:
-            moving["entropy"] = f"{ent_change:+.3f} nats"
+            moving.append(f"entropy {ent_change:+.3f} nats")
     over = f"over the last {w} logged steps"
     if moving:
-        what = ", ".join(f"{k} {v}" for k, v in moving.items())
         return {**out, "converged": False,
-                "text": f"⚠ Not converged yet ({over}, second half against first: {what})"}
+                "text": f"⚠ Not converged yet ({over}, second half against first: {', '.join(moving)})"}
     return {**out, "converged": True,
             "text": f"✓ Converged (verifier accuracy and entropy flat within their noise {over})"}
