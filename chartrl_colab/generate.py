@@ -1,13 +1,10 @@
 """Sample n completions per question from a base model or a trained run, scored as in training.
 
-    python -m chartrl_colab.generate --checkpoint runs/nsr-tiny-synthetic-100-2025 --dataset-name synthetic \\
-        --split test --subset-size 200 --num-samples 64 --temperature 1.0 --output nsr.jsonl
-    python -m chartrl_colab.generate --vlm-name tiny --dataset-name synthetic --split test --output base.jsonl
-
-``--checkpoint`` takes a run directory (its newest complete ``checkpoint-N``) or one ``checkpoint-N``; its base
-model comes from :mod:`chartrl_colab.models.source`. Prompts are built and sampled exactly as TRL's
-``GRPOTrainer`` does in training (``prepare_multimodal_messages``, the chat template, left padding, top-p 1, no
-top-k, cut after the first EOS) and scored by the training reward functions with the arguments TRL passes them.
+Usage: README "Evaluation: pass@k". ``--checkpoint`` takes a run directory (its newest complete
+``checkpoint-N``) or one ``checkpoint-N``; its base model comes from :mod:`chartrl_colab.models.source`.
+Prompts are built and sampled exactly as TRL's ``GRPOTrainer`` does in training (``prepare_multimodal_messages``,
+the chat template, left padding, top-p 1, no top-k, cut after the first EOS) and scored by the training reward
+functions with the arguments TRL passes them.
 
 The output is a samples file (:mod:`chartrl_colab.evaluation.samples`), appended question by question: a rerun
 skips the questions already there and refuses rows made with other settings. Each generate call is seeded from
