@@ -1,30 +1,15 @@
 """Sample n completions per question from a base model or a trained run, scored as in training.
 
-    python -m chartrl_colab.generate --checkpoint runs/nsr-tiny-synthetic-100-2025 --dataset-name synthetic \\
-        --split test --subset-size 200 --num-samples 64 --temperature 1.0 --output nsr.jsonl
-    python -m chartrl_colab.generate --vlm-name tiny --dataset-name synthetic --split test --output base.jsonl
+Usage: README "Evaluation: pass@k". ``--checkpoint`` takes a run directory (its newest complete
+``checkpoint-N``) or one ``checkpoint-N``; its base model comes from :mod:`chartrl_colab.models.source`.
+Prompts are built and sampled exactly as TRL's ``GRPOTrainer`` does in training (``prepare_multimodal_messages``,
+the chat template, left padding, top-p 1, no top-k, cut after the first EOS) and scored by the training reward
+functions with the arguments TRL passes them.
 
-``--checkpoint`` takes a run directory (its newest complete ``checkpoint-N``) or one ``checkpoint-N``;
-without it the base ``--vlm-name`` is sampled. The base model of a checkpoint comes from the run's
-``run.json`` (``vlm_name``, ``init``, ``seed``), else from the adapter's ``base_model_name_or_path``
-(:mod:`chartrl_colab.models.source`).
-
-Prompts are built exactly as TRL's ``GRPOTrainer`` builds them in training (``prepare_multimodal_messages``
-with the row's image, the processor's chat template with a generation prompt, left padding) and sampled
-with TRL's generation settings (top-p 1, no top-k, image token suppressed, cut after the first EOS). The
-completions are scored by the training reward functions, called with the arguments TRL passes them.
-
-The output is a samples file, one JSONL row per question (format: ``chartrl_colab.evaluation.samples``). Rows are
-appended and flushed question by question: rerunning the same command after an interruption skips the
-questions already in the file (a torn last line is dropped) and refuses to mix rows made with other
-settings. Each generate call is seeded from ``(seed, question index, chunk)``, so a resumed file holds
-the same samples as an uninterrupted one on the same machine.
-
-vLLM is used when ``--backend`` is ``vllm``, or ``auto`` and vLLM is installed, the GPU has compute capability
->= 8.0 and the model is not 4-bit (:func:`chartrl_colab.models.device.auto_use_vllm`). The HF model is then merged,
-saved to a temporary folder and freed before vLLM starts, so vLLM gets ``--vllm-gpu-memory-utilization`` of the
-card. The vLLM path is untested on a GPU here (no GPU in CI); the CPU tests run it against a stand-in ``LLM``.
-The samplers (and the model loading they share) live in :mod:`chartrl_colab.models.samplers`.
+The output is a samples file (:mod:`chartrl_colab.evaluation.samples`), appended question by question: a rerun
+skips the questions already there and refuses rows made with other settings. Each generate call is seeded from
+``(seed, question index, chunk)``, so a resumed file equals an uninterrupted one on the same machine. The
+backends (vLLM: README "GPUs"; untested on a GPU) live in :mod:`chartrl_colab.models.samplers`.
 """
 
 from __future__ import annotations
@@ -106,7 +91,6 @@ def validate(cfg: GenerateConfig) -> None:
         raise ConfigError("output is empty; name the JSONL file to write (e.g. samples.jsonl)")
 
 
-# ---------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
     """One flag per GenerateConfig field, same name with dashes, the field's help text and default."""
     return parser_for(GenerateConfig, "python -m chartrl_colab.generate", __doc__.split("\n")[0])
@@ -114,27 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_argv(argv: list[str] | None = None) -> GenerateConfig:
     return build_parser().parse(argv)
-
-
-# ------------------------------------------------------------------------------------------ sampling
-def _call_seed(seed: int, index: int, chunk: int) -> int:
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, index, chunk]).generate_state(1)[0])
-
-
-def _call_groups(ids: list[str], done: set[str], per_call: int) -> dict[int, list[int]]:
-    """Question positions per generate call, for the calls that still have a question to sample.
-
-    Calls group questions by absolute position and are seeded from their first question's position, so a
-    call draws the same samples whatever was sampled before; a call whose rows were cut off part-way (a kill
-    between two rows) is made whole again and only its missing rows are written, so a resumed file equals an
-    uninterrupted one.
-    """
-    groups: dict[int, list[int]] = {}
-    for i in range(len(ids)):
-        groups.setdefault(i // per_call, []).append(i)
-    return {g: members for g, members in groups.items() if any(ids[i] not in done for i in members)}
 
 
 def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: bool = True) -> str:
@@ -151,12 +114,10 @@ def pick_backend(cfg: GenerateConfig, source: ModelSource, gpu=None, detect: boo
             raise ConfigError("backend='vllm' cannot sample a 4-bit (bitsandbytes) model; use --backend transformers")
         return "vllm"
     # The saved copy vLLM loads is any model (tiny, random init), so hub_model holds here.
-    if cfg.backend == "auto" and device.auto_use_vllm(gpu, has_vllm, source.load_in_4bit, hub_model=True):
-        return "vllm"
-    return "transformers"
+    auto = cfg.backend == "auto" and device.auto_use_vllm(gpu, has_vllm, source.load_in_4bit, hub_model=True)
+    return "vllm" if auto else "transformers"
 
 
-# ------------------------------------------------------------------------------------------ scoring
 def build_prompts(rows: list[dict]) -> list[list[dict]]:
     """The prompts GRPOTrainer builds from data rows: the row's image in front of the first user turn."""
     from trl.data_utils import prepare_multimodal_messages
@@ -198,14 +159,6 @@ def score(reward_names, prompt: list[dict], completions: list, completion_ids: l
     return rewards, correct
 
 
-# ------------------------------------------------------------------------------------- the run
-def sampling_preset(cfg: GenerateConfig, source: ModelSource) -> str:
-    """The preset whose prompt and rewards a file is sampled and scored with: the flag's, else the run's, else
-    what training would pick for the data set (so a checkpoint is asked as it was trained)."""
-    return resolve_preset(cfg.reward_preset if cfg.reward_preset != AUTO else (source.reward_preset or AUTO),
-                          cfg.dataset_name)
-
-
 def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
     """What made a row; rows of one file must agree on all of it but the backend."""
     return {
@@ -214,16 +167,14 @@ def settings(cfg: GenerateConfig, source: ModelSource, backend: str) -> dict:
         "vlm_name": source.vlm_name,
         "init": source.init,
         "model_seed": source.seed,
-        "dataset_name": cfg.dataset_name,
-        "split": cfg.split,
-        "seed": cfg.seed,
-        "num_samples": cfg.num_samples,
-        "temperature": cfg.temperature,
-        "max_new_tokens": cfg.max_new_tokens,
+        **{name: getattr(cfg, name) for name in ("dataset_name", "split", "seed", "num_samples", "temperature",
+                                                 "max_new_tokens")},
         "rewards": list(cfg.rewards),
         "verifier": cfg.verifier,
         "reward_threshold": cfg.reward_threshold,
-        "reward_preset": sampling_preset(cfg, source),
+        # The flag's preset, else the run's, else training's for the data set: a checkpoint is asked as trained.
+        "reward_preset": resolve_preset((source.reward_preset or AUTO) if cfg.reward_preset == AUTO
+                                        else cfg.reward_preset, cfg.dataset_name),
         "backend": backend,
     }
 
@@ -233,6 +184,7 @@ def generate_samples(cfg: GenerateConfig) -> Path:
 
     Resumes an existing file of the same settings. Returns the output path.
     """
+    import numpy as np
     from tqdm.auto import tqdm
 
     from chartrl_colab.data.loading import load_chart_dataset
@@ -253,10 +205,10 @@ def generate_samples(cfg: GenerateConfig) -> Path:
     check_resume(output, existing, wanted)
     done = {row["id"] for row in existing}
     ids = data["id"]
-    todo = [i for i, qid in enumerate(ids) if qid not in done]
+    finished = sum(qid in done for qid in ids)
     if existing:
-        log.info(f"Resuming {output}: {len(ids) - len(todo)} of {len(ids)} questions already sampled")
-    if not todo:
+        log.info(f"Resuming {output}: {finished} of {len(ids)} questions already sampled")
+    if finished == len(ids):
         log.info(f"✓ {output}: all {len(ids)} questions sampled")
         return output
 
@@ -264,33 +216,36 @@ def generate_samples(cfg: GenerateConfig) -> Path:
         sampler: samplers.TransformersSampler = samplers.VllmSampler(source, cfg, output.parent)
     else:
         sampler = samplers.TransformersSampler(*samplers.load_for_generation(source), cfg)
-    processor = sampler.processor
     n = cfg.num_samples
     # Questions per generate call; a question's n is split into chunks when n alone exceeds batch_size.
     per_call = max(1, cfg.batch_size // n)
-    groups = _call_groups(ids, done, per_call)
+    # Calls group questions by absolute position and are seeded from their first one, so a call draws the same
+    # samples whatever was sampled before; a call cut off part-way is redone whole and writes only its missing rows.
+    groups = [range(start, min(start + per_call, len(ids))) for start in range(0, len(ids), per_call)]
+    groups = [members for members in groups if any(ids[i] not in done for i in members)]
     chunks = [min(cfg.batch_size, n - start) for start in range(0, n, cfg.batch_size)] if per_call == 1 else [n]
 
     solved = sampled = 0
-    bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="sampling", unit="question")
+    bar = tqdm(total=len(ids), initial=finished, desc="sampling", unit="question")
     # Without a bar (TQDM_DISABLE, as pipelines.run_processes sets): a line per quarter of the questions.
-    finished, quarter = len(ids) - len(todo), max(1, len(ids) // 4)
+    quarter = max(1, len(ids) // 4)
     next_line = finished + quarter
     try:
         with naming(output), output.open("a", encoding="utf-8") as f:
-            for members in groups.values():
+            for members in groups:
                 rows = [data[i] for i in members]
                 prompts = build_prompts(rows)
                 per_question: list[list[list[int]]] = [[] for _ in rows]
                 entropy: list[list] = [[] for _ in rows]
                 for c, size in enumerate(chunks):
-                    for q, got in enumerate(sampler.sample(prompts, size, _call_seed(cfg.seed, members[0], c))):
+                    call_seed = int(np.random.SeedSequence([cfg.seed, members[0], c]).generate_state(1)[0])
+                    for q, got in enumerate(sampler.sample(prompts, size, call_seed)):
                         per_question[q].extend(got)
                         entropy[q].extend(sampler.entropy[q] if sampler.entropy is not None else [None] * len(got))
                 for row, prompt, completion_ids, ent in zip(rows, prompts, per_question, entropy):
                     if row["id"] in done:  # redone only to give its call-mates the same samples as before
                         continue
-                    completions = decode(processor, completion_ids)
+                    completions = decode(sampler.processor, completion_ids)
                     rewards, correct = score(cfg.rewards, prompt, completions, completion_ids, row, cfg.verifier,
                                              cfg.reward_threshold, wanted["reward_preset"])
                     record = make_row(row, [completion_text(c) for c in completions], completion_ids,

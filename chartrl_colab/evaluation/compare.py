@@ -2,11 +2,10 @@
 
 Every model is sampled on the same questions, so a difference in mean pass@k is the mean of the per-question
 differences, its interval resampling the questions once for both models. Runs of one mode with several seeds
-count as one model: the mean is over seeds and questions, the interval resamples each mode's seeds and the
-shared questions, with replacement. Percentile intervals, as :func:`chartrl_colab.evaluation.passk.bootstrap_ci`.
+count as one model: the interval resamples each mode's seeds and the shared questions. Percentile intervals.
 
 Values are per-question pass@k arrays (rows of :func:`chartrl_colab.evaluation.passk.pass_at_k_curve`):
-``(questions,)`` or ``(questions, K)`` for one run, ``(seeds, questions[, K])`` for several.
+``(questions[, K])`` for one run, ``(seeds, questions, K)`` for several.
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ __all__ = ["difference", "difference_cell", "difference_lines", "differences", "
 def _runs(values, name: str) -> np.ndarray:
     """``values`` as (seeds, questions, K) floats: one run given as (questions[, K]) gets a seed axis of 1."""
     arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim == 1:
-        arr = arr[None, :, None]
-    elif arr.ndim == 2:
-        arr = arr[None]
+    if arr.ndim in (1, 2):
+        arr = arr[None, :, None] if arr.ndim == 1 else arr[None]
     if arr.ndim != 3 or 0 in arr.shape:
         raise ConfigError(f"{name} must be per-question values shaped (questions[, K]) or (seeds, questions, K) with "
                           f"at least one seed and one question, got shape {np.shape(values)}")
@@ -51,9 +48,7 @@ def _replicates(groups: list[np.ndarray], n_bootstrap: int, seed: int) -> list[n
 
 def seed_mean(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Mean over seeds and questions with a bootstrap interval resampling both: ``{"mean", "ci_low", "ci_high",
-    "seeds", "per_seed"}``, each value an array over K (``per_seed``: seeds x K, each seed's mean over questions).
-
-    ``values``: (seeds, questions, K), or (questions[, K]) for one run. Every seed must hold the same questions.
+    "seeds", "per_seed"}``, arrays over K (``per_seed``: seeds x K). Every seed must hold the same questions.
 
     >>> s = seed_mean([[[0.2], [0.2]], [[0.6], [0.6]]], n_bootstrap=4000)  # two seeds, two questions, one k
     >>> round(float(s["mean"][0]), 3), [round(float(s[b][0]), 3) for b in ("ci_low", "ci_high")]
@@ -69,10 +64,8 @@ def seed_mean(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed: i
 
 def difference(reference, other, n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """``other`` minus ``reference`` in mean pass@k, paired over questions: ``{"diff", "ci_low", "ci_high",
-    "significant"}`` as arrays over K; ``significant`` where the interval excludes 0.
-
-    Both are per-question values of the same questions in the same order, (questions[, K]) for one run or
-    (seeds, questions, K) for several (the seeds resampled too, each side on its own).
+    "significant"}`` as arrays over K; ``significant`` where the interval excludes 0. Both hold the same
+    questions in the same order (each side's seeds resampled on their own).
 
     >>> d = difference([0.0, 0.5, 1.0, 0.2], [0.1, 0.6, 1.0, 0.3])  # better on 3 of 4 questions, never worse
     >>> round(float(d["diff"][0]), 3), bool(d["significant"][0]), round(float(d["ci_low"][0]), 3)
@@ -100,8 +93,7 @@ def differences(per_question: dict, ks, n_bootstrap: int = 1000, confidence: flo
     for ref, oth in itertools.combinations(per_question, 2):
         d = difference(per_question[ref], per_question[oth], n_bootstrap, confidence, seed)
         out.append({"reference": ref, "other": oth, "k": {
-            str(int(k)): {"diff": float(d["diff"][j]), "ci_low": float(d["ci_low"][j]),
-                          "ci_high": float(d["ci_high"][j]),
+            str(int(k)): {**{name: float(d[name][j]) for name in ("diff", "ci_low", "ci_high")},
                           "significant": bool(d["significant"][j])} for j, k in enumerate(ks)}})
     return out
 
@@ -112,10 +104,9 @@ def difference_cell(d: dict) -> str:
 
 
 def difference_lines(metrics: dict) -> list[str]:
-    """Markdown lines of ``metrics["differences"]`` (from :func:`differences`) at pass@1 and pass@n, n the smallest
-    sample count: one row per pair, the base against each model first. Empty with fewer than two models."""
-    diffs = metrics.get("differences") or []
-    if not diffs:
+    """Markdown lines of ``metrics["differences"]`` at pass@1 and pass@n (n the smallest sample count), one row per
+    pair; empty with fewer than two models."""
+    if not (diffs := metrics.get("differences")):
         return []
     n = max(int(k) for k in diffs[0]["k"])
     ks = [1] if n == 1 else [1, n]

@@ -18,11 +18,8 @@ def events_files(run_dir: Path) -> list[Path]:
 
 
 def history_from_events(run_dir: Path) -> list[dict]:
-    """The log history from TensorBoard events, shaped like ``trainer_state.json``'s ``log_history``.
-
-    transformers writes ``train/<key>`` scalars; a step logged twice (a resumed run repeats the steps
-    after its last checkpoint) keeps the value written last.
-    """
+    """The log history from TensorBoard events, shaped like ``trainer_state.json``'s ``log_history``; a step
+    logged twice (a resumed run repeats the steps after its last checkpoint) keeps the value written last."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     latest: dict[tuple[int, str], tuple[float, float]] = {}  # (step, key) -> (wall time, value)
@@ -43,8 +40,7 @@ def history_from_events(run_dir: Path) -> list[dict]:
 def events_cut(path: Path) -> int | None:
     """Where a TensorBoard events file is cut (its size, when its last record is not whole), or None.
 
-    A record is a little-endian uint64 length, a 4-byte CRC of it, the data and a 4-byte CRC of the data
-    (TFRecord); TensorBoard's reader stops silently at a partial one and hands back the prefix as if whole.
+    A TFRecord is a little-endian uint64 length, a 4-byte CRC of it, the data and a 4-byte CRC of the data.
     """
     size, pos = path.stat().st_size, 0
     with path.open("rb") as f:

@@ -1,6 +1,6 @@
 """The figures of :mod:`chartrl_colab.monitor`: one matplotlib Figure per metric of ``FIGURES``, every run in it
-(each run's raw series faint, its smoothed series on top; long series decimated for drawing). The log histories
-arrive as :class:`Columns`, the by-key view of a log history the summary reads too.
+(each run's raw series faint, its smoothed series on top; long series decimated for drawing), read from
+:class:`Columns`, the by-key view of a log history the summary reads too.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ FIGURES = (
 )
 
 
-# ------------------------------------------------------------------------------------------- numbers
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -43,8 +42,7 @@ def _is_number(value) -> bool:
 class Columns:
     """A log history by key: ``columns[key]`` is (steps, values) over the entries that logged ``key``.
 
-    Built once per run and shared by the summary and every plot; each key is extracted on first use
-    (a long run logs ~40 keys, a figure needs one or a few).
+    Built once per run and shared by the summary and every plot; a key is extracted on first use.
 
     >>> cols = Columns([{"loss": 2.0, "step": 1}, {"train_runtime": 9.0, "step": 1}, {"loss": 1.0, "step": 2}])
     >>> cols["loss"], cols["entropy"][1].size
@@ -59,12 +57,10 @@ class Columns:
 
     def __getitem__(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         if key not in self._cache:
-            self._cache[key] = self._extract(key)
+            self._cache[key] = self._extract(key) if key in self.keys else (np.empty(0), np.empty(0))
         return self._cache[key]
 
     def _extract(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        if key not in self.keys:
-            return np.empty(0), np.empty(0)
         try:  # fast path: numbers and missing entries (None -> NaN)
             values = np.array([e.get(key) for e in self.history], dtype=float)
         except (TypeError, ValueError):  # a non-numeric value somewhere
@@ -78,6 +74,7 @@ class Columns:
 
 def as_columns(history) -> Columns:
     return history if isinstance(history, Columns) else Columns(history)
+
 
 def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
     """Centred moving average (the window shrinks at the ends; NaN/inf values are left out).
@@ -102,19 +99,6 @@ def smooth(values: np.ndarray, window: int | None = None) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums[hi] - sums[lo]) / (counts[hi] - counts[lo])
 
-# ---------------------------------------------------------------------------------------------- plots
-def _panels(runs: dict[str, Columns], keys: tuple[str, ...], stem: str) -> list[str]:
-    if stem == "rewards":  # the total, then every reward function any run logged
-        keys = keys + tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
-    return [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
-
-
-def _panel_title(key: str) -> str:
-    if key == "reward":
-        return "total reward"
-    m = REWARD_KEY.fullmatch(key)
-    return m.group(1) if m else key
-
 
 def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_points`` of a series for drawing: each of ``max_points // 2`` buckets keeps its lowest
@@ -128,9 +112,7 @@ def decimate(x: np.ndarray, y: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -
         return x, y
     buckets = max(1, max_points // 2)
     size = math.ceil(n / buckets)
-    padded = np.full(buckets * size, np.nan)
-    padded[:n] = y
-    rows = padded.reshape(buckets, size)
+    rows = np.pad(np.asarray(y, dtype=float), (0, buckets * size - n), constant_values=np.nan).reshape(buckets, size)
     base = np.arange(buckets) * size
     low = np.argmin(np.where(np.isnan(rows), np.inf, rows), axis=1) + base
     high = np.argmax(np.where(np.isnan(rows), -np.inf, rows), axis=1) + base
@@ -145,17 +127,17 @@ _MARKERS = ("o", "s", "^", "v", "D", "x")
 
 def plot_metric(histories: dict, stem: str):
     """One matplotlib Figure of the ``FIGURES`` entry ``stem`` for every run in ``histories`` (label -> log history
-    or its :class:`Columns`), or None when no run logged it; a figure of several keys has one panel per key.
-
-    Each run has one colour: its raw series faint, its smoothed series on top and labelled. Long series
-    are drawn through :func:`decimate` (smoothing uses every point).
+    or its :class:`Columns`), or None when no run logged it; one colour per run, one panel per key. Smoothing
+    uses every point, drawing goes through :func:`decimate`.
     """
     runs = {label: as_columns(h) for label, h in histories.items()}
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     _, title, ylabel, keys = {f[0]: f for f in FIGURES}.get(stem, (stem, stem, stem, (stem,)))
-    panels = _panels(runs, keys, stem)
+    if stem == "rewards":  # the total, then every reward function any run logged
+        keys += tuple(sorted({k for cols in runs.values() for k in cols.keys if REWARD_KEY.fullmatch(k)}))
+    panels = [k for k in keys if any(len(cols[k][0]) for cols in runs.values())]
     if not panels:
         return None
     ncols = min(3, len(panels))
@@ -179,7 +161,8 @@ def plot_metric(histories: dict, stem: str):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         if len(panels) > 1:
-            ax.set_title(_panel_title(key))
+            reward = REWARD_KEY.fullmatch(key)
+            ax.set_title("total reward" if key == "reward" else reward.group(1) if reward else key)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the data, not on it
     for ax in axes[len(panels):]:
@@ -189,13 +172,11 @@ def plot_metric(histories: dict, stem: str):
 
 
 def write_figures(histories: dict, output_dir: str | Path) -> list[Path]:
-    """Every figure of ``FIGURES`` that some run logged, as ``output_dir/<stem>.png``; returns their paths.
-
-    ``histories``: label -> log history (or its :class:`Columns`).
-    """
+    """Every figure of ``FIGURES`` that some run logged (``histories``: label -> log history or its
+    :class:`Columns`), as ``output_dir/<stem>.png``; returns their paths."""
     from tqdm.auto import tqdm
 
-    histories = {label: as_columns(h) for label, h in histories.items()}
+    histories = {label: as_columns(h) for label, h in histories.items()}  # one extraction for all figures
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -1,15 +1,12 @@
 """The unbiased pass@k estimator (Chen et al., 2021) and bootstrap intervals over questions.
 
-With ``n`` samples of a question of which ``c`` are correct, the chance that ``k`` of them drawn without
-replacement hold at least one correct one is::
+With ``n`` samples of a question of which ``c`` are correct::
 
-    pass@k = 1 - C(n - c, k) / C(n, k)
-           = 1 - prod_{j=0}^{k-1} (1 - c / (n - j))
+    pass@k = 1 - C(n - c, k) / C(n, k) = 1 - prod_{j=0}^{k-1} (1 - c / (n - j))
 
-The binomials overflow long before n = 1024 and their ratio loses all digits when pass@k is small, so the
-product is evaluated in log space, ``pass@k = -expm1(sum_j log1p(-c / (n - j)))``: the partial sums over
-``j`` give every ``k`` at once (one cumulative sum per distinct ``(n, c)``), and ``expm1`` keeps the
-relative precision of small values. Results agree with exact rational arithmetic to ~1e-13 for n <= 1024.
+The binomials overflow long before n = 1024, so the product is evaluated in log space,
+``-expm1(sum_j log1p(-c / (n - j)))``: its partial sums give every k at once, and ``expm1`` keeps small values
+precise. Results agree with exact rational arithmetic to ~1e-13 for n <= 1024.
 """
 
 from __future__ import annotations
@@ -36,47 +33,38 @@ def _check(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> None:
     n, c, k = np.broadcast_arrays(n, c, k)
     if np.any(n < 1):
         raise ConfigError(f"n={int(n.min())} is not valid; a question needs at least 1 sample")
-    if np.any(c < 0) or np.any(c > n):
-        bad = np.flatnonzero(((c < 0) | (c > n)).ravel())[0]
-        raise ConfigError(f"c={int(c.ravel()[bad])} is not valid for n={int(n.ravel()[bad])}; it must be in [0, n]")
+    if (bad := (c < 0) | (c > n)).any():
+        i = bad.argmax()
+        raise ConfigError(f"c={int(c.flat[i])} is not valid for n={int(n.flat[i])}; it must be in [0, n]")
     if np.any(k < 1):
         raise ConfigError(f"k={int(k.min())} is not valid; k must be >= 1")
-    if np.any(k > n):
-        bad = np.flatnonzero((k > n).ravel())[0]
-        raise ConfigError(
-            f"k={int(k.ravel()[bad])} exceeds n={int(n.ravel()[bad])}: pass@k needs at least k samples per question; "
-            f"choose k <= {int(n.min())} or sample more"
-        )
-
-
-def _log_miss(n: np.ndarray, c: np.ndarray, kmax: int) -> np.ndarray:
-    """``log(C(n-c, k) / C(n, k))`` for k = 1..kmax, one row per (n, c) pair (1-D arrays); -inf when it is 0.
-
-    Entries with k > n are meaningless and never read.
-    """
-    j = np.arange(kmax)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # c / (n - j) reaches 1 exactly at j = n - c (C(n-c, k) = 0 from there on); clip past it and past n.
-        frac = np.minimum(c[:, None] / np.maximum(n[:, None] - j, 1), 1.0)
-        return np.cumsum(np.log1p(-frac), axis=1)
+    if (bad := k > n).any():
+        i = bad.argmax()
+        raise ConfigError(f"k={int(k.flat[i])} exceeds n={int(n.flat[i])}: pass@k needs at least k samples per "
+                          f"question; choose k <= {int(n.min())} or sample more")
 
 
 def _pairs(n: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct (n, c) pairs of 1-D ``n``, ``c`` and, per element, the index of its pair."""
     # One int64 key per pair: a 1-D unique is far faster than np.unique(axis=0) on rows.
-    keys = n * (int(n.max()) + 1) + c
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    return uniq // (int(n.max()) + 1), uniq % (int(n.max()) + 1), inverse.ravel()
+    base = int(n.max()) + 1
+    uniq, inverse = np.unique(n * base + c, return_inverse=True)
+    return uniq // base, uniq % base, inverse.ravel()
 
 
 def _pass_table(n_u: np.ndarray, c_u: np.ndarray, ks: np.ndarray) -> np.ndarray:
     """pass@k of each distinct (n, c) pair (rows) at each k of 1-D ``ks`` (columns), built in chunks."""
     kmax = int(ks.max())
+    j = np.arange(kmax)
     out = np.empty((len(n_u), len(ks)))
     step = max(1, _TABLE_CHUNK // kmax)
     for start in range(0, len(n_u), step):
-        table = _log_miss(n_u[start:start + step], c_u[start:start + step], kmax)
-        out[start:start + step] = -np.expm1(table[:, ks - 1])
+        n, c = n_u[start:start + step, None], c_u[start:start + step, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # c / (n - j) reaches 1 exactly at j = n - c (C(n-c, k) = 0 from there on); clip past it and past n
+            # (entries with k > n are never read).
+            log_miss = np.cumsum(np.log1p(-np.minimum(c / np.maximum(n - j, 1), 1.0)), axis=1)
+        out[start:start + step] = -np.expm1(log_miss[:, ks - 1])
     return out
 
 
@@ -98,15 +86,12 @@ def pass_at_k(n, c, k):
     """
     n, c, k = np.broadcast_arrays(_as_counts("n", n), _as_counts("c", c), _as_counts("k", k))
     _check(n, c, k)
-    shape = n.shape
-    n, c, k = n.ravel(), c.ravel(), k.ravel()
-    out = np.empty(n.shape, dtype=np.float64)
+    out = np.empty(n.shape)
     if n.size:
         # Questions share few (n, c) pairs (c in 0..n) and few k: one small table, then a gather.
-        n_u, c_u, pair = _pairs(n, c)
+        n_u, c_u, pair = _pairs(n.ravel(), c.ravel())
         k_u, k_index = np.unique(k, return_inverse=True)
-        out[:] = _pass_table(n_u, c_u, k_u)[pair, k_index.ravel()]
-    out = out.reshape(shape)
+        out = _pass_table(n_u, c_u, k_u)[pair, k_index.ravel()].reshape(n.shape)
     return float(out) if out.ndim == 0 else out
 
 
@@ -156,9 +141,8 @@ def bootstrap_ci(values, n_bootstrap: int = 1000, confidence: float = 0.95, seed
     # Resample counts (multinomial) times values is one matrix product per chunk: no (B, Q, K) gather.
     step = max(1, (1 << 22) // q)
     for start in range(0, int(n_bootstrap), step):
-        stop = min(int(n_bootstrap), start + step)
-        counts = rng.multinomial(q, np.full(q, 1.0 / q), size=stop - start)
-        means[start:stop] = counts @ flat / q
+        block = means[start:start + step]
+        block[:] = rng.multinomial(q, np.full(q, 1.0 / q), size=len(block)) @ flat / q
     low, high = percentile_interval(means, flat.mean(axis=0), confidence)
     if values.ndim == 1:
         return float(low[0]), float(high[0])

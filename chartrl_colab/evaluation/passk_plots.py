@@ -1,8 +1,7 @@
 """The pass@k figures: curves with bootstrap bands, pass@1/pass@n bars, paired differences, means over seeds.
 
-Each draws the numbers of :mod:`chartrl_colab.evaluate` or :mod:`chartrl_colab.evaluation.compare` on a matplotlib
-``Figure`` (no pyplot: no display needed, and a notebook's backend is left alone) and writes one PNG whole or not
-at all (a full disk leaves no partial plot).
+Each draws on a matplotlib ``Figure`` (no pyplot: a notebook's backend is left alone) and writes one PNG whole
+or not at all.
 """
 
 from __future__ import annotations
@@ -64,9 +63,9 @@ def plot_bars(metrics: dict, path: Path) -> Path:
     width = 0.38
     fig, ax = _axes((max(4.5, 1.4 * len(labels) + 2), 4.5))
     for offset, key, name in ((-width / 2, "pass_at_1", "pass@1"), (width / 2, "pass_at_n", "pass@n")):
-        vals = np.array([metrics["models"][lb][key]["mean"] for lb in labels])
-        err = np.array([[vals[i] - metrics["models"][lb][key]["ci_low"] for i, lb in enumerate(labels)],
-                        [metrics["models"][lb][key]["ci_high"] - vals[i] for i, lb in enumerate(labels)]])
+        cells = [metrics["models"][lb][key] for lb in labels]
+        vals = np.array([c["mean"] for c in cells])
+        err = np.array([vals - [c["ci_low"] for c in cells], [c["ci_high"] for c in cells] - vals])
         bars = ax.bar(x + offset, vals, width, yerr=np.clip(err, 0, None), capsize=3, label=name)
         ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     ax.set_xticks(x, [f"{lb}\n(n={metrics['models'][lb]['n']})" for lb in labels])
@@ -78,8 +77,7 @@ def plot_bars(metrics: dict, path: Path) -> Path:
 
 
 def _band_lines(lines: list, path: Path, ylabel: str, title: str, zero_line: bool = False) -> Path:
-    """One line with its band per ``(label, colour, cells)`` of ``lines`` against k (log2 axis); ``cells`` holds
-    the arrays ``k``, ``mean``, ``ci_low`` and ``ci_high``."""
+    """One line with its band per ``(label, colour, {"k", "mean", "ci_low", "ci_high"})`` against k (log2 axis)."""
     fig, ax = _axes((8.5, 4.5))
     if zero_line:
         ax.axhline(0.0, color="black", linewidth=0.8)
@@ -94,8 +92,8 @@ def _band_lines(lines: list, path: Path, ylabel: str, title: str, zero_line: boo
 
 
 def plot_differences(metrics: dict, path: Path) -> Path:
-    """pass@k of each model minus the first model's (the base), k = 1..n, with the paired bands: where the pass@k
-    curves lie on top of each other, this shows which way each model moved and whether the band leaves 0."""
+    """pass@k of each model minus the first model's (the base), k = 1..n, with the paired bands: which way each
+    model moved where the pass@k curves lie on top of each other."""
     base = metrics["labels"][0]
     lines = []
     for i, d in enumerate(d for d in metrics.get("differences", []) if d["reference"] == base):
@@ -110,9 +108,8 @@ def plot_differences(metrics: dict, path: Path) -> Path:
 
 
 def plot_seed_means(curves: dict, path: Path, title: str, ylabel: str = "pass@k") -> Path:
-    """One line per model: mean pass@k over seeds and questions with its band (``curves``: label ->
-    ``{"k", "mean", "ci_low", "ci_high", "seeds"}``, as :func:`chartrl_colab.evaluation.compare.seed_mean`
-    gives, plus the k)."""
+    """One line per model: mean pass@k over seeds and questions with its band (``curves``: label -> a
+    :func:`chartrl_colab.evaluation.compare.seed_mean` result plus its ``"k"``)."""
     lines = [(f"{label} ({c['seeds']} seed{'s' if c['seeds'] != 1 else ''})", f"C{i}", {**c, "k": np.asarray(c["k"])})
              for i, (label, c) in enumerate(curves.items())]
     return _band_lines(lines, path, ylabel, title)

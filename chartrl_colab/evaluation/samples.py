@@ -1,5 +1,4 @@
-"""The samples file: one JSONL row per question, written by ``chartrl_colab.generate`` and read by
-``chartrl_colab.evaluate``.
+"""The samples file: one JSONL row per question, written by ``chartrl_colab.generate``, read by ``evaluate``.
 
 A row::
 
@@ -8,13 +7,11 @@ A row::
      "rewards": {reward name: [n floats or null]}, "correct": [n bools], "n", "num_correct",
      "generation": {model, checkpoint, dataset, seed, temperature, ... the settings that made the row}}
 
-A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is
-not correct); a sample is truncated when it does not end with an EOS token (cut by the length limit). A
-sample's ``entropy`` is the mean, over its tokens, of the entropy (nats) of the distribution each token was
-drawn from (softmax of the logits / temperature); null where the sampler cannot see the logits (vLLM).
-Rows are appended and synced as they are made, so an interrupted run leaves whole rows and at most a
-torn last line: reading skips that line, and reading to resume cuts it off. The rows of one file must
-agree on all their ``generation`` settings but the backend.
+A sample is correct when its ``verifier`` reward is >= ``reward_threshold`` (null, "not applicable", is not);
+truncated when it does not end with an EOS token. ``entropy`` is the mean over a sample's tokens of the entropy
+(nats) of the distribution each was drawn from (softmax of logits / temperature); null where the sampler cannot
+see the logits (vLLM). Rows are appended and synced as made, so an interrupted run leaves at most a torn last
+line. The rows of one file agree on all their ``generation`` settings but the backend.
 """
 
 from __future__ import annotations
@@ -32,8 +29,6 @@ __all__ = ["append_row", "check_resume", "make_row", "read_rows", "row_problem",
 
 log = logging.getLogger(__name__)
 
-# Settings that may differ between the rows of one file: the backend changes how, not what, is sampled.
-_NOT_COMPARED_ON_RESUME = ("backend",)
 
 
 def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> list[dict]:
@@ -52,13 +47,12 @@ def read_rows(path: str | Path, repair: bool = False, warn: bool = False) -> lis
             row = json_line(line)
             if not isinstance(row, dict) or "id" not in row:
                 raise ValueError("not a row with an id")
-        except ValueError as err:  # not JSON (or not a row): torn when it is the last line
+        except ValueError as err:
             if number == len(lines):  # the last line: a write cut short
                 if warn:
                     log.warning("%s: ignoring the unfinished last line %d (an interrupted generation)", path, number)
                 if repair:
-                    with path.open("r+b") as f:
-                        f.truncate(sum(map(len, lines[:-1])))
+                    os.truncate(path, sum(map(len, lines[:-1])))
                 break
             raise ConfigError(f"{path}: line {number} is not a samples row ({err}); the file is damaged") from None
         if (problem := row_problem(row)) is not None:
@@ -103,18 +97,16 @@ _LISTS = {
 
 
 def row_problem(row: dict) -> str | None:
-    """What is wrong with the types of a samples row (one field named), or None. Fields a row lacks are not
-    checked here (evaluate says which it needs); present ones must have the types generate writes, and its
-    per-sample lists one length."""
+    """What is wrong with the types of a samples row (one field named), or None. Present fields must have the
+    types generate writes, and the per-sample lists one length; missing ones are evaluate's to name."""
     for name, (what, ok) in _SCALARS.items():
         if name in row and not ok(row[name]):
             return f"field {name!r} holds {row[name]!r}, not {what}"
     lists = {name: row[name] for name in _LISTS if name in row}
-    rewards = row.get("rewards")
     if "rewards" in row:
-        if not isinstance(rewards, dict):
-            return f"field 'rewards' holds {rewards!r}, not an object of reward name -> list of numbers or nulls"
-        lists.update({f"rewards.{k}": v for k, v in rewards.items()})
+        if not isinstance(row["rewards"], dict):
+            return f"field 'rewards' holds {row['rewards']!r}, not an object of reward name -> list of numbers or nulls"
+        lists.update({f"rewards.{k}": v for k, v in row["rewards"].items()})
     for name, value in lists.items():
         what, ok = _LISTS.get(name, _NUMBERS)
         if not isinstance(value, list):
@@ -135,7 +127,7 @@ def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
     for row in rows:
         have = row.get("generation") or {}
         for key, value in wanted.items():
-            if key not in _NOT_COMPARED_ON_RESUME and have.get(key) != value:
+            if key != "backend" and have.get(key) != value:  # the backend changes how, not what, is sampled
                 raise ConfigError(
                     f"{path} holds samples made with {key}={have.get(key)!r}, not {value!r} (question {row['id']}); "
                     "pass another --output, or delete the file to start over"
@@ -144,16 +136,12 @@ def check_resume(path: Path, rows: list[dict], wanted: dict) -> None:
 
 def make_row(row: dict, completions: list[str], completion_ids: list[list[int]], eos_token_ids,
              rewards: dict[str, list], correct: list[bool], generation: dict, entropy: list | None = None) -> dict:
-    """The samples row of one data-set ``row``: its gold fields, the completions and their scores.
-
-    ``entropy``: each completion's mean per-token entropy (None: unknown, stored as nulls)."""
+    """The samples row of one data-set ``row``: its gold fields, the completions and their scores (``entropy``
+    None: unknown, stored as nulls)."""
     return {
         "id": row["id"],
         "question": last_user_text(row["prompt"]),
-        "answer": row.get("answer"),
-        "chart_type": row.get("chart_type"),
-        "table": row.get("table"),
-        "reasoning": row.get("reasoning"),
+        **{k: row.get(k) for k in ("answer", "chart_type", "table", "reasoning")},
         # evaluate scores EvoChart's is_clear rows by exact match and reports ChartQA's human/augmented halves
         **{k: row[k] for k in ("is_clear", "human_or_machine") if row.get(k) is not None},
         "completions": completions,

@@ -1,10 +1,9 @@
 """Whether a run has settled, judged by what its objective can move (the training summary's verdict).
 
-grpo keeps the original scripts' verdict: converged when the loss's std/|mean| over the last logged steps is
-below ``CONVERGENCE_THRESHOLD``. psr, nsr and w-reinforce cannot: on-policy their loss is set by which samples
-a step kept, not by learning (``_WHY``). They are judged by the two signals they move, the verifier accuracy
-(TRL's ``rewards/<reward function>/mean``) and the completions' token entropy: settled when neither moves
-beyond its noise over the last window (:func:`still_moving`).
+grpo keeps the original scripts' verdict on the loss (:func:`convergence`). The on-policy loss of psr, nsr and
+w-reinforce is set by which samples a step kept, not by learning (``_WHY``): they are judged by the verifier
+accuracy (TRL's ``rewards/<reward function>/mean``) and the token entropy, settled when neither moves beyond
+its noise over the last window (:func:`still_moving`).
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def window_size(n: int, window: int | None) -> int:
 def convergence(losses: np.ndarray, window: int | None) -> dict:
     """The original scripts' verdict on the loss: std/|mean| over the last window below ``CONVERGENCE_THRESHOLD``."""
     w = window_size(len(losses), window)
-    tail = losses[-w:] if w else losses
+    tail = losses[-w:]
     mean = float(np.mean(tail)) if w >= 2 else 0.0
     # NaN in the window (a diverged loss) gives a NaN ratio: not converged, and the summary says nan.
     cv = float(np.std(tail)) / abs(mean) if mean != 0 else None
@@ -69,8 +68,8 @@ def verifier_key(keys, verifier: str | None = None) -> str | None:
 
 
 def trend(values: np.ndarray, window: int | None) -> dict | None:
-    """The mean of the first and of the last ``h`` logged values and the change between them, where ``h`` is
-    the window (at most half the values, so the two do not overlap); None without values.
+    """The means of the first and last ``h`` finite values and their change, ``h`` the window (at most half the
+    values); None without values.
 
     >>> trend(np.array([0.0, 0.0, 0.5, 1.0]), None)
     {'first': 0.0, 'last': 0.75, 'change': 0.75, 'window': 2}
@@ -100,8 +99,7 @@ def still_moving(values: np.ndarray, tolerance: float) -> tuple[bool, float]:
 def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, entropy: np.ndarray | None,
           window: int | None = None, accuracy_key: str | None = None) -> dict:
     """The verdict of one run: ``signal`` (what was read), ``converged`` (True, False or None: unknown) and
-    ``text`` (the summary's line). grpo (and a run of unknown mode) is judged by its loss (:func:`convergence`);
-    psr, nsr and w-reinforce by verifier accuracy and entropy (the module docstring says why).
+    ``text`` (the summary's line). A run of unknown mode is judged by its loss, as grpo.
     """
     if mode is None or mode in LOSS_JUDGED:
         c = convergence(losses, window)
@@ -117,8 +115,8 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
         return {"signal": "loss", "converged": c["converged"] if c["loss_cv"] is not None else None,
                 "window": c["window"], "text": text}
 
-    signal = f"verifier accuracy ({accuracy_key or 'not logged'}) and entropy"
-    out = {"signal": signal, "why_not_loss": _WHY.get(mode, ""), "converged": None, "window": 0}
+    out = {"signal": f"verifier accuracy ({accuracy_key or 'not logged'}) and entropy",
+           "why_not_loss": _WHY.get(mode, ""), "converged": None, "window": 0}
     if accuracy is None or not len(accuracy):
         return {**out, "text": "? Convergence unknown (the log holds no verifier accuracy: no rewards/<verifier>/mean)"}
     w = window_size(len(accuracy), window)
@@ -129,19 +127,18 @@ def judge(mode: str | None, losses: np.ndarray, accuracy: np.ndarray | None, ent
                                f"completion){flat}"}
     if w < 4:
         return {**out, "text": f"? Convergence unknown (fewer than 4 logged steps of verifier accuracy; {w} logged)"}
-    moving = {}
+    moving = []
     acc_moving, acc_change = still_moving(accuracy[-w:], ACCURACY_TOLERANCE)
     if acc_moving:
-        moving["verifier accuracy"] = f"{acc_change:+.3f}"
+        moving.append(f"verifier accuracy {acc_change:+.3f}")
     if entropy is not None and len(entropy) >= 4:
         tail = entropy[-window_size(len(entropy), window):]
         ent_moving, ent_change = still_moving(tail, ENTROPY_TOLERANCE * abs(float(np.mean(tail))))
         if ent_moving:
-            moving["entropy"] = f"{ent_change:+.3f} nats"
+            moving.append(f"entropy {ent_change:+.3f} nats")
     over = f"over the last {w} logged steps"
     if moving:
-        what = ", ".join(f"{k} {v}" for k, v in moving.items())
         return {**out, "converged": False,
-                "text": f"⚠ Not converged yet ({over}, second half against first: {what})"}
+                "text": f"⚠ Not converged yet ({over}, second half against first: {', '.join(moving)})"}
     return {**out, "converged": True,
             "text": f"✓ Converged (verifier accuracy and entropy flat within their noise {over})"}
