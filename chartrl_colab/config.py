@@ -55,7 +55,8 @@ ALIASES = {"num_epochs": ("num_train_epochs", False), "use_lora": ("use_peft", F
 CONFLICTS = (("batch_size", "per_device_train_batch_size"),)
 
 
-def _help(text: str, **kwargs):
+def setting(text: str, **kwargs):
+    """A dataclass field with ``--help`` text ``text`` (HfArgumentParser reads ``metadata["help"]``)."""
     return field(metadata={"help": text}, **kwargs)
 
 
@@ -71,16 +72,16 @@ def with_default(name: str, value, owner):
 class SourceArguments:
     """The model and the questions: shared by training and :class:`chartrl_colab.generate.GenerateConfig`."""
 
-    vlm_name: ModelName = _help(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default); with "
+    vlm_name: ModelName = setting(f"Model: one of {', '.join(MODEL_NAMES)} ('tiny' is the embedded default); with "
                           "generate --checkpoint, the run's own base model.", default="tiny")
-    init: Init = _help(
+    init: Init = setting(
         "'pretrained' weights, or 'random' to build the architecture from its config.", default="pretrained")
-    dataset_name: DatasetName = _help(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
-    data_dir: str | None = _help("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
-    seed: int = _help("Seed for data order, sampling and the embedded model.", default=2025)
-    subset_size: int | None = _help("Number of prompts taken from the split (none/full/all: the whole split).",
+    dataset_name: DatasetName = setting(f"Data set: one of {', '.join(DATASET_NAMES)}.", default="synthetic")
+    data_dir: str | None = setting("Local files of a hub data set (see chartrl_colab.data.loading).", default=None)
+    seed: int = setting("Seed for data order, sampling and the embedded model.", default=2025)
+    subset_size: int | None = setting("Number of prompts taken from the split (none/full/all: the whole split).",
                                     default=100)
-    max_pixels: int | None = _help(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image "
+    max_pixels: int | None = setting(f"Largest image, in pixels, before it is scaled down (28x28 pixels per image "
                                    f"token; default {DEFAULT_MAX_PIXELS} = 512 tokens; none: the model's own bound; "
                                    "generate: a run's own setting wins).", default=DEFAULT_MAX_PIXELS)
 
@@ -89,11 +90,11 @@ class SourceArguments:
 class RewardArguments:
     """The rewards and the verdict: shared by training and generation."""
 
-    rewards: list[str] = _help(f"Reward functions, of {', '.join(REWARD_NAMES)}.",
+    rewards: list[str] = setting(f"Reward functions, of {', '.join(REWARD_NAMES)}.",
                                default_factory=lambda: list(REWARD_NAMES))
-    verifier: str = _help("The reward that judges correctness.", default="accuracy")
-    reward_threshold: float = _help("A sample is correct when its verifier reward >= this.", default=0.5)
-    reward_preset: str = _help(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': "
+    verifier: str = setting("The reward that judges correctness.", default="accuracy")
+    reward_threshold: float = setting("A sample is correct when its verifier reward >= this.", default=0.5)
+    reward_preset: str = setting(f"Reward functions and system prompt: one of {', '.join(PRESET_NAMES)} ('chart-rvr': "
                                "the original Chart-RVR scales, layout and prompt; 'package': bounded rewards, a short "
                                "prompt), or 'auto': package on the embedded synthetic charts, chart-rvr otherwise "
                                "(generate: a checkpoint's own).", default=AUTO)
@@ -103,29 +104,29 @@ class RewardArguments:
 class ChartArguments(SourceArguments, RewardArguments):
     """The package's own training settings: what TRL's GRPOConfig and ModelConfig lack."""
 
-    mode: Mode = _help(
+    mode: Mode = setting(
         f"Training objective: one of {', '.join(MODES)}.", default="grpo")
-    lambda_psr: float = _help("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
-    grpo_rewards: GrpoRewards = _help(
+    lambda_psr: float = setting("W-REINFORCE weight of correct samples (incorrect ones weigh 1).", default=0.1)
+    grpo_rewards: GrpoRewards = setting(
         "What grpo's advantage is built from: 'verifier' (default) the verifier reward alone, like the paper's GRPO "
         "baseline and like psr/nsr/w-reinforce, which always learn from it; 'all' the sum of every reward "
         "(Chart-RVR's setting). Sets TRL's reward_weights (1 for the verifier, 0 for the rest) unless they are "
         "given, so it is also what the logged `reward` means in every mode.", default="verifier")
-    batch_size: int | None = _help(
+    batch_size: int | None = setting(
         f"Prompts per device per step (default {DEFAULT_BATCH_SIZE}); each step trains on batch_size * "
         "num_generations completions, TRL's per_device_train_batch_size (give one of the two).", default=None)
-    precision: Precision = _help(
+    precision: Precision = setting(
         "Weights and autocast: 'auto' (bf16 at compute capability >= 8.0, fp16 below, fp32 on a CPU), bf16, fp16 "
         "or fp32; sets TRL's bf16/fp16.", default="auto")
-    load_in_4bit: bool | str = _help("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes); 'auto': "
+    load_in_4bit: bool | str = setting("QLoRA: load the base model in 4 bits (needs CUDA and bitsandbytes); 'auto': "
                                      "on a GPU under 24 GiB (a T4), for the hub models.", default="auto")
-    use_vllm: bool | str = _help("Sample rollouts with vLLM (TRL's colocate mode); 'auto': when vllm is installed, "
+    use_vllm: bool | str = setting("Sample rollouts with vLLM (TRL's colocate mode); 'auto': when vllm is installed, "
                                  "the GPU has compute capability >= 8.0 and the model is not 4-bit.", default="auto")
-    output_root: str = _help("Folder holding run directories (default: $CHARTRL_ROOT; in Colab with Drive mounted "
+    output_root: str = setting("Folder holding run directories (default: $CHARTRL_ROOT; in Colab with Drive mounted "
                              "/content/drive/MyDrive/chartrl/runs; else ./runs).", default="")
-    resume: str = _help("'auto': continue from the run directory's newest complete checkpoint; 'never'; or a "
+    resume: str = setting("'auto': continue from the run directory's newest complete checkpoint; 'never'; or a "
                         "checkpoint folder.", default="auto")
-    staging_dir: str = _help("Local folder the Trainer writes checkpoints to, each complete one then copied to the "
+    staging_dir: str = setting("Local folder the Trainer writes checkpoints to, each complete one then copied to the "
                              "run dir in the background. Used when set, and always when output_root is on Google "
                              "Drive (default there: a folder under the system temp dir).", default="")
 
@@ -148,16 +149,16 @@ def _run_config_class():
         given (validated, ``"auto"``s kept)."""
 
         # TRL's fields with the paper's or the original scripts' defaults (TRL's help text).
-        learning_rate: float | None = _help(
+        learning_rate: float | None = setting(
             f"AdamW learning rate (none: {LEARNING_RATE_LORA:g} with LoRA, {LEARNING_RATE_FULL:g} without; the paper's "
             f"{LEARNING_RATE_FULL:g} is for full fine-tuning).", default=None)
         num_train_epochs: float = with_default("num_train_epochs", 1.0, trl.GRPOConfig)
-        per_device_train_batch_size: int | None = _help(
+        per_device_train_batch_size: int | None = setting(
             "Completions per device per step (TRL's count); default batch_size * num_generations.", default=None)
         save_steps: float = with_default("save_steps", 50, trl.GRPOConfig)
         save_total_limit: int | None = with_default("save_total_limit", 3, trl.GRPOConfig)
         logging_first_step: bool = with_default("logging_first_step", True, trl.GRPOConfig)
-        report_to: list[str] = _help("Loggers: tensorboard, wandb (offline unless logged in), or none.",
+        report_to: list[str] = setting("Loggers: tensorboard, wandb (offline unless logged in), or none.",
                                      default_factory=lambda: ["tensorboard", "wandb"])
         # The rewards read the gold columns.
         remove_unused_columns: bool | None = with_default("remove_unused_columns", False, trl.GRPOConfig)

@@ -18,7 +18,7 @@ import argparse
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -30,6 +30,7 @@ from chartrl_colab.config import (
     check_rewards,
     check_source,
     check_whole_numbers,
+    setting,
     with_default,
 )
 from chartrl_colab.errors import ConfigError, at_least, one_of
@@ -44,31 +45,27 @@ Backend = Literal["auto", "transformers", "vllm"]
 BACKENDS = get_args(Backend)
 
 
-def _help(text: str, **kwargs):
-    return field(metadata={"help": text}, **kwargs)
-
-
 @dataclass
 class GenerateConfig(SourceArguments, RewardArguments):
     """What to sample: the model and questions (:class:`~chartrl_colab.config.SourceArguments`), the rewards
     that score (:class:`~chartrl_colab.config.RewardArguments`, training's fields), and sampling's own."""
 
-    checkpoint: str = _help("A run directory (its newest complete checkpoint) or a checkpoint-N folder; "
+    checkpoint: str = setting("A run directory (its newest complete checkpoint) or a checkpoint-N folder; "
                             "empty: sample the base --vlm-name.", default="")
-    split: str = _help("Split to sample questions from.", default="test")
+    split: str = setting("Split to sample questions from.", default="test")
     subset_size: int | None = with_default("subset_size", 200, SourceArguments)
-    num_samples: int = _help("Completions sampled per question (n of pass@k).", default=64)
-    temperature: float = _help("Sampling temperature.", default=1.0)
-    max_new_tokens: int = _help("Longest completion, in tokens.", default=512)
-    batch_size: int = _help("Completions per generate call: n is split into chunks of this size, or "
+    num_samples: int = setting("Completions sampled per question (n of pass@k).", default=64)
+    temperature: float = setting("Sampling temperature.", default=1.0)
+    max_new_tokens: int = setting("Longest completion, in tokens.", default=512)
+    batch_size: int = setting("Completions per generate call: n is split into chunks of this size, or "
                             "batch_size // n questions share a call; lower it when memory runs out.", default=16)
-    output: str = _help("JSONL file to write; an existing file of the same settings is resumed.",
+    output: str = setting("JSONL file to write; an existing file of the same settings is resumed.",
                         default="samples.jsonl")
-    backend: Backend = _help(
+    backend: Backend = setting(
         f"Sampler: {', '.join(BACKENDS)} (auto: vLLM when installed and a GPU is there).", default="auto")
-    load_in_4bit: bool = _help("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
+    load_in_4bit: bool = setting("Load the base model in 4 bits (needs CUDA and bitsandbytes); also implied by "
                                "a run trained with it.", default=False)
-    vllm_gpu_memory_utilization: float = _help("Share of GPU memory vLLM may take (the HF model is freed "
+    vllm_gpu_memory_utilization: float = setting("Share of GPU memory vLLM may take (the HF model is freed "
                                                 "before it starts).", default=0.85)
 
     def __post_init__(self) -> None:
