@@ -96,12 +96,10 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     ...                CHART_RVR_EXAMPLE + "\\nmore"])
     [2.0, 0.0, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = match is not None and "</think>" not in match.group("steps") and "</answer>" not in match.group("answer")
-        rewards.append(2.0 if ok else 0.0)
-    return rewards
+    def ok(match: re.Match | None) -> bool:
+        return match is not None and "</think>" not in match.group("steps") and "</answer>" not in match.group("answer")
+
+    return [2.0 if ok(_FORMAT_RE.fullmatch(completion_text(c))) else 0.0 for c in completions]
 
 
 def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:

@@ -130,13 +130,11 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     >>> format_reward([good, "<think>no type</think><answer>3</answer>", "3"])
     [2.0, 0.0, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = (match is not None and "<think>" not in match.group("think")  # one block each: no nesting or repeats
-              and "<answer>" not in match.group("answer") and _THINK_LAYOUT_RE.search(match.group("think")) is not None)
-        rewards.append(2.0 if ok else 0.0)
-    return rewards
+    def ok(match: re.Match | None) -> bool:  # one block each: no nesting or repeats
+        return (match is not None and "<think>" not in match["think"] and "<answer>" not in match["answer"]
+                and _THINK_LAYOUT_RE.search(match["think"]) is not None)
+
+    return [2.0 if ok(_FORMAT_RE.fullmatch(completion_text(c))) else 0.0 for c in completions]
 
 
 def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
@@ -242,7 +240,7 @@ def _cell_match(pred: Any, gold: Any, tolerance: float = 0.05) -> bool:
 
 
 def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
-    """Score a parsed table: 0.25 for parsing + 0.25 x header overlap + 0.5 x cell overlap."""
+    """``table_reward``'s score of a parsed table."""
     gold_cols, pred_cols = _columns(gold), _columns(pred)
     common = sum((Counter(gold_cols) & Counter(pred_cols)).values())  # a predicted header matches one gold at most
     header = common / max(len(gold_cols), len(pred_cols)) if gold_cols or pred_cols else 0.0

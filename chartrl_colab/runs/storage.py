@@ -47,21 +47,18 @@ FINAL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safete
 def in_colab(marker: str | Path | None = None) -> bool:
     """True inside a Google Colab runtime: the ``google.colab`` module *and* Colab's hostname file (Kaggle sets
     look-alike variables, and ``google.colab`` alone can be pip-installed)."""
-    marker = COLAB_MARKER if marker is None else marker
     has_module = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
-    return has_module and Path(marker).exists()
+    return has_module and Path(marker or COLAB_MARKER).exists()
 
 
 def drive_mounted(mount: str | Path | None = None) -> bool:
     """True when Google Drive's MyDrive folder is under ``mount``."""
-    mount = DRIVE_MOUNT if mount is None else mount
-    return (Path(mount) / "MyDrive").is_dir()
+    return (Path(mount or DRIVE_MOUNT) / "MyDrive").is_dir()
 
 
 def mount_drive(mount: str | Path | None = None, marker: str | Path | None = None) -> bool:
     """Mount Google Drive in Colab; True when mounted. Outside Colab, or with no front end to authorise the
     mount (papermill's kernel), it says so and returns False."""
-    mount = DRIVE_MOUNT if mount is None else mount
     if drive_mounted(mount):
         return True
     if not in_colab(marker):
@@ -70,7 +67,7 @@ def mount_drive(mount: str | Path | None = None, marker: str | Path | None = Non
     try:
         from google.colab import drive  # type: ignore[import-not-found]
 
-        drive.mount(str(mount))
+        drive.mount(str(mount or DRIVE_MOUNT))
     except Exception as err:  # noqa: BLE001 - any failure means "no Drive", which the caller handles
         log.warning("could not mount Google Drive (%s); runs stay on this machine", err)
         return False
@@ -81,20 +78,17 @@ def default_output_root(env=None, mount: str | Path | None = None, marker: str |
     """Where run directories go without ``--output-root``: ``$CHARTRL_ROOT``; in Colab with Drive mounted
     ``{mount}/MyDrive/chartrl/runs``, without it ``/content/runs`` (lost at disconnect); elsewhere ``./runs``."""
     env = os.environ if env is None else env
-    mount = DRIVE_MOUNT if mount is None else mount
     if env.get(ROOT_ENV):
         return Path(env[ROOT_ENV])
     if in_colab(marker):
-        return Path(mount) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
+        return Path(mount or DRIVE_MOUNT) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
     return Path("runs")
 
 
 def with_output_root(cfg):
     """``cfg``, or a copy with an empty ``output_root`` set to :func:`default_output_root`: the machine decides,
     so it is resolved when a run is located, not in the settings."""
-    if cfg.output_root:
-        return cfg
-    return dataclasses.replace(cfg, output_root=str(default_output_root()))
+    return cfg if cfg.output_root else dataclasses.replace(cfg, output_root=str(default_output_root()))
 
 
 # ---------------------------------------------------------------------------------- complete checkpoints
@@ -250,8 +244,7 @@ def find_resume_checkpoint(resume: str, run_dirs, warn: bool = True) -> Path | N
 # ------------------------------------------------------------------------------- Drive: copy, rotate
 def on_drive(path: str | Path, mount: str | Path | None = None) -> bool:
     """True when ``path`` lies on the Google Drive mount (slow FUSE; writes there go through staging)."""
-    mount = DRIVE_MOUNT if mount is None else mount
-    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount))
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount or DRIVE_MOUNT))
 
 
 def staging_dir(run_name: str) -> Path:
