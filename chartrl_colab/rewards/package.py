@@ -67,9 +67,7 @@ def reasoning_text(text: str) -> str:
     ('B is taller.', '')
     """
     think = parse_tag(text, "think")
-    if think is None:
-        return ""
-    return _WS_RE.sub(" ", _TYPE_TABLE_RE.sub(" ", think)).strip()
+    return "" if think is None else _WS_RE.sub(" ", _TYPE_TABLE_RE.sub(" ", think)).strip()
 
 
 def _normalize_text(text: str) -> str:
@@ -82,8 +80,7 @@ def _parse_number(text: str) -> tuple[float, ...] | None:
 
     A percentage yields both readings (``"45%"`` -> 45 and 0.45) so "45" and "0.45" both match it.
     """
-    text = text.strip().rstrip(".").strip()
-    match = _NUMBER_RE.fullmatch(text)
+    match = _NUMBER_RE.fullmatch(text.strip().rstrip(".").strip())
     if match is None or (match.group("sign") and match.group("sign2")):
         return None
     value = float(match.group("num").replace(",", ""))  # the pattern admits only digits, commas and one point
@@ -183,7 +180,6 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
 
 
 def _normalize_chart_type(text: str) -> str:
-    """Compare chart types without case or a trailing "chart"/"graph"/"plot" ("Bar chart" is "bar")."""
     return re.sub(r"\s+(?:chart|graph|plot)$", "", _normalize_text(text))
 
 
@@ -210,8 +206,7 @@ def _load_table(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, str):
         return None
     text = raw.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)  # models often fence their JSON
-    if fenced:
+    if fenced := re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL):  # models often fence their JSON
         text = fenced.group(1).strip()
     try:
         table = json.loads(text)

@@ -117,8 +117,7 @@ def state_problem(state, step: int | None = None) -> str | None:
     """
     if not isinstance(state, dict):
         return f"{TRAINER_STATE} is not a JSON object"
-    missing = [k for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)
-               or isinstance(state.get(k), bool)]
+    missing = [k for k, kind in STATE_FIELDS.items() if type(state.get(k)) is not kind]  # a bool is no step
     if missing:
         return f"{TRAINER_STATE} lacks {', '.join(missing)}"
     if step is not None and state["global_step"] != step:
