@@ -2,15 +2,7 @@
 
 Transcribed from Chart-RVR (sanchit97/chartrl, ``grpo_utils.py``; prompt: ``prompts.py`` template 4) so
 GRPO sees the same reward sums, hence the same advantages, as the paper's runs. The layout is
-newline-strict::
-
-    <think>
-    <type>bar</type>
-    <table>{"columns": [...], "rows": [[...], ...]}</table>
-    <step-1>: ...
-    <step-2>: ...
-    </think>
-    <answer>5</answer>
+newline-strict, as ``CHART_RVR_EXAMPLE`` shows.
 
 Scales (the original's): format 0 or 2; tags 0 or 2; accuracy 0 or 1; chart_type 0 or 1; length 0..2.5;
 table 0..(1.25 + 0.5 x columns); reasoning a raw cosine in [-1, 1]. The original's bugs are fixed, not copied
