@@ -2,28 +2,12 @@
 
 Transcribed from Chart-RVR (sanchit97/chartrl, ``grpo_utils.py``; prompt: ``prompts.py`` template 4) so
 GRPO sees the same reward sums, hence the same advantages, as the paper's runs. The layout is
-newline-strict::
-
-    <think>
-    <type>bar</type>
-    <table>{"columns": [...], "rows": [[...], ...]}</table>
-    <step-1>: ...
-    <step-2>: ...
-    </think>
-    <answer>5</answer>
+newline-strict, as ``CHART_RVR_EXAMPLE`` shows.
 
 Scales (the original's): format 0 or 2; tags 0 or 2; accuracy 0 or 1; chart_type 0 or 1; length 0..2.5;
-table 0..(1.25 + 0.5 x columns); reasoning a raw cosine in [-1, 1].
-
-The original's bugs are fixed, not copied (README, "Reproducing Chart-RVR"): accuracy (1) a gold 0 now needs an
-exact 0 and (2) the error is divided by ``|gold|``, so a negative gold no longer makes any number correct; table
-(3) credit is divided by the larger of the two tables, not the predicted row count, and extra rows or columns no
-longer void the comparison, (4) an unparseable ``<table>`` scores 0, not the previous completion's table; (5) a
-missing tag scores 0 instead of handing the whole completion to chart_type, length, table and reasoning; format
-(6) only blanks may follow ``</answer>`` (``re.MULTILINE`` let text follow it on a later line).
-
-Every reward follows TRL's signature; a ``None`` gold gives ``None`` ("not applicable"), where the original
-raised or returned 0. Pure (stdlib) apart from the similarity model of ``reasoning_reward``.
+table 0..(1.25 + 0.5 x columns); reasoning a raw cosine in [-1, 1]. The original's bugs are fixed, not copied
+(listed in the README, "Reproducing Chart-RVR"). A ``None`` gold gives ``None`` ("not applicable", TRL's
+signature), where the original raised or returned 0.
 """
 
 from __future__ import annotations
@@ -49,9 +33,8 @@ CHART_RVR_EXAMPLE = (
 )
 """A completion in the layout the prompt asks for; it scores full marks under ``format_reward``."""
 
-# Template 4's words, block for block. Its leading indentation and two stray line-continuation backslashes
-# are dropped; the concrete example is added because the template's skeleton alone puts an instruction
-# line between <think> and <type>, which its own format reward scores 0.
+# Template 4's words, block for block, without its indentation and two stray backslashes; the example is added
+# because the template's skeleton puts an instruction line between <think> and <type>, which its format scores 0.
 CHART_RVR_PROMPT = (
     "You are a vision-language assistant. You are given a chart image and a query about the chart.\n"
     "Think step-by-step about how to answer the query based on the chart image and then provide the final "
@@ -98,21 +81,17 @@ _COUNT_PATTERNS = ("<type>", "</type>", "<think>", "</think>", "<answer>", "</an
 
 
 def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
-    """2.0 when the completion is exactly
-    ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>``.
-
-    Only blanks may follow ``</answer>``; no block may hold a second ``</think>`` or ``</answer>``.
+    """2.0 for exactly ``<think>\\n<type>..</type>\\n<table>..</table>..</think>\\n<answer>..</answer>`` and blanks;
+    no block may hold a second ``</think>`` or ``</answer>``.
 
     >>> format_reward([CHART_RVR_EXAMPLE, CHART_RVR_EXAMPLE.replace("<think>\\n", "<think>"),
     ...                CHART_RVR_EXAMPLE + "\\nmore"])
     [2.0, 0.0, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = match is not None and "</think>" not in match.group("steps") and "</answer>" not in match.group("answer")
-        rewards.append(2.0 if ok else 0.0)
-    return rewards
+    def ok(match: re.Match | None) -> bool:
+        return match is not None and "</think>" not in match.group("steps") and "</answer>" not in match.group("answer")
+
+    return [2.0 if ok(_FORMAT_RE.fullmatch(completion_text(c))) else 0.0 for c in completions]
 
 
 def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:

@@ -5,16 +5,14 @@ The policy answers as ``ANSWER_FORMAT`` asks::
     <think><type>bar</type><table>{"columns": ["label", "value"], "rows": [["A", 3], ["B", 5]]}</table>
     reasoning text</think><answer>5</answer>
 
-Each reward is a TRL reward function ``f(completions, **gold_columns) -> list[float | None]``; completions are
-strings or conversational lists, and a ``None`` reward means "not applicable" (a missing gold: TRL leaves it out
-of the weighted sum). Scales: format 0 or 2; accuracy 0 or 1 (ChartQA-relaxed, 5%); length, tags, chart_type,
-table and reasoning in [0, 1]. The original's own scales and layout are the ``chart-rvr`` preset
-(:mod:`.chart_rvr`); both read completions and golds with :mod:`.completions`. Pure (stdlib); the reasoning
-reward's similarity model loads on first use (:mod:`.similarity`).
+Each is a TRL reward function ``f(completions, **gold_columns) -> list[float | None]`` (None: no gold, "not
+applicable"; see :mod:`.completions`). Scales: format 0 or 2; accuracy 0 or 1 (ChartQA-relaxed, 5%); length,
+tags, chart_type, table and reasoning in [0, 1]. The original's scales and layout are :mod:`.chart_rvr`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -69,9 +67,7 @@ def reasoning_text(text: str) -> str:
     ('B is taller.', '')
     """
     think = parse_tag(text, "think")
-    if think is None:
-        return ""
-    return _WS_RE.sub(" ", _TYPE_TABLE_RE.sub(" ", think)).strip()
+    return "" if think is None else _WS_RE.sub(" ", _TYPE_TABLE_RE.sub(" ", think)).strip()
 
 
 def _normalize_text(text: str) -> str:
@@ -84,8 +80,7 @@ def _parse_number(text: str) -> tuple[float, ...] | None:
 
     A percentage yields both readings (``"45%"`` -> 45 and 0.45) so "45" and "0.45" both match it.
     """
-    text = text.strip().rstrip(".").strip()
-    match = _NUMBER_RE.fullmatch(text)
+    match = _NUMBER_RE.fullmatch(text.strip().rstrip(".").strip())
     if match is None or (match.group("sign") and match.group("sign2")):
         return None
     value = float(match.group("num").replace(",", ""))  # the pattern admits only digits, commas and one point
@@ -115,11 +110,10 @@ def relaxed_match(pred: str, gold: str, tolerance: float = 0.05) -> bool:
         return False
     pred_values, gold_values = _parse_number(pred), _parse_number(gold)
     if pred_values is not None and gold_values is not None:
-        for p in pred_values:
-            for g in gold_values:
-                # the epsilon keeps the exact 5% boundary (105 vs 100) inside despite float rounding
-                if (p == g) if g == 0 else abs(p - g) / abs(g) <= tolerance + 1e-9:
-                    return True
+        # the epsilon keeps the exact 5% boundary (105 vs 100) inside despite float rounding
+        if any(p == g if g == 0 else abs(p - g) / abs(g) <= tolerance + 1e-9
+               for p, g in itertools.product(pred_values, gold_values)):
+            return True
     return _normalize_text(pred) == _normalize_text(gold)
 
 
@@ -133,13 +127,11 @@ def format_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     >>> format_reward([good, "<think>no type</think><answer>3</answer>", "3"])
     [2.0, 0.0, 0.0]
     """
-    rewards: list[float | None] = []
-    for completion in completions:
-        match = _FORMAT_RE.fullmatch(completion_text(completion))
-        ok = (match is not None and "<think>" not in match.group("think")  # one block each: no nesting or repeats
-              and "<answer>" not in match.group("answer") and _THINK_LAYOUT_RE.search(match.group("think")) is not None)
-        rewards.append(2.0 if ok else 0.0)
-    return rewards
+    def ok(match: re.Match | None) -> bool:  # one block each: no nesting or repeats
+        return (match is not None and "<think>" not in match["think"] and "<answer>" not in match["answer"]
+                and _THINK_LAYOUT_RE.search(match["think"]) is not None)
+
+    return [2.0 if ok(_FORMAT_RE.fullmatch(completion_text(c))) else 0.0 for c in completions]
 
 
 def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any) -> list[float | None]:
@@ -165,10 +157,9 @@ def accuracy_reward(completions: list[Any], answer: Sequence[Any], **kwargs: Any
 def length_reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
     """Reward ``min(1, words / LENGTH_TARGET_WORDS)`` for the free reasoning inside ``<think>``.
 
-    Only the reasoning counts (``<type>`` and ``<table>`` are removed) so a long table cannot buy length.
-    Chart-RVR rewarded a 150-250 character ``<think>`` window plus ``<step-k>`` markers; this is the
-    smooth, bounded version without step markers. Over-long rambling is not rewarded further, and it is
-    kept in check by truncation costing the format and accuracy rewards. No ``<think>`` block scores 0.0.
+    Only the reasoning counts (``<type>`` and ``<table>`` removed), so a long table cannot buy length; a smooth
+    version of Chart-RVR's character window and ``<step-k>`` markers (rambling is kept in check by truncation
+    costing format and accuracy). No ``<think>`` block scores 0.0.
 
     >>> length_reward(["<think>" + "word " * 25 + "</think>", "<think>" + "word " * 80 + "</think>", "none"])
     [0.5, 1.0, 0.0]
@@ -189,7 +180,6 @@ def tag_count_reward(completions: list[Any], **kwargs: Any) -> list[float | None
 
 
 def _normalize_chart_type(text: str) -> str:
-    """Compare chart types without case or a trailing "chart"/"graph"/"plot" ("Bar chart" is "bar")."""
     return re.sub(r"\s+(?:chart|graph|plot)$", "", _normalize_text(text))
 
 
@@ -216,8 +206,7 @@ def _load_table(raw: Any) -> dict[str, Any] | None:
     if not isinstance(raw, str):
         return None
     text = raw.strip()
-    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)  # models often fence their JSON
-    if fenced:
+    if fenced := re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL):  # models often fence their JSON
         text = fenced.group(1).strip()
     try:
         table = json.loads(text)
@@ -246,11 +235,10 @@ def _cell_match(pred: Any, gold: Any, tolerance: float = 0.05) -> bool:
 
 
 def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
-    """Score a parsed table: 0.25 for parsing + 0.25 x header overlap + 0.5 x cell overlap."""
+    """``table_reward``'s score of a parsed table."""
     gold_cols, pred_cols = _columns(gold), _columns(pred)
-    header = 0.0
-    if gold_cols or pred_cols:  # each predicted header matches at most one gold header
-        header = sum((Counter(gold_cols) & Counter(pred_cols)).values()) / max(len(gold_cols), len(pred_cols))
+    common = sum((Counter(gold_cols) & Counter(pred_cols)).values())  # a predicted header matches one gold at most
+    header = common / max(len(gold_cols), len(pred_cols)) if gold_cols or pred_cols else 0.0
 
     gold_rows, pred_rows = _rows(gold), _rows(pred)
     # Read predicted cells through the gold column order, so swapped but correctly named columns still match.
@@ -266,9 +254,7 @@ def _table_score(pred: dict[str, Any], gold: dict[str, Any]) -> float:
     # exact matches break ties, since neighbouring rows can be within 5% of each other.
     free = list(range(len(pred_rows)))
     cell_hits = 0
-    for gold_row in gold_rows:
-        if not free:
-            break
+    for gold_row in gold_rows[: len(pred_rows)]:  # each pairing uses up one predicted row
         best = max(free, key=lambda i: (hits(pred_rows[i], gold_row), hits(pred_rows[i], gold_row, 0.0)))
         cell_hits += hits(pred_rows[best], gold_row)
         free.remove(best)
@@ -306,11 +292,10 @@ def table_reward(completions: list[Any], table: Sequence[Any] | None = None, **k
 
 def reasoning_reward(completions: list[Any], reasoning: Sequence[str | None] | None = None,
                      **kwargs: Any) -> list[float | None]:
-    """Reward the cosine similarity, clipped to [0, 1], of the ``<think>`` reasoning and the gold rationale.
+    """Reward the cosine similarity, clipped to [0, 1], of :func:`reasoning_text` and the gold rationale.
 
-    The reasoning is the ``<think>`` text without its ``<type>`` and ``<table>`` blocks; empty reasoning
-    scores 0.0. Embeddings come from all-MiniLM-L6-v2 (:func:`chartrl_colab.rewards.similarity.load_similarity_model`),
-    one batched ``encode`` call per invocation. A ``None`` or blank gold gives ``None`` (and loads no model).
+    Empty reasoning scores 0.0. Embeddings: all-MiniLM-L6-v2 (:mod:`.similarity`), one batched ``encode`` per
+    call. A ``None`` or blank gold gives ``None`` (and loads no model).
 
     >>> scores = reasoning_reward(["<think>Sales rose each year, peaking in 2020.</think><answer>2020</answer>",
     ...                            "<think>I like pizza.</think><answer>2020</answer>", "<answer>2020</answer>"],

@@ -1,16 +1,16 @@
 """One writer per run directory: a lock that a dead process does not hold.
 
-``{run_dir}/.lock`` is ``flock``-ed through filelock's ``UnixFileLock``: the kernel drops it when its process dies,
-SIGKILL included. The file also holds who writes the run (process id, machine, start time), for the one-line
-refusal. A writer on another machine (Drive seen from a second Colab runtime) holds no ``flock`` we can see: it
-refreshes the file every :data:`HEARTBEAT` seconds, and its lock lapses once the file is older than
-:data:`STALE_AFTER` seconds. That part stays ours: filelock's ``SoftFileLease`` lets a contender take a lease only
-after watching it unchanged for the whole lease itself, so a fresh runtime would be refused forever (or wait),
-breaking the README's "lapses two minutes after that machine's last heartbeat". A released lock is an empty file.
+``{run_dir}/.lock`` is ``flock``-ed through filelock's ``UnixFileLock`` (the kernel drops it when its process
+dies, SIGKILL included) and names the writer (process id, machine, start time); released, it is an empty file.
+A writer on another machine (Drive seen from a second Colab runtime) holds no ``flock`` we can see: it touches
+the file every :data:`HEARTBEAT` seconds and its lock lapses :data:`STALE_AFTER` seconds after the last touch.
+That part stays ours: filelock's ``SoftFileLease`` admits a contender only after watching the lease unchanged
+for a whole lease, so a fresh runtime could not take over two minutes after the last heartbeat (README).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -112,10 +112,8 @@ class RunLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            try:
+            with contextlib.suppress(OSError):  # a Drive hiccup: the next beat tries again
                 os.utime(self.path)
-            except OSError:
-                pass  # Drive hiccup: the next beat tries again
 
     def _close(self) -> None:
         if self._flock is not None:
@@ -129,10 +127,8 @@ class RunLock:
         if self._fd is None:
             return
         self._stop.set()
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
-        except OSError:
-            pass
         self._close()
 
     def __enter__(self) -> RunLock:

@@ -1,20 +1,16 @@
-"""A run's ``run.json``: its settings, library versions, git commit, start and end times, one entry per start.
-
-Written atomically (temp file, then rename); a failed write warns and never stops training. Pure: no torch.
-"""
+"""A run's ``run.json``: its settings, library versions, git commit, start and end times, one entry per start."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
 from chartrl_colab.config import MODES
 from chartrl_colab.errors import ConfigError
-from chartrl_colab.files import read_json
+from chartrl_colab.files import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +33,7 @@ _LIBRARIES = ("chartrl-colab", "torch", "transformers", "trl", "peft", "accelera
 
 
 def run_mode(run_dir: str | Path) -> tuple[str | None, str | None]:
-    """(mode, verifier reward name) of a run, from its run.json; the mode from the run's name when that is missing
-    or unreadable (None when neither says)."""
+    """(mode, verifier reward name) of a run from its run.json, else the mode from the run's name, else None."""
     try:
         info = read_run_json(run_dir)
     except (OSError, ValueError):
@@ -53,8 +48,7 @@ def run_mode(run_dir: str | Path) -> tuple[str | None, str | None]:
 
 
 def library_versions(names=_LIBRARIES) -> dict[str, str | None]:
-    """Python's version and the installed versions of ``names`` (None: not installed); by default the
-    libraries a run depends on, as ``run.json`` records them."""
+    """Python's version and the installed versions of ``names`` (None: not installed)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
@@ -83,23 +77,18 @@ def _now() -> str:
 
 
 def write_run_json(run_dir: str | Path, record: dict) -> None:
-    """Write ``run.json`` atomically (temp file, then rename); a failure warns and never stops training."""
+    """Write ``run.json`` atomically (a kill leaves the old one whole); a failure warns and never stops training."""
     path = Path(run_dir) / RUN_JSON
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(RUN_JSON + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     except OSError as err:
         log.warning("could not write %s: %s", path, err)
 
 
 def start_run_record(run_dir: str | Path, config: dict, resumed_from: str | Path | None, step: int = 0) -> dict:
-    """Create or update ``run.json`` at the start of a (re)started run; returns the record.
-
-    It holds the config, library versions, the git commit, the first start time, the end time (null while
-    running) and one entry per start: when, and from which checkpoint (null: from scratch).
-    """
+    """Create or update ``run.json`` at a (re)start (``resumed_from`` None: from scratch); returns the record."""
     record = read_run_json(run_dir) or {"started": _now(), "resumes": []}
     record.update(config=config, versions=library_versions(), git_commit=git_commit(), ended=None)
     record["resumes"].append({"at": _now(), "from_checkpoint": str(resumed_from) if resumed_from else None,

@@ -1,9 +1,7 @@
 """When a run directory may be continued: the settings that must match its ``run.json``, and when it is finished.
 
-A rerun continues the run recorded in ``run.json`` only with the settings that made it: a new learning rate,
-threshold or number of generations would make one run of two. What may change is where the run is stored,
-how often it logs and saves, and how far it goes (``max_steps``/``num_epochs`` raised). A setting the
-``run.json`` of an older run does not record is not compared. Pure: reads no file.
+A new learning rate, threshold or number of generations would make one run of two; where the run is stored, how
+often it logs and saves, and how far it goes may change (README, "Settings are checked on resume"). Pure.
 """
 
 from __future__ import annotations
@@ -35,19 +33,17 @@ def changed_settings(recorded: dict, current: dict) -> list[tuple[str, object, o
     """
     out = []
     for name, new in current.items():
-        if name in FREE or name not in recorded:
+        if name in FREE or name not in recorded:  # an older run.json's missing setting is not compared
             continue
         old, new = recorded[name], json.loads(json.dumps(new))  # tuples as the JSON lists run.json holds
-        if old == new or (name in EXTENT and _raised(name, old, new)):
-            continue
-        out.append((name, old, new))
+        if old != new and not (name in EXTENT and _raised(name, old, new)):
+            out.append((name, old, new))
     return out
 
 
 def check_same_settings(run_dir, recorded: dict, current: dict) -> None:
     """Raise ConfigError naming each changed setting with both values and the ways out."""
-    changed = changed_settings(recorded, current)
-    if changed:
+    if changed := changed_settings(recorded, current):
         diffs = ", ".join(f"{name} {old!r} -> {new!r}" for name, old, new in changed)
         raise ConfigError(f"run directory {run_dir} was trained with other settings ({diffs}); rerun with the run's "
                           "settings to resume it, or start it over with --resume never, or give the new settings "

@@ -47,21 +47,18 @@ FINAL_FILES = ("adapter_model.safetensors", "adapter_config.json", "model.safete
 def in_colab(marker: str | Path | None = None) -> bool:
     """True inside a Google Colab runtime: the ``google.colab`` module *and* Colab's hostname file (Kaggle sets
     look-alike variables, and ``google.colab`` alone can be pip-installed)."""
-    marker = COLAB_MARKER if marker is None else marker
     has_module = "google.colab" in sys.modules or importlib.util.find_spec("google.colab") is not None
-    return has_module and Path(marker).exists()
+    return has_module and Path(marker or COLAB_MARKER).exists()
 
 
 def drive_mounted(mount: str | Path | None = None) -> bool:
-    """True when Google Drive is mounted at ``mount`` (its MyDrive folder is there)."""
-    mount = DRIVE_MOUNT if mount is None else mount
-    return (Path(mount) / "MyDrive").is_dir()
+    """True when Google Drive's MyDrive folder is under ``mount``."""
+    return (Path(mount or DRIVE_MOUNT) / "MyDrive").is_dir()
 
 
 def mount_drive(mount: str | Path | None = None, marker: str | Path | None = None) -> bool:
-    """Mount Google Drive in Colab; True when it is mounted afterwards. Outside Colab, or in a kernel with no
-    front end to authorise the mount (papermill's), it says so and returns False."""
-    mount = DRIVE_MOUNT if mount is None else mount
+    """Mount Google Drive in Colab; True when mounted. Outside Colab, or with no front end to authorise the
+    mount (papermill's kernel), it says so and returns False."""
     if drive_mounted(mount):
         return True
     if not in_colab(marker):
@@ -70,7 +67,7 @@ def mount_drive(mount: str | Path | None = None, marker: str | Path | None = Non
     try:
         from google.colab import drive  # type: ignore[import-not-found]
 
-        drive.mount(str(mount))
+        drive.mount(str(mount or DRIVE_MOUNT))
     except Exception as err:  # noqa: BLE001 - any failure means "no Drive", which the caller handles
         log.warning("could not mount Google Drive (%s); runs stay on this machine", err)
         return False
@@ -81,20 +78,17 @@ def default_output_root(env=None, mount: str | Path | None = None, marker: str |
     """Where run directories go without ``--output-root``: ``$CHARTRL_ROOT``; in Colab with Drive mounted
     ``{mount}/MyDrive/chartrl/runs``, without it ``/content/runs`` (lost at disconnect); elsewhere ``./runs``."""
     env = os.environ if env is None else env
-    mount = DRIVE_MOUNT if mount is None else mount
     if env.get(ROOT_ENV):
         return Path(env[ROOT_ENV])
     if in_colab(marker):
-        return Path(mount) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
+        return Path(mount or DRIVE_MOUNT) / DRIVE_RUNS if drive_mounted(mount) else Path("/content/runs")
     return Path("runs")
 
 
 def with_output_root(cfg):
-    """``cfg`` with an empty ``output_root`` replaced by :func:`default_output_root` (a copy; else ``cfg``): where
-    runs live depends on the machine, so it is decided when a run is about to be located, not in the settings."""
-    if cfg.output_root:
-        return cfg
-    return dataclasses.replace(cfg, output_root=str(default_output_root()))
+    """``cfg``, or a copy with an empty ``output_root`` set to :func:`default_output_root`: the machine decides,
+    so it is resolved when a run is located, not in the settings."""
+    return cfg if cfg.output_root else dataclasses.replace(cfg, output_root=str(default_output_root()))
 
 
 # ---------------------------------------------------------------------------------- complete checkpoints
@@ -113,8 +107,8 @@ STATE_FIELDS = {"global_step": int, "train_batch_size": int, "log_history": list
 
 
 def state_problem(state, step: int | None = None) -> str | None:
-    """Why a parsed ``trainer_state.json`` cannot be resumed from or read (None: it can): the one completeness
-    rule for resume, monitor and generate. ``step``: the N of its ``checkpoint-N`` folder, which it must match.
+    """Why a parsed ``trainer_state.json`` cannot be resumed from or read (None: it can); ``step``: the N of its
+    ``checkpoint-N`` folder, which ``global_step`` must match.
 
     >>> state_problem({"global_step": 4, "train_batch_size": 8, "log_history": []}, step=4) is None
     True
@@ -123,8 +117,7 @@ def state_problem(state, step: int | None = None) -> str | None:
     """
     if not isinstance(state, dict):
         return f"{TRAINER_STATE} is not a JSON object"
-    missing = [k for k, kind in STATE_FIELDS.items() if not isinstance(state.get(k), kind)
-               or isinstance(state.get(k), bool)]
+    missing = [k for k, kind in STATE_FIELDS.items() if type(state.get(k)) is not kind]  # a bool is no step
     if missing:
         return f"{TRAINER_STATE} lacks {', '.join(missing)}"
     if step is not None and state["global_step"] != step:
@@ -133,14 +126,13 @@ def state_problem(state, step: int | None = None) -> str | None:
 
 
 def checkpoint_problem(path: str | Path) -> str | None:
-    """Why a checkpoint folder cannot be resumed from, or None when it is complete (see :func:`inspect_checkpoint`)."""
+    """:func:`inspect_checkpoint`'s problem alone."""
     return inspect_checkpoint(path)[0]
 
 
 def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
-    """``(problem, trainer state)``: why a checkpoint folder is incomplete (None if complete), and its parsed
-    ``trainer_state.json`` when complete. Complete: the state parses (transformers writes it last) and passes
-    :func:`state_problem`, every weight file is whole safetensors, the optimizer/scheduler/RNG files whole zips."""
+    """``(why the checkpoint folder is incomplete, None)``, or ``(None, its parsed trainer_state.json)`` when it
+    is complete as the README's "Resume" says (the state file goes first: transformers writes it last)."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -178,29 +170,24 @@ def inspect_checkpoint(path: str | Path) -> tuple[str | None, dict | None]:
                 tensors.keys()
         except (OSError, SafetensorError) as e:
             return f"{w.name} is truncated or damaged ({e})", None
-    for name in TORCH_STATE_FILES:
-        f = path / name
-        if f.exists():
-            try:
-                with zipfile.ZipFile(f) as z:
-                    z.namelist()
-            except (OSError, zipfile.BadZipFile) as e:
-                return f"{name} is not whole ({e})", None
+    for f in [path / name for name in TORCH_STATE_FILES if (path / name).exists()]:
+        try:
+            with zipfile.ZipFile(f) as z:
+                z.namelist()
+        except (OSError, zipfile.BadZipFile) as e:
+            return f"{f.name} is not whole ({e})", None
     return None, state
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Every ``checkpoint-N`` folder in a run directory, oldest (lowest N) first."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return []
-    found = [p for p in run_dir.iterdir() if p.is_dir() and checkpoint_step(p) is not None]
-    return sorted(found, key=checkpoint_step)
+    found = run_dir.iterdir() if run_dir.is_dir() else ()
+    return sorted((p for p in found if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
 
 
 def latest_checkpoint(run_dir: str | Path, warn: bool = False) -> Path | None:
-    """The newest complete checkpoint in a run directory, or None; with ``warn``, one warning per newer
-    incomplete one skipped, naming it and saying why."""
+    """The newest complete checkpoint in a run directory, or None; ``warn``: say which newer ones are skipped."""
     found = latest_checkpoint_state(run_dir, warn)
     return found[0] if found else None
 
@@ -217,8 +204,8 @@ def latest_checkpoint_state(run_dir: str | Path, warn: bool = False) -> tuple[Pa
 
 
 def remove_incomplete(run_dir: str | Path, newer_than: int) -> None:
-    """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (left by a run killed mid-save): the
-    resumed run saves those steps again, and transformers' rotation would count them."""
+    """Delete incomplete ``checkpoint-N`` folders with N > ``newer_than`` (a kill mid-save): the resumed run saves
+    those steps again, and transformers' rotation would count them."""
     for ckpt in list_checkpoints(run_dir):
         if checkpoint_step(ckpt) > newer_than and (problem := checkpoint_problem(ckpt)) is not None:
             log.warning("removing incomplete checkpoint %s (%s)", ckpt, problem)
@@ -229,21 +216,18 @@ def clear_run(run_dir: str | Path, *more_dirs) -> None:
     """Start a run directory over (``--resume never``): delete its checkpoints, final model and logs, saying so
     (left there, the next ``--resume auto`` would take them for this run's)."""
     for d in dict.fromkeys(Path(p) for p in (run_dir, *more_dirs)):
-        if not d.is_dir():
-            continue
         old = [*list_checkpoints(d), *sorted(d.glob(PARTIAL_PREFIX + "*")), *(d / n for n in FINAL_FILES),
                d / "logs"]
-        old = [p for p in old if p.exists()]
-        if old:
+        if old := [p for p in old if p.exists()]:
             log.info("--resume never: deleting the earlier run in %s: %s", d, ", ".join(p.name for p in old))
         for p in old:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def find_resume_checkpoint(resume: str, run_dirs, warn: bool = True) -> Path | None:
-    """The checkpoint a run continues from: for ``"auto"`` the newest complete one among ``run_dirs`` (the
-    Drive run dir and its local staging folder; ``warn``: say which incomplete ones are skipped), None for
-    ``"never"`` or none found, else ``resume`` as a path, which must be complete (else ConfigError)."""
+    """The checkpoint a run continues from: for ``"auto"`` the newest complete one among ``run_dirs`` (the Drive
+    run dir and its staging folder), None for ``"never"`` or none found, else the complete checkpoint at path
+    ``resume`` (else ConfigError)."""
     if resume == "never":
         return None
     if resume != "auto":
@@ -259,8 +243,7 @@ def find_resume_checkpoint(resume: str, run_dirs, warn: bool = True) -> Path | N
 # ------------------------------------------------------------------------------- Drive: copy, rotate
 def on_drive(path: str | Path, mount: str | Path | None = None) -> bool:
     """True when ``path`` lies on the Google Drive mount (slow FUSE; writes there go through staging)."""
-    mount = DRIVE_MOUNT if mount is None else mount
-    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount))
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(mount or DRIVE_MOUNT))
 
 
 def staging_dir(run_name: str) -> Path:
@@ -272,8 +255,8 @@ PARTIAL_PREFIX = ".partial-"  # a copy in progress; never matches checkpoint-N, 
 
 
 def _copy_files(src: Path, dest: Path, copy) -> None:
-    """Copy ``src``'s files into ``dest`` over files already there (Drive keeps their ids, nothing goes to its
-    Trash), then drop the files ``src`` lacks."""
+    """Copy ``src``'s files over those in ``dest`` (overwritten, not deleted: nothing goes to Drive's Trash), then
+    drop the files ``src`` lacks."""
     wanted = set()
     for f in sorted(src.rglob("*")):
         rel = f.relative_to(src)
@@ -284,20 +267,18 @@ def _copy_files(src: Path, dest: Path, copy) -> None:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         copy(f, dest / rel)
     for f in sorted(dest.rglob("*"), reverse=True):
-        rel = f.relative_to(dest)
-        if f.is_file() and rel not in wanted:
+        if f.is_file() and f.relative_to(dest) not in wanted:
             f.unlink()
 
 
 def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None, copy=shutil.copyfile,
                     retries: int = 3, wait: float = 2.0) -> Path | None:
-    """Copy a complete local checkpoint into ``dest_run_dir``, safely; returns the copy, or None on failure.
+    """Copy a complete local checkpoint into ``dest_run_dir``; returns the copy, or None after ``retries`` failures.
 
-    The files go into ``.partial-checkpoint-N`` and the folder is renamed to ``checkpoint-N`` only once
-    every file is there, so a copy cut short (Drive's "Transport endpoint is not connected", a dead kernel)
-    is never taken for a checkpoint. When ``keep`` checkpoints are already there, the oldest folder (or a
-    leftover partial copy) is recycled as the target instead of deleted: files deleted on a Drive mount go
-    to Drive's Trash and keep using quota. Failed copies are retried ``retries`` times.
+    The files go into ``.partial-checkpoint-N``, renamed to ``checkpoint-N`` once all are there, so a copy cut
+    short (Drive's "Transport endpoint is not connected", a dead kernel) is never taken for a checkpoint. With
+    ``keep`` checkpoints there, the oldest (or a leftover partial copy) is recycled as the target, not deleted:
+    files deleted on Drive go to its Trash and keep using quota.
     """
     src, dest_run_dir = Path(src), Path(dest_run_dir)
     dest_run_dir.mkdir(parents=True, exist_ok=True)
@@ -331,8 +312,8 @@ def copy_checkpoint(src: str | Path, dest_run_dir: str | Path, keep: int | None,
 
 
 def mirror_files(src: str | Path, dest: str | Path, names=None, copy=shutil.copyfile) -> None:
-    """Copy the files (and the folders in ``names``) of ``src`` into ``dest``, skipping unchanged ones and
-    checkpoints; never raises. For TensorBoard events, the final adapter, wandb's offline files."""
+    """Copy the files of ``src`` (only under its entries ``names``, if given) into ``dest``, skipping unchanged
+    ones and checkpoints; never raises. For TensorBoard events, the final adapter, wandb's offline files."""
     src, dest = Path(src), Path(dest)
     try:
         for f in sorted(src.rglob("*")):
@@ -361,7 +342,7 @@ def safe_name(label: str) -> str:
 
 def jsonable(obj):
     """``obj`` for ``json.dumps``: non-finite floats as None, numpy/torch scalars as numbers, dataclasses as dicts,
-    paths and other objects as strings.
+    anything else as its string.
 
     >>> jsonable({"x": float("nan"), "p": Path("runs"), "t": (1, 2)})
     {'x': None, 'p': 'runs', 't': [1, 2]}
@@ -370,8 +351,6 @@ def jsonable(obj):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):
         return [jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return jsonable(dataclasses.asdict(obj))
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
