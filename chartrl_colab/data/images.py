@@ -84,9 +84,7 @@ def read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]
                 data, p = bytes(value), None
             else:
                 data, p = None, str(value)
-            if data is None:
-                if not p:
-                    return None, "unreadable images"
+            if data is None:  # no path (None, "") fails to read like a missing file
                 fp = Path(p)
                 data = (fp if fp.is_absolute() or base is None or fp.exists() else base / fp).read_bytes()
             with PIL.Image.open(io.BytesIO(data)) as im:
@@ -95,7 +93,7 @@ def read_image(value: Any, base: Path | None) -> tuple[bytes | None, str | None]
                 if im.mode != "RGB" or "transparency" in im.info or im.getexif().get(0x0112, 1) != 1:
                     rgb = to_rgb(im)
                     data, size = png_bytes(rgb), rgb.size
-    except Exception:  # any decoder error means the row has no usable image
+    except Exception:  # any read or decoder error means the row has no usable image
         return None, "unreadable images"
     problem = processor_problem(*size)
     return (None, f"images the Qwen-VL processor refuses ({problem})") if problem else (data, None)

@@ -62,14 +62,6 @@ def make_prompt(question: str, preset: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": get_preset(preset).system_prompt}, {"role": "user", "content": question}]
 
 
-def _synthetic_rows(split: str, subset_size: int | None, seed: int) -> list[dict]:
-    n = 100 if subset_size is None else subset_size
-    specs = tqdm(synthetic.synthetic_examples(n, seed, split), desc=f"rendering synthetic/{split}",
-                 disable=n <= PROGRESS_MIN, leave=False)
-    return [{**spec, "image": {"bytes": png_bytes(to_rgb(synthetic.render_chart(spec))), "path": None},
-             "id": f"synthetic/{split}/{seed}/{i}"} for i, spec in enumerate(specs)]
-
-
 def load_chart_dataset(name: str, split: str = "train", subset_size: int | None = None, seed: int = 0,
                        data_dir: str | None = None, preset: str = AUTO) -> datasets.Dataset:
     """Load a chart QA data set in the schema of the module docstring.
@@ -89,7 +81,11 @@ def load_chart_dataset(name: str, split: str = "train", subset_size: int | None 
     if subset_size is not None and (not whole or subset_size < 1):
         raise ConfigError(f"subset_size must be a positive int or None, got {subset_size!r}")
     if name == "synthetic":
-        rows = _synthetic_rows(split, subset_size, seed)
+        n = 100 if subset_size is None else subset_size
+        specs = tqdm(synthetic.synthetic_examples(n, seed, split), desc=f"rendering synthetic/{split}",
+                     disable=n <= PROGRESS_MIN, leave=False)
+        rows = [{**spec, "image": {"bytes": png_bytes(to_rgb(synthetic.render_chart(spec))), "path": None},
+                 "id": f"synthetic/{split}/{seed}/{i}"} for i, spec in enumerate(specs)]
     elif name == "evochart":
         rows = load_evochart(split, subset_size, seed, data_dir)
     else:

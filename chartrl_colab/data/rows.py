@@ -63,10 +63,9 @@ def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None
         bar.update(1)
     bar.close()
     if skipped or bad_tables or notes:
-        parts = [f"{count} {reason}" for reason, count in sorted(skipped.items())]
-        msg = f"skipped {sum(skipped.values())} of {len(rows) + sum(skipped.values())} rows in {name}/{split}"
-        if parts:
-            msg += ": " + ", ".join(parts)
+        dropped = sum(skipped.values())
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        msg = f"skipped {dropped} of {len(rows) + dropped} rows in {name}/{split}" + (f": {reasons}" if reasons else "")
         if bad_tables:
             msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
         msg = "; ".join([*(notes or []), msg])

@@ -23,9 +23,7 @@ def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> 
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        if not completion:
-            return ""
-        completion = completion[-1]
+        completion = completion[-1] if completion else {}
     content = completion.get("content") or ""
     if isinstance(content, list):  # multimodal content parts: keep the text ones
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -45,21 +43,13 @@ def last_user_text(prompt: list[dict[str, Any]]) -> str:
 
 
 def parse_tag(text: str, tag: str) -> str | None:
-    """The stripped text inside the first ``<tag>...</tag>``, or ``None``.
-
-    >>> parse_tag("<think><type> Bar </type></think>", "type"), parse_tag("<type>bar", "type")
-    ('Bar', None)
-    """
+    """The stripped text inside the first ``<tag>...</tag>``, or ``None``."""
     match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
     return match.group(1).strip() if match else None
 
 
 def parse_answer(text: str) -> str | None:
-    """The stripped text inside the last ``<answer>...</answer>``, or ``None``.
-
-    >>> parse_answer("<think>maybe 3</think><answer>3</answer><answer> 42 </answer>"), parse_answer("the answer is 42")
-    ('42', None)
-    """
+    """The stripped text inside the last ``<answer>...</answer>`` (the final one wins), or ``None``."""
     matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
     return matches[-1].strip() if matches else None
 

@@ -55,24 +55,13 @@ def resolve_preset(preset: str, dataset_name: str) -> str:
 
 
 def get_preset(name: str) -> RewardPreset:
-    """The preset called ``name``.
-
-    >>> get_preset("package").funcs["format"].__module__
-    'chartrl_colab.rewards.package'
-    >>> get_preset("chartrvr")
-    Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: reward_preset='chartrvr' is not valid; choose one of: chart-rvr, package
-    """
+    """The preset called ``name``; ConfigError naming the valid ones otherwise."""
     one_of("reward_preset", name, PRESET_NAMES)
     return PRESETS[name]
 
 
 def get_reward_funcs(names: Sequence[str], preset: str = DEFAULT_PRESET) -> list[Callable[..., list[float | None]]]:
-    """The functions of ``preset`` for the reward ``names``, in the given order.
-
-    >>> [f.__module__ + "." + f.__name__ for f in get_reward_funcs(["format", "tags"], "chart-rvr")]
-    ['chartrl_colab.rewards.chart_rvr.format_reward', 'chartrl_colab.rewards.chart_rvr.tag_count_reward']
-    """
+    """The functions of ``preset`` for the reward ``names``, in the given order."""
     funcs = get_preset(preset).funcs
     for name in names:
         one_of("reward", name, tuple(funcs))

