@@ -1,8 +1,8 @@
 """Chart QA data sets read from local files or the hub, as the rows of :func:`chartrl_colab.data.rows.collect`.
 
 Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in ``$CHARTRL_DATA_DIR/<name>``, else
-``chart-rvr`` and ``chartqa`` come from the hub. Their folder holds a ``save_to_disk`` folder (``DatasetDict`` or
-one split), a snapshot of a single-split hub repository of root-level ``data-*.arrow`` and ``cache-*.arrow``
+``chart-rvr`` and ``chartqa`` come from the hub. Their local folder holds a ``save_to_disk`` folder (``DatasetDict``
+or one split), a snapshot of a single-split hub repository of root-level ``data-*.arrow`` and ``cache-*.arrow``
 files (all read, as on the hub), or the hub's files (``data/<split>-*.parquet`` and the variants of
 ``_PATTERNS``; ``.arrow``, ``.jsonl`` and ``.json`` too, image paths in JSON relative to the folder).
 EvoChart-QA is local files only: a JSON list of ``{"imgname", "query", "label"}`` (optionally ``is_clear`` and

@@ -21,9 +21,6 @@ QWEN_FACTOR = 28
 QWEN_MIN_PIXELS = 3136
 QWEN_MAX_PIXELS = 12845056
 
-_WHITE = (255, 255, 255, 255)
-
-
 def _scaled_grey(img: PIL.Image.Image) -> PIL.Image.Image:
     """A 16-bit, 32-bit or float greyscale image as 8-bit ``L``, scaled (never clipped) to 0..255."""
     a = np.asarray(img).astype(np.float64)
@@ -56,7 +53,7 @@ def to_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
         img = _scaled_grey(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
-        return PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+        return PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
     return img.convert("RGB")
 
 

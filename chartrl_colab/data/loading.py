@@ -45,11 +45,7 @@ FEATURES = datasets.Features(
         "prompt": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
         # Stored already converted by to_rgb; mode="RGB" only guards against a row built elsewhere.
         "image": datasets.Image(mode="RGB"),
-        "answer": datasets.Value("string"),
-        "chart_type": datasets.Value("string"),
-        "table": datasets.Value("string"),
-        "reasoning": datasets.Value("string"),
-        "id": datasets.Value("string"),
+        **dict.fromkeys(("answer", "chart_type", "table", "reasoning", "id"), datasets.Value("string")),
         "is_clear": datasets.Value("bool"),
         "human_or_machine": datasets.Value("string"),
     }
