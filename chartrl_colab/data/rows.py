@@ -29,7 +29,7 @@ def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None
 
     ``get_row(i)`` returns ``image``, ``query``, ``label`` and optionally ``chart_type``, ``table``, ``reasoning``,
     ``is_clear``, ``human_or_machine``; ``source_index[i]`` is row i's index in the source. Rows without a readable
-    image, a question or an answer are skipped and counted, with ``notes``, in one warning; ConfigError when none is.
+    image, a question or an answer are skipped, counted with ``notes`` in one warning; ConfigError when none is left.
     """
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
@@ -63,9 +63,9 @@ def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None
         bar.update(1)
     bar.close()
     if skipped or bad_tables or notes:
-        dropped = sum(skipped.values())
+        n_bad = sum(skipped.values())
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
-        msg = f"skipped {dropped} of {len(rows) + dropped} rows in {name}/{split}" + (f": {reasons}" if reasons else "")
+        msg = f"skipped {n_bad} of {len(rows) + n_bad} rows in {name}/{split}" + (f": {reasons}" if reasons else "")
         if bad_tables:
             msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
         msg = "; ".join([*(notes or []), msg])
