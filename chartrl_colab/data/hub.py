@@ -1,24 +1,12 @@
-"""Chart QA data sets read from local files or the hub, as plain rows for ``chartrl_colab.data.loading``.
+"""Chart QA data sets read from local files or the hub, as the rows of :func:`chartrl_colab.data.rows.collect`.
 
-``load_hub_rows`` (``chart-rvr``, ``chartqa``) and ``load_evochart`` (``evochart``) return the rows of
-:func:`chartrl_colab.data.rows.collect` (rows without a readable image, a question or an answer skipped and
-counted in one warning); ``chartrl_colab.data.loading`` adds the preset's prompt and makes the ``datasets.Dataset``.
-
-Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in ``$CHARTRL_DATA_DIR/<name>``; the hub
-data sets are downloaded with ``datasets.load_dataset`` when no local folder is found. For ``chart-rvr`` and
-``chartqa`` that folder holds one of:
-
-- a ``DatasetDict.save_to_disk`` folder (``dataset_dict.json`` + one folder per split), or one split saved with
-  ``Dataset.save_to_disk``;
-- a snapshot of a single-split hub repository of Arrow files: root-level ``data-*.arrow`` and ``cache-*.arrow``
-  (a ``state.json`` or ``dataset_info.json`` beside them is ignored), all read, as on the hub;
-- the hub's files: ``data/<split>-*.parquet`` (also ``<split>-*.parquet``, ``<split>/*.parquet``, the
-  parquet-converter's ``default/<split>/*.parquet``; ``.arrow``, ``.jsonl`` and ``.json`` files in those layouts
-  work too, image paths in JSON taken relative to the folder).
-
-EvoChart-QA is local files only: a JSON file (a list of ``{"imgname", "query", "label"}``, optionally
-``is_clear`` and ``chart_type``) beside a ``png/`` folder of images. chart-rvr's repeats of (question, answer,
-image bytes) are dropped, keeping the copy with the most gold fields.
+Local files are looked up in ``data_dir`` (or ``data_dir/<name>``), else in ``$CHARTRL_DATA_DIR/<name>``, else
+``chart-rvr`` and ``chartqa`` come from the hub. Their local folder holds a ``save_to_disk`` folder (``DatasetDict``
+or one split), a snapshot of a single-split hub repository of root-level ``data-*.arrow`` and ``cache-*.arrow``
+files (all read, as on the hub), or the hub's files (``data/<split>-*.parquet`` and the variants of
+``_PATTERNS``; ``.arrow``, ``.jsonl`` and ``.json`` too, image paths in JSON relative to the folder).
+EvoChart-QA is local files only: a JSON list of ``{"imgname", "query", "label"}`` (optionally ``is_clear`` and
+``chart_type``) beside a ``png/`` folder of images.
 """
 
 from __future__ import annotations
@@ -51,18 +39,16 @@ def _layout_help(name: str, where: str) -> str:
             f"(Dataset or DatasetDict) or as the hub's parquet files ({where}/data/<split>-*.parquet)")
 
 
-def _where(name: str) -> str:
+def _where(name: str) -> str:  # where $CHARTRL_DATA_DIR would hold the files
     root = os.environ.get(DATA_DIR_ENV)
     return str(Path(root) / name) if root else f"${DATA_DIR_ENV}/{name}"
 
 
 def _local_dir(name: str, data_dir: str | None) -> Path | None:
-    """Folder holding the local files of ``name``, or None to use the hub."""
+    """Folder (or file) of the local files of ``name``, or None to use the hub."""
     if data_dir is not None:
         path = Path(data_dir).expanduser()
-        # Accept either the data set's own folder or a root holding <name>/.
-        if (path / name).is_dir():
-            path = path / name
+        path = path / name if (path / name).is_dir() else path  # the data set's own folder, or a root holding it
         if not path.exists():
             raise FileNotFoundError(f"{name}: data_dir {path} does not exist; {_layout_help(name, str(path))}")
         return path
@@ -78,16 +64,18 @@ def _hub_load(hub_id: str, split: str) -> datasets.Dataset:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}"
+    return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
 
 
 # Packaged builder for each file extension the hub uses.
 _BUILDERS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "json", "json": "json"}
+# data/<split>-*.parquet is the hub's own layout; the rest are its parquet-converter's (default/<split>/0000.parquet)
+# and plain variants.
+_PATTERNS = ("data/{split}-*.{ext}", "data/{split}/*.{ext}", "{split}-*.{ext}", "{split}/*.{ext}", "*/{split}/*.{ext}",
+             "{split}.{ext}", "data/{split}.{ext}")
 
 
 def _load_hub_format(path: Path, name: str, split: str) -> datasets.Dataset:
-    """Load ``split`` from a local folder in one of the formats the hub data ship in."""
     if path.is_dir() and (path / "dataset_dict.json").exists():  # DatasetDict.save_to_disk
         dd = datasets.load_from_disk(str(path))
         if split not in dd:
@@ -95,25 +83,18 @@ def _load_hub_format(path: Path, name: str, split: str) -> datasets.Dataset:
         return dd[split]
     if path.is_dir() and (path / split / "state.json").exists():  # one split saved alone
         return datasets.load_from_disk(str(path / split))
-    # A snapshot of a hub repository of Arrow shards (chart-rvr's: data-0000X-of-00002.arrow beside cache-*.arrow,
-    # maybe a state.json, no split in the names): read every root-level file as the hub's arrow builder does,
-    # so local and hub loads hold the same rows (duplicates included; chart-rvr's are dropped later).
+    # A snapshot of a hub repository of Arrow shards (chart-rvr's data-*.arrow, cache-*.arrow, maybe a state.json):
+    # every root-level file, as the hub's arrow builder reads them, so local and hub loads hold the same rows.
     shards = sorted(glob.glob(str(path / "data-*.arrow"))) + sorted(glob.glob(str(path / "cache-*.arrow")))
     if path.is_dir() and shards and SOURCE_SPLITS[name] == (split,):
         return datasets.load_dataset("arrow", data_files=shards, split="train")
     if path.is_dir() and (path / "state.json").exists():  # Dataset.save_to_disk: taken as the requested split
         return datasets.load_from_disk(str(path))
     for ext, builder in _BUILDERS.items():
-        if path.is_file() and path.name.endswith("." + ext):
-            files = [str(path)]
+        if path.is_file():
+            files = [str(path)] if path.name.endswith("." + ext) else []
         else:
-            # data/<split>-*.parquet is the hub's own layout; the rest are its
-            # parquet-converter layout (default/<split>/0000.parquet) and plain variants.
-            patterns = [
-                f"data/{split}-*.{ext}", f"data/{split}/*.{ext}", f"{split}-*.{ext}",
-                f"{split}/*.{ext}", f"*/{split}/*.{ext}", f"{split}.{ext}", f"data/{split}.{ext}",
-            ]
-            files = sorted({f for p in patterns for f in glob.glob(str(path / p))})
+            files = sorted({f for p in _PATTERNS for f in glob.glob(str(path / p.format(split=split, ext=ext)))})
         if files:
             try:
                 return datasets.load_dataset(builder, data_files=files, split="train")
@@ -139,8 +120,8 @@ def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, dat
         ds = ds.cast_column("image", datasets.Image(decode=False))
     if missing := {"image", "query", "label"} - set(ds.column_names):
         raise ConfigError(f"{name}: the data lack columns {sorted(missing)} (have {ds.column_names})")
-    wanted = [c for c in ("image", "query", "label", *_GOLD_FIELDS, "human_or_machine") if c in ds.column_names]
-    ds = ds.select_columns(wanted)
+    ds = ds.select_columns([c for c in ("image", "query", "label", *_GOLD_FIELDS, "human_or_machine")
+                            if c in ds.column_names])
     if name != "chart-rvr":
         return collect(name, split, len(ds), lambda i: ds[i], subset_size, seed, base)
     kept = _deduplicate(ds)
@@ -151,7 +132,6 @@ def load_hub_rows(name: str, split: str, subset_size: int | None, seed: int, dat
 
 
 def _image_key(value: Any) -> str:
-    """Digest of an undecoded image's bytes (its path when it has none)."""
     if isinstance(value, dict):
         data = value.get("bytes")
         return hashlib.sha1(data).hexdigest() if data else f"path:{value.get('path')}"
@@ -159,12 +139,9 @@ def _image_key(value: Any) -> str:
 
 
 def _deduplicate(ds: datasets.Dataset) -> list[int]:
-    """Source indices of ``ds`` without repeats of (question, answer, image bytes), in source order.
-
-    chart-rvr's upload carries cache-*.arrow files beside its shards, so the hub's arrow builder yields
-    each question about three times, a third of them without the gold fields: of each group of repeats
-    the row with the most gold fields stays (the first of equals).
-    """
+    """Source indices of ``ds`` without repeats of (question, answer, image bytes), in source order: of each group
+    the row with the most gold fields stays, the first of equals (chart-rvr's cache-*.arrow files repeat every
+    question, a third of the copies without the gold fields)."""
     best: dict[tuple[str, str, str], tuple[int, int]] = {}  # key -> (gold fields, index)
     golds = [c for c in _GOLD_FIELDS if c in ds.column_names]
     for start in range(0, len(ds), CHUNK):
@@ -179,7 +156,7 @@ def _deduplicate(ds: datasets.Dataset) -> list[int]:
 
 
 def _filled(value: Any) -> bool:
-    """A gold field holds something: text, or a table struct with columns or rows."""
+    # A gold field holds text, or a table struct with columns or rows.
     if isinstance(value, dict):
         return any(value.values())
     return field_text(value) is not None
@@ -194,9 +171,9 @@ def load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str 
         json_file, base = path, path.parent
     else:
         candidates = sorted(path.glob("*.json"))
-        if len(candidates) > 1:  # prefer a file naming the QA set or split over side files
-            preferred = [c for c in candidates if any(k in c.name.lower() for k in ("qa", "test"))]
-            candidates = preferred if len(preferred) == 1 else candidates
+        # Prefer the one file naming the QA set or split over side files.
+        preferred = [c for c in candidates if any(k in c.name.lower() for k in ("qa", "test"))]
+        candidates = preferred if len(preferred) == 1 else candidates
         if len(candidates) != 1:
             found = ", ".join(c.name for c in candidates) or "none"
             raise FileNotFoundError(f"evochart: expected one JSON file in {path} (found: {found}); "
@@ -213,11 +190,9 @@ def load_evochart(split: str, subset_size: int | None, seed: int, data_dir: str 
 
     def get_row(i: int) -> dict:
         rec = records[i] if isinstance(records[i], dict) else {}
-        img = rec.get("imgname")
-        if img:
-            img = str(img)
-            # imgname may or may not already include the png/ folder.
-            img = str(base / img) if (base / img).is_file() else str(img_dir / img)
+        img = rec.get("imgname") and str(rec["imgname"])
+        if img:  # with or without the png/ folder in front
+            img = str(base / img if (base / img).is_file() else img_dir / img)
         return {"image": img, "query": rec.get("query"), "label": rec.get("label"),
                 "chart_type": rec.get("chart_type"), "is_clear": rec.get("is_clear")}
 

@@ -1,10 +1,4 @@
-"""Source rows as the package's rows: the shared tail of :mod:`chartrl_colab.data.hub`'s loaders.
-
-:func:`collect` takes the rows of a source in a seeded order until enough are good: the image decoded and
-checked (:func:`chartrl_colab.data.images.read_image`), the question and answer as text, the gold table as
-``{"columns", "rows"}`` JSON, EvoChart's ``is_clear`` and ChartQA's ``human_or_machine`` read; rows without a
-readable image, a question or an answer are skipped and counted in one warning.
-"""
+"""Source rows as the package's rows: the shared tail of :mod:`chartrl_colab.data.hub`'s loaders."""
 
 from __future__ import annotations
 
@@ -30,13 +24,12 @@ CHUNK = 1000
 
 def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None, seed: int, base: Path | None,
             source_index: list[int] | None = None, notes: list[str] | None = None) -> list[dict]:
-    """The shared tail of the real loaders: seeded shuffle, mapping, skipping, one warning; the rows kept.
+    """The first ``subset_size`` good rows (all when None) of a source in a seeded shuffle, so a small subset
+    decodes only the images it needs; each holds the ``question`` (``chartrl_colab.data.loading`` makes the prompt).
 
-    ``get_row(i)`` returns a dict with ``image``, ``query``, ``label`` and optionally ``chart_type``, ``table``,
-    ``reasoning``, ``is_clear``, ``human_or_machine``. Rows are examined in shuffled order until ``subset_size``
-    good ones are found, so a small subset decodes only the images it needs. ``source_index[i]`` is row i's index
-    in the source (for its id) when rows were dropped before; ``notes`` go into the warning. Each row holds the
-    ``question``; ``chartrl_colab.data.loading`` turns it into the prompt.
+    ``get_row(i)`` returns ``image``, ``query``, ``label`` and optionally ``chart_type``, ``table``, ``reasoning``,
+    ``is_clear``, ``human_or_machine``; ``source_index[i]`` is row i's index in the source. Rows without a readable
+    image, a question or an answer are skipped, counted with ``notes`` in one warning; ConfigError when none is left.
     """
     order = list(range(n_rows))
     random.Random(seed).shuffle(order)
@@ -44,20 +37,14 @@ def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None
     skipped: Counter[str] = Counter()
     bad_tables = 0
     rows: list[dict] = []
-    examined = 0
     bar = tqdm(total=want, desc=f"loading {name}/{split}", disable=want <= PROGRESS_MIN, leave=False)
     for i in order:
         if len(rows) >= want:
             break
-        examined += 1
         raw = get_row(i)
-        answer = field_text(raw.get("label"))
-        question = field_text(raw.get("query"))
-        if answer is None:
-            skipped["without an answer"] += 1
-            continue
-        if question is None:
-            skipped["without a question"] += 1
+        answer, question = field_text(raw.get("label")), field_text(raw.get("query"))
+        if answer is None or question is None:
+            skipped["without an answer" if answer is None else "without a question"] += 1
             continue
         image, why = read_image(raw.get("image"), base)
         if image is None:
@@ -76,10 +63,9 @@ def collect(name: str, split: str, n_rows: int, get_row, subset_size: int | None
         bar.update(1)
     bar.close()
     if skipped or bad_tables or notes:
-        parts = [f"{count} {reason}" for reason, count in sorted(skipped.items())]
-        msg = f"skipped {sum(skipped.values())} of {examined} rows in {name}/{split}"
-        if parts:
-            msg += ": " + ", ".join(parts)
+        n_bad = sum(skipped.values())
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(skipped.items()))
+        msg = f"skipped {n_bad} of {len(rows) + n_bad} rows in {name}/{split}" + (f": {reasons}" if reasons else "")
         if bad_tables:
             msg += f"; {bad_tables} kept rows had a table that is not columns/rows JSON (table set to None)"
         msg = "; ".join([*(notes or []), msg])
@@ -99,19 +85,12 @@ def field_text(value: Any) -> str | None:
     ('42', '3', None)
     """
     if isinstance(value, (list, tuple)):
-        for item in value:
-            got = field_text(item)
-            if got is not None:
-                return got
+        return next(filter(None, map(field_text, value)), None)
+    if value is None or (isinstance(value, float) and value != value):  # NaN
         return None
-    if value is None:
-        return None
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return None
-        return str(int(value)) if value.is_integer() else str(value)
-    text = str(value).strip()
-    return text or None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip() or None
 
 
 def _normalize_table(value: Any) -> tuple[str | None, bool]:
@@ -127,7 +106,7 @@ def _normalize_table(value: Any) -> tuple[str | None, bool]:
             obj = json.loads(text)
         except ValueError:
             return None, True
-    if isinstance(obj, dict) and "columns" in obj and "rows" in obj:
+    if isinstance(obj, dict) and isinstance(obj.get("columns"), list) and isinstance(obj.get("rows"), list):
         columns, rows = obj["columns"], obj["rows"]
     elif isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
         columns = list(obj)  # column-oriented {"col": [...], ...}
@@ -136,8 +115,6 @@ def _normalize_table(value: Any) -> tuple[str | None, bool]:
         columns = list(obj[0])  # records [{"col": v, ...}, ...]
         rows = [[r.get(c) for c in columns] for r in obj]
     else:
-        return None, True
-    if not isinstance(columns, list) or not isinstance(rows, list):
         return None, True
     return json.dumps({"columns": columns, "rows": rows}, ensure_ascii=False), False
 

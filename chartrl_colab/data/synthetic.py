@@ -1,13 +1,9 @@
-"""The synthetic chart generator: chart specs, their questions and gold answers, and the rendered images.
+"""The synthetic chart generator: bar, line and pie chart specs, their questions, gold answers and images.
 
-``synthetic_examples(n, seed, split)`` draws bar, line and pie charts from small vocabularies, each with
-one question answerable from the chart (``QUESTION_KINDS``: lookup, max, min, difference, total, count,
-and two kinds a very small model can partly learn: "which has the higher value, X or Y?" with both labels
-named, and the chart's type), its gold answer, data table and rationale; ``render_chart`` draws a spec as
-an ``IMAGE_SIZE`` square RGB image with matplotlib.  Needs no files; deterministic per seed.  A chart's
-split is a hash of its data, so train and test never share a chart, whatever the seeds.
-
-``chartrl_colab.data.loading`` turns these specs into rows of the common data-set schema.
+``synthetic_examples(n, seed, split)`` draws charts from small vocabularies, each with one question answerable from
+the chart (``QUESTION_KINDS``), its gold answer, data table and rationale; ``render_chart`` draws a spec as an
+``IMAGE_SIZE`` square RGB image with matplotlib. Deterministic per seed; a chart's split is a hash of its data,
+so train and test never share a chart, whatever the seeds.
 """
 
 from __future__ import annotations
@@ -28,12 +24,10 @@ SPLITS = ("train", "test")
 IMAGE_SIZE = 224
 _DPI = 100
 CHART_TYPES = ("bar", "line", "pie")
+# The last two are kinds a very small model can partly learn; every seed's charts predate them, so they come from
+# a stream of their own (synthetic_examples), with this share of the questions: 8 kinds, each about 1/8.
 QUESTION_KINDS = ("value", "max", "min", "diff", "sum", "count", "compare", "type")
-# make_synthetic_example draws among the first six only (its RNG stream, and so every seed's charts, predate
-# the last two); synthetic_examples swaps in one of the later kinds with this probability, from its own stream.
-_FIRST_KINDS = QUESTION_KINDS[:6]
-_LATER_KINDS = QUESTION_KINDS[6:]
-_LATER_SHARE = 0.25  # 8 kinds, each about 1/8 of the questions
+_LATER_SHARE = 0.25
 
 # (category column name, value column name, labels). Short labels keep tick text legible at 224 px.
 _CATEGORICAL_VOCABS = (
@@ -56,35 +50,28 @@ _TEST_BUCKETS = 5
 
 
 def answer_question(labels, values, kind: str, args=(), chart_type: str | None = None) -> str:
-    """Gold answer of a synthetic question, computed from the chart's data (and type, for ``type``).
-
-    ``kind`` is one of ``QUESTION_KINDS``; ``args`` holds the labels the question
-    names (one for ``value``, two for ``diff`` and ``compare``, none otherwise).
-    """
+    """Gold answer of a ``kind`` question (one of ``QUESTION_KINDS``) about ``args``, the labels it names (one for
+    ``value``, two for ``diff`` and ``compare``), computed from the chart's data (and type, for ``type``)."""
     labels = [str(x) for x in labels]
     values = [int(v) for v in values]
     if len(labels) != len(values) or not labels:
         raise ValueError(f"need as many values as labels (got {len(labels)} labels, {len(values)} values)")
     args = list(args or ())
-    if kind == "value":
-        return str(values[labels.index(args[0])])
-    if kind == "max":
-        return labels[values.index(max(values))]
-    if kind == "min":
-        return labels[values.index(min(values))]
-    if kind == "diff":
-        return str(abs(values[labels.index(args[0])] - values[labels.index(args[1])]))
-    if kind == "sum":
-        return str(sum(values))
-    if kind == "count":
-        return str(len(labels))
-    if kind == "compare":
-        return max(args[:2], key=lambda lab: values[labels.index(lab)])
-    if kind == "type":
-        if chart_type not in CHART_TYPES:
-            raise ValueError(f"kind 'type' needs the chart_type, one of {', '.join(CHART_TYPES)}; got {chart_type!r}")
-        return chart_type
-    raise ValueError(f"unknown question kind {kind!r}; valid kinds: {', '.join(QUESTION_KINDS)}")
+    if kind == "type" and chart_type not in CHART_TYPES:
+        raise ValueError(f"kind 'type' needs the chart_type, one of {', '.join(CHART_TYPES)}; got {chart_type!r}")
+    answers = {
+        "value": lambda: str(values[labels.index(args[0])]),
+        "max": lambda: labels[values.index(max(values))],
+        "min": lambda: labels[values.index(min(values))],
+        "diff": lambda: str(abs(values[labels.index(args[0])] - values[labels.index(args[1])])),
+        "sum": lambda: str(sum(values)),
+        "count": lambda: str(len(labels)),
+        "compare": lambda: max(args[:2], key=lambda lab: values[labels.index(lab)]),
+        "type": lambda: chart_type,
+    }
+    if kind not in answers:
+        raise ValueError(f"unknown question kind {kind!r}; valid kinds: {', '.join(QUESTION_KINDS)}")
+    return answers[kind]()
 
 
 # Question and rationale wording per kind; {0}, {1}: the labels the question names.
@@ -118,12 +105,9 @@ def _rationale(chart_type: str, labels, values, kind: str, args, answer: str) ->
 
 
 def make_synthetic_example(rng: random.Random) -> dict:
-    """Draw one chart spec and question from ``rng`` (a ``random.Random``).
-
-    Returns a dict with ``chart_type``, ``title``, ``category``, ``value_name``, ``labels``, ``values``, ``colors``,
-    ``kind``, ``args``, ``question``, ``answer``, ``table`` (JSON string of exactly the drawn data) and
-    ``reasoning``. Values are distinct integers so max/min are unambiguous.
-    """
+    """One chart spec and question drawn from ``rng``: a dict with ``chart_type``, ``title``, ``category``,
+    ``value_name``, ``labels``, ``values`` (distinct integers, so max/min are unambiguous), ``colors``, ``table``
+    (JSON of exactly the drawn data) and :func:`with_question`'s keys."""
     chart_type = rng.choice(CHART_TYPES)
     if chart_type == "line":
         category, value_name, vocab = rng.choice(_ORDERED_VOCABS)
@@ -139,7 +123,7 @@ def make_synthetic_example(rng: random.Random) -> dict:
         values = rng.sample(range(8, 60) if chart_type == "pie" else range(1, 100), n)
     colors = rng.sample(_PALETTE, n) if chart_type == "pie" else [rng.choice(_PALETTE)] * n
 
-    kind = rng.choice(_FIRST_KINDS)
+    kind = rng.choice(QUESTION_KINDS[:6])
     table = json.dumps({"columns": [category, value_name], "rows": [[lab, val] for lab, val in zip(labels, values)]})
     chart = {"chart_type": chart_type, "title": f"{value_name} by {category.lower()}", "category": category,
              "value_name": value_name, "labels": labels, "values": values, "colors": colors, "table": table}
@@ -154,8 +138,8 @@ def draw_question(chart: dict, kind: str, rng: random.Random) -> dict:
 
 
 def with_question(chart: dict, kind: str, args=()) -> dict:
-    """A copy of the chart spec ``chart`` asking question ``kind`` about ``args`` (labels of the chart), with its
-    ``kind``, ``args``, ``question``, ``answer`` and ``reasoning`` (the keys of ``make_synthetic_example``)."""
+    """A copy of ``chart`` asking question ``kind`` about ``args`` (labels of the chart): with its ``kind``,
+    ``args``, ``question``, ``answer`` and ``reasoning``."""
     labels, values, args = chart["labels"], chart["values"], list(args)
     answer = answer_question(labels, values, kind, args, chart["chart_type"])
     return {**chart, "kind": kind, "args": args,
@@ -164,11 +148,8 @@ def with_question(chart: dict, kind: str, args=()) -> dict:
 
 
 def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
-    """Render a chart spec (from ``make_synthetic_example``) to a ``size``x``size`` RGB image.
-
-    Uses ``Figure`` + ``FigureCanvasAgg`` directly instead of pyplot, so no global backend is switched and an
-    interactive session is left alone.
-    """
+    """A chart spec drawn as a ``size`` x ``size`` RGB image."""
+    # Figure + FigureCanvasAgg, not pyplot: no global backend is switched under an interactive session.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -189,7 +170,6 @@ def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
     else:
         ax = fig.add_axes((0.14, 0.2, 0.82, 0.66))
         x = np.arange(len(labels))
-        top = max(values) * 1.18
         if kind == "bar":
             bars = ax.bar(x, values, color=colors, width=0.65)
             ax.bar_label(bars, labels=[str(v) for v in values], fontsize=6, padding=1)
@@ -199,43 +179,32 @@ def render_chart(chart: dict, size: int = IMAGE_SIZE) -> PIL.Image.Image:
                 ax.annotate(str(v), (xi, v), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=6)
         else:
             raise ValueError(f"unknown chart type {kind!r}; valid types: {', '.join(CHART_TYPES)}")
-        ax.set_ylim(0, top)
+        ax.set_ylim(0, max(values) * 1.18)
         ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=6, rotation=35, ha="right", rotation_mode="anchor")
+        ax.set_xticks(x, labels, fontsize=6, rotation=35, ha="right", rotation_mode="anchor")
         ax.tick_params(axis="y", labelsize=5.5, length=2)
         ax.tick_params(axis="x", length=2)
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(chart.get("title", ""), fontsize=7.5, y=0.97)
     canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    img = PIL.Image.fromarray(rgba[..., :3].copy(), mode="RGB")
+    img = PIL.Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy(), mode="RGB")
     if img.size != (size, size):  # float rounding of figsize*dpi; keep the stated size exact
         img = img.resize((size, size), PIL.Image.BICUBIC)
     return img
 
 
 def _split_of(chart: dict) -> str:
-    """Deterministic split of a chart from its data alone.
-
-    Hashing the drawn data (not the RNG stream) keeps train and test disjoint for every pair of seeds, not only
-    within one seed.
-    """
+    """A chart's split from its data alone (not the RNG stream): train and test are disjoint for any seeds."""
     key = json.dumps([chart["chart_type"], chart["labels"], chart["values"]])
     bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % _TEST_BUCKETS
     return "test" if bucket == 0 else "train"
 
 
 def synthetic_examples(n: int, seed: int | str = 0, split: str = "train") -> list[dict]:
-    """The first ``n`` synthetic chart specs for ``(seed, split)``, in dataset order (``seed``: an int, or a
-    string naming a stream of its own).
-
-    Specs are drawn one after another from one RNG, so the first ``k`` specs do not depend on ``n``. Charts hashed
-    to the other split, and repeated charts, are rejected.
-    """
+    """The first ``n`` chart specs for ``(seed, split)`` (``seed``: an int, or a string naming a stream of its own);
+    the first ``k`` do not depend on ``n``. Charts of the other split, and repeats, are skipped."""
     check_split("synthetic", split, SPLITS)
     rng = random.Random(f"chartrl-synthetic:{seed}:{split}")  # str seeds hash stably (sha512)
-    # The later kinds come from a stream of their own, so the charts and the other questions stay as they were.
     later = random.Random(f"chartrl-synthetic-later-kinds:{seed}:{split}")
     specs: list[dict] = []
     seen: set[str] = set()
@@ -246,7 +215,6 @@ def synthetic_examples(n: int, seed: int | str = 0, split: str = "train") -> lis
             continue
         seen.add(sig)
         if later.random() < _LATER_SHARE:
-            kind = later.choice(_LATER_KINDS)
-            spec = draw_question(spec, kind, later)
+            spec = draw_question(spec, later.choice(QUESTION_KINDS[6:]), later)
         specs.append(spec)
     return specs

@@ -1,8 +1,7 @@
 """Reading completions and gold columns, shared by both reward presets (and generation, evaluation).
 
-TRL hands a reward function its completions (strings, or conversational lists whose last message is the answer)
-and the data set's gold columns as keyword lists aligned with them; a missing or blank gold means "not
-applicable" (None: TRL leaves it out of the weighted sum). Pure (stdlib).
+TRL hands a reward function its completions and the data set's gold columns as keyword lists aligned with them;
+a missing or blank gold means "not applicable" (None: TRL leaves it out of the weighted sum).
 """
 
 from __future__ import annotations
@@ -13,11 +12,8 @@ from typing import Any
 
 
 def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> str:
-    """Return the text of a string or conversational completion.
-
-    Conversational completions keep the text of the last message. When TRL parses the response with a
-    chat-template schema (Qwen3-style models), the ``<think>`` block is moved to ``reasoning_content`` (or
-    ``thinking``); it is put back in front so every reward sees the raw layout.
+    """The text of a string or conversational completion (its last message). A ``<think>`` block TRL's chat-template
+    parsing moved to ``reasoning_content`` (or ``thinking``) is put back in front: every reward sees the raw layout.
 
     >>> completion_text("<answer>4</answer>"), completion_text([{"role": "assistant", "content": "<answer>4</answer>"}])
     ('<answer>4</answer>', '<answer>4</answer>')
@@ -27,9 +23,7 @@ def completion_text(completion: str | list[dict[str, Any]] | dict[str, Any]) -> 
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list):
-        if not completion:
-            return ""
-        completion = completion[-1]
+        completion = completion[-1] if completion else {}
     content = completion.get("content") or ""
     if isinstance(content, list):  # multimodal content parts: keep the text ones
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -49,21 +43,13 @@ def last_user_text(prompt: list[dict[str, Any]]) -> str:
 
 
 def parse_tag(text: str, tag: str) -> str | None:
-    """Return the stripped text inside the first ``<tag>...</tag>``, or ``None`` when there is none.
-
-    >>> parse_tag("<think><type> Bar </type></think>", "type"), parse_tag("<type>bar", "type")
-    ('Bar', None)
-    """
+    """The stripped text inside the first ``<tag>...</tag>``, or ``None``."""
     match = re.search(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, re.DOTALL)
     return match.group(1).strip() if match else None
 
 
 def parse_answer(text: str) -> str | None:
-    """Return the stripped text inside the last ``<answer>...</answer>`` (the final one wins), else ``None``.
-
-    >>> parse_answer("<think>maybe 3</think><answer>3</answer><answer> 42 </answer>"), parse_answer("the answer is 42")
-    ('42', None)
-    """
+    """The stripped text inside the last ``<answer>...</answer>`` (the final one wins), or ``None``."""
     matches = re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL)
     return matches[-1].strip() if matches else None
 
@@ -77,10 +63,8 @@ def to_float(text: str, percent: bool = False) -> float | None:
 
 
 def align_golds(values: Sequence[Any] | None, n: int) -> list[Any]:
-    """A gold column aligned with ``n`` completions (no column: None, "not applicable", for every row).
-
-    Raises ValueError when the column's length is not ``n``.
-    """
+    """A gold column aligned with ``n`` completions (no column: None for every row); ValueError when its length is
+    not ``n``."""
     if values is None:
         return [None] * n
     values = list(values)
@@ -97,7 +81,7 @@ def gold_list(gold: Any) -> list[str]:
 
 def score_golds(completions: list[Any], golds: Sequence[Any] | None,
                 score: Callable[[str, Any], float | None]) -> list[float | None]:
-    """Per completion: None when its gold is missing or blank (TRL leaves it out), else ``score(text, gold)``.
+    """Per completion: None when its gold is missing or blank, else ``score(text, gold)``.
 
     >>> score_golds(["<answer>3</answer>", "x", "y"], ["3", " ", None], lambda text, gold: 1.0)
     [1.0, None, None]

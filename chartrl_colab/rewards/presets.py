@@ -1,9 +1,7 @@
 """Reward presets: which functions score the seven rewards, and the system prompt that asks for their layout.
 
-``chart-rvr`` is the original Chart-RVR signal (``chartrl_colab.rewards.chart_rvr``: its scales, its newline-strict
-layout, its prompt, with its bugs fixed); ``package`` is this package's bounded, whitespace-tolerant set
-(``chartrl_colab.rewards.package``). Both use the reward names of ``rewards.REWARD_FUNCS``. A run picks one with
-``RunConfig.reward_preset`` (default ``chart-rvr``), recorded in ``run.json``. Pure: stdlib only.
+``chart-rvr``: the original Chart-RVR signal (``rewards.chart_rvr``, its bugs fixed); ``package``: this package's
+bounded, whitespace-tolerant set (``rewards.package``). A run picks one with ``RunConfig.reward_preset``.
 """
 
 from __future__ import annotations
@@ -22,8 +20,7 @@ class RewardPreset:
     funcs: Mapping[str, Callable[..., list[float | None]]]
     system_prompt: str  # ends with "Example:\n" + example
     example: str  # a completion the preset's own format reward scores full marks
-    # The values each reward can take: a verifier's threshold must lie inside, or every sample is correct
-    # (threshold <= low) or none is (threshold > high).
+    # Each reward's (low, high): a verifier's threshold outside makes every sample correct, or none.
     ranges: Mapping[str, tuple[float, float]]
 
 
@@ -42,42 +39,29 @@ PRESETS: dict[str, RewardPreset] = {
 PRESET_NAMES = tuple(PRESETS)
 DEFAULT_PRESET = "chart-rvr"
 AUTO = "auto"
-# The embedded synthetic charts keep the package's short prompt: the tiny embedded models read it (and the
-# warm base learned it), and on a CPU a four times longer prompt is four times the work for no gain.
-EMBEDDED_DATASETS = ("synthetic",)
 
 
 def resolve_preset(preset: str, dataset_name: str) -> str:
-    """``preset`` itself, or for ``"auto"`` the one a data set trains with: ``package`` on the embedded synthetic
-    charts, ``chart-rvr`` (the original signal) on the hub's chart data.
+    """``preset`` itself, or for ``"auto"`` the one a data set trains with.
 
     >>> resolve_preset("auto", "chart-rvr"), resolve_preset("auto", "synthetic"), resolve_preset("package", "chartqa")
     ('chart-rvr', 'package', 'package')
     """
-    if preset == AUTO:
-        return "package" if dataset_name in EMBEDDED_DATASETS else DEFAULT_PRESET
-    return preset
+    if preset != AUTO:
+        return preset
+    # The synthetic charts keep the package's short prompt: the tiny embedded models read it (the warm base learned
+    # it), and on a CPU a four times longer prompt is four times the work for no gain.
+    return "package" if dataset_name == "synthetic" else DEFAULT_PRESET
 
 
 def get_preset(name: str) -> RewardPreset:
-    """The preset called ``name``; ConfigError naming the valid ones otherwise.
-
-    >>> get_preset("package").funcs["format"].__module__
-    'chartrl_colab.rewards.package'
-    >>> get_preset("chartrvr")
-    Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: reward_preset='chartrvr' is not valid; choose one of: chart-rvr, package
-    """
+    """The preset called ``name``; ConfigError naming the valid ones otherwise."""
     one_of("reward_preset", name, PRESET_NAMES)
     return PRESETS[name]
 
 
 def get_reward_funcs(names: Sequence[str], preset: str = DEFAULT_PRESET) -> list[Callable[..., list[float | None]]]:
-    """The functions of ``preset`` for the reward ``names``, in the given order.
-
-    >>> [f.__module__ + "." + f.__name__ for f in get_reward_funcs(["format", "tags"], "chart-rvr")]
-    ['chartrl_colab.rewards.chart_rvr.format_reward', 'chartrl_colab.rewards.chart_rvr.tag_count_reward']
-    """
+    """The functions of ``preset`` for the reward ``names``, in the given order."""
     funcs = get_preset(preset).funcs
     for name in names:
         one_of("reward", name, tuple(funcs))

