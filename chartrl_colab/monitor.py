@@ -39,20 +39,6 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- loading
-def _checkpoint_state(checkpoint: Path) -> dict:
-    """A checkpoint folder's trainer_state.json if :func:`~chartrl_colab.runs.storage.state_problem` passes it."""
-    try:
-        state = read_json(checkpoint / TRAINER_STATE)
-    except (OSError, ValueError) as err:
-        problem = f"cannot be read ({err})"
-    else:
-        problem = state_problem(state)
-    if problem is not None:
-        raise ConfigError(f"{checkpoint / TRAINER_STATE}: {problem}; point at a complete checkpoint "
-                          "or at its run directory")
-    return state
-
-
 def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
     """(log history, where it came from, facts) for a run or checkpoint directory; ConfigError if there is none.
 
@@ -64,7 +50,16 @@ def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
                           "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
     facts: dict = {"total_steps": None, "cut": None}
     if (path / TRAINER_STATE).exists() and not list_checkpoints(path):  # a checkpoint-N folder itself
-        found = path, _checkpoint_state(path)
+        try:
+            state = read_json(path / TRAINER_STATE)
+        except (OSError, ValueError) as err:
+            problem = f"cannot be read ({err})"
+        else:
+            problem = state_problem(state)
+        if problem is not None:
+            raise ConfigError(f"{path / TRAINER_STATE}: {problem}; point at a complete checkpoint or at its run "
+                              "directory")
+        found = path, state
     else:
         found = latest_checkpoint_state(path, warn=True)
     if found is not None:
