@@ -4,12 +4,8 @@
         --seeds 1 2 3 -p subset_size 1000 -p max_steps 200 [--output-root DIR] [--gpus 0,1,2,3] \\
         [--accelerate-config deepspeed_zero3.yaml]
 
-Each run gets ``mode``, ``seed``, ``output_root`` (and ``results_json`` when the notebook has it); its executed
-notebook ``{output_root}/{run_name}.ipynb`` and papermill log ``{run_name}.log`` sit beside its run directory.
-``--gpus`` runs one per GPU at once (``CUDA_VISIBLE_DEVICES``); ``--accelerate-config`` runs them one after
-another, each on all GPUs. A failing run is reported with its failing cell and error, and the others go on; the
-summary goes to the terminal and ``{output_root}/batch-summary.md`` and ``.json``. Nothing here loads torch
-unless a notebook parameter is ``"auto"`` (resolved once, for every run alike).
+What it runs and writes: the README's "Batches". Each run gets ``mode``, ``seed``, ``output_root`` (and
+``results_json`` when the notebook has it); a notebook parameter ``"auto"`` is resolved once, for every run alike.
 """
 
 from __future__ import annotations
@@ -177,10 +173,9 @@ def plan(cfg: BatchConfig) -> list[Run]:
             seen.add(name)
             if "results_json" in defaults:
                 params["results_json"] = str(root / f"{name}.results.json")
-            ipynb = root / f"{name}.ipynb"
             # Keep only what differs from the notebook, so the executed notebook shows what the batch set.
             params = {k: v for k, v in params.items() if k in GRID or k == "results_json" or defaults.get(k) != v}
-            runs.append(Run(name, params, ipynb, root / name, root / f"{name}.log"))
+            runs.append(Run(name, params, root / f"{name}.ipynb", root / name, root / f"{name}.log"))
     return runs
 
 
