@@ -4,12 +4,8 @@
         --seeds 1 2 3 -p subset_size 1000 -p max_steps 200 [--output-root DIR] [--gpus 0,1,2,3] \\
         [--accelerate-config deepspeed_zero3.yaml]
 
-Each run gets ``mode``, ``seed``, ``output_root`` (and ``results_json`` when the notebook has it); its executed
-notebook ``{output_root}/{run_name}.ipynb`` and papermill log ``{run_name}.log`` sit beside its run directory.
-``--gpus`` runs one per GPU at once (``CUDA_VISIBLE_DEVICES``); ``--accelerate-config`` runs them one after
-another, each on all GPUs. A failing run is reported with its failing cell and error, and the others go on; the
-summary goes to the terminal and ``{output_root}/batch-summary.md`` and ``.json``. Nothing here loads torch
-unless a notebook parameter is ``"auto"`` (resolved once, for every run alike).
+What it runs and writes: the README's "Batches". Each run gets ``mode``, ``seed``, ``output_root`` (and
+``results_json`` when the notebook has it); a notebook parameter ``"auto"`` is resolved once, for every run alike.
 """
 
 from __future__ import annotations
@@ -18,6 +14,7 @@ import argparse
 import ast
 import base64
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -126,27 +123,15 @@ def parse_gpus(text: str | None) -> list[str]:
     return gpus
 
 
-def notebook_parameters(notebook: str | Path) -> dict:
-    """The names and default values of a notebook's ``parameters`` cell."""
-    import papermill
-
-    path = Path(notebook)
-    if not path.is_file():
-        raise ConfigError(f"notebook={str(notebook)!r} does not exist; give a .ipynb file such as "
-                          "notebooks/02_train.ipynb")
-    return {name: parse_value(info["default"]) for name, info in papermill.inspect_notebook(str(path)).items()}
-
-
-def _run_name(params: dict) -> str:
-    from chartrl_colab.config import RunConfig  # TRL's GRPOConfig: torch, only once runs are planned
-
-    parser = parser_for(RunConfig, "notebook", "")  # notebook parameters read as the CLI reads them
-    return RunConfig(**settings_from(parser, params, known_only=True)).run_name
-
-
 def plan(cfg: BatchConfig) -> list[Run]:
     """Every run of a batch, checked before any starts: ConfigError names the first bad setting."""
-    defaults = notebook_parameters(cfg.notebook)
+    import papermill
+
+    if not Path(cfg.notebook).is_file():
+        raise ConfigError(f"notebook={str(cfg.notebook)!r} does not exist; give a .ipynb file such as "
+                          "notebooks/02_train.ipynb")
+    defaults = {name: parse_value(info["default"])
+                for name, info in papermill.inspect_notebook(str(cfg.notebook)).items()}
     needed = [p for p in GRID + (("accelerate_config",) if cfg.accelerate_config else ()) if p not in defaults]
     if needed:
         raise ConfigError(f"notebook {cfg.notebook} has no parameter {needed[0]!r}; its parameters: "
@@ -175,20 +160,22 @@ def plan(cfg: BatchConfig) -> list[Run]:
         shared["accelerate_config"] = str(Path(cfg.accelerate_config).absolute())
     shared = resolve_auto(shared)  # "auto" decided once, here, so every run and its file names agree
 
+    from chartrl_colab.config import RunConfig  # TRL's GRPOConfig: torch, only once runs are planned
+
+    parser = parser_for(RunConfig, "notebook", "")  # notebook parameters read as the CLI reads them
     runs, seen = [], set()
     for mode in cfg.modes:
         for seed in cfg.seeds:
             params = {**shared, "mode": mode, "seed": seed}
-            name = _run_name(params)  # also validates the run's settings
+            name = RunConfig(**settings_from(parser, params, known_only=True)).run_name  # also validates them
             if name in seen:
                 raise ConfigError(f"two runs are both named {name}; give distinct modes and seeds")
             seen.add(name)
             if "results_json" in defaults:
                 params["results_json"] = str(root / f"{name}.results.json")
-            ipynb = root / f"{name}.ipynb"
             # Keep only what differs from the notebook, so the executed notebook shows what the batch set.
             params = {k: v for k, v in params.items() if k in GRID or k == "results_json" or defaults.get(k) != v}
-            runs.append(Run(name, params, ipynb, root / name, root / f"{name}.log"))
+            runs.append(Run(name, params, root / f"{name}.ipynb", root / name, root / f"{name}.log"))
     return runs
 
 
@@ -205,8 +192,6 @@ def uses_deepspeed(accelerate_config: str | Path) -> bool:
 
 
 def deepspeed_importable() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("deepspeed") is not None
 
 
@@ -229,9 +214,7 @@ def failure(output_notebook: str | Path) -> tuple[str | None, str | None]:
     except (OSError, ValueError):
         return None, None
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for out in cell.get("outputs", []):
+        for out in cell.get("outputs", []):  # code cells only have outputs
             if out.get("output_type") == "error":
                 first = next((line for line in cell.source.splitlines() if line.strip()
                               and not line.lstrip().startswith("#")), "")
@@ -268,10 +251,8 @@ def run_batch(cfg: BatchConfig) -> BatchReport:
 
     runs = plan(cfg)
     gpus = parse_gpus(cfg.gpus)
-    if cfg.accelerate_config:
-        slots = [",".join(gpus) if gpus else None]  # one run at a time, on all GPUs
-    else:
-        slots = gpus or [None]  # pinned, one run per GPU; no --gpus: one at a time, GPUs untouched
+    # --accelerate-config: one run at a time on all GPUs; else one per GPU (no --gpus: one at a time, GPUs untouched)
+    slots = [",".join(gpus) or None] if cfg.accelerate_config else gpus or [None]
     free: queue.Queue = queue.Queue()
     for slot in slots:
         free.put(slot)

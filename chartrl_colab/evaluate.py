@@ -3,17 +3,14 @@
     python -m chartrl_colab.evaluate --samples base.jsonl nsr.jsonl psr.jsonl --labels Base NSR PSR \\
         --k 1 2 4 8 16 32 64 --output-dir eval
 
-The README's "Evaluation: pass@k" lists the outputs; a sample is correct by ``--metric``
-(:mod:`chartrl_colab.evaluation.metrics`, or the file's own verifier). The files (format:
-:mod:`chartrl_colab.evaluation.samples`) must hold the same question ids, in any order; their ``n`` may differ
-(each curve runs to its own n, a table cell with k > n stays empty). Each is bootstrapped with the same seed over
-the first file's question order, so two models' intervals come from the same resampled question sets. Each output
-is written whole or not at all: a full disk leaves no partial plot, and its one error line names the file.
+Outputs: the README's "Evaluation: pass@k". The files (:mod:`chartrl_colab.evaluation.samples`) must hold the
+same question ids, in any order; their ``n`` may differ (each curve runs to its own n). Each is bootstrapped with
+the same seed over the first file's question order, so two models' intervals come from the same resampled
+questions. Each output is written whole or not at all.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -63,20 +60,11 @@ class EvalReport:
     per_question_csv: Path | None = None
 
 
-def _reference_correct(row: dict, path: Path) -> list[bool]:
-    """Each completion's ``<answer>`` scored by the reference metric against the row's gold answer."""
-    completions = row.get("completions")  # a list of strings when present: read_rows checks the types
-    if not completions:
-        raise ConfigError(f"{path}: question {row.get('id')!r} has no completions to score with relaxed_correctness; "
-                          "pass --metric verifier to use the file's correct lists")
-    return [evochart_correct(parse_answer(c), row.get("answer"), row.get("is_clear")) for c in completions]
-
-
 def load_samples(path: str | Path, label: str | None = None, metric: str = "relaxed_correctness") -> SampleFile:
     """Read a samples JSONL file; ConfigError for a missing, empty or malformed one.
 
-    ``metric`` says what makes a sample correct: ``relaxed_correctness`` (the reference metric, recomputed
-    from the completions) or ``verifier`` (the file's ``correct`` lists).
+    ``metric``: ``relaxed_correctness`` (the reference metric of each completion's ``<answer>``) or ``verifier``
+    (the file's ``correct`` lists).
     """
     one_of("metric", metric, METRICS)
     path = Path(path)
@@ -93,8 +81,12 @@ def load_samples(path: str | Path, label: str | None = None, metric: str = "rela
             correct = row.get("correct")  # a list of true/false values when present: read_rows checks the types
             if not correct:
                 raise ConfigError(f"{path}: question {qid!r} has no 'correct' list of true/false values")
+        elif row.get("completions"):
+            correct = [evochart_correct(parse_answer(c), row.get("answer"), row.get("is_clear"))
+                       for c in row["completions"]]
         else:
-            correct = _reference_correct(row, path)
+            raise ConfigError(f"{path}: question {row['id']!r} has no completions to score with relaxed_correctness; "
+                              "pass --metric verifier to use the file's correct lists")
         if qid in seen:
             raise ConfigError(f"{path}: question {qid!r} appears twice")
         seen.add(qid)
@@ -115,9 +107,8 @@ def align(files: list[SampleFile]) -> None:
     for other in files[1:]:
         for a, b in ((ref, other), (other, ref)):
             theirs = set(b.ids)
-            missing = [(i, qid) for i, qid in enumerate(a.ids) if qid not in theirs]
-            if missing:
-                i, qid = missing[0]
+            if missing := next(((i, qid) for i, qid in enumerate(a.ids) if qid not in theirs), None):
+                i, qid = missing
                 raise ConfigError(f"{other.path} and {ref.path} hold different questions: {qid!r} (question {i + 1} "
                                   f"of {a.path.name}) is not in {b.path.name}; sample both from the same "
                                   "--dataset-name, --split, --subset-size and --seed")
@@ -168,8 +159,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
              confidence: float = CONFIDENCE, metric: str = "relaxed_correctness") -> EvalReport:
     """pass@k of one or more sample files; writes plots, tables and metrics.json to ``output_dir``.
 
-    ``metric``: ``relaxed_correctness`` (default, the reference metric) or ``verifier`` (the files' own
-    ``correct`` lists).
+    ``metric``: as :func:`load_samples`.
     """
     one_of("metric", metric, METRICS)
     paths = [samples] if isinstance(samples, (str, Path)) else list(samples)
@@ -200,9 +190,7 @@ def evaluate(samples, labels=None, ks=None, output_dir: str | Path = "eval", n_b
             notes.append(f"the files were scored with different {key}: "
                          + ", ".join(f"{k} {v}" for k, v in values.items()))
 
-    if ks is None:
-        ks = default_ks(min(n_of.values()))
-    ks = sorted({int(k) for k in ks})
+    ks = sorted({int(k) for k in (default_ks(min(n_of.values())) if ks is None else ks)})
     if ks and ks[0] < 1:
         raise ConfigError(f"k={ks[0]} is not valid; k must be >= 1")
     largest = max(n_of.values())
@@ -270,16 +258,12 @@ def write_tables(metrics: dict, md_path: Path, csv_path: Path) -> tuple[Path, Pa
         writer = csv.writer(f)
         writer.writerow(["label", "file", "n", "num_questions", "k", "pass_at_k", "ci_low", "ci_high", "metric"])
         for label, m in metrics["models"].items():
-            cells = []
-            for k in ks:
-                cell = m["pass_at_k"].get(str(k))
-                if cell is None:  # k > this file's n
-                    cells.append("")
-                    continue
-                cells.append(f"{cell['mean']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]")
+            for k, cell in m["pass_at_k"].items():  # the ks <= this file's n
                 writer.writerow([label, m["file"], m["n"], m["num_questions"], k, repr(cell["mean"]),
                                  repr(cell["ci_low"]), repr(cell["ci_high"]), metrics["metric"]])
-            lines.append("| " + " | ".join([label, str(m["n"]), str(m["num_questions"]), *cells]) + " |")
+            cells = {k: f"{c['mean']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]" for k, c in m["pass_at_k"].items()}
+            row = [label, str(m["n"]), str(m["num_questions"]), *(cells.get(str(k), "") for k in ks)]
+            lines.append("| " + " | ".join(row) + " |")
     origins = {label: m["by_origin"] for label, m in metrics["models"].items() if "by_origin" in m}
     if origins:  # ChartQA's halves, as Chart-RVR reports them
         lines += ["", f"accuracy (pass@1, {metrics['metric']}) by question origin", "",
@@ -329,12 +313,9 @@ class EvaluateConfig:
                 "(pix2struct) of its <answer> (default), or the file's verifier 'correct' lists."})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return parser_for(EvaluateConfig, "python -m chartrl_colab.evaluate", __doc__.split("\n")[0])
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: evaluate(**vars(build_parser().parse_args(argv))))
+    parser = parser_for(EvaluateConfig, "python -m chartrl_colab.evaluate", __doc__.split("\n")[0])
+    return run_cli(lambda: evaluate(**vars(parser.parse_args(argv))))
 
 
 if __name__ == "__main__":

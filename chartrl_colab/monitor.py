@@ -3,15 +3,12 @@
     python -m chartrl_colab.monitor --checkpoint-dir RUN_OR_CHECKPOINT_DIR --output-dir plots
     python -m chartrl_colab.monitor --compare --checkpoints RUN_A RUN_B --labels GRPO NSR --output-dir cmp
 
-The README's "Monitoring" lists the outputs. The log history comes from the newest complete checkpoint's
-``trainer_state.json``, or from the TensorBoard events under ``logs/`` while there is no checkpoint yet
-(:mod:`chartrl_colab.evaluation.events`). Figures: :mod:`chartrl_colab.evaluation.monitor_plots`; each run's
-verdict: :mod:`chartrl_colab.evaluation.verdict`.
+Outputs: the README's "Monitoring". The log history comes from the newest complete checkpoint's
+``trainer_state.json``, else from the TensorBoard events under ``logs/`` (:mod:`chartrl_colab.evaluation.events`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -40,41 +37,31 @@ from chartrl_colab.runs.storage import (
 
 log = logging.getLogger(__name__)
 
-RULE = "=" * 40
-SUB_RULE = "-" * 40
-
 
 # --------------------------------------------------------------------------------------------- loading
-def _checkpoint_state(checkpoint: Path) -> dict:
-    """A checkpoint folder's trainer_state.json, checked by resume's completeness rule
-    (:func:`chartrl_colab.runs.storage.state_problem`); else ConfigError."""
-    try:
-        state = read_json(checkpoint / TRAINER_STATE)
-    except (OSError, ValueError) as err:
-        problem = f"cannot be read ({err})"
-    else:
-        problem = state_problem(state)
-    if problem is not None:
-        raise ConfigError(f"{checkpoint / TRAINER_STATE}: {problem}; point at a complete checkpoint "
-                          "or at its run directory")
-    return state
-
-
 def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
     """(log history, where it came from, facts) for a run or checkpoint directory; ConfigError if there is none.
 
-    ``facts``: ``total_steps`` (the trainer state's ``global_step``, else the run.json's, else None; a run logs
-    every ``logging_steps``, so its last logged step may be earlier) and ``cut`` (a line saying the TensorBoard
-    events were cut and what was read, else None)."""
+    ``facts``: ``total_steps`` (``global_step`` of the trainer state, else of run.json, else None) and ``cut``
+    (a line saying the TensorBoard events were cut, else None)."""
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"{str(path)!r} is not a directory; give a run directory "
                           "({output_root}/{mode}-{model}-{dataset}-{size}-{seed}) or one of its checkpoint-N folders")
     facts: dict = {"total_steps": None, "cut": None}
     if (path / TRAINER_STATE).exists() and not list_checkpoints(path):  # a checkpoint-N folder itself
-        found = path, _checkpoint_state(path)
+        try:
+            state = read_json(path / TRAINER_STATE)
+        except (OSError, ValueError) as err:
+            problem = f"cannot be read ({err})"
+        else:
+            problem = state_problem(state)
+        if problem is not None:
+            raise ConfigError(f"{path / TRAINER_STATE}: {problem}; point at a complete checkpoint or at its run "
+                              "directory")
+        found = path, state
     else:
-        found = latest_checkpoint_state(path, warn=True)  # parses trainer_state.json once, checks and all
+        found = latest_checkpoint_state(path, warn=True)
     if found is not None:
         history, source = found[1]["log_history"], str(found[0] / TRAINER_STATE)
         facts["total_steps"] = found[1]["global_step"]
@@ -102,8 +89,7 @@ def _read_run(path: str | Path) -> tuple[list[dict], str, dict]:
 
 def load_history(path: str | Path) -> list[dict]:
     """The log history (one dict per logged step) of a run directory or ``checkpoint-N`` folder, read as the
-    module docstring says; newer incomplete checkpoints are skipped with a warning. ConfigError for a path
-    holding no run or an empty log."""
+    module docstring says; ConfigError for a path holding no run or an empty log."""
     return _read_run(path)[0]
 
 
@@ -116,9 +102,8 @@ def _first_last(cols: Columns, key: str) -> tuple[float | None, float | None]:
 def training_seconds(history) -> tuple[float | None, str | None]:
     """(seconds of training, how they were found) from a log history.
 
-    TRL logs ``step_time``, the mean step time since the previous log, so each value is weighted by the
-    steps it covers; that survives resumes and reading a checkpoint (whose history ends before the final
-    ``train_runtime``). Without it, the sum of ``train_runtime`` (one per finished session).
+    TRL's ``step_time`` (the mean since the previous log) weighted by the steps it covers, which survives
+    resumes and a checkpoint's history; else the sum of ``train_runtime`` (one per finished session).
 
     >>> training_seconds([{"step_time": 2.0, "step": 1}, {"step_time": 3.0, "step": 5}])
     (14.0, 'step_time')
@@ -126,8 +111,7 @@ def training_seconds(history) -> tuple[float | None, str | None]:
     cols = as_columns(history)
     steps, times = cols["step_time"]
     if len(times):
-        covered = np.diff(np.concatenate([[0.0], steps]))
-        return float(np.sum(times * covered)), "step_time"
+        return float(np.sum(times * np.diff(steps, prepend=0.0))), "step_time"
     _, runtimes = cols["train_runtime"]
     if len(runtimes):
         return float(np.sum(runtimes)), "train_runtime"
@@ -138,12 +122,10 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
               total_steps: int | None = None) -> dict:
     """The summary numbers of one run's log history (a list of log dicts, or its :class:`Columns`).
 
-    ``window``: how many of the last logged values the verdicts look at (default: the last 10%, at least
-    ``MIN_WINDOW``). ``convergence`` is the original scripts' loss verdict; ``verdict`` the one the summary prints
-    (:func:`chartrl_colab.evaluation.verdict.judge`, by ``mode``); ``accuracy`` and ``entropy`` the trends it
-    reads (:func:`chartrl_colab.evaluation.verdict.trend`), of the ``verifier`` reward (default ``accuracy``).
-    Loss reduction and reward change compare the first and the last logged values. ``total_steps``: the trainer
-    state's step count (default: the last logged step).
+    ``window``: the last logged values the verdicts look at (default: the last 10%, at least ``MIN_WINDOW``).
+    ``convergence`` is the original scripts' loss verdict, ``verdict`` the printed one (by ``mode``, of the
+    ``verifier`` reward, default ``accuracy``: :mod:`chartrl_colab.evaluation.verdict`). ``total_steps``: the
+    trainer state's step count (default: the last logged step).
 
     >>> s = summarize([{"loss": 2.0, "learning_rate": 1e-6, "reward": 0.5, "step": 1},
     ...                {"loss": 1.0, "learning_rate": 5e-7, "reward": 1.5, "step": 2}])
@@ -170,8 +152,7 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
         "logged_steps": len(losses),
         "first_loss": first_loss,
         "final_loss": final_loss,
-        # A relative reduction means something for a loss that stays positive; GRPO's on-policy loss sits at 0 and
-        # changes sign (0.005 -> -0.002 is no "140% reduction"), so it has none.
+        # None for a loss at or crossing 0 (GRPO's on-policy loss): 0.005 -> -0.002 is no "140% reduction".
         "loss_reduction_pct": (100.0 * (first_loss - final_loss) / first_loss
                                if first_loss is not None and final_loss is not None and first_loss > 0
                                and final_loss >= 0 else None),
@@ -179,7 +160,8 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
         "first_reward": first_reward,
         "final_reward": final_reward,
         "reward_change": final_reward - first_reward if None not in (first_reward, final_reward) else None,
-        "rewards": {},
+        "rewards": {key[len("rewards/"):-len("/mean")]: dict(zip(("first", "final"), _first_last(cols, key)))
+                    for key in sorted(k for k in cols.keys if REWARD_KEY.fullmatch(k))},
         "training_seconds": seconds,
         "training_hours": seconds / 3600 if seconds is not None else None,
         "training_time_source": time_source,
@@ -188,28 +170,22 @@ def summarize(history, window: int | None = None, mode: str | None = None, verif
         "accuracy": {"key": acc_key, **acc_trend} if acc_trend else None,
         "entropy": trend(entropy, window),
     }
-    for key in sorted(k for k in cols.keys if REWARD_KEY.fullmatch(k)):
-        first, final = _first_last(cols, key)
-        out["rewards"][key[len("rewards/"):-len("/mean")]] = {"first": first, "final": final}
-    for key, name in (("mode/num_positive", "mean_num_positive"), ("mode/num_negative", "mean_num_negative"),
-                      ("mode/positive_fraction", "mean_positive_fraction")):
-        _, values = cols[key]
-        if len(values):
-            out[name] = float(np.mean(values))
+    for name in ("num_positive", "num_negative", "positive_fraction"):
+        if len(values := cols[f"mode/{name}"][1]):
+            out[f"mean_{name}"] = float(np.mean(values))
     return out
 
 
 def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
     """The "TRAINING SUMMARY" text of :func:`summarize` results keyed by label."""
-    lines = [RULE, "TRAINING SUMMARY", RULE]
+    lines = ["=" * 40, "TRAINING SUMMARY", "=" * 40]
     for label, s in summaries.items():
-        lines += ["", f"{label}:", SUB_RULE, f"  Total steps: {s['total_steps']}"]
+        lines += ["", f"{label}:", "-" * 40, f"  Total steps: {s['total_steps']}"]
         if s.get("cut"):
             lines.append(f"  Log cut: {s['cut']}")
-        if s["final_loss"] is not None:
-            lines.append(f"  Final loss: {s['final_loss']:.3f}")
-        if s["final_learning_rate"] is not None:
-            lines.append(f"  Final LR: {s['final_learning_rate']:.2e}")
+        for key, text in (("final_loss", "Final loss: {:.3f}"), ("final_learning_rate", "Final LR: {:.2e}")):
+            if s[key] is not None:
+                lines.append("  " + text.format(s[key]))
         verdict = s["verdict"]
         if verdict["signal"] != "loss":
             why = f" ({verdict['why_not_loss']})" if verdict.get("why_not_loss") else ""
@@ -221,8 +197,7 @@ def format_summary(summaries: dict[str, dict], errors: list[str] = ()) -> str:
             lines.append(f"  Loss reduction: n/a ({s['first_loss']:.3f} → {s['final_loss']:.3f}, change "
                          f"{s['final_loss'] - s['first_loss']:+.3f})")
         for key, name, unit in (("accuracy", "Verifier accuracy", ""), ("entropy", "Entropy", " nats")):
-            t = s.get(key)
-            if t:
+            if t := s.get(key):
                 lines.append(f"  {name}: {t['first']:.3f} → {t['last']:.3f}{unit} ({t['change']:+.3f}; mean of the "
                              f"first / last {t['window']} logged step{'s' if t['window'] > 1 else ''})")
         if s["reward_change"] is not None:
@@ -266,14 +241,12 @@ def _default_labels(paths: list[Path]) -> list[str]:
 
 
 def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | None = None) -> MonitorReport:
-    """Plot and summarise one or several runs; returns what was written.
+    """Plot and summarise one or several runs (run directories or checkpoint folders); returns what was written.
 
-    ``paths``: run directories or checkpoint folders (one path or a list). ``labels``: one per path
-    (default: the run names). ``compare``: one figure per metric holding every run (default with several
-    paths); ``compare=False`` writes each run's figures into ``output_dir/<label>/``. ``summary.txt`` and
-    ``summary.json`` cover every run. A path that cannot be read is reported in ``errors`` (and in the
-    summary) and the other runs still go through; ConfigError when labels do not match the paths or no run
-    could be read at all.
+    ``labels``: one per path (default: the run names). ``compare``: one figure per metric holding every run
+    (default with several paths); ``False`` writes each run's figures into ``output_dir/<label>/``. A path that
+    cannot be read goes to ``errors`` and the summary, and the other runs go on; ConfigError when labels do not
+    match the paths or no run could be read.
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
@@ -316,13 +289,11 @@ def monitor(paths, labels=None, output_dir="plots", compare=None, window: int | 
     output_dir.mkdir(parents=True, exist_ok=True)
     text = format_summary(report.summaries, report.errors)
     print(text, end="")
-    report.summary_txt = output_dir / "summary.txt"
-    with atomic_path(report.summary_txt) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    report.summary_json = output_dir / "summary.json"
-    with atomic_path(report.summary_json) as tmp:
-        tmp.write_text(json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2,
-                                  ensure_ascii=False) + "\n", encoding="utf-8")
+    report.summary_txt, report.summary_json = output_dir / "summary.txt", output_dir / "summary.json"
+    as_json = json.dumps(jsonable({"runs": report.summaries, "errors": report.errors}), indent=2, ensure_ascii=False)
+    for path, content in ((report.summary_txt, text), (report.summary_json, as_json + "\n")):
+        with atomic_path(path) as tmp:
+            tmp.write_text(content, encoding="utf-8")
     return report
 
 
@@ -345,10 +316,6 @@ class MonitorConfig:
                 f"{MIN_WINDOW})."})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return parser_for(MonitorConfig, "python -m chartrl_colab.monitor", __doc__.split("\n")[0])
-
-
 def run(cfg: MonitorConfig) -> int:
     """The CLI's job: 0 when every run was plotted, 2 when some could not be read (the others are written)."""
     if cfg.checkpoint_dir and cfg.checkpoints:
@@ -365,7 +332,8 @@ def run(cfg: MonitorConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(lambda: run(MonitorConfig(**vars(build_parser().parse_args(argv)))))
+    parser = parser_for(MonitorConfig, "python -m chartrl_colab.monitor", __doc__.split("\n")[0])
+    return run_cli(lambda: run(MonitorConfig(**vars(parser.parse_args(argv)))))
 
 
 if __name__ == "__main__":
