@@ -1,11 +1,6 @@
 """The machine a notebook runs on: its GPU, package versions, Drive, and the defaults that fit.
 
 Every notebook calls :func:`prepare_output_root` and :func:`resolve_auto`; the setup notebook also :func:`check`.
-
->>> resolve_auto({"vlm_name": "auto", "dataset_name": "auto"}, gpu=False)
-{'vlm_name': 'tiny-warm', 'dataset_name': 'synthetic'}
->>> resolve_auto({"vlm_name": "qwen2-vl-2b", "dataset_name": "auto"}, gpu=True)
-{'vlm_name': 'qwen2-vl-2b', 'dataset_name': 'chart-rvr'}
 """
 
 from __future__ import annotations
@@ -48,10 +43,8 @@ def gpu_info() -> dict | None:
 
 
 def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
-    """``params`` with every ``"auto"`` of :data:`AUTO_KEYS` replaced by what fits this machine.
-
-    A GPU gets :data:`GPU_DEFAULTS` and 512 tokens; a CPU the embedded default (said once) and 64 tokens, which
-    keep a CPU run to minutes.
+    """``params`` with every ``"auto"`` of :data:`AUTO_KEYS` replaced by what fits this machine: on a GPU
+    :data:`GPU_DEFAULTS` and 512 tokens, else the embedded default (said) and 64 tokens (a CPU run in minutes).
 
     >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False)
     {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}

@@ -49,15 +49,9 @@ def _assigned(source: str) -> list[str]:
 
 
 def check_injected(history, fields) -> None:
-    r"""ConfigError naming the closest valid name for a papermill parameter (``-p reward_treshold 0.9``) that is
+    """ConfigError naming the closest valid name for a papermill parameter (``-p reward_treshold 0.9``) that is
     neither in ``fields`` nor set by the parameters cell, the cell that ``history`` (the kernel's ``In``) shows
-    right before papermill's injected one.
-
-    >>> check_injected(["", "seed = 1\nmount_drive = False", "# Parameters\nmount_drive = True\n"], ["seed"])
-    >>> check_injected(["", "seed = 1", "# Parameters\nsede = 3\n"], ["seed", "mode"])
-    Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: parameter 'sede' is not a parameter of this notebook; did you mean 'seed'?
-    """
+    right before papermill's injected one."""
     for i, source in enumerate(history):
         if not isinstance(source, str) or not source.lstrip().startswith(INJECTED):
             continue

@@ -35,16 +35,13 @@ log = logging.getLogger(__name__)
 def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples: int = 16,
             eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, parallel_runs: int = 1,
             **params) -> dict:
-    """Train every mode with the same settings, sample the base and each mode, compare.
+    """Train every mode with the same ``params`` (RunConfig fields), sample the base and each mode, compare.
 
-    ``params``: RunConfig fields shared by the runs. ``eval_samples`` (n; 0 skips sampling) completions for each
-    of ``eval_questions`` questions of ``eval_split``, at the training temperature and completion length.
-    ``parallel_runs`` > 1 trains (then samples) that many modes at once, a process each; the results are those
-    of one at a time.
-
-    Returns ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures``, ``table``
-    (:func:`results_table`), ``table_md``, ``table_markdown``, ``passk`` (label -> pass@k curve), ``evaluation``
-    (what ``evaluate_runs`` returned), the monitor's ``summary_txt``, ``summary_json`` and ``summaries``,
+    ``eval_samples`` (n; 0 skips sampling) completions for each of ``eval_questions`` questions of ``eval_split``,
+    at the training temperature and completion length. ``parallel_runs`` > 1 trains (then samples) that many
+    modes at once, a process each; the results are those of one at a time. Returns ``runs`` (mode ->
+    ``run_summary``), ``figures``, ``table`` (:func:`results_table`), ``table_md``, ``table_markdown``, ``passk``,
+    ``evaluation`` (``evaluate_runs``'), the monitor's ``summary_txt``, ``summary_json`` and ``summaries``,
     ``checks``, ``errors`` and ``seconds`` (per stage).
     """
     from chartrl_colab.colab.pipelines import check_parallel, run_processes, run_summary, train_run
