@@ -25,7 +25,6 @@ EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
 MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
 
 
-# ------------------------------------------------------------------------------------------ the GPU
 def gpu_info() -> dict | None:
     """The first visible GPU (name, count, memory, compute capability, CUDA version) and what ``"auto"`` picks on
     it (:func:`chartrl_colab.models.device.describe`), or None without one."""
@@ -106,7 +105,6 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------ report
 def check() -> dict:
     """Log and return what the setup notebook reports: Colab or not, the GPU, the versions of
     :data:`KEY_PACKAGES`, and requirements not met."""
@@ -116,9 +114,8 @@ def check() -> dict:
 
     gpu = gpu_info()
     found = library_versions(KEY_PACKAGES)
-    reqs = package_requirements()
-    if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
-        reqs = requirements_file().read_text().splitlines()
+    # pip-installed: its declared bounds; run from a clone: the clone's requirements file
+    reqs = package_requirements() or (requirements_file().read_text().splitlines() if requirements_file() else [])
     problems = requirement_problems(reqs)
     log.info(f"Colab: {'yes' if in_colab() else 'no'}")
     if gpu:
@@ -159,9 +156,8 @@ def interactive_front_end() -> bool:
 
 
 def should_mount(mount_drive, colab: bool | None = None, interactive: bool | None = None) -> bool:
-    """``mount_drive`` (a bool or :data:`MOUNT_CHOICES`) as a bool. ``"auto"``: yes in Colab, where each notebook
-    is a fresh VM and only Drive is shared and kept; but a headless kernel (papermill, ``chartrl_colab.batch``) has
-    nobody to authorise a mount, so there only when Drive already is.
+    """``mount_drive`` (a bool or :data:`MOUNT_CHOICES`) as a bool. ``"auto"``: yes in Colab, where only Drive is
+    shared between notebooks and kept; but in a headless kernel (papermill, batch) only when Drive already is.
 
     >>> should_mount("auto", colab=True, interactive=True), should_mount("auto", colab=False), should_mount("no")
     (True, False, False)

@@ -63,7 +63,6 @@ def check_injected(history, fields) -> None:
                 raise ConfigError(f"parameter {name!r} is not a parameter of this notebook; {hint}")
 
 
-# ------------------------------------------------------------------------------------------ display, results
 def _in_kernel() -> bool:
     try:
         from IPython import get_ipython

@@ -69,7 +69,6 @@ def requirements_file() -> Path | None:
     return path if path.is_file() else None
 
 
-# ------------------------------------------------------------------------------------------ install
 def cuda_runtime() -> bool:
     """True on a machine whose torch sees a CUDA GPU (where bitsandbytes' 4-bit loading is used)."""
     try:

@@ -1,23 +1,15 @@
 """The notebook form for Jupyter and VS Code: the parameters cell's values in, a validated :class:`RunConfig` out.
 
-In Colab (whose parameters cell is a form already) and headless (papermill, ``chartrl_colab.batch``) the values
-pass straight through, shown as one line. Jupyter and VS Code get widgets for :data:`FORM_FIELDS` (ipywidgets 7
-or 8); every other setting passes through.
-
-Under Run all the next cell runs before anyone could touch the widgets, and a cell cannot wait for a click. So
-with a person at the front end (:func:`interactive_front_end`) ``config()`` refuses, in one line saying what to
-do, until **Train** was pressed for the values the form shows: training never starts with values nobody chose.
-The button only records the choice; training stays in the cell, whose output the cells below need.
+Jupyter and VS Code get widgets for :data:`FORM_FIELDS` (ipywidgets 7 or 8); in Colab (whose parameters cell is
+a form) and headless the values pass straight through, shown as one line. Under Run all the next cell runs before
+anyone could touch the widgets, so with a person at the front end (:func:`interactive_front_end`) ``config()``
+refuses until **Train** was pressed for the values shown: training never starts with values nobody chose.
 
 >>> form = RunForm(mode="nsr", subset_size=16, seed=3, max_steps=4)  # headless here: no button needed
 >>> form.set(mode="w-reinforce", lambda_psr=0.3)
 >>> cfg = form.config()
 >>> cfg.mode, cfg.lambda_psr, cfg.subset_size, cfg.max_steps
 ('w-reinforce', 0.3, 16, 4)
->>> form.set(subset_size=0)
-Traceback (most recent call last):
-...
-chartrl_colab.errors.ConfigError: subset_size=0 is not valid; it must be a number >= 1 (or None for the whole set)
 """
 
 from __future__ import annotations
