@@ -225,9 +225,8 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
 
 def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
     """``run_dirs`` if any are given, else the run directories (holding checkpoints or ``logs/``) under
-    ``output_root``, by name. None there: ConfigError if ``required``, else a note and []; either says where it
-    looked and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive).
-    """
+    ``output_root``, by name. None there: ConfigError if ``required``, else a note and []; both say where it looked
+    and whether Google Drive is mounted."""
     from chartrl_colab.runs.storage import DRIVE_MOUNT, drive_mounted, in_colab
 
     if run_dirs:

@@ -17,19 +17,6 @@ from chartrl_colab.runs.record import read_run_json
 BASE = "Base"
 
 
-def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple[str, int | None]]]:
-    """Sample label -> run directory (or a checkpoint folder in it) grouped as MODE -> [(label, seed)]."""
-    groups: dict[str, list[tuple[str, int | None]]] = {}
-    for label, run in labels_to_runs.items():
-        run = Path(run)
-        config = (read_run_json(run) or read_run_json(run.parent) or {}).get("config") or {}
-        if "mode" not in config:
-            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this "
-                              "package")
-        groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
-    return groups
-
-
 def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Path, base: str = BASE,
                   n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Per mode: mean pass@k (k = 1..n) over its seeds and the questions with an interval resampling both, and its
@@ -44,7 +31,13 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
     if len(runs) != len(run_dirs):
         raise ConfigError(f"got {len(runs)} sampled runs for {len(run_dirs)} run directories; pass evaluate_runs' "
                           "samples and the run directories it sampled, in the same order")
-    groups = group_by_mode(dict(zip(runs, run_dirs)))
+    groups: dict[str, list[tuple[str, int | None]]] = {}  # MODE -> [(label, seed)] from the runs' run.json
+    for label, run in zip(runs, map(Path, run_dirs)):
+        config = (read_run_json(run) or read_run_json(run.parent) or {}).get("config") or {}
+        if "mode" not in config:
+            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this "
+                              "package")
+        groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
     files = [load_samples(path, label) for label, path in samples.items()]
     align(files)
     n = int(min(f.n.min() for f in files))
