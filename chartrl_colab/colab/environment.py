@@ -140,19 +140,11 @@ def check() -> dict:
 def interactive_front_end() -> bool:
     """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code): they send
     each cell with ``allow_stdin``, papermill and nbclient without it; plain Python has no kernel at all."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
+    from IPython import get_ipython
+
     kernel = getattr(get_ipython(), "kernel", None)
-    if kernel is None:
-        return False
-    try:
-        parent = kernel.get_parent()  # the request being executed (ipykernel >= 6)
-    except Exception:  # noqa: BLE001 - an older or custom kernel: fall back to what it recorded
-        parent = {}
-    allowed = (parent or {}).get("content", {}).get("allow_stdin")
-    return bool(getattr(kernel, "_allow_stdin", False) if allowed is None else allowed)
+    # get_parent: the request being executed (ipykernel >= 6.17, a dependency)
+    return kernel is not None and bool((kernel.get_parent() or {}).get("content", {}).get("allow_stdin"))
 
 
 def should_mount(mount_drive, colab: bool | None = None, interactive: bool | None = None) -> bool:

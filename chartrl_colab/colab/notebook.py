@@ -64,10 +64,8 @@ def check_injected(history, fields) -> None:
 
 
 def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
+    from IPython import get_ipython
+
     return get_ipython() is not None
 
 
