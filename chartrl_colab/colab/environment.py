@@ -169,11 +169,9 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
 
 
 def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO) -> Path:
-    """Where runs will be stored, created: ``output_root`` if given, else the default (Drive when mounted).
-
-    Drive is mounted first when :func:`should_mount` says so; ``mount_drive="yes"`` that cannot mount is a
-    ConfigError: runs never silently land where they would be lost.
-    """
+    """Where runs will be stored, created: ``output_root`` if given, else the default (Drive when mounted, after
+    mounting it when :func:`should_mount`). ``"yes"`` that cannot mount is a ConfigError: runs never silently land
+    where they would be lost."""
     from chartrl_colab.runs import storage
 
     if should_mount(mount_drive):

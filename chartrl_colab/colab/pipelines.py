@@ -1,7 +1,5 @@
-"""The pipelines the notebooks run: train one run, summarise it, find runs, evaluate several.
-
-Nothing here displays: :mod:`chartrl_colab.colab.notebook` does.
-"""
+"""The pipelines the notebooks run: train one run, summarise it, find runs, evaluate several (no display: that
+is :mod:`chartrl_colab.colab.notebook`)."""
 
 from __future__ import annotations
 

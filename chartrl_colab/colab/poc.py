@@ -139,22 +139,20 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
 
     # The base is loaded as the runs were trained: "auto" 4-bit decided for this machine, as training decided it.
     cfg = device.resolve_run(next(iter(configs.values())), device.detect(), quiet=True)
-    checkpoints, labels, skipped = [], [], []
-    for mode, run in runs.items():
-        if not run.get("checkpoint"):
-            skipped.append(f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)")
-            continue
+    sampled = {mode: run for mode, run in runs.items() if run.get("checkpoint")}
+    skipped = [f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)"
+               for mode in runs if mode not in sampled]
+    for mode, run in sampled.items():
         step = checkpoint_step(run["checkpoint"])
         if step < run.get("global_step", 0):
             log.info(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
                      f"was not checkpointed (save_steps={configs[mode].save_steps})")
-        checkpoints.append(run["checkpoint"])
-        labels.append(mode.upper())
     for line in skipped:
         log.info(f"note: {line}")
     # Sampling shares training's model, data and reward fields (settings' subset_size: the held-out questions).
     shared = {f.name: getattr(cfg, f.name) for f in (*fields(SourceArguments), *fields(RewardArguments))}
-    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, **{**shared, **settings},
+    evaluation = evaluate_runs([run["checkpoint"] for run in sampled.values()], [mode.upper() for mode in sampled],
+                               include_base=True, output_dir=eval_dir, **{**shared, **settings},
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
                                load_in_4bit=cfg.load_in_4bit)
     return evaluation, skipped
@@ -162,10 +160,8 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
 
 # ------------------------------------------------------------------------------------------- the table
 def results_table(models: dict[str, dict]) -> list[dict]:
-    """One row per model in the shape of the paper's Table 1: pass@1, pass@n (with intervals), mean entropy.
-
-    ``models``: label -> an :func:`chartrl_colab.evaluate.evaluate` model entry (``metrics.json``'s models).
-    """
+    """One row per model (``models``: label -> an entry of ``metrics.json``'s models) in the shape of the paper's
+    Table 1: pass@1, pass@n (with intervals), mean entropy."""
     return [{"model": label, "n": m["n"], "questions": m["num_questions"],
              "pass_at_1": m["pass_at_1"]["mean"], "pass_at_1_ci": [m["pass_at_1"]["ci_low"], m["pass_at_1"]["ci_high"]],
              "pass_at_n": m["pass_at_n"]["mean"], "pass_at_n_ci": [m["pass_at_n"]["ci_low"], m["pass_at_n"]["ci_high"]],
@@ -222,11 +218,8 @@ _NEEDS = {
 
 
 def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
-    """One line per run: ✓ when it trained, saved a checkpoint and saw samples to learn from; else ✗ and why.
-
-    A base in ``RANDOM_BASES`` never answers correctly, so a psr run on it seeing no correct sample is
-    expected: that line reads "–" and says so instead of ✗ (tests/test_poc.py shows both).
-    """
+    """One line per run: ✓ when it trained, saved a checkpoint and saw samples to learn from; else ✗ and why; "–"
+    for psr seeing no correct sample on a base in ``RANDOM_BASES``, as expected (it never answers correctly)."""
     lines = []
     for mode, run in runs.items():
         counts = run.get("totals", {})
