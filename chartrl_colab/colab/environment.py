@@ -1,17 +1,12 @@
 """The machine a notebook runs on: its GPU, package versions, Drive, and the defaults that fit.
 
-After the setup cell (:mod:`chartrl_colab.colab.packages`), every notebook calls :func:`prepare_output_root`
-(Drive in Colab) and :func:`resolve_auto`; the setup notebook also reports the machine with :func:`check`.
-
->>> resolve_auto({"vlm_name": "auto", "dataset_name": "auto"}, gpu=False)
-{'vlm_name': 'tiny-warm', 'dataset_name': 'synthetic'}
->>> resolve_auto({"vlm_name": "qwen2-vl-2b", "dataset_name": "auto"}, gpu=True)
-{'vlm_name': 'qwen2-vl-2b', 'dataset_name': 'chart-rvr'}
+Every notebook calls :func:`prepare_output_root` and :func:`resolve_auto`; the setup notebook also :func:`check`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from chartrl_colab.errors import ConfigError
@@ -25,12 +20,14 @@ GPU_TOKENS, CPU_TOKENS = 512, 64  # "auto" completion lengths
 AUTO_KEYS = ("vlm_name", "dataset_name", "max_completion_length", "max_new_tokens")
 KEY_PACKAGES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
                 "bitsandbytes", "ipywidgets", "papermill", "wandb")
+# Data sets without a split to evaluate on, and the set their authors evaluate on instead (Chart-RVR: ChartQA test).
+EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
+MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
 
 
-# ------------------------------------------------------------------------------------------ the GPU
 def gpu_info() -> dict | None:
     """The first visible GPU (name, count, memory, compute capability, CUDA version) and what ``"auto"`` picks on
-    it (:func:`chartrl_colab.models.device.describe`: precision, 4-bit, vLLM), or None without one."""
+    it (:func:`chartrl_colab.models.device.describe`), or None without one."""
     import torch
 
     from chartrl_colab.models import device
@@ -45,11 +42,8 @@ def gpu_info() -> dict | None:
 
 
 def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
-    """A notebook's settings with every ``"auto"`` replaced by what fits this machine (said once).
-
-    ``vlm_name``/``dataset_name``: the original Chart-RVR model and data on a GPU, the embedded default without
-    one (said so); ``max_completion_length``/``max_new_tokens``: 512 tokens on a GPU, 64 on a CPU (the embedded
-    models' completions are short; shorter ones keep a CPU run to minutes). Names other than ``"auto"`` are kept.
+    """``params`` with every ``"auto"`` of :data:`AUTO_KEYS` replaced by what fits this machine: on a GPU
+    :data:`GPU_DEFAULTS` and 512 tokens, else the embedded default (said) and 64 tokens (a CPU run in minutes).
 
     >>> resolve_auto({"vlm_name": "auto", "max_new_tokens": "auto", "seed": 1}, gpu=False)
     {'vlm_name': 'tiny-warm', 'max_new_tokens': 64, 'seed': 1}
@@ -68,13 +62,8 @@ def resolve_auto(params: dict, gpu: bool | None = None) -> dict:
     return out
 
 
-# Data sets without a split to evaluate on, and the set their authors evaluate on instead: Chart-RVR publishes
-# a training split only, and its paper reports ChartQA test.
-EVAL_SETS = {"chart-rvr": ("chartqa", "test")}
-
-
 def trained_on(run_dir: str | Path) -> dict:
-    """The settings a run (or a checkpoint-N folder of one) was trained with, from its run.json ({} if none)."""
+    """The config in the run.json of a run (or of a checkpoint-N folder's run); {} if none."""
     from chartrl_colab.runs.record import read_run_json
     from chartrl_colab.runs.storage import checkpoint_step
 
@@ -87,14 +76,9 @@ def trained_on(run_dir: str | Path) -> dict:
 
 
 def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
-    """An evaluation's settings with ``"auto"`` resolved where the runs were trained, on a split that exists.
-
-    ``vlm_name``/``dataset_name``/``max_new_tokens`` left on ``"auto"`` come from the runs' ``run.json`` (the
-    most common pair when runs differ), else as :func:`resolve_auto`. A data set without the requested split is
-    replaced by the set it is evaluated on (:data:`EVAL_SETS`). Each replacement is said.
-    """
-    from collections import Counter
-
+    """An evaluation's settings, each replacement said: ``vlm_name``/``dataset_name``/``max_new_tokens`` left on
+    ``"auto"`` from the runs' run.json (the most common pair), else :func:`resolve_auto`; a data set without the
+    requested split replaced by the one its authors evaluate on (:data:`EVAL_SETS`)."""
     from chartrl_colab.data.loading import SPLITS
 
     out = dict(params)
@@ -121,31 +105,29 @@ def resolve_eval(params: dict, run_dirs=(), gpu: bool | None = None) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------------------ report
 def check() -> dict:
-    """What the setup notebook reports: Colab or not, the GPU, the versions of :data:`KEY_PACKAGES` (and
-    Python's), and requirements not met."""
+    """Log and return what the setup notebook reports: Colab or not, the GPU, the versions of
+    :data:`KEY_PACKAGES`, and requirements not met."""
     from chartrl_colab.colab.packages import package_requirements, requirement_problems, requirements_file
     from chartrl_colab.runs.record import library_versions
     from chartrl_colab.runs.storage import in_colab
 
     gpu = gpu_info()
     found = library_versions(KEY_PACKAGES)
-    reqs = package_requirements()
-    if not reqs and requirements_file() is not None:  # run from a clone, not pip-installed
-        reqs = requirements_file().read_text().splitlines()
+    # pip-installed: its declared bounds; run from a clone: the clone's requirements file
+    reqs = package_requirements() or (requirements_file().read_text().splitlines() if requirements_file() else [])
     problems = requirement_problems(reqs)
     log.info(f"Colab: {'yes' if in_colab() else 'no'}")
     if gpu:
         auto = gpu["auto"]
         log.info(f"GPU: {gpu['name']} x{gpu['count']}, {gpu['memory_gb']} GiB, compute capability {gpu['capability']}, "
-             f"CUDA {gpu['cuda']}")
+                 f"CUDA {gpu['cuda']}")
         why = "bf16 from compute capability 8.0" if gpu["bf16"] else "no bf16 tensor cores below compute capability 8.0"
         log.info(f"Precision: {auto['precision']} ({why}); 'auto' settings: load_in_4bit={auto['load_in_4bit']}, "
-             f"use_vllm={auto['use_vllm']}")
+                 f"use_vllm={auto['use_vllm']}")
     else:
         log.info("GPU: none. The notebooks fall back to the embedded default (tiny model, synthetic charts); "
-             "in Colab choose Runtime > Change runtime type > GPU for real models.")
+                 "in Colab choose Runtime > Change runtime type > GPU for real models.")
         log.info("Precision: fp32 (CPU)")
     log.info("Versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v is not None))
     for problem in problems:
@@ -158,30 +140,16 @@ def check() -> dict:
 def interactive_front_end() -> bool:
     """True when a person runs the current cell from a notebook front end (Colab, Jupyter, VS Code): they send
     each cell with ``allow_stdin``, papermill and nbclient without it; plain Python has no kernel at all."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
+    from IPython import get_ipython
+
     kernel = getattr(get_ipython(), "kernel", None)
-    if kernel is None:
-        return False
-    try:
-        parent = kernel.get_parent()  # the request being executed (ipykernel >= 6)
-    except Exception:  # noqa: BLE001 - an older or custom kernel: fall back to what it recorded
-        parent = {}
-    allowed = (parent or {}).get("content", {}).get("allow_stdin")
-    return bool(getattr(kernel, "_allow_stdin", False) if allowed is None else allowed)
-
-
-MOUNT_CHOICES = {"auto": None, "yes": True, "true": True, "no": False, "false": False}
+    # get_parent: the request being executed (ipykernel >= 6.17, a dependency)
+    return kernel is not None and bool((kernel.get_parent() or {}).get("content", {}).get("allow_stdin"))
 
 
 def should_mount(mount_drive, colab: bool | None = None, interactive: bool | None = None) -> bool:
-    """``mount_drive`` as a yes/no: ``"auto"`` is yes in Colab (each notebook is a fresh VM, and only Drive
-    is shared between them and kept across a disconnect) and no elsewhere; True/False and "yes"/"no" as said.
-
-    A headless kernel in Colab (papermill, ``chartrl_colab.batch``) has nobody to authorise a mount, so
-    ``"auto"`` only mounts there when Drive already is (a no-op that finds it).
+    """``mount_drive`` (a bool or :data:`MOUNT_CHOICES`) as a bool. ``"auto"``: yes in Colab, where only Drive is
+    shared between notebooks and kept; but in a headless kernel (papermill, batch) only when Drive already is.
 
     >>> should_mount("auto", colab=True, interactive=True), should_mount("auto", colab=False), should_mount("no")
     (True, False, False)
@@ -201,16 +169,13 @@ def should_mount(mount_drive, colab: bool | None = None, interactive: bool | Non
 
 
 def prepare_output_root(output_root: str = "", mount_drive: bool | str = AUTO) -> Path:
-    """Where runs will be stored: ``output_root`` if given, else the default (Drive when mounted); created.
-
-    Drive is mounted first when :func:`should_mount` says so, so every notebook of a Colab session sees the
-    same runs (and a reopened one resumes). ``mount_drive="yes"`` that cannot mount is a ConfigError that stops
-    the notebook: runs never silently land where they would be lost.
-    """
+    """Where runs will be stored, created: ``output_root`` if given, else the default (Drive when mounted, after
+    mounting it when :func:`should_mount`). ``"yes"`` that cannot mount is a ConfigError: runs never silently land
+    where they would be lost."""
     from chartrl_colab.runs import storage
 
     if should_mount(mount_drive):
-        explicit = mount_drive is True or str(mount_drive).strip().lower() in ("yes", "true")
+        explicit = mount_drive is True or MOUNT_CHOICES.get(str(mount_drive).strip().lower()) is True
         _mount_or_stop() if explicit else storage.mount_drive()
     root = Path(output_root) if output_root else storage.default_output_root()
     root.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,6 @@
 """What notebook cells read and show: their settings, figures inline, outputs beside the runs, a results JSON.
 
-The work itself (training a run, evaluating runs) is :mod:`chartrl_colab.colab.pipelines`. Every notebook ends by
-writing its results (paths, key numbers) with :func:`write_results`; papermill runs and :mod:`chartrl_colab.batch`
-read that file instead of the notebook's outputs.
+Every notebook ends with :func:`write_results`; papermill runs and :mod:`chartrl_colab.batch` read that file.
 """
 
 from __future__ import annotations
@@ -22,11 +20,9 @@ INJECTED = "# Parameters"  # how papermill's injected-parameters cell begins
 
 
 def settings(namespace: dict, config_class, exclude=()) -> dict:
-    """The notebook's settings: every field of ``config_class`` that is a variable in ``namespace``.
-
-    Cells pass ``globals()``: the parameters cell and the values papermill injected after it, so the
-    parameters cell is the one list of a notebook's settings, and any field given with ``papermill -p``
-    reaches the run even when the parameters cell does not list it.
+    """Every field of ``config_class`` (or the original scripts' spelling of one) that is a variable in
+    ``namespace`` (a cell's ``globals()``), read as the CLI reads its flags; a field given with ``papermill -p``
+    counts even when the parameters cell does not list it.
 
     >>> from chartrl_colab.config import RunConfig
     >>> settings({"mode": "psr", "seed": 3, "modes": ["nsr"], "In": []}, RunConfig)
@@ -35,13 +31,12 @@ def settings(namespace: dict, config_class, exclude=()) -> dict:
     from chartrl_colab.cli import parser_for, settings_from
     from chartrl_colab.colab.environment import AUTO_KEYS
 
-    parser = parser_for(config_class, "notebook", "")  # the CLI's parser: papermill's strings are read as flags are
-    # Every name a parameter may have: the fields and the original scripts' spellings of them.
+    parser = parser_for(config_class, "notebook", "")
     names = [flag[2:] for flag in parser._option_string_actions if flag.startswith("--") and "-" not in flag[2:]
              and not flag.startswith("--no_") and flag != "--help"]
     check_injected(namespace.get("In") or [], names)
     known = set(names) - set(exclude)
-    given = {name: value for name, value in namespace.items() if name in known}  # in the parameters cell's order
+    given = {name: value for name, value in namespace.items() if name in known}
     return settings_from(parser, given, keep=AUTO_KEYS)  # "auto" sizes: environment.resolve_auto decides
 
 
@@ -54,17 +49,9 @@ def _assigned(source: str) -> list[str]:
 
 
 def check_injected(history, fields) -> None:
-    r"""Refuse a papermill parameter that is no parameter of the notebook (``-p reward_treshold 0.9``).
-
-    ``history`` is the kernel's ``In`` (the cells run so far): papermill runs its injected cell (it begins
-    with ``# Parameters``) right after the notebook's parameters cell, so a name it sets must be one of
-    ``fields`` or a name that cell sets. ConfigError names the closest valid one.
-
-    >>> check_injected(["", "seed = 1\nmount_drive = False", "# Parameters\nmount_drive = True\n"], ["seed"])
-    >>> check_injected(["", "seed = 1", "# Parameters\nsede = 3\n"], ["seed", "mode"])
-    Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: parameter 'sede' is not a parameter of this notebook; did you mean 'seed'?
-    """
+    """ConfigError naming the closest valid name for a papermill parameter (``-p reward_treshold 0.9``) that is
+    neither in ``fields`` nor set by the parameters cell, the cell that ``history`` (the kernel's ``In``) shows
+    right before papermill's injected one."""
     for i, source in enumerate(history):
         if not isinstance(source, str) or not source.lstrip().startswith(INJECTED):
             continue
@@ -76,12 +63,9 @@ def check_injected(history, fields) -> None:
                 raise ConfigError(f"parameter {name!r} is not a parameter of this notebook; {hint}")
 
 
-# ------------------------------------------------------------------------------------------ display, results
 def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
+    from IPython import get_ipython
+
     return get_ipython() is not None
 
 
@@ -98,7 +82,7 @@ def show_figures(paths, width: int = 720) -> None:
 
 
 def show_costs(costs: dict) -> dict:
-    """One line of a run's time and memory figures (:func:`chartrl_colab.colab.pipelines.run_costs`); returns them.
+    """Print a run's time and memory figures (:func:`chartrl_colab.colab.pipelines.run_costs`) as one line.
 
     >>> _ = show_costs({"train_seconds": 90.0, "seconds_per_step": 4.5, "steps": 20, "peak_gpu_memory_gb": 11.2})
     Time: 90 s of training, 4.5 s per step over 20 steps. Peak GPU memory: 11.2 GB.
@@ -121,7 +105,6 @@ def show_costs(costs: dict) -> dict:
 
 
 def _figure(key: str, value: float) -> str:
-    """``peak_gpu_memory_gb``, 11.24 -> ``Peak GPU memory: 11.2 GB``."""
     unit = {"_gb": " GB", "_mb": " MB"}.get(key[-3:], "")
     text = key.removesuffix("_gb").removesuffix("_mb").replace("_", " ").replace("gpu", "GPU")
     return f"{text[:1].upper()}{text[1:]}: {value:.3g}{unit}"
@@ -146,7 +129,7 @@ def show_answers(answers: list[dict], width: int = 192) -> list[dict]:
 
 
 def under(root: str | Path, path: str | Path) -> Path:
-    """``path`` as is when absolute, else inside ``root``: a notebook's outputs land beside its runs.
+    """``path`` as is when absolute, else inside ``root``.
 
     >>> str(under("runs", "plots")), str(under("runs", "/tmp/plots"))
     ('runs/plots', '/tmp/plots')
@@ -156,7 +139,7 @@ def under(root: str | Path, path: str | Path) -> Path:
 
 
 def write_results(path: str | Path, results: dict) -> Path:
-    """Write a notebook's results as JSON (paths as strings, NaN as null) and say where.
+    """Write ``results`` as JSON (paths as strings, NaN as null) and say where.
 
     >>> import json, tempfile, pathlib
     >>> out = write_results(pathlib.Path(tempfile.mkdtemp()) / "r.json",

@@ -1,10 +1,7 @@
 """The packages a notebook needs: what its setup cell installs in Colab, and checks everywhere.
 
-:func:`setup` is what every notebook's setup cell calls: in Colab it installs what ``requirements-colab.txt``
-lists and the runtime lacks (:func:`install_requirements`); everywhere it makes child processes import the
-package from where this kernel does (:func:`share_with_children`) and stops with one line naming the fix when a
-needed package is missing (:func:`require_installed`). ``make colab-check`` resolves the same install command
-against Colab's published package list (``benchmarks/colab_check.py``).
+:func:`setup` is every notebook's setup cell. ``make colab-check`` resolves the same install command against
+Colab's published package list (``benchmarks/colab_check.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ log = logging.getLogger(__name__)
 
 REQUIREMENTS_FILE = "requirements-colab.txt"
 PACKAGE = "chartrl-colab"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # where the package is imported from: a clone's root
 # Colab's CUDA builds: reinstalling any of these from PyPI breaks the runtime.
 NEVER_INSTALL = ("torch", "torchvision", "torchaudio")
 CUDA_ONLY = ("bitsandbytes",)  # 4-bit loading on a CUDA GPU; on some CPUs its import only warns
@@ -58,7 +56,7 @@ def requirement_problems(requirements) -> list[str]:
 
 
 def package_requirements() -> list[str]:
-    """The package's declared dependencies (pyproject's tested bounds), extras left out."""
+    """The package's declared dependencies (pyproject's tested bounds); [] when not pip-installed."""
     try:
         return list(importlib.metadata.requires(PACKAGE) or [])
     except importlib.metadata.PackageNotFoundError:
@@ -67,11 +65,10 @@ def package_requirements() -> list[str]:
 
 def requirements_file() -> Path | None:
     """``requirements-colab.txt`` of the repository this package runs from, if it is there."""
-    path = package_root() / REQUIREMENTS_FILE
+    path = PACKAGE_ROOT / REQUIREMENTS_FILE
     return path if path.is_file() else None
 
 
-# ------------------------------------------------------------------------------------------ install
 def cuda_runtime() -> bool:
     """True on a machine whose torch sees a CUDA GPU (where bitsandbytes' 4-bit loading is used)."""
     try:
@@ -82,9 +79,10 @@ def cuda_runtime() -> bool:
     return torch.version.cuda is not None and torch.cuda.is_available()
 
 
-def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
-    """The requirements ``path`` holds that pip may install here: never torch, torchvision or torchaudio (the
-    runtime's CUDA build stays), and the CUDA-only ones (:data:`CUDA_ONLY`) only when ``cuda``."""
+def requirement_lines(path: str | Path, cuda: bool | None = None) -> list[str]:
+    """The requirements ``path`` holds that pip may install here: never :data:`NEVER_INSTALL` (the runtime's CUDA
+    build stays), and :data:`CUDA_ONLY` only with ``cuda`` (None: :func:`cuda_runtime`)."""
+    cuda = cuda_runtime() if cuda is None else cuda
     skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
     lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
     return [line for line in lines if line and Requirement(line).name.lower() not in skip]
@@ -93,7 +91,7 @@ def requirement_lines(path: str | Path, cuda: bool) -> list[str]:
 def pip_install_command(requirements: list[str], pins: list[str], folder: str | Path,
                         python: str = sys.executable) -> list[str]:
     """``python -m pip install -r REQS -c CONSTRAINTS`` for ``requirements`` with ``pins`` (``name==version``) held,
-    the two files written into ``folder``. The notebooks install with it and ``make colab-check`` resolves with it."""
+    the two files written into ``folder``."""
     reqs, constraints = Path(folder) / "requirements.txt", Path(folder) / "constraints.txt"
     reqs.write_text("\n".join(requirements) + "\n")
     constraints.write_text("\n".join(pins) + "\n")
@@ -104,10 +102,9 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
                          cuda: bool | None = None) -> bool:
     """In Colab, pip-install what ``requirements-colab.txt`` lists and this runtime lacks; True when pip ran.
 
-    torch, torchvision and torchaudio are pinned to the installed versions (a pip constraints file), so no
-    dependency can pull a CPU wheel over Colab's CUDA build. pip's conflict report is shown as warnings.
-    :class:`RestartRequired` stops the notebook when the install changed a distribution this kernel has already
-    imported (it would go on with the old code).
+    :data:`NEVER_INSTALL` is pinned to the installed versions (a constraints file), so no dependency can pull a
+    CPU wheel over Colab's CUDA build. pip's conflict report is shown as warnings. :class:`RestartRequired` when
+    the install changed a distribution this kernel has already imported (it would go on with the old code).
     """
     from chartrl_colab.runs.storage import in_colab
 
@@ -121,7 +118,7 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     if path is None or not path.is_file():
         raise ConfigError(f"requirements file {str(path or REQUIREMENTS_FILE)!r} not found; clone the repository "
                           "and run from it")
-    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda)
+    lines = requirement_lines(path, cuda)
     missing = requirement_problems(lines)
     if not missing:
         log.info(f"✓ Everything in {path.name} is installed.")
@@ -142,7 +139,9 @@ def install_requirements(path: str | Path | None = None, force: bool = False, en
     conflicts = pip_conflicts(output)
     for line in conflicts:
         log.warning(line)
-    changed = changed_versions(before, installed_versions())
+    after = installed_versions()
+    # New installs are not stale: only a version this kernel may have imported before.
+    changed = {name: (old, after[name]) for name, old in sorted(before.items()) if after.get(name, old) != old}
     stale = imported_distributions(changed)
     if stale:
         raise RestartRequired("restart the runtime (Runtime > Restart session), then Run all again: this kernel had "
@@ -158,14 +157,7 @@ class RestartRequired(ConfigError):
 
 
 def pip_conflicts(output: list[str]) -> list[str]:
-    """pip's report of installed packages whose declared requirements an install broke (pip exits 0 with it).
-
-    >>> pip_conflicts(["ok", "ERROR: pip's dependency resolver does not currently take into account all the "
-    ...                "packages that are installed. This behaviour is the source of the following dependency "
-    ...                "conflicts.", "gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 "
-    ...                "which is incompatible.", "Successfully installed x"])[1:]
-    ['gradio 6.24.0 requires huggingface-hub<2.0, but you have huggingface-hub 2.4.0 which is incompatible.']
-    """
+    """pip's report of installed packages whose declared requirements an install broke (pip exits 0 with it)."""
     start = next((i for i, line in enumerate(output) if "pip's dependency resolver" in line), None)
     if start is None:
         return []
@@ -174,12 +166,7 @@ def pip_conflicts(output: list[str]) -> list[str]:
 
 
 def imported_distributions(changed) -> list[str]:
-    """The distributions among ``changed`` (normalised names) of which this process has imported a module.
-
-    >>> imported_distributions({"pip": ("1", "2"), "no-such-dist": ("1", "2")}) == (["pip"] if "pip" in sys.modules
-    ...                                                                               else [])
-    True
-    """
+    """The distributions among ``changed`` (normalised names) of which this process has imported a module."""
     if not changed:
         return []
     modules = importlib.metadata.packages_distributions()  # top-level module -> distributions providing it
@@ -191,7 +178,7 @@ def require_installed(path: str | Path | None = None, cuda: bool | None = None) 
     """Stop with one line naming the fix when a package the notebooks import is not installed (an install that was
     skipped, or a kernel from another environment): better than ``ModuleNotFoundError: trl`` cells later."""
     path = Path(path) if path else requirements_file()
-    lines = requirement_lines(path, cuda_runtime() if cuda is None else cuda) if path else package_requirements()
+    lines = requirement_lines(path, cuda) if path else package_requirements()
     needed = [*NEVER_INSTALL[:2], *(req.name for req in _requirements(lines))]  # torch: the runtime's own
     installed = installed_versions()
     missing = [name for name in dict.fromkeys(needed) if canonicalize_name(name) not in installed]
@@ -201,38 +188,28 @@ def require_installed(path: str | Path | None = None, cuda: bool | None = None) 
                           "from the clone with that Python")
 
 
-def package_root() -> Path:
-    """The folder the package is imported from (a clone's root when run from one)."""
-    return Path(__file__).resolve().parents[2]
-
-
 def share_with_children() -> None:
     """Make processes this kernel starts (``accelerate launch``, ``python -m chartrl_colab.train``) import the
     package from where this kernel does: a clone only put on ``sys.path`` is added to ``PYTHONPATH``."""
-    root = str(package_root())
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if (package_root() / "pyproject.toml").is_file() and root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    if (PACKAGE_ROOT / "pyproject.toml").is_file() and str(PACKAGE_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *paths])
 
 
 def repo_file(path: str | Path) -> str:
     """A file named relative to the repository (``deepspeed_zero3.yaml``) as an absolute path: from the current
-    folder when it is there, else from the clone the package runs from; ``""`` stays ``""``.
-
-    >>> repo_file("deepspeed_zero3.yaml") == str(package_root() / "deepspeed_zero3.yaml"), repo_file("")
-    (True, '')
-    """
+    folder when it is there, else from the clone the package runs from; ``""`` stays ``""``."""
     if not path:
         return ""
-    for candidate in (Path(path), package_root() / path):
+    for candidate in (Path(path), PACKAGE_ROOT / path):
         if candidate.is_file():
             return str(candidate.resolve())
-    raise ConfigError(f"{str(path)!r} not found in {Path.cwd()} nor in {package_root()}")
+    raise ConfigError(f"{str(path)!r} not found in {Path.cwd()} nor in {PACKAGE_ROOT}")
 
 
 def setup(install: bool = True) -> None:
-    """What every notebook's setup cell does: log lines in the cell, children that import the package, in Colab
-    the install of what is missing, then one line naming the fix if a needed package is still missing."""
+    """Every notebook's setup cell: log lines in the cell, :func:`share_with_children`, in Colab the install of
+    what is missing, then :func:`require_installed`."""
     from chartrl_colab.messages import configure_logging
 
     configure_logging()
@@ -245,12 +222,3 @@ def installed_versions() -> dict[str, str]:
     """Every installed distribution's version, by normalised name."""
     importlib.invalidate_caches()
     return {canonicalize_name(d.metadata["Name"] or ""): d.version for d in importlib.metadata.distributions()}
-
-
-def changed_versions(before: dict[str, str], after: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """Packages installed before in another version than now (new installs are not stale, so not listed).
-
-    >>> changed_versions({"trl": "1.0", "peft": "0.2", "x": "1"}, {"trl": "1.16", "peft": "0.2", "x": "1", "new": "3"})
-    {'trl': ('1.0', '1.16')}
-    """
-    return {name: (old, after[name]) for name, old in sorted(before.items()) if name in after and after[name] != old}

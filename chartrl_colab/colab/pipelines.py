@@ -1,8 +1,5 @@
-"""The pipelines the notebooks run: train one run, summarise it, find runs, evaluate several.
-
-Each step is a function a notebook cell calls with plain settings; :mod:`chartrl_colab.colab.poc` builds the
-four-mode comparison on top of :func:`train_run`. Nothing here displays: :mod:`chartrl_colab.colab.notebook` does.
-"""
+"""The pipelines the notebooks run: train one run, summarise it, find runs, evaluate several (no display: that
+is :mod:`chartrl_colab.colab.notebook`)."""
 
 from __future__ import annotations
 
@@ -32,18 +29,15 @@ from chartrl_colab.runs.storage import (
 
 log = logging.getLogger(__name__)
 
-# Numbers of the last logged training step worth a line in a results file.
+# The last logged step's numbers a summary keeps.
 KEY_METRICS = ("loss", "reward", "reward_std", "mode/num_positive", "mode/num_negative", "mode/positive_fraction",
                "entropy", "grad_norm", "learning_rate")
 
 
 # ------------------------------------------------------------------------------------------ training
 def train_run(cfg: RunConfig, accelerate_config: str = "") -> dict:
-    """Train one run (resuming automatically) and return its summary (:func:`run_summary`).
-
-    With ``accelerate_config`` (e.g. ``deepspeed_zero3.yaml``) the run goes through ``accelerate launch``
-    on every visible GPU, its output relayed here (:func:`run_processes`); otherwise it runs in this kernel.
-    """
+    """Train one run (resuming automatically) in this kernel, or with ``accelerate_config`` (e.g.
+    ``deepspeed_zero3.yaml``) through ``accelerate launch`` on every visible GPU; its :func:`run_summary`."""
     cfg = with_output_root(cfg)
     if accelerate_config:
         run_processes({"accelerate launch": accelerate_command(cfg, accelerate_config)})
@@ -66,13 +60,9 @@ def check_parallel(parallel) -> int:
 def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str, float]:
     """Run each command (label -> argv) as its own process, at most ``parallel`` at a time; label -> seconds.
 
-    Every line a process prints is relayed to this log as ``[label] line`` (progress bars off: through a pipe
-    each redraw would be a line; training prints a line per step, sampling one per quarter of its questions).
-    For the embedded model on a CPU: each process computes on one core (``OMP_NUM_THREADS=1``), so two runs on a
-    2-core machine take about the time of one. Ctrl-C (a notebook's interrupt) stops every process the way it
-    stops one (SIGINT: a training run saves its step first).
-
-    Raises ``RuntimeError`` naming each command that failed, with its last lines.
+    Each line a process prints is logged as ``[label] line`` (progress bars off: through a pipe each redraw
+    would be a line). Ctrl-C stops every process with SIGINT, as it stops one (a training run saves its step
+    first). RuntimeError naming each command that failed, with its last lines.
     """
     check_parallel(parallel)
     env = {**os.environ, "TQDM_DISABLE": "1"}
@@ -116,8 +106,7 @@ def run_processes(commands: dict[str, list[str]], parallel: int = 1) -> dict[str
 
 
 def free_memory(*trainers) -> None:
-    """Release what finished runs hold on the GPU (:func:`chartrl_colab.train.release_trainer`, then
-    :func:`chartrl_colab.models.device.release_memory`); the trainers and their ``state`` stay usable."""
+    """Release what finished runs hold on the GPU; the trainers and their ``state`` stay usable."""
     from chartrl_colab.models.device import release_memory
     from chartrl_colab.train import release_trainer
 
@@ -143,11 +132,9 @@ def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> d
     """Where a run's files are and its last logged numbers (``log_history``: by default the newest complete
     checkpoint's ``trainer_state.json``)."""
     run_dir = Path(run_dir)
-    found = latest_checkpoint_state(run_dir)
-    ckpt, state = found if found else (None, {})
-    if log_history is None:
-        log_history = state.get("log_history", [])
-    steps = [entry for entry in log_history if "loss" in entry]
+    ckpt, state = latest_checkpoint_state(run_dir) or (None, {})
+    history = state.get("log_history", []) if log_history is None else log_history
+    steps = [entry for entry in history if "loss" in entry]
     last = steps[-1] if steps else {}
     return {
         "run_name": run_dir.name,
@@ -163,10 +150,9 @@ def run_summary(run_dir: str | Path, log_history: list[dict] | None = None) -> d
 
 # ------------------------------------------------------------------------------------------ after a run
 def run_costs(run_dir: str | Path) -> dict:
-    """What a run cost: any number in run.json (or one level down) whose name speaks of seconds, time or memory,
-    as recorded; missing ones worked out: ``train_seconds`` from the logged step times
-    (:func:`chartrl_colab.monitor.training_seconds`), ``seconds_per_step`` from it, and ``wall_seconds`` from
-    run.json's first start to its end (pauses and resumes included)."""
+    """What a run cost: every number in run.json (or one level down) named for seconds, time or memory; missing
+    ones worked out: ``train_seconds`` from the logged step times, ``seconds_per_step``, and ``wall_seconds`` from
+    run.json's first start to its end (pauses included)."""
     from datetime import datetime
 
     from chartrl_colab.monitor import training_seconds
@@ -181,8 +167,8 @@ def run_costs(run_dir: str | Path) -> dict:
         for name, number in (value.items() if isinstance(value, dict) else [(key, value)]):
             if isinstance(number, (int, float)) and not isinstance(number, bool) and any(w in name for w in words):
                 costs.setdefault(name, number)
-    found = latest_checkpoint_state(run_dir)
-    history = found[1].get("log_history", []) if found else []
+    _, state = latest_checkpoint_state(run_dir) or (None, {})
+    history = state.get("log_history", [])
     steps = max([int(e.get("step", 0)) for e in history] + [int(record.get("global_step") or 0)])
     seconds, _ = training_seconds(history) if history else (None, None)
     if seconds is not None:
@@ -198,12 +184,9 @@ def run_costs(run_dir: str | Path) -> dict:
 
 
 def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[dict]:
-    """``count`` questions of the run's own training data answered by its final model, one completion each,
-    sampled as :mod:`chartrl_colab.generate` samples and scored with the run's rewards and verifier.
-
-    Each answer: ``id``, ``image`` (the chart, a PIL image), ``question``, ``answer``, ``completion``,
-    ``rewards`` (name -> score) and ``correct``.
-    """
+    """``count`` questions of the run's training data answered once by its final model, scored with the run's
+    rewards and verifier: dicts of ``id``, ``image`` (PIL), ``question``, ``answer``, ``completion``, ``rewards``
+    (name -> score) and ``correct``."""
     from chartrl_colab import generate
     from chartrl_colab.data.loading import load_chart_dataset
     from chartrl_colab.models import samplers
@@ -240,36 +223,32 @@ def sample_answers(run_dir: str | Path, count: int = 2, seed: int = 0) -> list[d
 
 def find_runs(output_root: str | Path, run_dirs=(), required: bool = True) -> list[Path]:
     """``run_dirs`` if any are given, else the run directories (holding checkpoints or ``logs/``) under
-    ``output_root``, by name. None there: ConfigError if ``required``, else a note and []; either says where it
-    looked and whether Google Drive is mounted (in Colab, runs of another notebook are only seen through Drive).
-    """
+    ``output_root``, by name. None there: ConfigError if ``required``, else a note and []; both say where it looked
+    and whether Google Drive is mounted."""
+    from chartrl_colab.runs.storage import DRIVE_MOUNT, drive_mounted, in_colab
+
     if run_dirs:
         return [Path(p) for p in run_dirs]
     root = Path(output_root)
     found = sorted(p for p in root.iterdir() if p.is_dir() and (list_checkpoints(p) or (p / "logs").is_dir())) \
         if root.is_dir() else []
     if not found:
-        message = f"no run directories under {str(root.absolute())!r} ({drive_note()})"
+        if drive_mounted():
+            drive = f"Google Drive is mounted at {DRIVE_MOUNT}"
+        elif in_colab():
+            drive = ("Google Drive is not mounted: each Colab notebook is a fresh machine, so runs of another "
+                     "notebook are only seen here when both mount Drive (mount_drive='auto' or 'yes')")
+        else:
+            drive = "not in Colab; Google Drive is not mounted"
+        message = f"no run directories under {str(root.absolute())!r} ({drive})"
         if required:
             raise ConfigError(f"{message}; train one first (02_train) or list them in run_dirs")
         log.info(f"Note: {message}.")
     return found
 
 
-def drive_note() -> str:
-    """Whether Google Drive is mounted, in the words a user without runs needs."""
-    from chartrl_colab.runs.storage import DRIVE_MOUNT, drive_mounted, in_colab
-
-    if drive_mounted():
-        return f"Google Drive is mounted at {DRIVE_MOUNT}"
-    if in_colab():
-        return ("Google Drive is not mounted: each Colab notebook is a fresh machine, so runs of another notebook "
-                "are only seen here when both mount Drive (mount_drive='auto' or 'yes')")
-    return "not in Colab; Google Drive is not mounted"
-
-
 def run_label(path: str | Path) -> str:
-    """A short label for a run directory or checkpoint folder.
+    """A run directory's or checkpoint folder's label.
 
     >>> run_label("runs/nsr-tiny-synthetic-8-1"), run_label("runs/nsr-tiny-synthetic-8-1/checkpoint-4")
     ('nsr-tiny-synthetic-8-1', 'nsr-tiny-synthetic-8-1@4')
@@ -284,8 +263,8 @@ def evaluate_runs(checkpoints=(), labels=(), include_base: bool = True, output_d
     """Sample every checkpoint (and the base model) on the same questions, then compare their pass@k.
 
     ``generate_settings``: :class:`chartrl_colab.generate.GenerateConfig` fields shared by all. Samples go to
-    ``output_dir/<label>.jsonl`` (rerunning resumes them), the curves, bars and tables to ``output_dir``.
-    ``parallel`` > 1 samples that many models at once, a process each; the samples are those of one at a time.
+    ``output_dir/<label>.jsonl`` (rerunning resumes them), the evaluation's files to ``output_dir``. ``parallel``
+    > 1 samples that many models at once, a process each; the samples are those of one at a time.
     """
     from chartrl_colab.evaluate import evaluate
     from chartrl_colab.generate import GenerateConfig, generate_samples

@@ -1,15 +1,10 @@
-"""The proof of concept: the four modes from one base, then what each did to pass@k, in numbers.
+"""The proof of concept: the four modes from one base, then what each did to pass@k, as a small Table 1 of
+Zhu et al. (2025). Run from ``notebooks/01_poc.ipynb`` (and so ``make demo``).
 
-The 100-sample proof of concept of the original scripts, grown into a small Table 1 of Zhu et al. (2025), run from
-``notebooks/01_poc.ipynb`` (and so ``make demo``). :func:`run_poc` goes in three stages, each announced by a
-one-line header:
-
-1. **train** grpo, psr, nsr and w-reinforce from the same base, data, seed and budget (resuming automatically);
-2. **sample** the base and each mode's newest checkpoint on the same held-out questions, scored with the
-   training verifier (:func:`chartrl_colab.colab.pipelines.evaluate_runs`);
-3. **compare**: pass@k curves with bootstrap bands, the table (:func:`results_table`, :func:`format_table`), the
-   training plots (:func:`chartrl_colab.monitor.monitor`) and :func:`checks`, the original scripts' success
-   indicators as one line per run.
+:func:`run_poc` goes in three stages, each announced by a header line: **train** every mode from the same base,
+data, seed and budget; **sample** the base and each mode's newest checkpoint on the same held-out questions;
+**compare**: pass@k curves, the table, the training plots and :func:`checks` (the original scripts' success
+indicators).
 """
 
 from __future__ import annotations
@@ -27,8 +22,6 @@ from chartrl_colab.evaluation.compare import difference_cell
 from chartrl_colab.files import read_json
 from chartrl_colab.runs.storage import checkpoint_step, with_output_root
 
-# In output_dir, beside the training plots: the table, and evaluate's files (the samples <LABEL>.jsonl,
-# passk_curves.png, passk_bars.png, passk_table.md/.csv, per_question.csv, metrics.json).
 TABLE_MD = "poc_table.md"
 # Bases whose answers are noise: they never answer correctly, so psr has nothing to learn from by design.
 RANDOM_BASES = ("tiny",)
@@ -42,18 +35,14 @@ log = logging.getLogger(__name__)
 def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples: int = 16,
             eval_questions: int = 16, eval_split: str = "test", eval_batch_size: int = 16, parallel_runs: int = 1,
             **params) -> dict:
-    """Train every mode with the same settings, sample the base and each mode, compare; returns paths and numbers.
+    """Train every mode with the same ``params`` (RunConfig fields), sample the base and each mode, compare.
 
-    ``params``: RunConfig fields shared by the runs. ``eval_samples`` (n; 0 skips sampling) completions for each
-    of ``eval_questions`` questions of ``eval_split``, at the training temperature and completion length.
-    ``parallel_runs`` > 1 trains (then samples) that many modes at once, a process each (for a CPU with a core
-    per run); the results are those of one at a time.
-
-    Returns ``runs`` (mode -> :func:`chartrl_colab.colab.pipelines.run_summary`), ``figures`` (pass@k plots, then
-    the training plots), ``table`` (:func:`results_table`), ``table_md`` (its file), ``table_markdown``,
-    ``passk`` (label -> pass@k curve with its interval), ``evaluation`` (what ``evaluate_runs`` returned),
-    ``summary_txt``, ``summary_json``, ``summaries`` (label -> the monitor's numbers), ``checks``, ``errors`` and
-    ``seconds`` (per stage).
+    ``eval_samples`` (n; 0 skips sampling) completions for each of ``eval_questions`` questions of ``eval_split``,
+    at the training temperature and completion length. ``parallel_runs`` > 1 trains (then samples) that many
+    modes at once, a process each; the results are those of one at a time. Returns ``runs`` (mode ->
+    ``run_summary``), ``figures``, ``table`` (:func:`results_table`), ``table_md``, ``table_markdown``, ``passk``,
+    ``evaluation`` (``evaluate_runs``'), the monitor's ``summary_txt``, ``summary_json`` and ``summaries``,
+    ``checks``, ``errors`` and ``seconds`` (per stage).
     """
     from chartrl_colab.colab.pipelines import check_parallel, run_processes, run_summary, train_run
     from chartrl_colab.monitor import monitor
@@ -63,15 +52,16 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
     if isinstance(eval_samples, bool) or not isinstance(eval_samples, int) or eval_samples < 0:
         raise ConfigError(f"eval_samples={eval_samples!r} is not valid; a whole number >= 0 (0: no sampling stage)")
     check_parallel(parallel_runs)
-    # all validated before training
     configs = {mode: with_output_root(RunConfig(**{**params, "mode": mode})) for mode in modes}
     first = next(iter(configs.values()))
     output_dir = Path(output_dir)
     stages = 3 if eval_samples else 2
     seconds, errors = {}, []
 
-    started = _stage(1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from "
-                     f"{first.vlm_name} on {first.dataset_name}: {_budget(first)}, seed {first.seed}")
+    steps = f"{first.max_steps} steps" if first.max_steps > 0 else f"{first.num_epochs:g} epoch(s)"
+    started = _stage(1, stages, f"training {len(configs)} mode(s) ({', '.join(configs)}) from {first.vlm_name} on "
+                     f"{first.dataset_name}: {first.subset_size or 'all'} prompts, {steps} of {first.batch_size} "
+                     f"prompts x {first.num_generations} completions, lr {first.learning_rate:g}, seed {first.seed}")
     runs = {}
     if parallel_runs > 1:
         took = run_processes({mode: [sys.executable, "-m", "chartrl_colab.train", *argv_for(cfg)]
@@ -127,12 +117,6 @@ def run_poc(modes=MODES, output_dir: str | Path = "poc_comparison", eval_samples
             "summaries": report.summaries, "checks": lines, "errors": errors + report.errors, "seconds": seconds}
 
 
-def _budget(cfg: RunConfig) -> str:
-    steps = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.num_epochs:g} epoch(s)"
-    return (f"{cfg.subset_size or 'all'} prompts, {steps} of {cfg.batch_size} prompts x {cfg.num_generations} "
-            f"completions, lr {cfg.learning_rate:g}")
-
-
 def _stage(i: int, total: int, text: str) -> float:
     log.info(f"\n{'=' * 8} STAGE {i}/{total}: {text}")
     return time.monotonic()
@@ -155,22 +139,20 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
 
     # The base is loaded as the runs were trained: "auto" 4-bit decided for this machine, as training decided it.
     cfg = device.resolve_run(next(iter(configs.values())), device.detect(), quiet=True)
-    checkpoints, labels, skipped = [], [], []
-    for mode, run in runs.items():
-        if not run.get("checkpoint"):
-            skipped.append(f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)")
-            continue
+    sampled = {mode: run for mode, run in runs.items() if run.get("checkpoint")}
+    skipped = [f"{mode.upper()}: no complete checkpoint to sample (save_steps larger than the run?)"
+               for mode in runs if mode not in sampled]
+    for mode, run in sampled.items():
         step = checkpoint_step(run["checkpoint"])
         if step < run.get("global_step", 0):
             log.info(f"note: {mode.upper()} is sampled at checkpoint-{step}; its last step {run['global_step']} "
                      f"was not checkpointed (save_steps={configs[mode].save_steps})")
-        checkpoints.append(run["checkpoint"])
-        labels.append(mode.upper())
     for line in skipped:
         log.info(f"note: {line}")
     # Sampling shares training's model, data and reward fields (settings' subset_size: the held-out questions).
     shared = {f.name: getattr(cfg, f.name) for f in (*fields(SourceArguments), *fields(RewardArguments))}
-    evaluation = evaluate_runs(checkpoints, labels, include_base=True, output_dir=eval_dir, **{**shared, **settings},
+    evaluation = evaluate_runs([run["checkpoint"] for run in sampled.values()], [mode.upper() for mode in sampled],
+                               include_base=True, output_dir=eval_dir, **{**shared, **settings},
                                temperature=cfg.temperature, max_new_tokens=cfg.max_completion_length,
                                load_in_4bit=cfg.load_in_4bit)
     return evaluation, skipped
@@ -178,15 +160,8 @@ def _sample(configs: dict[str, RunConfig], runs: dict, eval_dir: Path, **setting
 
 # ------------------------------------------------------------------------------------------- the table
 def results_table(models: dict[str, dict]) -> list[dict]:
-    """One row per model in the shape of the paper's Table 1: pass@1, pass@n (with intervals), mean entropy.
-
-    ``models``: label -> an :func:`chartrl_colab.evaluate.evaluate` model entry (``metrics.json``'s models).
-
-    >>> row = results_table({"Base": {"n": 4, "num_questions": 2, "pass_at_1": {"mean": 0.25, "ci_low": 0.0,
-    ...     "ci_high": 0.5}, "pass_at_n": {"mean": 0.5, "ci_low": 0.0, "ci_high": 1.0}, "mean_entropy": 1.5}})[0]
-    >>> row["model"], row["pass_at_1"], row["pass_at_n_ci"], row["mean_entropy"]
-    ('Base', 0.25, [0.0, 1.0], 1.5)
-    """
+    """One row per model (``models``: label -> an entry of ``metrics.json``'s models) in the shape of the paper's
+    Table 1: pass@1, pass@n (with intervals), mean entropy."""
     return [{"model": label, "n": m["n"], "questions": m["num_questions"],
              "pass_at_1": m["pass_at_1"]["mean"], "pass_at_1_ci": [m["pass_at_1"]["ci_low"], m["pass_at_1"]["ci_high"]],
              "pass_at_n": m["pass_at_n"]["mean"], "pass_at_n_ci": [m["pass_at_n"]["ci_low"], m["pass_at_n"]["ci_high"]],
@@ -202,7 +177,8 @@ def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
     where = (f" on {rows[0]['questions']} held-out questions ({generation.get('dataset_name', '?')} "
              f"{generation.get('split', '?')} split), temperature {generation.get('temperature', '?')}"
              if rows else "")
-    diffs = _differences(evaluation)
+    path = (evaluation or {}).get("metrics_json")  # its paired differences
+    diffs = (read_json(path).get("differences") or []) if path and Path(path).is_file() else []
     base = rows[0]["model"] if rows else None
     to_base = {d["other"]: d for d in diffs if d["reference"] == base}
     k_n = str(max((int(k) for k in diffs[0]["k"]), default=1)) if diffs else None
@@ -228,14 +204,6 @@ def format_table(rows: list[dict], evaluation: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _differences(evaluation: dict | None) -> list[dict]:
-    """The paired differences evaluate wrote to metrics.json ([] without an evaluation)."""
-    path = (evaluation or {}).get("metrics_json")
-    if not path or not Path(path).is_file():
-        return []
-    return read_json(path).get("differences") or []
-
-
 def _cell(mean: float, ci: list[float]) -> str:
     return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
@@ -250,21 +218,8 @@ _NEEDS = {
 
 
 def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
-    """One line per run: ✓ when it trained, saved a checkpoint and saw samples to learn from; else ✗ and why.
-
-    A base in ``RANDOM_BASES`` never answers correctly, so a psr run on it seeing no correct sample is
-    expected: that line reads "–" and says so instead of ✗.
-
-    >>> run = {"global_step": 4, "checkpoint": "r/checkpoint-4",
-    ...        "totals": {"mode/num_positive": 0, "mode/num_negative": 32}}
-    >>> print(checks({"psr": run})[0])  # doctest: +NORMALIZE_WHITESPACE
-    ✗ PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples in any step, so nothing to learn from
-    (lower reward_threshold or raise num_generations)
-    >>> print(checks({"psr": run}, base="tiny")[0])  # doctest: +NORMALIZE_WHITESPACE
-    – PSR: 4 steps, checkpoint r/checkpoint-4; no correct samples, as expected: the base 'tiny' has random
-    weights and never answers correctly, so psr had nothing to learn from (a base that answers sometimes
-    shows what psr does)
-    """
+    """One line per run: ✓ when it trained, saved a checkpoint and saw samples to learn from; else ✗ and why; "–"
+    for psr seeing no correct sample on a base in ``RANDOM_BASES``, as expected (it never answers correctly)."""
     lines = []
     for mode, run in runs.items():
         counts = run.get("totals", {})

@@ -1,10 +1,5 @@
-"""Runs of one mode with several seeds compared as one line per mode: a ``batch`` of modes x seeds, evaluated.
-
-``03_eval`` calls :func:`compare_modes` after :func:`chartrl_colab.colab.pipelines.evaluate_runs` sampled every
-run (and the base) on the same questions::
-
-    modes = seeds.compare_modes(result["samples"], run_dirs, eval_dir)
-"""
+"""Runs of one mode with several seeds (a ``batch`` of modes x seeds, evaluated) compared as one line per mode:
+``03_eval`` calls :func:`compare_modes` on what :func:`chartrl_colab.colab.pipelines.evaluate_runs` sampled."""
 
 from __future__ import annotations
 
@@ -22,38 +17,27 @@ from chartrl_colab.runs.record import read_run_json
 BASE = "Base"
 
 
-def group_by_mode(labels_to_runs: dict[str, str | Path]) -> dict[str, list[tuple[str, int | None]]]:
-    """Sample labels grouped by their run's mode (``run.json``'s config): mode -> [(label, seed)], in order.
-    ``labels_to_runs``: sample label -> run directory (or a checkpoint folder in it)."""
-    groups: dict[str, list[tuple[str, int | None]]] = {}
-    for label, run in labels_to_runs.items():
-        run = Path(run)
-        record = read_run_json(run) or read_run_json(run.parent) or {}
-        config = record.get("config") or {}
-        if "mode" not in config:
-            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this "
-                              "package")
-        groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
-    return groups
-
-
 def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Path, base: str = BASE,
                   n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
     """Per mode: mean pass@k (k = 1..n) over its seeds and the questions with an interval resampling both, and its
     difference to ``base`` with the paired interval (:mod:`chartrl_colab.evaluation.compare`).
 
-    ``samples``: label -> samples file, as :func:`chartrl_colab.colab.pipelines.evaluate_runs` returns it (the base
-    under ``base``, each run under its own label, in the order of ``run_dirs``), every file on the same questions.
-    Writes ``modes_table.md``, ``modes_passk.png``, ``modes_differences.png`` and ``modes.json`` to
-    ``output_dir``. Returns ``{"modes": {mode: {"seeds", "labels", "k", "mean", "ci_low", "ci_high"}},
-    "differences": [{"other", "k": {k: {diff, ci_low, ci_high, significant}}}], "table_md", "table_markdown",
-    "figures", "json"}``.
+    ``samples``: label -> samples file as ``evaluate_runs`` returns it (the runs in the order of ``run_dirs``).
+    Writes ``modes_table.md``, ``modes_passk.png``, ``modes_differences.png`` and ``modes.json`` (what it returns:
+    ``modes`` {mode: {seeds, labels, k, mean, ci_low, ci_high}}, ``differences``, ``table_md``, ``table_markdown``,
+    ``figures``, and ``json``: its path) to ``output_dir``.
     """
     runs = [label for label in samples if label != base]
     if len(runs) != len(run_dirs):
         raise ConfigError(f"got {len(runs)} sampled runs for {len(run_dirs)} run directories; pass evaluate_runs' "
                           "samples and the run directories it sampled, in the same order")
-    groups = group_by_mode(dict(zip(runs, run_dirs)))
+    groups: dict[str, list[tuple[str, int | None]]] = {}  # MODE -> [(label, seed)] from the runs' run.json
+    for label, run in zip(runs, map(Path, run_dirs)):
+        config = (read_run_json(run) or read_run_json(run.parent) or {}).get("config") or {}
+        if "mode" not in config:
+            raise ConfigError(f"{run} has no run.json naming its mode; evaluate run directories trained by this "
+                              "package")
+        groups.setdefault(str(config["mode"]).upper(), []).append((label, config.get("seed")))
     files = [load_samples(path, label) for label, path in samples.items()]
     align(files)
     n = int(min(f.n.min() for f in files))
@@ -69,10 +53,8 @@ def compare_modes(samples: dict[str, str | Path], run_dirs, output_dir: str | Pa
         members = groups.get(mode, [(base, None)])
         modes[mode] = {"seeds": [sd for _, sd in members], "labels": [lb for lb, _ in members], "k": ks.tolist(),
                        "mean": s["mean"].tolist(), "ci_low": s["ci_low"].tolist(), "ci_high": s["ci_high"].tolist()}
-    diffs = []
-    if base in stacked:  # each mode against the base
-        for mode in groups:
-            diffs += compare.differences({base: stacked[base], mode: stacked[mode]}, ks, **settings)
+    pairs = [{base: stacked[base], mode: stacked[mode]} for mode in groups] if base in stacked else []
+    diffs = [d for pair in pairs for d in compare.differences(pair, ks, **settings)]  # each mode against the base
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

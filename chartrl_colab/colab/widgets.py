@@ -1,26 +1,15 @@
 """The notebook form for Jupyter and VS Code: the parameters cell's values in, a validated :class:`RunConfig` out.
 
-Colab shows the parameters cell itself as a form (its ``# @param`` fields) and Run all trains what it shows;
-there, and headless (papermill, ``chartrl_colab.batch``), this form's values pass straight through, shown as one
-line. Jupyter and VS Code get widgets for :data:`FORM_FIELDS` and a line saying what the chosen mode does; every
-other setting passes through untouched. ipywidgets 7 (Colab's) and 8 both work.
-
-Under Run all the cell after the form runs at once, before anyone could touch the widgets, and a cell cannot
-wait for a click (the kernel handles widget events only between cells). So in such a front end with a person
-at it (:func:`interactive_front_end`) ``config()`` refuses, with one line saying what to do, until the form's
-**Train** button was pressed, and again when a widget moved after the press: training never starts with values
-nobody chose, and what trains is what the form shows. The button only records the choice; training stays in
-the cell, whose output, errors and results the cells below need.
+Jupyter and VS Code get widgets for :data:`FORM_FIELDS` (ipywidgets 7 or 8); in Colab (whose parameters cell is
+a form) and headless the values pass straight through, shown as one line. Under Run all the next cell runs before
+anyone could touch the widgets, so with a person at the front end (:func:`interactive_front_end`) ``config()``
+refuses until **Train** was pressed for the values shown: training never starts with values nobody chose.
 
 >>> form = RunForm(mode="nsr", subset_size=16, seed=3, max_steps=4)  # headless here: no button needed
 >>> form.set(mode="w-reinforce", lambda_psr=0.3)
 >>> cfg = form.config()
 >>> cfg.mode, cfg.lambda_psr, cfg.subset_size, cfg.max_steps
 ('w-reinforce', 0.3, 16, 4)
->>> form.set(subset_size=0)
-Traceback (most recent call last):
-...
-chartrl_colab.errors.ConfigError: subset_size=0 is not valid; it must be a number >= 1 (or None for the whole set)
 """
 
 from __future__ import annotations
@@ -34,7 +23,6 @@ from chartrl_colab.config import DATASET_NAMES, MODE_DESCRIPTIONS, MODEL_NAMES, 
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.runs.storage import with_output_root
 
-# The settings on the form, in display order; the rest of RunConfig passes straight through.
 FORM_FIELDS = ("mode", "reward_threshold", "lambda_psr", "vlm_name", "dataset_name", "subset_size", "seed")
 NOT_CHOSEN = ("choose the settings in the form above and press Train, then run this cell and the ones below "
               "(Runtime > Run cell and below)")
@@ -42,7 +30,7 @@ CHANGED = "the form changed after Train was pressed: press Train again, then run
 
 
 def _parse_subset(text) -> int | None:
-    """The subset-size box's text as RunConfig wants it: a whole number, or None for the whole set.
+    """The subset-size box's text as a whole number, or None for the whole set (as the CLI reads it).
 
     >>> _parse_subset(" 100 "), _parse_subset("all"), _parse_subset(None)
     (100, None, None)
@@ -51,15 +39,14 @@ def _parse_subset(text) -> int | None:
         return text
     s = str(text).strip()
     try:
-        return none_or(int)(s)  # the CLI's reading: all/full/none (or an empty box) is the whole set
+        return none_or(int)(s)
     except argparse.ArgumentTypeError:
         raise ConfigError(f"subset_size={s!r} is not valid; it must be a whole number >= 1, or 'all'") from None
 
 
 class RunForm:
-    """Widgets for one run's main settings, starting from the parameters cell's values (any RunConfig fields;
-    a bad one raises ConfigError at once); a cell's last expression displays it. ``interactive`` (None: detect at
-    ``config()``): a person is at the notebook; ``colab`` (None: detect): Colab's form chose the values."""
+    """Widgets for one run's main settings, from any RunConfig fields (a bad one: ConfigError at once).
+    ``interactive``: a person is at the notebook; ``colab``: Colab's form chose the values (None: detect)."""
 
     def __init__(self, interactive: bool | None = None, colab: bool | None = None, **params):
         import ipywidgets as w
@@ -67,10 +54,10 @@ class RunForm:
         from chartrl_colab.runs.storage import in_colab
 
         self.interactive = interactive
-        self.colab = in_colab() if colab is None else colab  # Colab's own form chose the values
+        self.colab = in_colab() if colab is None else colab
         self._chosen: dict | None = None  # the values when Train was pressed
         self._params = dict(params)
-        cfg = RunConfig(**self._params)  # a bad parameters cell fails here, with its one-line message
+        cfg = RunConfig(**self._params)
         style = {"description_width": "130px"}
         wide = w.Layout(width="480px")
         self.widgets = {
@@ -98,7 +85,6 @@ class RunForm:
                           [self.description, self.train_button, self.status])
         self._refresh()
 
-    # ------------------------------------------------------------------------------------ values
     def values(self) -> dict:
         """The form's settings as RunConfig keyword arguments (not yet validated)."""
         values = {name: widget.value for name, widget in self.widgets.items()}
@@ -106,8 +92,8 @@ class RunForm:
         return {**self._params, **values}
 
     def config(self) -> RunConfig:
-        """The validated RunConfig of the form's current values; ConfigError (shown on the form) if refused, or
-        in an interactive front end when Train was not pressed for these values (see the module)."""
+        """The validated RunConfig of the form's values; ConfigError (shown on the form) if refused, or when a
+        person is at the form and did not press Train for these values."""
         interactive = interactive_front_end() if self.interactive is None else self.interactive
         if interactive and not self.colab and self._chosen != self.values():
             message = NOT_CHOSEN if self._chosen is None else CHANGED
@@ -135,8 +121,7 @@ class RunForm:
         return True
 
     def set(self, **values) -> None:
-        """Change settings (form fields or any other RunConfig field); ConfigError if a value is refused, and
-        then nothing changes (the form never shows a half-applied update)."""
+        """Change any RunConfig fields; ConfigError if a value is refused, and then nothing changes."""
         trial = {**self.values(), **values}
         trial["subset_size"] = _parse_subset(trial.get("subset_size"))
         RunConfig(**trial)  # validates every value before any widget moves
@@ -150,7 +135,6 @@ class RunForm:
                 widget.min, widget.max = min(widget.min, value), max(widget.max, value)
             widget.value = ("all" if trial[name] is None else str(trial[name])) if name == "subset_size" else value
 
-    # ------------------------------------------------------------------------------------ display
     def lambda_visible(self) -> bool:
         """lambda_psr only matters to w-reinforce, so the slider is shown for that mode only."""
         return self.widgets["lambda_psr"].layout.display != "none"
@@ -173,8 +157,7 @@ class RunForm:
         self.status.value = f'<span style="color:{color}">{mark} {html.escape(text, quote=False)}</span>'
 
     def _ipython_display_(self) -> None:
-        # The widgets for a front end; for Colab (whose form is the parameters cell) and for the reader of a
-        # headless notebook the values as text.
+        # The values as text for Colab (whose form is the parameters cell) and for a headless notebook's reader.
         from IPython.display import display
 
         if self.colab:
