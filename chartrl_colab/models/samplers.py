@@ -102,6 +102,8 @@ class TransformersSampler:
         from transformers import GenerationConfig, LogitsProcessorList
         from trl.trainer.utils import pad
 
+        from chartrl_colab.models.tiny import seeded
+
         prompt_ids, fields = self.tokenize(prompts)
         device = self.model.device
         tensors = [torch.tensor(ids) for ids in prompt_ids]
@@ -116,10 +118,8 @@ class TransformersSampler:
                 inputs[k] = torch.tensor(np.array(v))
         inputs = {k: v.to(device) for k, v in inputs.items()}
         config = GenerationConfig(**self.kwargs, num_return_sequences=per_prompt)
-        devices = [device.index or 0] if device.type == "cuda" else []
         recorder = _EntropyRecorder(self.kwargs["temperature"])
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # seeded here, the caller's RNG untouched
-            torch.manual_seed(seed)
+        with torch.no_grad(), seeded(seed, device):  # the caller's RNG untouched
             out = self.model.generate(**inputs, generation_config=config,
                                       logits_processor=LogitsProcessorList([recorder]))
         completion = out[:, inputs["input_ids"].shape[1]:].cpu()

@@ -164,7 +164,7 @@ def load_or_build(path: Path, build_fresh, what: str) -> tuple[PreTrainedModel, 
 
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | None = None):
-    """Seed torch for weight init without disturbing the caller's RNG streams."""
+    """Seed torch (CPU and ``device``) inside the block without disturbing the caller's RNG streams."""
     devices = [device.index] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -283,9 +283,7 @@ def load_tiny(path: Path, dtype, **kwargs):
     processor = Qwen2_5_VLProcessor.from_pretrained(path)
     if not processor.tokenizer.chat_template:  # keep text-only apply_chat_template working on the tokenizer
         processor.tokenizer.chat_template = processor.chat_template
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=dtype if dtype is not None else torch.float32, **kwargs
-    )
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     return model, processor
 
 

@@ -20,6 +20,7 @@ the bits) and cached like the tiny model, as ``tiny-warm-<version>-<seed>``.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,12 +168,8 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
 def _shared_length(examples: list[dict], image_token_id: int) -> int:
     """How many leading tokens all examples share, stopping at the first image token (its embedding is the
     chart's, not the token's)."""
-    first = examples[0]["input_ids"]
-    n = 0
-    while (n < len(first) and first[n] != image_token_id
-           and all(len(e["input_ids"]) > n and e["input_ids"][n] == first[n] for e in examples)):
-        n += 1
-    return n
+    prefix = os.path.commonprefix([e["input_ids"] for e in examples])  # element-wise: works on lists of ids too
+    return prefix.index(image_token_id) if image_token_id in prefix else len(prefix)
 
 
 def _collate(batch: list[dict], pad_id: int) -> dict:
