@@ -121,9 +121,11 @@ def load_model_and_processor(
     if name in EMBEDDED_MODELS and init == "pretrained":
         from chartrl_colab.models import warm
 
-        path = warm.warm_cache_path(cache_dir, seed) if name == "tiny-warm" else tiny.tiny_cache_path(cache_dir, seed)
+        cache_path, build = {"tiny": (tiny.tiny_cache_path, tiny.build_tiny),
+                             "tiny-warm": (warm.warm_cache_path, warm.build_warm)}[name]
+        path = cache_path(cache_dir, seed)
         if not tiny.is_complete(path):  # built and saved (float32) on first use
-            (warm.build_warm if name == "tiny-warm" else tiny.build_tiny)(cache_dir, seed)
+            build(cache_dir, seed)
         model, processor = tiny.load_tiny(path, **_nf4(dtype)) if load_in_4bit else tiny.load_tiny(path, None)
     elif name == "tiny":  # random weights, in memory
         model, processor = tiny.build_tiny_fresh(seed)
