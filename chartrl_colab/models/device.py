@@ -98,9 +98,7 @@ def model_precision(precision: str, use_lora: bool, load_in_4bit: bool) -> str:
     >>> model_precision("fp16", use_lora=True, load_in_4bit=False), model_precision("fp16", False, False)
     ('fp16', 'fp32')
     """
-    if precision == "fp16" and not (use_lora or load_in_4bit):
-        return "fp32"
-    return precision
+    return "fp32" if precision == "fp16" and not (use_lora or load_in_4bit) else precision
 
 
 def embedded(vlm_name: str) -> bool:

@@ -18,8 +18,7 @@ def load_for_generation(source):
     from chartrl_colab.models.tiny import cap_image_pixels
 
     dtype = machine_dtype()  # as in training: the capability decides
-    full = source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists()
-    if full:
+    if source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists():  # full weights
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = cap_image_pixels(AutoProcessor.from_pretrained(source.checkpoint), source.max_pixels)

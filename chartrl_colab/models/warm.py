@@ -127,7 +127,6 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS,
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.close()
         model.eval()
     finally:
         torch.set_num_threads(threads)
