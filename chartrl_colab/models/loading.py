@@ -34,7 +34,6 @@ MODELS: dict[str, str | None] = {
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
 }
 EMBEDDED_MODELS = frozenset(name for name, hub_id in MODELS.items() if hub_id is None)
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 # LoRA goes on the language model only: a name list ("q_proj", "gate_proj", ...) would also hit the vision blocks'
 # MLPs. peft matches the regex with re.fullmatch against names like "model.language_model.layers.3.mlp.up_proj".
@@ -215,7 +214,7 @@ def load_shipped_config(name: str) -> PretrainedConfig:
 
 def _shipped(name: str) -> dict:
     """``model_configs/<name>.json``: the hub's config.json, plus our ``_source`` and ``_processor`` (pixel bounds)."""
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+    return json.loads((Path(__file__).resolve().parent / "model_configs" / f"{name}.json").read_text())
 
 
 def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
