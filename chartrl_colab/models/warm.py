@@ -8,10 +8,9 @@ every question kind of ``synthetic.QUESTION_KINDS``; the target is a short compl
     <think><type>bar</type><table>{}</table> Compare Kiwis and Plums.</think><answer>Kiwis</answer>
 
 The table is left empty: a model this small cannot read the values off a 112x112 image, and a short target keeps
-the warm-up and every later sampling cheap. Training stops while the model is still unsure, so that sampled at
-temperature 1 it is sometimes right and sometimes wrong. Images are normalised with white as zero: with CLIP's mean
-and std the white background dominates every patch and the tiny vision tower learned to read nothing. What the base
-reads (:func:`reading`) and how the recipe was chosen: ``benchmarks/README.md``.
+the warm-up and every later sampling cheap. Images are normalised with white as zero: with CLIP's mean and std the
+white background dominates every patch and the tiny vision tower learned to read nothing. What the base reads
+(:func:`reading`) and how the recipe was chosen: ``benchmarks/README.md``.
 
 The build is deterministic per seed (one thread, seeded data order and weights; ``tests/test_warm.py`` compares
 the bits) and cached like the tiny model, as ``tiny-warm-<version>-<seed>``.
