@@ -1,8 +1,7 @@
 """The GPU a run gets, and every setting that follows from it: precision, 4-bit loading, vLLM, the OOM advice.
 
-Each decision is a pure function of a :class:`Gpu` (compute capability, memory), so it is tested with a made-up
-card; :func:`detect` is the only place that asks torch. Training, generation and the setup notebook's machine
-check all decide here, so they never disagree.
+Each decision is a pure function of a :class:`Gpu`, so it is tested with a made-up card; :func:`detect` asks torch.
+Training, generation and the setup notebook all decide here, so they never disagree.
 
 >>> T4, A100 = Gpu("Tesla T4", (7, 5), 15.0), Gpu("NVIDIA A100-SXM4-40GB", (8, 0), 40.0)
 >>> precision_for(T4), precision_for(A100), precision_for(None)
@@ -13,8 +12,6 @@ check all decide here, so they never disagree.
 True
 >>> auto_use_vllm(T4, vllm_importable=True, load_in_4bit=False, hub_model=True)  # compute capability 7.5
 False
-
-Pure: torch is imported only inside :func:`detect`, :func:`torch_dtype` and the memory helpers.
 """
 
 from __future__ import annotations
@@ -31,14 +28,13 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 RESOLVED = ("precision", "load_in_4bit", "use_vllm")  # the RunConfig fields resolve_run decides; run.json keeps them
-# Ampere (compute capability 8.0) brings bf16 tensor cores and is what vLLM's kernels (and TRL's colocate mode as
-# its docs run it) want. torch.cuda.is_bf16_supported() says True on a T4 (7.5) because torch emulates bf16 there
-# since 2.3, which is slow or fails in bitsandbytes: the capability decides, not torch.
+# Ampere (compute capability 8.0) brings bf16 tensor cores and is what vLLM's kernels want. The capability decides,
+# not torch.cuda.is_bf16_supported(): that says True on a T4 (7.5), where bf16 is emulated (slow, or failing).
 AMPERE = (8, 0)
 # Under this much GPU memory (a T4's 15 GB, an L4's 22 GB) a 3B model with 8 rollouts of 512 tokens does not fit
 # in 16 bits, so "auto" loads it in 4 bits (QLoRA). An A100 40 GB trains it in bf16 with LoRA.
 SMALL_GPU_GB = 24.0
-# Every spelling of a dtype the package accepts (the precisions first) -> torch's name for it.
+# Every dtype spelling the package accepts (the precisions first) -> torch's name.
 DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", "bfloat16": "bfloat16", "float16": "float16",
                "half": "float16", "float32": "float32", "float": "float32"}
 
@@ -65,7 +61,6 @@ def detect() -> Gpu | None:
     return Gpu(props.name, tuple(torch.cuda.get_device_capability(0)), round(props.total_memory / 2**30, 1))
 
 
-# ------------------------------------------------------------------------------------------ precision
 def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     """``"bf16"`` at compute capability >= 8.0, ``"fp16"`` below, ``"fp32"`` on a CPU; a requested one is checked.
 
@@ -75,9 +70,7 @@ def precision_for(gpu: Gpu | None, requested: str = AUTO) -> str:
     """
     one_of("precision", requested, PRECISIONS)
     if requested == AUTO:
-        if gpu is None:
-            return "fp32"
-        return "bf16" if gpu.capability >= AMPERE else "fp16"
+        return "fp32" if gpu is None else "bf16" if gpu.capability >= AMPERE else "fp16"
     if requested != "fp32" and gpu is None:
         raise ConfigError(f"precision={requested!r} needs a CUDA GPU and there is none; use precision='fp32' or 'auto'")
     if requested == "bf16" and gpu.capability < AMPERE:
@@ -99,21 +92,15 @@ def trainer_flags(precision: str) -> dict:
 
 
 def model_precision(precision: str, use_lora: bool, load_in_4bit: bool) -> str:
-    """The dtype the weights are loaded in.
-
-    fp16 training keeps a GradScaler, which refuses fp16 *trainable* weights: LoRA adapters are created in
-    fp32 by peft and 4-bit training upcasts what trains, so the frozen base may be fp16; a full fine-tune keeps
-    fp32 master weights under fp16 autocast.
+    """The dtype the weights are loaded in: fp16 training's GradScaler refuses fp16 *trainable* weights, so a full
+    fine-tune keeps fp32 weights under fp16 autocast (LoRA adapters and 4-bit training's trainable parts are fp32).
 
     >>> model_precision("fp16", use_lora=True, load_in_4bit=False), model_precision("fp16", False, False)
     ('fp16', 'fp32')
     """
-    if precision == "fp16" and not (use_lora or load_in_4bit):
-        return "fp32"
-    return precision
+    return "fp32" if precision == "fp16" and not (use_lora or load_in_4bit) else precision
 
 
-# ------------------------------------------------------------------------------------------ memory
 def embedded(vlm_name: str) -> bool:
     """True for the models built in code (``models.loading.EMBEDDED_MODELS``): never 4-bit, never vLLM."""
     from chartrl_colab.models.loading import EMBEDDED_MODELS  # here: loading imports this module
@@ -128,8 +115,7 @@ def auto_load_in_4bit(gpu: Gpu | None, vlm_name: str) -> bool:
 
 def auto_use_vllm(gpu: Gpu | None, vllm_importable: bool, load_in_4bit: bool, hub_model: bool) -> bool:
     """vLLM sampling when it is installed, the GPU is Ampere or newer, the weights are not 4-bit (vLLM would
-    have to re-quantise them each step) and vLLM can load the model by its hub name (not an embedded model, not
-    ``init='random'``)."""
+    re-quantise them each step) and vLLM can load the model by its hub name (``hub_model``)."""
     return bool(gpu is not None and vllm_importable and gpu.capability >= AMPERE and not load_in_4bit and hub_model)
 
 
@@ -142,11 +128,9 @@ def bitsandbytes_importable() -> bool:
 
 
 def resolve_run(cfg, gpu: Gpu | None, quiet: bool = False):
-    """A RunConfig with every machine-dependent ``"auto"`` (precision, load_in_4bit, use_vllm) decided for ``gpu``.
-
-    The resolved values are what ``run.json`` records, so generation and evaluation later load the model
-    the way it was trained. An explicit True that this machine cannot honour is a ConfigError naming why.
-    What "auto" chose is logged unless ``quiet``. ``cfg`` is a validated RunConfig (each of them auto, True or False).
+    """The validated RunConfig ``cfg`` with each machine-dependent ``"auto"`` (:data:`RESOLVED`) decided for
+    ``gpu``, as run.json records them. An explicit True this machine cannot honour is a ConfigError naming why;
+    what "auto" chose is logged unless ``quiet``.
     """
     load_in_4bit, use_vllm = cfg.load_in_4bit, cfg.use_vllm
     precision = precision_for(gpu, cfg.precision)
@@ -186,7 +170,6 @@ def describe(gpu: Gpu | None) -> dict:
             "use_vllm": auto_use_vllm(gpu, vllm_importable(), load_in_4bit, hub_model=True)}
 
 
-# ------------------------------------------------------------------------------------------ during a run
 def reset_peak_memory() -> None:
     import torch
 

@@ -1,15 +1,9 @@
-"""Model names (``MODELS``) -> ``(model, processor)`` pairs for chart-QA RL fine-tuning.
+"""Model names (``MODELS``) -> ``(model, processor)`` pairs, and :func:`add_lora`.
 
-``tiny`` is the embedded random Qwen2.5-VL of :mod:`.tiny` (no download; its answers are noise), ``tiny-warm``
-the same after a short supervised warm-up on synthetic charts (:mod:`.warm`: sometimes right at temperature 1);
-both are built in code and cached on disk. The others are Qwen vision-language models from the hub.
-
-``init="random"`` builds a hub model's real architecture (the config.json copies in ``model_configs/``) with
-random weights and the embedded tokenizer (special-token ids remapped, real vocabulary size, the hub's pixel
-bounds): its answers are noise, but its memory and step time are the real model's, so a run's GPU budget can be
-measured without the weights. ``load_in_4bit=True`` gives NF4 weights (bitsandbytes, CUDA); since bitsandbytes
-quantises while loading, random weights are first streamed tensor by tensor into a temporary checkpoint.
-:func:`add_lora` puts a LoRA adapter on the language model's attention and MLP projections (not the vision tower).
+``tiny`` (:mod:`.tiny`) and ``tiny-warm`` (:mod:`.warm`) are built in code and cached on disk; the others are
+Qwen vision-language models from the hub. ``init="random"`` builds a hub model's architecture (``model_configs/``)
+with random weights and the embedded tokenizer: noise answers, but the real model's memory and step time, so a
+run's GPU budget can be measured without the weights.
 """
 
 from __future__ import annotations
@@ -24,7 +18,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from chartrl_colab.config import INITS
-from chartrl_colab.data.images import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 from chartrl_colab.errors import ConfigError
 from chartrl_colab.models import device, tiny
 from chartrl_colab.rewards.similarity import hub_reachable
@@ -41,11 +34,9 @@ MODELS: dict[str, str | None] = {
     "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
 }
 EMBEDDED_MODELS = frozenset(name for name, hub_id in MODELS.items() if hub_id is None)
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
-# LoRA goes on the language model only. A plain name list ("q_proj", "gate_proj", ...) would also hit the
-# Qwen2.5-VL vision blocks, whose MLPs are named gate_proj/up_proj/down_proj too; the regex is matched by peft
-# with re.fullmatch against names like "model.language_model.layers.3.mlp.up_proj" (transformers 5.x layout).
+# LoRA goes on the language model only: a name list ("q_proj", "gate_proj", ...) would also hit the vision blocks'
+# MLPs. peft matches the regex with re.fullmatch against names like "model.language_model.layers.3.mlp.up_proj".
 LORA_TARGET_MODULES = (
     r"(?:.*\.)?language_model\.layers\.\d+\."
     r"(?:self_attn\.(?:q_proj|k_proj|v_proj|o_proj)|mlp\.(?:gate_proj|up_proj|down_proj))"
@@ -66,22 +57,10 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     key = str(dtype).strip().lower().removeprefix("torch.")
-    if key in device.DTYPE_NAMES:
-        return device.torch_dtype(key)
-    if key != "auto":
+    if key != "auto" and key not in device.DTYPE_NAMES:
         valid = ", ".join(["auto", *device.DTYPE_NAMES])
         raise ConfigError(f"unknown dtype {dtype!r}; valid values: a torch.dtype or one of {valid}")
-    return None
-
-
-def _check_4bit() -> None:
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            "load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
-            "drop 4-bit loading or run on a GPU"
-        )
-    if not device.bitsandbytes_importable():
-        raise ConfigError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
+    return device.torch_dtype(key) if key != "auto" else None
 
 
 def machine_dtype() -> torch.dtype:
@@ -95,13 +74,11 @@ def _gpu_device_map() -> dict[str, int] | None:
 
 
 def _nf4(dtype=None) -> dict:
-    """``from_pretrained``'s arguments for NF4 weights (bitsandbytes) on the GPU. ``dtype`` (None: this GPU's
-    precision) is the compute dtype of the 4-bit layers and the dtype of the parts left unquantised (norms,
-    vision convs)."""
+    """``from_pretrained``'s arguments for NF4 weights on the GPU. ``dtype`` (None: this GPU's precision, as bf16
+    would be emulated on a T4) is the compute dtype of the 4-bit layers and the dtype of the unquantised parts."""
     from transformers import BitsAndBytesConfig
 
     dtype = dtype if dtype is not None else machine_dtype()
-    # The matmuls of the 4-bit layers run in this dtype: bf16 would be emulated (slow, or failing) on a T4.
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
                                 bnb_4bit_use_double_quant=True)
     return {"quantization_config": config, "device_map": _gpu_device_map(), "dtype": dtype}
@@ -119,60 +96,48 @@ def load_model_and_processor(
 ) -> tuple[PreTrainedModel, ProcessorMixin]:
     """``(model, processor)`` for one of ``MODELS``, on the current GPU when there is one.
 
-    * ``tiny``: ``init="pretrained"`` loads it from the disk cache under ``cache_dir`` (default
-      ``~/.cache/chartrl_colab``), building it first if absent; ``init="random"`` builds it in memory. float32.
-    * ``tiny-warm``: likewise from its own cache entry; ``init="random"`` is a ConfigError (use ``tiny``).
+    * ``tiny``, ``tiny-warm``: ``init="pretrained"`` loads the cache entry under ``cache_dir`` (default
+      ``~/.cache/chartrl_colab``), built first if absent; ``tiny`` with ``init="random"`` is built in memory. float32.
     * hub names, ``init="pretrained"``: ``from_pretrained`` (``cache_dir``: the HF cache), the checkpoint's dtype;
-      ``WeightsNotAvailableError`` when they cannot be loaded.
-    * hub names, ``init="random"``: see the module docstring; this GPU's precision, float32 on a CPU.
+      ``WeightsNotAvailableError`` when they cannot be loaded. ``init="random"``: this GPU's precision, else float32.
 
     ``load_in_4bit``: NF4 weights (CUDA and bitsandbytes), compute dtype ``dtype`` or this GPU's precision.
-    ``seed`` shapes random weights and the embedded models; ``max_pixels`` caps the image size
-    (:func:`.tiny.cap_image_pixels`).
+    ``seed`` shapes random weights and the embedded models; ``max_pixels``: :func:`.tiny.cap_image_pixels`.
+    Unknown values and impossible combinations raise ConfigError.
     """
-    model, processor = _load(name, init, load_in_4bit, dtype, cache_dir, seed)
-    return model, tiny.cap_image_pixels(processor, max_pixels)
-
-
-def _load(name, init, load_in_4bit, dtype, cache_dir, seed):
     _check_name(name)
     if init not in INITS:
         raise ConfigError(f"unknown init {init!r}; valid values: {', '.join(INITS)}")
     dtype = _resolve_dtype(dtype)
-    if load_in_4bit:
-        _check_4bit()
+    if load_in_4bit and not torch.cuda.is_available():
+        raise ConfigError("load_in_4bit=True needs CUDA (bitsandbytes NF4 kernels), but no CUDA device is available; "
+                          "drop 4-bit loading or run on a GPU")
+    if load_in_4bit and not device.bitsandbytes_importable():
+        raise ConfigError("load_in_4bit=True needs the bitsandbytes package: pip install bitsandbytes")
     if name == "tiny-warm" and init == "random":
         raise ConfigError("model 'tiny-warm' has no random init (it is the tiny model after a warm-up); "
                           "use init='pretrained', or vlm_name='tiny' for random weights")
     if name in EMBEDDED_MODELS and init == "pretrained":
-        path = _embedded_cache(name, cache_dir, seed)
-        if load_in_4bit:
-            return tiny.load_tiny(path, **_nf4(dtype))
-        model, processor = tiny.load_tiny(path, None)
+        from chartrl_colab.models import warm
+
+        cache_path, build = {"tiny": (tiny.tiny_cache_path, tiny.build_tiny),
+                             "tiny-warm": (warm.warm_cache_path, warm.build_warm)}[name]
+        path = cache_path(cache_dir, seed)
+        if not tiny.is_complete(path):  # built and saved (float32) on first use
+            build(cache_dir, seed)
+        model, processor = tiny.load_tiny(path, **_nf4(dtype)) if load_in_4bit else tiny.load_tiny(path, None)
     elif name == "tiny":  # random weights, in memory
         model, processor = tiny.build_tiny_fresh(seed)
         if load_in_4bit:
-            save = model.to(torch.bfloat16).save_pretrained
-            return _load_quantized(type(model), save, cache_dir, dtype), processor
+            model = _load_quantized(type(model), model.to(torch.bfloat16).save_pretrained, cache_dir, dtype)
     elif init == "pretrained":
-        return _load_pretrained(name, dtype, load_in_4bit, cache_dir)
+        model, processor = _load_pretrained(name, dtype, load_in_4bit, cache_dir)
     else:
-        return _build_random_arch(load_shipped_config(name), name=name, dtype=dtype, seed=seed,
-                                  load_in_4bit=load_in_4bit, cache_dir=cache_dir)
-    return (model if dtype is None else model.to(dtype)), processor
-
-
-def _embedded_cache(name: str, cache_dir, seed: int) -> Path:
-    """The cache folder of an embedded model (saved in float32), built there first if absent."""
-    if name == "tiny-warm":
-        from chartrl_colab.models import warm
-
-        path, build = warm.warm_cache_path(cache_dir, seed), warm.build_warm
-    else:
-        path, build = tiny.tiny_cache_path(cache_dir, seed), tiny.build_tiny
-    if not tiny.is_complete(path):
-        build(cache_dir, seed)
-    return path
+        model, processor = _build_random_arch(load_shipped_config(name), name=name, dtype=dtype, seed=seed,
+                                              load_in_4bit=load_in_4bit, cache_dir=cache_dir)
+    if name in EMBEDDED_MODELS and dtype is not None and not load_in_4bit:
+        model = model.to(dtype)
+    return model, tiny.cap_image_pixels(processor, max_pixels)
 
 
 def add_lora(
@@ -189,12 +154,9 @@ def add_lora(
 ) -> PeftModel:
     """Wrap ``model`` with a LoRA adapter; only the adapter weights (and ``modules_to_save``) stay trainable.
 
-    The arguments are TRL ModelConfig's LoRA fields (``lora_r``, ``lora_alpha``, ``lora_dropout``,
-    ``lora_target_modules``, ``lora_modules_to_save``, ``use_rslora``, ``use_dora``) under peft's names. The
-    default targets are the language model's attention and MLP projections (``LORA_TARGET_MODULES``), not the
-    vision tower. 4-bit models go through ``peft.prepare_model_for_kbit_training`` first. Gradient checkpointing
-    uses ``use_reentrant=False`` (the reentrant variant drops gradients when the checkpointed inputs do not
-    require grad, which is the case with frozen embeddings).
+    The arguments are TRL ModelConfig's LoRA fields under peft's names; the default targets are
+    ``LORA_TARGET_MODULES``. 4-bit models go through ``peft.prepare_model_for_kbit_training`` first. Gradient
+    checkpointing is non-reentrant: the reentrant variant drops gradients behind frozen embeddings.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -211,11 +173,9 @@ def add_lora(
         bias="none",
     )
     with warnings.catch_warnings():
-        # transformers 5.x renamed gradient checkpointing to activation checkpointing; peft still calls the old
-        # names, which only emit FutureWarnings.
+        # transformers 5.x renamed gradient checkpointing; peft's calls of the old names only emit FutureWarnings.
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*gradient_checkpointing.*")
-        quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-        if quantized:
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kwargs
             )
@@ -254,7 +214,7 @@ def load_shipped_config(name: str) -> PretrainedConfig:
 
 def _shipped(name: str) -> dict:
     """``model_configs/<name>.json``: the hub's config.json, plus our ``_source`` and ``_processor`` (pixel bounds)."""
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+    return json.loads((Path(__file__).resolve().parent / "model_configs" / f"{name}.json").read_text())
 
 
 def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
@@ -265,14 +225,14 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
     if load_in_4bit:
         kwargs.update(_nf4(dtype))
     try:
-        try:  # cached copy first: no network round trips at all
+        try:  # the cached copy first: no network round trips
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir, local_files_only=True)
             model = AutoModelForImageTextToText.from_pretrained(hub_id, local_files_only=True, **kwargs)
         except OSError:
             # huggingface_hub retries a dead connection for minutes per file; fail fast when the hub is unreachable.
             if not hub_reachable():
                 raise OSError("the Hugging Face hub is not reachable") from None
-            # The processor first: it is small, so a broken download fails before the weights.
+            # The small processor first, so a broken download fails before the weights.
             processor = AutoProcessor.from_pretrained(hub_id, cache_dir=cache_dir)
             model = AutoModelForImageTextToText.from_pretrained(hub_id, **kwargs)
     except OSError as exc:  # connection errors, missing cache entries and failed downloads are all OSErrors
@@ -285,12 +245,11 @@ def _load_pretrained(name, dtype, load_in_4bit, cache_dir):
 
 
 def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: bool = False, cache_dir=None):
-    """The ``init="random"`` model of ``config`` (module docstring): seeded weights, the embedded tokenizer and the
-    hub's pixel bounds, so an image costs as many tokens as with the real model. In NF4 it is never held
-    unquantised in memory: a 7B model in bf16 fits neither a T4 nor a Colab VM's RAM."""
+    """The ``init="random"`` model of ``config``: seeded weights, the embedded tokenizer and the hub's pixel bounds
+    (an image costs as many tokens as with the real model). In NF4 it is never held unquantised in memory."""
     from transformers import AutoModelForImageTextToText, GenerationConfig, Qwen2_5_VLProcessor, Qwen2VLProcessor
 
-    tokenizer, ids = tiny.tokenizer_for(config)
+    tokenizer = tiny.tokenizer_for(config)
     if load_in_4bit:
         model = _load_quantized(AutoModelForImageTextToText,
                                 lambda path: _write_random_checkpoint(config, path, seed=seed), cache_dir, dtype)
@@ -301,12 +260,12 @@ def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: boo
         with tiny.seeded(seed, device), (device or contextlib.nullcontext()):
             model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
         model.eval()  # like from_pretrained; the trainer switches to train mode itself
-        model.generation_config = GenerationConfig(**tiny.generation_defaults(ids))
-    bounds = _shipped(name).get("_processor", {})
+        model.generation_config = GenerationConfig(**tiny.generation_defaults(config))
+    bounds = _shipped(name)["_processor"]
     processor = tiny.build_processor(
         tokenizer,
-        min_pixels=bounds.get("min_pixels", QWEN_MIN_PIXELS),
-        max_pixels=bounds.get("max_pixels", QWEN_MAX_PIXELS),
+        min_pixels=bounds["min_pixels"],
+        max_pixels=bounds["max_pixels"],
         processor_class=Qwen2VLProcessor if config.model_type == "qwen2_vl" else Qwen2_5_VLProcessor,
     )
     return model, processor
@@ -314,7 +273,7 @@ def _build_random_arch(config, *, name: str, dtype, seed: int, load_in_4bit: boo
 
 def _load_quantized(model_class, write, cache_dir, dtype):
     """bitsandbytes quantises while loading only: ``write(folder)`` saves a checkpoint into a temporary folder on
-    the cache disk (not /tmp, which may be a small RAM-backed tmpfs), loaded from there in NF4, then deleted."""
+    the cache disk (not /tmp, often a small tmpfs), loaded from there in NF4, then deleted."""
     root = tiny.cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".quantize-") as tmp:
@@ -323,11 +282,8 @@ def _load_quantized(model_class, write, cache_dir, dtype):
 
 
 def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int = 2 << 30) -> None:
-    """Save a randomly initialised checkpoint of ``config`` tensor by tensor (bf16, sharded safetensors).
-
-    Init follows transformers' scheme for these models: matrices ~ N(0, initializer_range), norm weights 1,
-    biases 0. Tied weights are stored once (named_parameters deduplicates them), as save_pretrained does.
-    """
+    """Save a randomly initialised checkpoint of ``config`` tensor by tensor (bf16, sharded safetensors), as
+    transformers initialises these models: matrices ~ N(0, initializer_range), norm weights 1, biases 0."""
     from safetensors.torch import save_file
     from transformers import AutoModelForImageTextToText, GenerationConfig
 
@@ -354,18 +310,15 @@ def _write_random_checkpoint(config, path: Path, *, seed: int, shard_bytes: int 
         if param.ndim >= 2:
             tensor = torch.empty(param.shape, dtype=torch.bfloat16, device=device)
             tensor.normal_(0.0, std, generator=generator)
-        elif pname.endswith(".weight"):
-            tensor = torch.ones(param.shape, dtype=torch.bfloat16)  # RMSNorm / LayerNorm scales
-        else:
-            tensor = torch.zeros(param.shape, dtype=torch.bfloat16)  # biases
+        else:  # norm scales 1, biases 0
+            tensor = torch.full(param.shape, 1.0 if pname.endswith(".weight") else 0.0, dtype=torch.bfloat16)
         shard[pname] = tensor.cpu().contiguous()
-        shard_size += tensor.numel() * tensor.element_size()
-        total += tensor.numel() * tensor.element_size()
+        shard_size += tensor.nbytes
+        total += tensor.nbytes
         if shard_size >= shard_bytes:
             flush()
     flush()
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config.save_pretrained(path)
-    ids = {"endoftext": config.get_text_config().bos_token_id, "im_end": config.get_text_config().eos_token_id}
-    GenerationConfig(**tiny.generation_defaults(ids)).save_pretrained(path)
+    GenerationConfig(**tiny.generation_defaults(config)).save_pretrained(path)

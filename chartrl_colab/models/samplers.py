@@ -1,9 +1,5 @@
-"""The samplers of :mod:`chartrl_colab.generate`: n completions per prompt with TRL's generation settings.
-
-:func:`load_for_generation` loads a base model, a LoRA adapter merged in, or full weights, in eval mode.
-:class:`TransformersSampler` samples with ``generate`` (the image token suppressed, cut after the first EOS) and
-records each completion's mean token entropy; :class:`VllmSampler` saves the merged model to a temporary folder,
-frees it and samples with vLLM (tested on a CPU against a stand-in ``LLM`` only).
+"""The samplers of :mod:`chartrl_colab.generate`: n completions per prompt with TRL's generation settings, with
+``generate`` (:class:`TransformersSampler`) or vLLM (:class:`VllmSampler`, tested against a stand-in ``LLM`` only).
 """
 
 from __future__ import annotations
@@ -13,20 +9,16 @@ import warnings
 from pathlib import Path
 
 
-# ------------------------------------------------------------------------------------------- loading
 def load_for_generation(source):
-    """``(model, processor)`` in eval mode on the GPU when there is one; a LoRA adapter is merged in.
-
-    ``source``: a :class:`chartrl_colab.models.source.ModelSource` (the base model and the checkpoint on top).
-    """
+    """``(model, processor)`` of a :class:`~chartrl_colab.models.source.ModelSource` in eval mode, on the GPU when
+    there is one: the base model, with a LoRA adapter merged in, or full weights."""
     import torch
 
     from chartrl_colab.models.loading import load_model_and_processor, machine_dtype
     from chartrl_colab.models.tiny import cap_image_pixels
 
     dtype = machine_dtype()  # as in training: the capability decides
-    full = source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists()
-    if full:
+    if source.checkpoint is not None and not (source.checkpoint / "adapter_config.json").exists():  # full weights
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = cap_image_pixels(AutoProcessor.from_pretrained(source.checkpoint), source.max_pixels)
@@ -49,7 +41,6 @@ def load_for_generation(source):
     return model, processor
 
 
-# ------------------------------------------------------------------------------------------ samplers
 def _images(prompt: list[dict]) -> list:
     return [part["image"] for message in prompt if isinstance(message["content"], list)
             for part in message["content"] if part.get("type") == "image" and part.get("image") is not None]
@@ -57,8 +48,8 @@ def _images(prompt: list[dict]) -> list:
 
 class _EntropyRecorder:
     """A logits processor that records, per generation step and row, the entropy (nats) of the distribution the
-    token is drawn from: softmax(scores / temperature), after the suppressions before it (the image token).
-    With TRL's settings (top-p 1, no top-k) no later processor changes that distribution."""
+    token is drawn from: softmax(scores / temperature) after the image token's suppression (with TRL's top-p 1 and
+    no top-k, no later processor changes it)."""
 
     def __init__(self, temperature: float):
         self.temperature, self.steps = temperature, []
@@ -72,10 +63,9 @@ class _EntropyRecorder:
 
 
 class TransformersSampler:
-    """The model's own ``generate`` with TRL's settings; ``num_return_sequences`` samples per prompt.
+    """The model's own ``generate`` with TRL's settings; ``cfg``: a :class:`chartrl_colab.generate.GenerateConfig`.
 
     After each :meth:`sample`, ``entropy`` holds each completion's mean per-token entropy, shaped as the ids.
-    ``cfg``: a :class:`chartrl_colab.generate.GenerateConfig` (its ``max_new_tokens`` and ``temperature``).
     """
 
     name = "transformers"
@@ -111,6 +101,8 @@ class TransformersSampler:
         from transformers import GenerationConfig, LogitsProcessorList
         from trl.trainer.utils import pad
 
+        from chartrl_colab.models.tiny import seeded
+
         prompt_ids, fields = self.tokenize(prompts)
         device = self.model.device
         tensors = [torch.tensor(ids) for ids in prompt_ids]
@@ -125,10 +117,8 @@ class TransformersSampler:
                 inputs[k] = torch.tensor(np.array(v))
         inputs = {k: v.to(device) for k, v in inputs.items()}
         config = GenerationConfig(**self.kwargs, num_return_sequences=per_prompt)
-        devices = [device.index or 0] if device.type == "cuda" else []
         recorder = _EntropyRecorder(self.kwargs["temperature"])
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # seeded here, the caller's RNG untouched
-            torch.manual_seed(seed)
+        with torch.no_grad(), seeded(seed, device):  # the caller's RNG untouched
             out = self.model.generate(**inputs, generation_config=config,
                                       logits_processor=LogitsProcessorList([recorder]))
         completion = out[:, inputs["input_ids"].shape[1]:].cpu()
@@ -144,12 +134,10 @@ class TransformersSampler:
 
 
 class VllmSampler(TransformersSampler):
-    """vLLM's ``LLM.generate`` on the (merged) model saved to a temporary folder. Untested on a GPU here.
+    """vLLM's ``LLM.generate`` on the (merged) model of ``source`` saved to a temporary folder.
 
-    It loads the HF model itself and drops it (gc, CUDA cache emptied) before vLLM starts: nothing else holds
-    it, so vLLM's share of the card (``vllm_gpu_memory_utilization``) is really free. ``source``: the
-    :class:`chartrl_colab.models.source.ModelSource` to load; ``cfg``: the
-    :class:`chartrl_colab.generate.GenerateConfig`.
+    It loads the model itself and frees it before vLLM starts, so vLLM's share of the card
+    (``vllm_gpu_memory_utilization``) is really free.
     """
 
     name = "vllm"

@@ -1,10 +1,8 @@
 """Which weights :mod:`chartrl_colab.generate` samples: a base model, or a trained run's checkpoint on its base.
 
-A run directory stands for its newest complete weights (its newest complete ``checkpoint-N``, or the final model
-at its root when that is of a later step); the base model of a checkpoint comes from the run's ``run.json``
-(``vlm_name``, ``init``, ``seed``), else from the adapter's ``base_model_name_or_path`` (an embedded model's
-cache folder, or a hub id of :data:`chartrl_colab.models.loading.MODELS`). A checkpoint of full weights (no
-adapter) is the model itself.
+A run directory stands for its newest complete weights (:func:`newest_weights`). A checkpoint's base model comes
+from the run's ``run.json``, else from the adapter's ``base_model_name_or_path`` (an embedded model's cache folder,
+or a hub id); a checkpoint of full weights is the model itself.
 """
 
 from __future__ import annotations
@@ -41,8 +39,7 @@ class ModelSource:
 
 
 def embedded_cache_dir(name: str, embedded) -> re.Match | None:
-    """``name`` read as a cache folder of an embedded model, ``<name>-<version>-<seed>`` (models.tiny,
-    models.warm), with ``embedded`` the embedded models' names; None when it is not one.
+    """``name`` read as a cache folder ``<name>-<version>-<seed>`` of one of the ``embedded`` models, else None.
 
     >>> embedded_cache_dir("tiny-warm-v1.3-2025", {"tiny", "tiny-warm"}).group("name", "seed")
     ('tiny-warm', '2025')
@@ -73,8 +70,8 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 def newest_weights(run_dir: Path) -> Path | None:
     """The newest complete weights of a run directory: its newest complete ``checkpoint-N``, or the final model
-    at the run root (``trainer_state.json`` beside the adapter or model, written when training ends) when that
-    is complete and of a later step (a tie keeps the checkpoint). Says which, and why newer ones were passed."""
+    at the run root (with the ``trainer_state.json`` written when training ends) when it is complete and of a later
+    step (a tie keeps the checkpoint). Logs which, when newer ones were passed or it is the final model."""
     from chartrl_colab.runs.storage import checkpoint_step, inspect_checkpoint, latest_checkpoint_state
 
     found = latest_checkpoint_state(run_dir, warn=True)
@@ -95,8 +92,8 @@ def newest_weights(run_dir: Path) -> Path | None:
 
 
 def resolve_source(cfg) -> ModelSource:
-    """The base model and checkpoint to sample, from the flags (``cfg``: a
-    :class:`chartrl_colab.generate.GenerateConfig`), the run's run.json or the adapter config."""
+    """The base model and checkpoint to sample, from the flags (a :class:`chartrl_colab.generate.GenerateConfig`),
+    the run's run.json or the adapter config."""
     if not cfg.checkpoint:
         return ModelSource(cfg.vlm_name, cfg.init, cfg.seed, load_in_4bit=cfg.load_in_4bit, max_pixels=cfg.max_pixels)
     from chartrl_colab.models.loading import EMBEDDED_MODELS, MODELS
@@ -108,10 +105,10 @@ def resolve_source(cfg) -> ModelSource:
     tiny = embedded_cache_dir(Path(base_path).name, EMBEDDED_MODELS) if base_path else None
     cache_dir = str(Path(base_path).parent) if tiny else None
     try:
-        run = read_run_json(run_dir)
+        run = read_run_json(run_dir) or {}
     except ValueError:  # a torn run.json: fall back to the adapter's record
-        run = None
-    run_cfg = {**((run or {}).get("config") or {}), **((run or {}).get("resolved") or {})}  # "auto" as it ran
+        run = {}
+    run_cfg = {**(run.get("config") or {}), **(run.get("resolved") or {})}  # "auto" as it ran
     if run_cfg.get("vlm_name"):
         return ModelSource(run_cfg["vlm_name"], run_cfg.get("init", "pretrained"), int(run_cfg.get("seed", cfg.seed)),
                            ckpt, run_dir, cache_dir, run_cfg.get("load_in_4bit") is True or cfg.load_in_4bit,

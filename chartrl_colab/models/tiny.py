@@ -1,13 +1,9 @@
-"""The embedded tiny model: a randomly initialised Qwen2.5-VL of a few hundred thousand parameters.
+"""The embedded tiny model: a randomly initialised Qwen2.5-VL of a few hundred thousand parameters, so the whole
+pipeline runs on a CPU (its answers are noise).
 
-Its byte-level BPE tokenizer is trained in code on a small built-in corpus (Qwen2's split pattern,
-Qwen's special tokens and chat template), so it needs no network and no download; it builds in a couple
-of seconds and is cached on disk (``~/.cache/chartrl_colab/tiny-<version>-<seed>``). It exists so that
-the whole pipeline (data -> processor -> GRPO -> rewards -> eval) can be run and tested on a CPU; its
-answers are noise.
-
-The embedded tokenizer and processor also serve ``init="random"`` real architectures (``models.loading``);
-``models.warm`` builds ``tiny-warm`` from this model and shares its cache helpers.
+Its byte-level BPE tokenizer is trained in code on a built-in corpus (Qwen2's split pattern, Qwen's special tokens
+and chat template): no download. Built in seconds, cached in ``~/.cache/chartrl_colab/tiny-<version>-<seed>``.
+The tokenizer and processor also serve ``init="random"`` hub architectures (:mod:`.loading`).
 """
 
 from __future__ import annotations
@@ -62,7 +58,7 @@ _QWEN_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# Tiny model sizes. The vocabulary is kept small so the embedding does not dominate the parameter count.
+# The vocabulary is small so the embedding does not dominate the parameter count.
 _TINY_VOCAB = 1024
 _TINY_TEXT = dict(
     hidden_size=64,
@@ -149,11 +145,7 @@ def cache_root(cache_dir: str | os.PathLike | None) -> Path:
 
 
 def build_tiny(cache_dir: str | None = None, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """The embedded tiny Qwen2.5-VL and its processor, cached under ``cache_dir/tiny-<version>-<seed>``.
-
-    The first call builds (a few seconds) and saves; later calls load the saved copy. The returned model is the
-    same either way: weights depend only on ``seed``.
-    """
+    """The tiny model of ``seed`` and its processor, loaded from the cache, or built (seconds) and saved."""
     return load_or_build(tiny_cache_path(cache_dir, seed), lambda: build_tiny_fresh(seed), "tiny-model")
 
 
@@ -170,14 +162,9 @@ def load_or_build(path: Path, build_fresh, what: str) -> tuple[PreTrainedModel, 
     return model, processor
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The embedded tokenizer and processor (also paired with init="random" real architectures)
-# --------------------------------------------------------------------------------------------------------------
-
-
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | None = None):
-    """Seed torch for weight init without disturbing the caller's RNG streams."""
+    """Seed torch (CPU and ``device``) inside the block without disturbing the caller's RNG streams."""
     devices = [device.index] if device is not None and device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -189,7 +176,6 @@ def build_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    # Same pipeline as Qwen2's tokenizer: regex split, byte-level BPE, byte-level decoding.
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(_QWEN_SPLIT_PATTERN), behavior="isolated"),
@@ -214,32 +200,28 @@ def build_tokenizer():
 
 
 def tokenizer_for(config):
-    """``(tokenizer, ids)``: the embedded tokenizer and its special-token ids by role, with ``config``'s ids (top
-    level and text config) pointed at them. A ValueError if it has more tokens than ``config``'s vocabulary."""
+    """The embedded tokenizer, with ``config``'s special-token ids (top level and text config) pointed at its own.
+    A ValueError if it has more tokens than ``config``'s vocabulary."""
     tokenizer = build_tokenizer()
-    roles = {"endoftext": "<|endoftext|>", "im_end": "<|im_end|>", "image": "<|image_pad|>", "video": "<|video_pad|>",
-             "vision_start": "<|vision_start|>", "vision_end": "<|vision_end|>"}
-    ids = {role: tokenizer.convert_tokens_to_ids(token) for role, token in roles.items()}
     if len(tokenizer) > config.get_text_config().vocab_size:
         raise ValueError(f"embedded tokenizer vocab {len(tokenizer)} exceeds the model vocab")
     # The model finds image/video placeholders and the end of turn by these ids, so they must be the tokenizer's.
-    config.image_token_id = ids["image"]
-    config.video_token_id = ids["video"]
-    config.vision_start_token_id = ids["vision_start"]
-    config.vision_end_token_id = ids["vision_end"]
+    tokens = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+              "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    for key, token in tokens.items():
+        setattr(config, key, tokenizer.convert_tokens_to_ids(token))
     if hasattr(config, "vision_token_id"):
-        config.vision_token_id = ids["vision_start"]  # legacy key of the hub configs; unused by transformers 5
+        config.vision_token_id = config.vision_start_token_id  # legacy key of the hub configs; unused by transformers 5
     for cfg in {id(c): c for c in (config, config.get_text_config())}.values():
-        cfg.bos_token_id = ids["endoftext"]
-        cfg.eos_token_id = ids["im_end"]
-        cfg.pad_token_id = ids["endoftext"]
-    return tokenizer, ids
+        cfg.bos_token_id = cfg.pad_token_id = tokenizer.pad_token_id  # <|endoftext|>
+        cfg.eos_token_id = tokenizer.eos_token_id  # <|im_end|>
+    return tokenizer
 
 
-def generation_defaults(ids: dict[str, int]) -> dict:
-    """``GenerationConfig`` keyword arguments for a model using the embedded tokenizer."""
-    return {"do_sample": True, "bos_token_id": ids["endoftext"], "eos_token_id": [ids["im_end"], ids["endoftext"]],
-            "pad_token_id": ids["endoftext"]}
+def generation_defaults(config) -> dict:
+    """``GenerationConfig`` keyword arguments for ``config`` after :func:`tokenizer_for`."""
+    bos, eos = config.get_text_config().bos_token_id, config.get_text_config().eos_token_id
+    return {"do_sample": True, "bos_token_id": bos, "eos_token_id": [eos, bos], "pad_token_id": bos}
 
 
 def build_processor(tokenizer, *, min_pixels: int, max_pixels: int, processor_class=None):
@@ -258,8 +240,8 @@ def build_processor(tokenizer, *, min_pixels: int, max_pixels: int, processor_cl
 def cap_image_pixels(processor, max_pixels: int | None):
     """Lower the image processor's largest image to ``max_pixels`` (never raise it); None leaves it alone.
 
-    Qwen-VL turns every 28x28 pixels into one token, so this bounds the tokens (and memory) an image costs.
-    The bound is saved with the processor (``save_pretrained``), so a vLLM copy of it sees the same images.
+    Qwen-VL turns every 28x28 pixels into one token, so this bounds an image's tokens (and memory). The bound is
+    saved with the processor, so a vLLM copy of it sees the same images.
     """
     image_processor = getattr(processor, "image_processor", None)  # None: a text-only tokenizer
     size = getattr(image_processor, "size", None)  # transformers' SizeDict, a dataclass
@@ -268,22 +250,17 @@ def cap_image_pixels(processor, max_pixels: int | None):
     return processor
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The tiny model and its disk cache
-# --------------------------------------------------------------------------------------------------------------
-
-
 def build_tiny_fresh(seed: int):
-    """The tiny model and processor built in memory (the disk cache is not touched)."""
+    """The tiny model and processor built in memory (the disk cache untouched)."""
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     # lm_head shares the embedding: fewer parameters.
     config = Qwen2_5_VLConfig(text_config=dict(_TINY_TEXT, vocab_size=_TINY_VOCAB, tie_word_embeddings=True),
                               vision_config=dict(_TINY_VISION), tie_word_embeddings=True)
-    tokenizer, ids = tokenizer_for(config)
+    tokenizer = tokenizer_for(config)
     with seeded(seed):
         model = Qwen2_5_VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(**generation_defaults(ids))
+    model.generation_config = GenerationConfig(**generation_defaults(config))
     model.eval()  # like from_pretrained; the trainer switches to train mode itself
     processor = build_processor(tokenizer, min_pixels=_TINY_MIN_PIXELS, max_pixels=_TINY_MAX_PIXELS)
     return model, processor
@@ -295,7 +272,7 @@ def tiny_cache_path(cache_dir, seed: int) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    """Whether ``path`` holds a saved embedded model (a cache entry, here or of ``models.warm``)."""
+    """Whether ``path`` holds a saved embedded model (tiny or tiny-warm)."""
     return (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
 
 
@@ -306,9 +283,7 @@ def load_tiny(path: Path, dtype, **kwargs):
     processor = Qwen2_5_VLProcessor.from_pretrained(path)
     if not processor.tokenizer.chat_template:  # keep text-only apply_chat_template working on the tokenizer
         processor.tokenizer.chat_template = processor.chat_template
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, dtype=dtype if dtype is not None else torch.float32, **kwargs
-    )
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=dtype or torch.float32, **kwargs)
     return model, processor
 
 

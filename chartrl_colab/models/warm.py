@@ -1,35 +1,25 @@
 """The embedded warm base ``tiny-warm``: the tiny Qwen2.5-VL after a short supervised warm-up.
 
-The random ``tiny`` model never answers correctly, so an RL objective has nothing to tell apart. ``tiny-warm``
-is the same model (``chartrl_colab.models.tiny``, same seed, same tokenizer and processor) taught the answer
-format and part of the task by teacher-forced cross-entropy on synthetic *train* charts, with the prompts
-training uses (``data.make_prompt`` with the chart in front of the question, Qwen's chat template). Each
-chart is asked every question kind of ``synthetic.QUESTION_KINDS``; the target is a short completion in the
-rewards' format::
+The random ``tiny`` model never answers correctly, so an RL objective has nothing to tell apart. ``tiny-warm`` is
+the same model (same seed, tokenizer and processor) taught the answer format and part of the task by
+teacher-forced cross-entropy on synthetic *train* charts, with the prompts training uses. Each chart is asked
+every question kind of ``synthetic.QUESTION_KINDS``; the target is a short completion in the rewards' format::
 
     <think><type>bar</type><table>{}</table> Compare Kiwis and Plums.</think><answer>Kiwis</answer>
 
-The table is left empty: a model this small cannot read the values off a 112x112 image, and a short target
-(about 30 tokens of the tiny tokenizer) keeps the warm-up and every later sampling cheap. Loss on the
-completion tokens only, the system prompt shared by the whole batch run once (same loss and gradients, a
-third of the cost); AdamW with a short linear warm-up and decay; a fixed number of steps, stopped while the
-model is still unsure, so that sampled at temperature 1 it is sometimes right and sometimes wrong.
+The table is left empty: a model this small cannot read the values off a 112x112 image, and a short target keeps
+the warm-up and every later sampling cheap. Images are normalised with white as zero: with CLIP's mean and std the
+white background dominates every patch and the tiny vision tower learned to read nothing. What the base reads
+(:func:`reading`) and how the recipe was chosen: ``benchmarks/README.md``.
 
-The images are normalised with white as zero (``_IMAGE_MEAN``, saved with the processor): with the usual CLIP
-mean and std the white background dominates every patch and the tiny vision tower learned to read nothing.
-What the base reads (:func:`reading`: pass@1 with the chart against a blank image, same questions and seeds)
-and how the recipe was chosen are measured in ``benchmarks/README.md`` (``benchmarks/warm_reading.py``): it
-reads the chart type and a little of the counts and of which label is highest or lowest.
-
-The build is deterministic per seed: one thread (so, on one kind of CPU, the same bits whatever its core
-count), seeded data order and weights (``tests/test_warm.py`` builds twice, at one and two threads, and
-compares the bits). It is cached like the tiny model, under ``~/.cache/chartrl_colab/tiny-warm-<version>-<seed>``
-(saved atomically).
+The build is deterministic per seed (one thread, seeded data order and weights; ``tests/test_warm.py`` compares
+the bits) and cached like the tiny model, as ``tiny-warm-<version>-<seed>``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,9 +44,8 @@ log = logging.getLogger(__name__)
 # Bump the suffix when the warm-up (data, target, recipe) changes; a new tiny model or tokenizer bumps the prefix.
 WARM_VERSION = f"{tiny.TINY_VERSION}.3"
 
-# The recipe, chosen by measuring pass@1 / pass@16 on test charts (benchmarks/README.md): fewer steps and the
-# format is not learned; many more and the model becomes sure of its guesses, so a group of samples stops
-# holding both right and wrong answers.
+# The recipe, chosen by pass@1 / pass@16 on test charts (benchmarks/README.md): with fewer steps the format is not
+# learned; with many more the model is sure of its guesses, and a group of samples stops holding right and wrong.
 _CHARTS = 128  # train charts; each is asked every question kind
 _STEPS = 1000
 _BATCH = 8  # measured better than 16 for the same cost (more updates)
@@ -102,17 +91,16 @@ def warm_target(spec: dict) -> str:
 
 
 def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS, progress: bool = True):
-    """The warm base and processor built in memory (the disk cache is not touched)."""
+    """The warm base and processor built in memory (the disk cache untouched)."""
     from tqdm.auto import tqdm
 
     threads = torch.get_num_threads()
-    # One thread: float sums then run in one order, so the weights are the same bits on any machine with this
-    # kind of CPU whatever its core count (and a 64-wide model gains little from more).
+    # One thread: float sums run in one order, so the bits do not depend on the core count (a 64-wide model gains
+    # little from more).
     torch.set_num_threads(1)
     try:
         model, processor = tiny.build_tiny_fresh(seed)
-        # White, a chart's background, is the zero input: the patches then carry the marks alone (module
-        # docstring). Saved with the processor, so training and sampling see the images the same way.
+        # White is the zero input (module docstring); saved with the processor, so sampling sees images the same way.
         processor.image_processor.image_mean = list(_IMAGE_MEAN)
         processor.image_processor.image_std = list(_IMAGE_STD)
         examples = _examples(processor, seed, n_charts)
@@ -138,7 +126,6 @@ def build_warm_fresh(seed: int, *, steps: int = _STEPS, n_charts: int = _CHARTS,
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.close()
         model.eval()
     finally:
         torch.set_num_threads(threads)
@@ -149,8 +136,8 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
     """Tokenised warm-up examples: every question kind about each of ``n_charts`` train charts."""
     from trl.data_utils import prepare_multimodal_messages
 
-    # A chart stream of its own (not the synthetic data set drawn with this random seed), so RL on synthetic/train
-    # with the same random seed is not trained on the very questions of the warm-up.
+    # A chart stream of its own, so RL on synthetic/train with the same random seed is not asked the warm-up's
+    # very questions.
     charts = synthetic.synthetic_examples(n_charts, f"tiny-warm-{seed}", "train")
     rng = random.Random(f"chartrl-warm-questions:{seed}")
     tokenizer = processor.tokenizer
@@ -159,7 +146,7 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
         image = synthetic.render_chart(chart)
         for kind in synthetic.QUESTION_KINDS:
             spec = synthetic.draw_question(chart, kind, rng)
-            # The prompt exactly as the sampler and GRPOTrainer build it: chat template, image expanded.
+            # The prompt exactly as the sampler and GRPOTrainer build it.
             messages = prepare_multimodal_messages(make_prompt(spec["question"], PROMPT_PRESET), images=[image])
             text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             prompt = processor(text=[text], images=[image], return_tensors="pt")
@@ -179,43 +166,30 @@ def _examples(processor, seed: int, n_charts: int = _CHARTS) -> list[dict]:
 def _shared_length(examples: list[dict], image_token_id: int) -> int:
     """How many leading tokens all examples share, stopping at the first image token (its embedding is the
     chart's, not the token's)."""
-    first = examples[0]["input_ids"]
-    n = 0
-    while (n < len(first) and first[n] != image_token_id
-           and all(len(e["input_ids"]) > n and e["input_ids"][n] == first[n] for e in examples)):
-        n += 1
-    return n
+    prefix = os.path.commonprefix([e["input_ids"] for e in examples])  # element-wise: works on lists of ids too
+    return prefix.index(image_token_id) if image_token_id in prefix else len(prefix)
 
 
 def _collate(batch: list[dict], pad_id: int) -> dict:
     """Right-padded tensors of a batch; ``labels`` hold the completion tokens, -100 elsewhere."""
-    length = max(len(e["input_ids"]) for e in batch)
-    ids = torch.full((len(batch), length), pad_id)
-    labels = torch.full((len(batch), length), -100)
-    attention = torch.zeros((len(batch), length), dtype=torch.long)
-    mm = torch.zeros((len(batch), length), dtype=torch.long)
-    for i, e in enumerate(batch):
-        n = len(e["input_ids"])
-        ids[i, :n] = torch.tensor(e["input_ids"])
-        labels[i, e["n_prompt"]:n] = ids[i, e["n_prompt"]:n]
-        attention[i, :n] = 1
-        mm[i, :n] = torch.tensor(e["mm_token_type_ids"])
+    from trl.trainer.utils import pad
+
     return {
-        "input_ids": ids,
-        "attention_mask": attention,
-        "mm_token_type_ids": mm,
+        "input_ids": pad([torch.tensor(e["input_ids"]) for e in batch], padding_value=pad_id),
+        "attention_mask": pad([torch.ones(len(e["input_ids"]), dtype=torch.long) for e in batch]),
+        "mm_token_type_ids": pad([torch.tensor(e["mm_token_type_ids"]) for e in batch]),
         "pixel_values": torch.cat([e["pixel_values"] for e in batch]),
         "image_grid_thw": torch.cat([e["image_grid_thw"] for e in batch]),
-        "labels": labels,
+        "labels": pad([torch.tensor([-100] * e["n_prompt"] + e["input_ids"][e["n_prompt"]:]) for e in batch],
+                      padding_value=-100),
     }
 
 
 def _completion_loss(model, inputs: dict, shared: int = 0) -> torch.Tensor:
     """Mean cross-entropy of the completion tokens given everything before them.
 
-    ``shared``: the number of leading tokens every row has in common (the system prompt: ~90% of a prompt).
-    They are run once, for the first row, and their keys and values repeated for the others: the same loss and
-    gradients as the full batch (the repeat is differentiable), at a fraction of the cost.
+    ``shared``: the number of leading tokens every row has in common (the system prompt). They are run once and
+    their keys and values repeated for the other rows: the same loss and gradients, at a fraction of the cost.
     """
     from transformers import DynamicCache
 
@@ -237,7 +211,6 @@ def _completion_loss(model, inputs: dict, shared: int = 0) -> torch.Tensor:
         labels = labels[:, shared:]
     else:
         hidden = base(**inputs).last_hidden_state
-    # Logits of the completion positions only: the rest are not needed.
     keep = labels[:, 1:] != -100
     logits = model.lm_head(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep])
@@ -245,12 +218,11 @@ def _completion_loss(model, inputs: dict, shared: int = 0) -> torch.Tensor:
 
 def reading(model, processor, questions: int = 64, samples: int = 16, data_seed: int = 2025, batch: int = 8,
             max_new_tokens: int = 48) -> dict:
-    """How much a model reads the chart: correct samples per held-out synthetic test question, sampled with the
-    chart and with a blank (white) image of the same size, the same questions and sampling seeds.
+    """How much a model reads the chart: correct samples per held-out synthetic test question, with the chart and
+    with a blank (white) image, the same questions and sampling seeds (temperature 1, as generate samples).
 
     Returns ``{"kind": [question kind], "real": [correct of samples], "blank": [...]}``, one entry per question,
-    scored by ``relaxed_correctness`` of the ``<answer>`` as evaluation does; sampling as
-    ``chartrl_colab.generate`` samples (temperature 1, the model's own ``generate``).
+    scored by relaxed correctness of the ``<answer>`` as evaluation does.
     """
     from types import SimpleNamespace
 
