@@ -4,11 +4,8 @@
     python -m chartrl_colab.train --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 \\
         --subset-size 100 --num-epochs 1 --num-generations 4 --batch-size 2 --reward-threshold 0.5
 
-:func:`train` reads top to bottom: settings (``"auto"`` decided for this machine), resume plan (settings
-match run.json? finished?), data and rewards (nothing written yet), then under the run lock run.json, model,
-trainer, ``trainer.train(resume_from_checkpoint=...)``, save. Every TRL ``GRPOConfig``/``ModelConfig`` field
-is a flag (see :mod:`chartrl_colab.config`). Notebooks call :func:`train` with a :class:`RunConfig`.
-Multi-GPU: ``accelerate launch --config_file=... -m chartrl_colab.train`` with the same flags.
+Every TRL ``GRPOConfig``/``ModelConfig`` field is a flag (:mod:`chartrl_colab.config`); notebooks call
+:func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --config_file=... -m chartrl_colab.train``.
 """
 
 from __future__ import annotations
@@ -73,8 +70,7 @@ def print_banner(cfg: RunConfig) -> None:
 
 
 def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1, gpu=_DETECT):
-    """TRL's GRPOConfig for a run (TRL's own checks run here): every GRPOConfig field of ``cfg`` as given, and
-    what the package derives, see :func:`grpo_kwargs`."""
+    """TRL's GRPOConfig (TRL's own checks run here) of :func:`grpo_kwargs`."""
     from trl import GRPOConfig
 
     with warnings.catch_warnings():
@@ -85,12 +81,10 @@ def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: i
 
 def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1,
                 gpu=_DETECT) -> dict:
-    """The GRPOConfig arguments of :func:`grpo_args` for ``gpu`` (a :class:`chartrl_colab.models.device.Gpu`, None
-    for a CPU; default: this machine's), its ``"auto"`` settings decided by
-    :func:`chartrl_colab.models.device.resolve_run`.
+    """GRPOConfig arguments: ``cfg``'s GRPOConfig fields and what the package derives, its ``"auto"`` settings
+    decided for ``gpu`` (a :class:`chartrl_colab.models.device.Gpu`, None for a CPU; default: this machine's).
 
-    ``output_dir`` is where the Trainer writes checkpoints (the run dir, or local staging for a Drive run);
-    ``save_total_limit=None`` turns the Trainer's own rotation off (the Drive mirror rotates instead).
+    ``output_dir``: where checkpoints go (default the run dir); ``save_total_limit=None``: no Trainer rotation.
     """
     from trl import GRPOConfig
 
@@ -135,8 +129,7 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
     from chartrl_colab.runs.record import read_run_json
     from chartrl_colab.training.callbacks import SafeWandbCallback, wandb_run_id
 
-    record = read_run_json(cfg.run_dir) or {}
-    run_id = record.get("wandb_id") or wandb_run_id(cfg.run_dir)
+    run_id = (read_run_json(cfg.run_dir) or {}).get("wandb_id") or wandb_run_id(cfg.run_dir)
     tags = [cfg.mode, cfg.vlm_name, cfg.dataset_name, f"seed-{cfg.seed}"]
     return SafeWandbCallback(cfg.run_name, cfg.to_dict(), tags, run_id, local_dir)
 
@@ -202,12 +195,8 @@ def load_model(cfg: RunConfig):
 
 # ------------------------------------------------------------------------------------------------ run
 def train(cfg: RunConfig):
-    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics), or None when
-    the run had finished already (a rerun of a finished run changes nothing).
-
-    A run directory on Google Drive is written through local staging: checkpoints land on local disk and
-    each complete one is copied to Drive in the background (see :mod:`chartrl_colab.runs.storage`).
-    """
+    """Run one training job; returns the trainer (``state.log_history`` holds the metrics), or None when the
+    run had finished already. A run directory on Google Drive is written through local staging."""
     from transformers import set_seed
 
     from chartrl_colab.data.loading import load_chart_dataset
@@ -322,9 +311,8 @@ def train(cfg: RunConfig):
 
 
 def start_record(cfg: RunConfig, requested: RunConfig, plan: ResumePlan, local_dir: str) -> dict:
-    """Prepare the run directory for this start (clear it for ``resume=never``, drop checkpoints newer than the
-    one resumed) and write run.json: the request, this start, and what ``"auto"`` became on this card (generate
-    loads the model the way it trained)."""
+    """Prepare the run directory (clear it for ``resume=never``, drop checkpoints newer than the one resumed)
+    and write run.json: the request, this start, and what ``"auto"`` became on this card."""
     from chartrl_colab.models import device
     from chartrl_colab.runs import record as run_record
     from chartrl_colab.runs import storage
@@ -363,8 +351,8 @@ def _fmt(value, unit: str) -> str:
 
 
 def release_trainer(trainer) -> None:
-    """Drop every reference a trainer holds to the model, optimizer and vLLM engine, so the GPU memory they use
-    can be freed although the trainer object itself lives on (a notebook keeps the one train() returned)."""
+    """Drop every reference a trainer holds to the model, optimizer and vLLM engine, so their GPU memory can
+    be freed while the trainer lives on (a notebook keeps the one train() returned)."""
     for owner in (trainer, getattr(trainer, "callback_handler", None)):
         for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "vllm_generation", "llm"):
             if owner is not None and getattr(owner, name, None) is not None:
