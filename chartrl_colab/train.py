@@ -165,15 +165,6 @@ def resume_plan(cfg: RunConfig, local_dir: str, warn: bool = True) -> ResumePlan
     return ResumePlan(record, checkpoint, resume_rules.finished(record, current) if cfg.resume == "auto" else None)
 
 
-def checkpoint_dir(cfg: RunConfig) -> tuple[str, bool]:
-    """``(folder the Trainer writes checkpoints to, whether it is local staging mirrored to the run dir)``:
-    the run dir itself, or local disk first when the run dir is on Google Drive or ``staging_dir`` is set."""
-    from chartrl_colab.runs import storage
-
-    staged = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
-    return ((cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if staged else cfg.run_dir), staged
-
-
 def load_model(cfg: RunConfig):
     """The model (with its LoRA adapter when ``use_peft``) and processor of a resolved config."""
     from chartrl_colab.models import device
@@ -213,7 +204,8 @@ def train(cfg: RunConfig):
     cfg = device.resolve_run(requested, gpu)
     set_seed(cfg.seed)
     print_banner(cfg)
-    local_dir, staged = checkpoint_dir(cfg)
+    staged = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
+    local_dir = (cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if staged else cfg.run_dir
     if staged:
         where = "Run directory is on Google Drive" if storage.on_drive(cfg.run_dir) else "Staging"
         log.info(f"{where}: checkpoints are written to {local_dir} and copied to {cfg.run_dir} when complete")

@@ -103,23 +103,6 @@ def resolve_verifier(verifier: int | str | None, names: list[str]) -> int:
                      f"{', '.join(names)} (or an index below {len(names)})")
 
 
-def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, lambda_psr: float) -> str:
-    """The per-step console line: counts, the mean verifier reward and the mean advantage trained on.
-
-    >>> a = Advantages(torch.tensor([-1.0, 0.0]), torch.tensor([True, False]),
-    ...                torch.tensor([False, True]), torch.tensor([True, False]))
-    >>> mode_line("nsr", 12, a, 0.5, 0.1)
-    'NSR [Step 12]: 1/2 negative samples | Avg reward: 0.500 | Avg advantage: -0.500'
-    """
-    n = objective.advantages.numel()
-    pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
-    counts = {"psr": f"{pos}/{n} positive samples", "nsr": f"{neg}/{n} negative samples",
-              "w-reinforce": f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)",
-              "grpo": f"{pos}/{n} correct samples"}[mode]
-    avg_advantage = float(objective.advantages.float().mean())
-    return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f} | Avg advantage: {avg_advantage:.3f}"
-
-
 class EpochRepeatSampler(RepeatSampler):
     """TRL's ``RepeatSampler`` whose order depends only on (seed, epoch), so a resumed run sees the same data.
 
@@ -164,12 +147,9 @@ class ModeTrainer(GRPOTrainer):
             raise ValueError(f"lambda_psr={lambda_psr!r} is not valid; it must be >= 0")
         check_step_layout(kwargs["args"] if "args" in kwargs else args[2] if len(args) > 2 else None)
         super().__init__(*args, **kwargs)
-        if self.loss_type in _PER_COMPLETION_LOSSES and (getattr(self, "_entropy_bonus_enabled", False)
-                                                         or getattr(self, "aux_loss_enabled", False)):
-            raise ValueError(
-                f"loss_type={self.loss_type!r} with an entropy bonus or a router aux loss is not supported: the kept "
-                f"completions' normalisation rescales TRL's whole loss, those terms included; use loss_type 'dapo' "
-                f"or 'bnpo'")
+        if self.loss_type in _PER_COMPLETION_LOSSES and (self._entropy_bonus_enabled or self.aux_loss_enabled):
+            raise ValueError(f"loss_type={self.loss_type!r} with an entropy bonus or a router aux loss is not "
+                             f"supported (the kept completions' rescale would scale them too); use 'dapo' or 'bnpo'")
         self.mode = mode
         self.reward_threshold = float(reward_threshold)
         self.lambda_psr = float(lambda_psr)
@@ -285,6 +265,7 @@ class ModeTrainer(GRPOTrainer):
         return output
 
     def _record(self, split: str, objective: Advantages, rewards: torch.Tensor) -> None:
+        """Log the counts of correct and incorrect samples; print the step's line (README: Training)."""
         n = objective.advantages.numel()
         pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
         metrics = self._metrics[split]
@@ -292,9 +273,13 @@ class ModeTrainer(GRPOTrainer):
         metrics["mode/num_negative"].append(float(neg))
         metrics["mode/positive_fraction"].append(pos / n)
         if self.print_mode_lines and split == "train" and self.accelerator.is_main_process:
+            counts = {"psr": f"{pos}/{n} positive samples", "nsr": f"{neg}/{n} negative samples",
+                      "w-reinforce": f"{pos} pos (λ={self.lambda_psr:g}) + {neg} neg (λ=1.0)",
+                      "grpo": f"{pos}/{n} correct samples"}[self.mode]
             avg = float(torch.nanmean(rewards[:, self.verifier_index]))  # unscored samples have no reward
             # the optimizer step this rollout feeds (global_step counts those done), as the plots number it
-            tqdm.write(mode_line(self.mode, self.state.global_step + 1, objective, avg, self.lambda_psr))
+            tqdm.write(f"{self.mode.upper()} [Step {self.state.global_step + 1}]: {counts} | Avg reward: {avg:.3f} "
+                       f"| Avg advantage: {float(objective.advantages.float().mean()):.3f}")
 
     def _kept_rescale(self, inputs, split: str) -> float:
         """Factor taking TRL's per-completion loss from its count of rows (``rows * gradient_accumulation_steps``
