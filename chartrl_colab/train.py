@@ -29,7 +29,6 @@ BANNER_WIDTH = 60
 _DETECT = object()  # "ask torch which GPU this is" (tests pass a made-up device.Gpu or None instead)
 
 
-# ---------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
     """TRL's parser over RunConfig: every GRPOConfig/ModelConfig field and the package's, ``--config`` a recipe."""
     return parser_for(RunConfig, "python -m chartrl_colab.train", __doc__.split("\n")[0])
@@ -39,7 +38,6 @@ def config_from_argv(argv: list[str] | None = None) -> RunConfig:
     return build_parser().parse(argv)
 
 
-# ------------------------------------------------------------------------------------ pieces of a run
 def print_banner(cfg: RunConfig) -> None:
     spg = cfg.steps_per_generation or cfg.gradient_accumulation_steps
     lines = [
@@ -99,8 +97,7 @@ def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit:
         run_name=cfg.run_name,
         # TRL counts completions per device; a user counts prompts.
         per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
-        # grpo_rewards="verifier": TRL's summed reward is the verifier's alone (grpo's advantage and the logged
-        # `reward`); the other rewards are still computed and logged per function.
+        # grpo_rewards="verifier": TRL's summed reward (grpo's advantage) is the verifier's; all are still logged.
         reward_weights=cfg.reward_weights if cfg.reward_weights is not None else
         [float(cfg.grpo_rewards == "all" or name == cfg.verifier) for name in cfg.rewards],
         save_total_limit=cfg.save_total_limit if save_total_limit == -1 else save_total_limit,
@@ -184,7 +181,6 @@ def load_model(cfg: RunConfig):
     return model, processor
 
 
-# ------------------------------------------------------------------------------------------------ run
 def train(cfg: RunConfig):
     """Run one training job; returns the trainer (``state.log_history`` holds the metrics), or None when the
     run had finished already. A run directory on Google Drive is written through local staging."""

@@ -160,8 +160,7 @@ class ModeTrainer(GRPOTrainer):
         self._deferred_forward: tuple | None = None
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        # A metric with no value (entropy over no kept token) is left out, not handed on by TRL as None, which
-        # every logger warns about.
+        # A metric with no value (entropy over no kept token) is left out, not logged as None.
         metrics = self._metrics["train" if self.model.training else "eval"]
         for key in [k for k, values in metrics.items() if all(math.isnan(v) for v in values)]:
             del metrics[key]
