@@ -4,11 +4,8 @@
     python -m chartrl_colab.train --mode nsr --vlm-name tiny --dataset-name synthetic --seed 2025 \\
         --subset-size 100 --num-epochs 1 --num-generations 4 --batch-size 2 --reward-threshold 0.5
 
-:func:`train` reads top to bottom: settings (``"auto"`` decided for this machine), resume plan (settings
-match run.json? finished?), data and rewards (nothing written yet), then under the run lock run.json, model,
-trainer, ``trainer.train(resume_from_checkpoint=...)``, save. Every TRL ``GRPOConfig``/``ModelConfig`` field
-is a flag (see :mod:`chartrl_colab.config`). Notebooks call :func:`train` with a :class:`RunConfig`.
-Multi-GPU: ``accelerate launch --config_file=... -m chartrl_colab.train`` with the same flags.
+Every TRL ``GRPOConfig``/``ModelConfig`` field is a flag (:mod:`chartrl_colab.config`); notebooks call
+:func:`train` with a :class:`RunConfig`. Multi-GPU: ``accelerate launch --config_file=... -m chartrl_colab.train``.
 """
 
 from __future__ import annotations
@@ -32,7 +29,6 @@ BANNER_WIDTH = 60
 _DETECT = object()  # "ask torch which GPU this is" (tests pass a made-up device.Gpu or None instead)
 
 
-# ---------------------------------------------------------------------------------------------- flags
 def build_parser() -> argparse.ArgumentParser:
     """TRL's parser over RunConfig: every GRPOConfig/ModelConfig field and the package's, ``--config`` a recipe."""
     return parser_for(RunConfig, "python -m chartrl_colab.train", __doc__.split("\n")[0])
@@ -42,7 +38,6 @@ def config_from_argv(argv: list[str] | None = None) -> RunConfig:
     return build_parser().parse(argv)
 
 
-# ------------------------------------------------------------------------------------ pieces of a run
 def print_banner(cfg: RunConfig) -> None:
     spg = cfg.steps_per_generation or cfg.gradient_accumulation_steps
     lines = [
@@ -73,8 +68,7 @@ def print_banner(cfg: RunConfig) -> None:
 
 
 def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1, gpu=_DETECT):
-    """TRL's GRPOConfig for a run (TRL's own checks run here): every GRPOConfig field of ``cfg`` as given, and
-    what the package derives, see :func:`grpo_kwargs`."""
+    """TRL's GRPOConfig (TRL's own checks run here) of :func:`grpo_kwargs`."""
     from trl import GRPOConfig
 
     with warnings.catch_warnings():
@@ -85,12 +79,10 @@ def grpo_args(cfg: RunConfig, output_dir: str | None = None, save_total_limit: i
 
 def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit: int | None = -1,
                 gpu=_DETECT) -> dict:
-    """The GRPOConfig arguments of :func:`grpo_args` for ``gpu`` (a :class:`chartrl_colab.models.device.Gpu`, None
-    for a CPU; default: this machine's), its ``"auto"`` settings decided by
-    :func:`chartrl_colab.models.device.resolve_run`.
+    """GRPOConfig arguments: ``cfg``'s GRPOConfig fields and what the package derives, its ``"auto"`` settings
+    decided for ``gpu`` (a :class:`chartrl_colab.models.device.Gpu`, None for a CPU; default: this machine's).
 
-    ``output_dir`` is where the Trainer writes checkpoints (the run dir, or local staging for a Drive run);
-    ``save_total_limit=None`` turns the Trainer's own rotation off (the Drive mirror rotates instead).
+    ``output_dir``: where checkpoints go (default the run dir); ``save_total_limit=None``: no Trainer rotation.
     """
     from trl import GRPOConfig
 
@@ -105,8 +97,7 @@ def grpo_kwargs(cfg: RunConfig, output_dir: str | None = None, save_total_limit:
         run_name=cfg.run_name,
         # TRL counts completions per device; a user counts prompts.
         per_device_train_batch_size=cfg.batch_size * cfg.num_generations,
-        # grpo_rewards="verifier": TRL's summed reward is the verifier's alone (grpo's advantage and the logged
-        # `reward`); the other rewards are still computed and logged per function.
+        # grpo_rewards="verifier": TRL's summed reward (grpo's advantage) is the verifier's; all are still logged.
         reward_weights=cfg.reward_weights if cfg.reward_weights is not None else
         [float(cfg.grpo_rewards == "all" or name == cfg.verifier) for name in cfg.rewards],
         save_total_limit=cfg.save_total_limit if save_total_limit == -1 else save_total_limit,
@@ -135,8 +126,7 @@ def wandb_callback(cfg: RunConfig, local_dir: str):
     from chartrl_colab.runs.record import read_run_json
     from chartrl_colab.training.callbacks import SafeWandbCallback, wandb_run_id
 
-    record = read_run_json(cfg.run_dir) or {}
-    run_id = record.get("wandb_id") or wandb_run_id(cfg.run_dir)
+    run_id = (read_run_json(cfg.run_dir) or {}).get("wandb_id") or wandb_run_id(cfg.run_dir)
     tags = [cfg.mode, cfg.vlm_name, cfg.dataset_name, f"seed-{cfg.seed}"]
     return SafeWandbCallback(cfg.run_name, cfg.to_dict(), tags, run_id, local_dir)
 
@@ -172,15 +162,6 @@ def resume_plan(cfg: RunConfig, local_dir: str, warn: bool = True) -> ResumePlan
     return ResumePlan(record, checkpoint, resume_rules.finished(record, current) if cfg.resume == "auto" else None)
 
 
-def checkpoint_dir(cfg: RunConfig) -> tuple[str, bool]:
-    """``(folder the Trainer writes checkpoints to, whether it is local staging mirrored to the run dir)``:
-    the run dir itself, or local disk first when the run dir is on Google Drive or ``staging_dir`` is set."""
-    from chartrl_colab.runs import storage
-
-    staged = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
-    return ((cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if staged else cfg.run_dir), staged
-
-
 def load_model(cfg: RunConfig):
     """The model (with its LoRA adapter when ``use_peft``) and processor of a resolved config."""
     from chartrl_colab.models import device
@@ -200,14 +181,9 @@ def load_model(cfg: RunConfig):
     return model, processor
 
 
-# ------------------------------------------------------------------------------------------------ run
 def train(cfg: RunConfig):
-    """Run one training job; returns the trainer (its ``state.log_history`` holds the metrics), or None when
-    the run had finished already (a rerun of a finished run changes nothing).
-
-    A run directory on Google Drive is written through local staging: checkpoints land on local disk and
-    each complete one is copied to Drive in the background (see :mod:`chartrl_colab.runs.storage`).
-    """
+    """Run one training job; returns the trainer (``state.log_history`` holds the metrics), or None when the
+    run had finished already. A run directory on Google Drive is written through local staging."""
     from transformers import set_seed
 
     from chartrl_colab.data.loading import load_chart_dataset
@@ -224,7 +200,8 @@ def train(cfg: RunConfig):
     cfg = device.resolve_run(requested, gpu)
     set_seed(cfg.seed)
     print_banner(cfg)
-    local_dir, staged = checkpoint_dir(cfg)
+    staged = storage.on_drive(cfg.run_dir) or bool(cfg.staging_dir)
+    local_dir = (cfg.staging_dir or str(storage.staging_dir(cfg.run_name))) if staged else cfg.run_dir
     if staged:
         where = "Run directory is on Google Drive" if storage.on_drive(cfg.run_dir) else "Staging"
         log.info(f"{where}: checkpoints are written to {local_dir} and copied to {cfg.run_dir} when complete")
@@ -322,9 +299,8 @@ def train(cfg: RunConfig):
 
 
 def start_record(cfg: RunConfig, requested: RunConfig, plan: ResumePlan, local_dir: str) -> dict:
-    """Prepare the run directory for this start (clear it for ``resume=never``, drop checkpoints newer than the
-    one resumed) and write run.json: the request, this start, and what ``"auto"`` became on this card (generate
-    loads the model the way it trained)."""
+    """Prepare the run directory (clear it for ``resume=never``, drop checkpoints newer than the one resumed)
+    and write run.json: the request, this start, and what ``"auto"`` became on this card."""
     from chartrl_colab.models import device
     from chartrl_colab.runs import record as run_record
     from chartrl_colab.runs import storage
@@ -363,8 +339,8 @@ def _fmt(value, unit: str) -> str:
 
 
 def release_trainer(trainer) -> None:
-    """Drop every reference a trainer holds to the model, optimizer and vLLM engine, so the GPU memory they use
-    can be freed although the trainer object itself lives on (a notebook keeps the one train() returned)."""
+    """Drop every reference a trainer holds to the model, optimizer and vLLM engine, so their GPU memory can
+    be freed while the trainer lives on (a notebook keeps the one train() returned)."""
     for owner in (trainer, getattr(trainer, "callback_handler", None)):
         for name in ("model", "model_wrapped", "ref_model", "optimizer", "lr_scheduler", "vllm_generation", "llm"):
             if owner is not None and getattr(owner, name, None) is not None:

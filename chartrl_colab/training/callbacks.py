@@ -21,13 +21,10 @@ WANDB_PROJECT = "chartrl-nsr"
 
 
 class LogLastStep(TrainerCallback):
-    """Log the step that ends training (``state.global_step`` reaches ``state.max_steps``), whatever
-    ``logging_steps`` says.
+    """Log the last step whatever ``logging_steps`` says, before the Trainer's log-then-save of that step.
 
-    transformers' ``DefaultFlowCallback`` logs every ``logging_steps`` and saves at the last step, but does not
-    log it: a 3-step run with ``--logging-steps 10`` would log step 1 only, and its final checkpoint's
-    ``trainer_state.json`` and plots would stop there. This asks for the log before the Trainer's log-then-save
-    of that step, so the last checkpoint holds it.
+    transformers saves at the last step but does not log it: a 3-step run with ``--logging-steps 10`` would
+    log step 1 only, and its final checkpoint's ``trainer_state.json`` and plots would stop there.
     """
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -38,8 +35,8 @@ class LogLastStep(TrainerCallback):
 
 class CheckpointMirror(TrainerCallback):
     """Copy each complete checkpoint (``on_save`` runs after ``trainer_state.json`` is written) from local disk
-    to the run directory on Drive with :func:`storage.copy_checkpoint`, one at a time in a worker thread while
-    training goes on; then delete older local ones. Logs and wandb's offline files follow each checkpoint."""
+    to the run directory on Drive in a worker thread while training goes on, then delete older local ones.
+    Logs and wandb's offline files follow each checkpoint."""
 
     def __init__(self, local_dir: str | Path, run_dir: str | Path, keep: int | None):
         self.local_dir, self.run_dir, self.keep = Path(local_dir), Path(run_dir), keep
@@ -95,12 +92,10 @@ def wandb_logged_in() -> bool:
 class SafeWandbCallback(WandbCallback):
     """transformers' ``WandbCallback`` that starts the run our way and never stops training.
 
-    The run starts here because the stock ``setup`` passes only project and name: we add the full run config,
-    tags mode/model/dataset/seed, the stable id kept in run.json (``resume="allow"``, so a resume continues it)
-    and offline unless logged in. wandb's own variables win where set (``WANDB_PROJECT``, ``WANDB_MODE``,
-    ``WANDB_RESUME``); they are read, never written, so a notebook's next run does not inherit this one's id.
-    Every hook is guarded: after any wandb error it warns once and switches itself off (the README's "a wandb
-    error prints a warning and training goes on"; the stock callback would raise into the Trainer).
+    The stock ``setup`` passes only project and name; we add the run config, tags, the stable id kept in
+    run.json (``resume="allow"``) and offline unless logged in. wandb's own variables (``WANDB_PROJECT``,
+    ``WANDB_MODE``, ``WANDB_RESUME``) win where set; they are read, never written, so a notebook's next run
+    does not inherit this one's id. After any wandb error in a hook it warns once and switches itself off.
     """
 
     def __init__(self, run_name: str, config: dict, tags: list[str], run_id: str, local_dir: str | Path):

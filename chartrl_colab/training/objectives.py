@@ -24,19 +24,14 @@ w-reinforce    lambda_psr * r_i  if correct,  r_i - 1 otherwise     all scored s
 =============  ===================================================  ==================================
 
 psr, nsr and w-reinforce use no group baseline and no std scaling: an all-correct or all-wrong group
-still carries signal (GRPO's advantages are zero there). The batch is cut down to the samples in the
-loss (``keep`` below) before the update, so the others' tokens are neither in the loss nor in its
-normalisation, whatever TRL's ``loss_type``; the trainer does this through TRL's loss mask, and cuts the
-dropped rows out of the model's forward (the per-step formula is in :mod:`chartrl_colab.training.trainer`).
-A sample the verifier could not score (reward None) is in no mode's loss; in grpo, one that no reward with a
-non-zero weight scored (:func:`unscorable`).
+still carries signal (GRPO's advantages are zero there). Samples outside ``keep`` are neither in the loss
+nor in its normalisation, whatever TRL's ``loss_type``, nor in the model's forward (how, and the per-step
+formula: :mod:`chartrl_colab.training.trainer`). A sample the verifier could not score (reward None) is in
+no mode's loss; in grpo, one that no reward with a non-zero weight scored (:func:`unscorable`).
 
-The rest of the paper's recipe is the default of :class:`chartrl_colab.config.RunConfig` and is what
-TRL's GRPO loss computes with it: a PPO-clipped surrogate (epsilon 0.2), averaged over the response
-tokens that remain (TRL's ``dapo`` token normalisation), no KL term (beta 0), 8 rollouts per prompt,
-temperature 1.0 (learning rate: the paper's 1e-6 without LoRA, 1e-5 with LoRA).
-
-Torch (and TRL's ``nanstd``), no I/O; from the package it takes just the mode names (``config.MODES``).
+The rest of the paper's recipe is the default of :class:`chartrl_colab.config.RunConfig`: a PPO-clipped
+surrogate (epsilon 0.2), TRL's ``dapo`` token normalisation, no KL term (beta 0), 8 rollouts per prompt,
+temperature 1.0, learning rate 1e-6 (1e-5 with LoRA).
 """
 
 from __future__ import annotations
@@ -62,9 +57,8 @@ class Advantages:
 def unscorable(rewards_per_func: torch.Tensor, reward_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Rows that no reward with a non-zero weight scored (all NaN there): bool (B,).
 
-    With every weight non-zero this is TRL's ``unscorable_mask`` (every reward None). With weight 0 on some
-    rewards (grpo on the verifier alone) a row whose weighted rewards are all None is unscorable too; TRL
-    would sum it to 0 and count it as a wrong answer in its group's baseline.
+    TRL's ``unscorable_mask`` counts only rows with every reward None; one whose weighted rewards are all None
+    (grpo on the verifier alone) it would sum to 0, a wrong answer in its group's baseline.
 
     >>> r = torch.tensor([[1.0, float("nan")], [float("nan"), 0.0], [float("nan"), float("nan")]])
     >>> unscorable(r).tolist(), unscorable(r, torch.tensor([0.0, 1.0])).tolist()

@@ -2,20 +2,16 @@
 
 Three hooks, no copy of TRL's loop:
 
-1. ``_calculate_rewards`` returns the reward matrix gathered over all processes; we keep it.
-2. After TRL's ``_generate_and_score_completions`` we replace its advantages by the objective's
-   (computed on the gathered rewards, then sliced to this process as TRL slices). Whenever some sample is
-   not in the loss (psr/nsr's other class, a sample the verifier could not score) the selection is folded
-   into TRL's loss mask (``completion_mask * tool_mask``), ``num_items_in_batch`` is recounted and the
-   number of kept completions travels with the batch: TRL buffers the generation batch and slices it over
-   ``steps_per_generation`` optimizer steps (and ``num_iterations`` passes), row by row, so every slice
-   carries its rows' advantages and mask.
-3. After TRL's ``_compute_loss``: for the loss types that average per completion (``grpo``, ``dr_grpo``,
-   and TRL's ``sapo``, ``luspo``) the loss is rescaled from TRL's count of rows to the kept ones, so the
-   dropped samples are out of the normalisation for every loss type (``dapo`` reads the recounted
-   ``num_items_in_batch``; ``bnpo``, which TRL divides by each micro-batch's own tokens, is computed as
-   ``dapo`` whenever a sample is dropped); and a micro-batch whose own mask is empty logs no entropy
-   or clip ratio (a mean over no tokens), instead of TRL's 0.
+1. ``_calculate_rewards``: keep the reward matrix, gathered over all processes.
+2. After ``_generate_and_score_completions``: the objective's advantages replace TRL's (computed on the
+   gathered rewards, sliced to this process as TRL slices). When some sample is dropped (psr/nsr's other
+   class, a sample the verifier could not score) the selection joins TRL's loss mask (``completion_mask *
+   tool_mask``), ``num_items_in_batch`` is recounted and the kept count travels with the batch, so each
+   slice TRL cuts it into (per optimizer step and iteration) carries its rows' advantages and mask.
+3. After ``_compute_loss``: the loss types that average per completion (``grpo``, ``dr_grpo``, ``sapo``,
+   ``luspo``) are rescaled from TRL's count of rows to the kept ones (``dapo`` reads the recounted
+   ``num_items_in_batch``; ``bnpo`` is computed as ``dapo`` when a sample is dropped); a micro-batch whose
+   mask is empty logs no entropy or clip ratio instead of TRL's 0.
 
 The loss of one optimizer step. A rollout (generation batch) holds K kept completions with T kept tokens
 over all processes; TRL splits it into ``steps_per_generation`` (S) slices, ``gradient_accumulation_steps``
@@ -29,14 +25,12 @@ i.e. each step is normalised as if the rollout's kept samples were spread evenly
 (K G / S completions each): the step's gradient is an unbiased estimate, over TRL's shuffle, of the
 rollout's kept-only mean gradient. With S = G (the default) it is exactly the kept-only mean of the step.
 
-Only kept rows are paid for: before the policy's forward each micro-batch is cut down to its rows with
-tokens in the loss mask (pixel values and image grids with them), and the extra no-grad forward for old
-log-probs (``steps_per_generation`` > G or ``num_iterations`` > 1) runs on the kept rows only. Every process
-runs the same number of rows (the most any process keeps, at least one, padded with dropped rows whose mask
-is empty), so collectives (ZeRO-3's parameter gathers, TRL's metric gathers) match up.
+Only kept rows are paid for: the policy's forward, and the no-grad one for old log-probs (S > G or
+``num_iterations`` > 1), run on the rows with tokens in the loss mask, padded with dropped rows to the most
+any process keeps, so collectives (ZeRO-3's parameter gathers, TRL's metric gathers) match up.
 
-With every sample kept and ``grpo`` mode, TRL's loss is unchanged. Works with any model, reward functions
-and data set that ``GRPOTrainer`` accepts, text-only included.
+In ``grpo`` mode with every sample kept, TRL's loss is unchanged. Works with any model, reward functions and
+data set that ``GRPOTrainer`` accepts, text-only included.
 """
 
 from __future__ import annotations
@@ -61,20 +55,8 @@ _PER_COMPLETION_LOSSES = ("grpo", "dr_grpo", "sapo", "luspo")
 
 
 def check_step_layout(args) -> None:
-    """Refuse a ``GRPOConfig`` whose optimizer steps straddle rollouts: ConfigError, one line.
-
-    The kept samples' normalisation is per rollout (see the module docstring); a step spanning several
-    rollouts (``steps_per_generation`` below ``gradient_accumulation_steps``, or not a multiple of it) would
-    weigh each rollout by its own kept count, so a lone kept sample in a sparse rollout would count several
-    times its share.
-
-    >>> from types import SimpleNamespace as NS
-    >>> check_step_layout(NS(steps_per_generation=4, gradient_accumulation_steps=2))
-    >>> check_step_layout(NS(steps_per_generation=1, gradient_accumulation_steps=2))
-    Traceback (most recent call last):
-    chartrl_colab.errors.ConfigError: steps_per_generation=1 is not valid with gradient_accumulation_steps=2; it must \
-be a multiple of it (2, 4, ...), so that no optimizer step spans two rollouts
-    """
+    """Refuse (ConfigError) a ``GRPOConfig`` whose optimizer steps span rollouts: the kept samples are
+    normalised per rollout, so such a step would weigh a lone kept sample of a sparse rollout several times."""
     spg, gas = getattr(args, "steps_per_generation", None), getattr(args, "gradient_accumulation_steps", 1)
     if spg is not None and spg % gas != 0:
         raise ConfigError(f"steps_per_generation={spg} is not valid with gradient_accumulation_steps={gas}; it must "
@@ -82,38 +64,27 @@ be a multiple of it (2, 4, ...), so that no optimizer step spans two rollouts
 
 
 def select_rows(batch: dict, index: torch.Tensor, rows: int) -> dict:
-    """The rows ``index`` (sorted, 1-D) of a batch of ``rows`` samples, as TRL lays one out.
-
-    Per-sample tensors and lists (first dimension ``rows``) are indexed; pixel values and image grids are
-    split per sample by TRL's ``split_pixel_values_by_grid`` first and merged back after; scalars pass.
-    """
+    """The rows ``index`` (sorted, 1-D) of a TRL batch of ``rows`` samples: per-sample tensors and lists,
+    pixel values and image grids (split per sample by TRL and merged back); scalars pass."""
     split = split_pixel_values_by_grid(batch)
-    picked = index.tolist()
     out = {}
     for key, value in split.items():
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == rows:
             out[key] = value[index.to(value.device)]
         elif isinstance(value, list) and len(value) == rows:
-            out[key] = [value[i] for i in picked]
+            out[key] = [value[i] for i in index.tolist()]
         else:
             out[key] = value
     return unsplit_pixel_values_by_grid(out)
 
 
-def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -> int:
-    """Index of the verifier among the reward functions, given its index, name or registry key.
-
-    ``None`` means the accuracy reward when present, else the only reward function; with several and no
-    accuracy reward, the choice is the user's and it is an error not to make it.
+def resolve_verifier(verifier: int | str | None, names: list[str]) -> int:
+    """Index of the verifier among the reward functions ``names``, given its index, name or registry key;
+    ``None``: the accuracy reward, else the only reward (ValueError when neither exists).
 
     >>> resolve_verifier("accuracy", ["format_reward", "accuracy_reward"])
     1
-    >>> resolve_verifier(None, ["format_reward", "accuracy_reward"])
-    1
-    >>> resolve_verifier(0, ["format_reward", "accuracy_reward"])
-    0
     """
-    names = list(reward_func_names)
     if verifier is None:
         if "accuracy_reward" in names:
             return names.index("accuracy_reward")
@@ -132,30 +103,11 @@ def resolve_verifier(verifier: int | str | None, reward_func_names: list[str]) -
                      f"{', '.join(names)} (or an index below {len(names)})")
 
 
-def mode_line(mode: str, step: int, objective: Advantages, avg_reward: float, lambda_psr: float) -> str:
-    """The per-step console line: counts, the mean verifier reward and the mean advantage trained on.
-
-    >>> a = Advantages(torch.tensor([-1.0, 0.0]), torch.tensor([True, False]),
-    ...                torch.tensor([False, True]), torch.tensor([True, False]))
-    >>> mode_line("nsr", 12, a, 0.5, 0.1)
-    'NSR [Step 12]: 1/2 negative samples | Avg reward: 0.500 | Avg advantage: -0.500'
-    """
-    n = objective.advantages.numel()
-    pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
-    counts = {"psr": f"{pos}/{n} positive samples", "nsr": f"{neg}/{n} negative samples",
-              "w-reinforce": f"{pos} pos (λ={lambda_psr:g}) + {neg} neg (λ=1.0)",
-              "grpo": f"{pos}/{n} correct samples"}[mode]
-    avg_advantage = float(objective.advantages.float().mean())
-    return f"{mode.upper()} [Step {step}]: {counts} | Avg reward: {avg_reward:.3f} | Avg advantage: {avg_advantage:.3f}"
-
-
 class EpochRepeatSampler(RepeatSampler):
     """TRL's ``RepeatSampler`` whose order depends only on (seed, epoch), so a resumed run sees the same data.
 
-    TRL's sampler draws each epoch's permutation from one generator that advances epoch after epoch; a
-    process restarted mid-run would start that generator over and replay epoch 0's order. Here
-    ``set_epoch(e)`` (which the Trainer calls at every epoch start) replays the generator to epoch ``e``:
-    the order of an uninterrupted run is unchanged, and a resumed one matches it.
+    TRL's one generator advances epoch after epoch, so a restarted process would replay epoch 0's order; here
+    ``set_epoch(e)`` (the Trainer calls it at every epoch start) replays the generator to epoch ``e``.
     """
 
     epoch = 0
@@ -174,12 +126,8 @@ class EpochRepeatSampler(RepeatSampler):
 
 
 class ModeTrainer(GRPOTrainer):
-    """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier``.
-
-    ``verifier`` is the index or name of the reward function that judges correctness (a sample is correct
-    when its reward >= ``reward_threshold``); by default the accuracy reward, or the only reward function.
-    ``print_mode_lines`` prints one line per generation step.
-    """
+    """``GRPOTrainer`` plus ``mode``, ``reward_threshold``, ``lambda_psr`` and ``verifier`` (the reward judging
+    correctness, :func:`resolve_verifier`); ``print_mode_lines`` prints one line per generation step."""
 
     def __init__(
         self,
@@ -199,12 +147,9 @@ class ModeTrainer(GRPOTrainer):
             raise ValueError(f"lambda_psr={lambda_psr!r} is not valid; it must be >= 0")
         check_step_layout(kwargs["args"] if "args" in kwargs else args[2] if len(args) > 2 else None)
         super().__init__(*args, **kwargs)
-        if self.loss_type in _PER_COMPLETION_LOSSES and (getattr(self, "_entropy_bonus_enabled", False)
-                                                         or getattr(self, "aux_loss_enabled", False)):
-            raise ValueError(
-                f"loss_type={self.loss_type!r} with an entropy bonus or a router aux loss is not supported: the kept "
-                f"completions' normalisation rescales TRL's whole loss, those terms included; use loss_type 'dapo' "
-                f"or 'bnpo'")
+        if self.loss_type in _PER_COMPLETION_LOSSES and (self._entropy_bonus_enabled or self.aux_loss_enabled):
+            raise ValueError(f"loss_type={self.loss_type!r} with an entropy bonus or a router aux loss is not "
+                             f"supported (the kept completions' rescale would scale them too); use 'dapo' or 'bnpo'")
         self.mode = mode
         self.reward_threshold = float(reward_threshold)
         self.lambda_psr = float(lambda_psr)
@@ -215,9 +160,7 @@ class ModeTrainer(GRPOTrainer):
         self._deferred_forward: tuple | None = None
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
-        # A metric with no value this time (entropy or clip ratio over no kept token: psr on a step with nothing
-        # correct) is left out of the step's log, rather than handed on by TRL as None, which every logger warns
-        # about and the plots would have to skip.
+        # A metric with no value (entropy over no kept token) is left out, not logged as None.
         metrics = self._metrics["train" if self.model.training else "eval"]
         for key in [k for k, values in metrics.items() if all(math.isnan(v) for v in values)]:
             del metrics[key]
@@ -235,8 +178,7 @@ class ModeTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, **kwargs):
         if self._defer_old_logps and not compute_entropy:
-            # TRL's no-grad forward for old log-probs, called before the rewards are known: remember it and run it
-            # on the kept rows once the objective has chosen them (_deferred_old_logps).
+            # TRL's forward for old log-probs, before the rewards are known: run it on the kept rows later.
             self._defer_old_logps = False
             self._deferred_forward = (model, input_ids, attention_mask, logits_to_keep, batch_size, kwargs)
             return torch.zeros(input_ids.shape[0], logits_to_keep, device=input_ids.device), None, None
@@ -245,9 +187,8 @@ class ModeTrainer(GRPOTrainer):
                                                           **kwargs)
 
     def _rows_to_run(self, mask: torch.Tensor) -> torch.Tensor | None:
-        """Rows of a batch to run the model on: those with tokens in ``mask`` (B, T), padded with empty ones to
-        the most any process has (at least one), so every process runs a forward of the same size. ``None``:
-        all of them. A collective: every process calls it at the same point."""
+        """Rows with tokens in ``mask`` (B, T), padded with empty ones to the most any process has (at least
+        one); ``None``: all of them. A collective: every process calls it at the same point."""
         has = mask.sum(1) > 0
         count = int(has.sum())
         most = max(int(self.accelerator.gather(torch.tensor([count], device=mask.device)).max()), 1)
@@ -257,8 +198,8 @@ class ModeTrainer(GRPOTrainer):
         return torch.cat([has.nonzero().flatten(), padding]).sort().values
 
     def _deferred_old_logps(self, mask: torch.Tensor) -> torch.Tensor:
-        """The old log-probs TRL asked for during generation, computed on the rows kept by ``mask`` only (B, T);
-        the other rows get 0 (they are out of the loss mask, and cut from the loss's forward)."""
+        """The old log-probs TRL asked for during generation, (B, T), computed on the rows kept by ``mask``
+        only; the others get 0."""
         model, input_ids, attention_mask, logits_to_keep, batch_size, kwargs = self._deferred_forward
         self._deferred_forward = None
         rows = input_ids.shape[0]
@@ -278,8 +219,8 @@ class ModeTrainer(GRPOTrainer):
         return old
 
     def _generate_and_score_completions(self, inputs):
-        # TRL computes old log-probs when a rollout serves several optimizer steps; they can wait for the objective
-        # when nothing at generation time reads them (vLLM's importance sampling and the KL's reference forward do).
+        # Old log-probs can wait for the objective unless something at generation time reads them (vLLM's
+        # importance sampling, the KL's reference forward).
         generate_every = self.args.steps_per_generation * self.num_iterations
         self._defer_old_logps = (self.args.gradient_accumulation_steps % generate_every != 0 and self.beta == 0.0
                                  and not (self.use_vllm and self.vllm_importance_sampling_correction))
@@ -323,6 +264,7 @@ class ModeTrainer(GRPOTrainer):
         return output
 
     def _record(self, split: str, objective: Advantages, rewards: torch.Tensor) -> None:
+        """Log the counts of correct and incorrect samples; print the step's line (README: Training)."""
         n = objective.advantages.numel()
         pos, neg = int(objective.correct.sum()), int(objective.incorrect.sum())
         metrics = self._metrics[split]
@@ -330,18 +272,18 @@ class ModeTrainer(GRPOTrainer):
         metrics["mode/num_negative"].append(float(neg))
         metrics["mode/positive_fraction"].append(pos / n)
         if self.print_mode_lines and split == "train" and self.accelerator.is_main_process:
+            counts = {"psr": f"{pos}/{n} positive samples", "nsr": f"{neg}/{n} negative samples",
+                      "w-reinforce": f"{pos} pos (λ={self.lambda_psr:g}) + {neg} neg (λ=1.0)",
+                      "grpo": f"{pos}/{n} correct samples"}[self.mode]
             avg = float(torch.nanmean(rewards[:, self.verifier_index]))  # unscored samples have no reward
             # the optimizer step this rollout feeds (global_step counts those done), as the plots number it
-            tqdm.write(mode_line(self.mode, self.state.global_step + 1, objective, avg, self.lambda_psr))
+            tqdm.write(f"{self.mode.upper()} [Step {self.state.global_step + 1}]: {counts} | Avg reward: {avg:.3f} "
+                       f"| Avg advantage: {float(objective.advantages.float().mean()):.3f}")
 
     def _kept_rescale(self, inputs, split: str) -> float:
-        """Factor taking TRL's per-completion loss from its count of rows to the kept completions (module docstring).
-
-        TRL divides a micro-batch's sum of per-completion terms by ``rows * gradient_accumulation_steps`` (``rows``
-        after the cut to kept rows); spread evenly over the ``steps_per_generation`` slices as ``dapo`` spreads its
-        tokens, the kept completions give ``kept / num_processes * gradient_accumulation_steps /
-        steps_per_generation``. The ratio is 1 when every completion is kept.
-        """
+        """Factor taking TRL's per-completion loss from its count of rows (``rows * gradient_accumulation_steps``
+        per micro-batch) to the kept completions spread evenly over the rollout's steps, as ``dapo`` spreads its
+        tokens: ``kept / num_processes * gradient_accumulation_steps / steps_per_generation``."""
         kept = inputs.get("num_kept_completions")
         if kept is None or self.loss_type not in _PER_COMPLETION_LOSSES:
             return 1.0
@@ -369,8 +311,7 @@ class ModeTrainer(GRPOTrainer):
             self.loss_type = loss_type
         # TRL's token means are over this micro-batch's mask on every process together (a collective, as TRL's).
         if float(self.accelerator.reduce(mask.sum().float(), reduction="sum")) == 0:
-            # No completion of this micro-batch in the loss (psr with no correct one, say): the loss is an exact
-            # zero with zero gradient, and token means over an empty mask would log a false 0.
+            # An empty mask (psr with no correct completion): token means over it would log a false 0.
             for key, count in before.items():
                 if key in metrics:
                     metrics[key][count:] = [float("nan")] * (len(metrics[key]) - count)
