@@ -228,13 +228,14 @@ def checks(runs: dict[str, dict], base: str | None = None) -> list[str]:
             problems.append("no training step was logged")
         if not run.get("checkpoint"):
             problems.append("no complete checkpoint was saved (save_steps larger than the run?)")
-        key, kind, fix = _NEEDS.get(mode, (None, None, None))
-        if key and not counts.get(key) and kind == "correct" and base in RANDOM_BASES:
-            expected.append(f"no correct samples, as expected: the base {base!r} has random weights and never "
-                            "answers correctly, so psr had nothing to learn from (a base that answers sometimes "
-                            "shows what psr does)")
-        elif key and not counts.get(key):
-            problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
+        if mode in _NEEDS and not counts.get(_NEEDS[mode][0]):  # the mode saw none of the samples it learns from
+            _, kind, fix = _NEEDS[mode]
+            if kind == "correct" and base in RANDOM_BASES:
+                expected.append(f"no correct samples, as expected: the base {base!r} has random weights and never "
+                                "answers correctly, so psr had nothing to learn from (a base that answers sometimes "
+                                "shows what psr does)")
+            else:
+                problems.append(f"no {kind} samples in any step, so nothing to learn from ({fix})")
         head = f"{mode.upper()}: {run.get('global_step', 0)} steps, checkpoint {run.get('checkpoint')}"
         mark = "✗" if problems else "–" if expected else "✓"
         notes = problems + expected or [f"{counts.get('mode/num_positive', 0):g} correct / "
