@@ -31,9 +31,14 @@ CUDA_ONLY = ("bitsandbytes",)  # 4-bit loading on a CUDA GPU; on some CPUs its i
 PIP_TAIL = 20  # lines of pip's output shown when it fails
 
 
+def _requirement_texts(lines) -> list[str]:
+    """The requirement strings of a requirements file's ``lines`` (comments and blank lines dropped)."""
+    return [text for text in (line.split("#", 1)[0].strip() for line in lines) if text]
+
+
 def _requirements(lines) -> list:
-    """The requirements ``lines`` hold (comments and blank lines skipped) whose markers apply here."""
-    reqs = [Requirement(line) for line in (line.split("#", 1)[0].strip() for line in lines) if line]
+    """The requirements ``lines`` hold whose markers apply here."""
+    reqs = [Requirement(text) for text in _requirement_texts(lines)]
     return [req for req in reqs if req.marker is None or req.marker.evaluate({"extra": ""})]
 
 
@@ -84,8 +89,8 @@ def requirement_lines(path: str | Path, cuda: bool | None = None) -> list[str]:
     build stays), and :data:`CUDA_ONLY` only with ``cuda`` (None: :func:`cuda_runtime`)."""
     cuda = cuda_runtime() if cuda is None else cuda
     skip = NEVER_INSTALL if cuda else NEVER_INSTALL + CUDA_ONLY
-    lines = [line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()]
-    return [line for line in lines if line and Requirement(line).name.lower() not in skip]
+    return [text for text in _requirement_texts(Path(path).read_text().splitlines())
+            if Requirement(text).name.lower() not in skip]
 
 
 def pip_install_command(requirements: list[str], pins: list[str], folder: str | Path,
